@@ -1,0 +1,51 @@
+"""dask_zcollection: partitioned collections of Zarr v3 groups, Dask-native.
+
+>>> import dask_zcollection as dzc
+>>> ds = dzc.read_collection("file:///data/altimetry").filter("year == 2024").compute()
+"""
+
+from . import aio, errors, merge, partitioning
+from .api import Collection, create_collection, open_collection
+from .data import Dataset, Group, Variable
+from .errors import (
+    AlreadyExistsError,
+    CollectionNotFoundError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    ReadOnlyError,
+    SchemaError,
+    StorageError,
+    ZCollectionError,
+)
+from .merge import upsert_within
+from .schema import Codecs, Dimension, Schema
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlreadyExistsError",
+    "Codecs",
+    "Collection",
+    "CollectionNotFoundError",
+    "ConflictError",
+    "Dataset",
+    "Dimension",
+    "Group",
+    "InvalidInputError",
+    "NotFoundError",
+    "ReadOnlyError",
+    "Schema",
+    "SchemaError",
+    "StorageError",
+    "Variable",
+    "ZCollectionError",
+    "__version__",
+    "aio",
+    "create_collection",
+    "errors",
+    "merge",
+    "open_collection",
+    "partitioning",
+    "upsert_within",
+]

@@ -1,0 +1,501 @@
+"""The async engine of a collection: open, list, read, insert, drop, repair.
+
+Everything here is a coroutine; :mod:`dask_zcollection.api` wraps it for
+sync callers and :mod:`dask_zcollection.aio` republishes it. The Dask graphs
+(read and write paths) call these same coroutines per partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy
+
+from ._prepare import Prepared, columns_to_dataset, prepare_insert
+from .catalog import CATALOG_DIR, Catalog, CatalogLog
+from .catalog._transaction import LEASE_DIR, Transaction, recover
+from .data import Dataset
+from .errors import (
+    AlreadyExistsError,
+    CollectionNotFoundError,
+    ConflictError,
+    InvalidInputError,
+    ReadOnlyError,
+    SchemaError,
+)
+from .io import CONFIG_KEY, CollectionConfig, PartitionIO, default_axis_variable, read_config, write_config
+from .merge import AxisRange, MergeLike, resolve
+from .partitioning import Partitioning, compile_filter
+from .partitioning._filter import FilterLike
+from .schema import Schema
+from .store import StoreLike, StoreSpec, resolve_store
+
+__all__ = ["IMMUTABLE_PATH", "AsyncCollection", "create_collection", "open_collection"]
+
+IMMUTABLE_PATH = "_immutable"
+Mode = Literal["r", "rw"]
+_KEY_ATTR = "_zc_partition_key"
+#: Partitions written concurrently by one eager insert.
+WRITE_CONCURRENCY = 8
+#: Times an insert is re-planned after losing a commit race on the same partitions.
+DEFAULT_RETRIES = 3
+
+
+class AsyncCollection:
+    """A partitioned collection (async API). Use :func:`open_collection` to get one."""
+
+    def __init__(self, spec: StoreSpec, config: CollectionConfig, mode: Mode = "r") -> None:
+        self.spec = spec
+        self.config = config
+        self.mode: Mode = mode
+        self.io = PartitionIO(spec, config.schema, config.axis)
+        self.log = CatalogLog(spec)
+        self._catalog: Catalog | None = None
+
+    # -- properties ------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """URL of the collection root."""
+        return self.spec.url
+
+    @property
+    def schema(self) -> Schema:
+        """The collection schema."""
+        return self.config.schema
+
+    @property
+    def partitioning(self) -> Partitioning:
+        """How rows map to partitions."""
+        return self.config.partitioning
+
+    @property
+    def axis(self) -> str:
+        """The partitioned dimension."""
+        return self.config.axis
+
+    @property
+    def axis_variable(self) -> str:
+        """The variable whose min/max the catalog records."""
+        return self.config.axis_variable
+
+    def __repr__(self) -> str:
+        n = len(self._catalog) if self._catalog is not None else "?"
+        return (
+            f"<{type(self).__name__} {self.url!r} mode={self.mode!r} "
+            f"partitioning={self.partitioning!r} partitions={n}>"
+        )
+
+    # -- catalog -----------------------------------------------------------------------------
+    async def catalog(self, *, refresh: bool = False) -> Catalog:
+        """The committed partition index (cached; ``refresh=True`` re-reads it)."""
+        if self._catalog is None or refresh:
+            self._catalog = await self._load_catalog()
+        return self._catalog
+
+    def _empty_catalog(self) -> Catalog:
+        return Catalog.empty(self.partitioning.keys, self.schema[self.axis_variable].dtype)
+
+    async def _load_catalog(self) -> Catalog:
+        latest = await self.log.latest()
+        if latest is not None:
+            return latest
+        paths = await self.log.legacy_paths()
+        if paths is None:
+            paths = await self._walk()
+        return self._listed_catalog(paths)
+
+    def _listed_catalog(self, paths: Sequence[str]) -> Catalog:
+        """A catalog without stats from partition paths (reference state.json or a walk)."""
+        if not paths:
+            return self._empty_catalog()
+        keys = numpy.array([self.partitioning.decode(p.partition("@")[0]) for p in paths], dtype="int64")
+        catalog = self._empty_catalog()
+        n = len(paths)
+        dtype = catalog.axis_min.dtype
+        catalog = catalog.with_partitions(
+            keys, list(paths), numpy.full(n, -1), numpy.zeros(n, dtype), numpy.zeros(n, dtype)
+        )
+        return dataclasses.replace(catalog, has_stats=False)
+
+    async def _walk(self) -> list[str]:
+        """List partition groups by walking the tree (collections without a catalog)."""
+        depth = len(self.partitioning.keys)
+        level = [""]
+        for _ in range(depth):
+            children = await asyncio.gather(*(self.spec.list_dir(p) for p in level))
+            level = [
+                f"{parent}/{name}" if parent else name
+                for parent, names in zip(level, children, strict=True)
+                for name in names
+                if "=" in name and not name.startswith((".", "_"))
+            ]
+        # Keep committed-looking groups only (a crashed claim is marked pending).
+        metas = await asyncio.gather(*(self.spec.get(f"{p}/zarr.json") for p in level))
+        best: dict[str, tuple[str, str]] = {}
+        for path, raw in zip(level, metas, strict=True):
+            if raw is None:
+                continue
+            attrs = json.loads(raw).get("attributes", {})
+            if attrs.get("_zc_pending"):
+                continue
+            canonical, _, txn = path.partition("@")
+            rank = str(attrs.get("_zc_txn", txn))
+            if canonical not in best or rank > best[canonical][0]:
+                best[canonical] = (rank, path)
+        return [p for _, p in best.values()]
+
+    async def _with_stats(self, catalog: Catalog) -> Catalog:
+        """Fill in row counts and axis min/max of a listed catalog (reads the axis)."""
+        if catalog.has_stats:
+            return catalog
+        stats = await asyncio.gather(*(self.io.axis_stats(p, self.axis_variable) for p in catalog.paths))
+        dtype = catalog.axis_min.dtype
+        rows = numpy.array([s[0] for s in stats], dtype="int64")
+        lo = numpy.array([s[1] if s[0] else numpy.zeros((), dtype) for s in stats], dtype=dtype)
+        hi = numpy.array([s[2] if s[0] else numpy.zeros((), dtype) for s in stats], dtype=dtype)
+        return dataclasses.replace(catalog, rows=rows, axis_min=lo, axis_max=hi, has_stats=True)
+
+    async def select(self, filters: FilterLike = None) -> Catalog:
+        """The sub-catalog of the partitions matching ``filters``."""
+        catalog = await self.catalog(refresh=True)
+        predicate = compile_filter(filters, self.partitioning.keys)
+        if predicate is None:
+            return catalog
+        return catalog.take(predicate(catalog.columns))
+
+    async def partitions(self, filters: FilterLike = None) -> list[str]:
+        """Canonical paths (``year=2024/month=03``) of the partitions, in key order."""
+        selected = await self.select(filters)
+        return [self.partitioning.encode(selected.key_tuple(i)) for i in range(len(selected))]
+
+    # -- read --------------------------------------------------------------------------------
+    async def read_partition(
+        self, catalog: Catalog, i: int, variables: Sequence[str] | None = None
+    ) -> dict[str, numpy.ndarray]:
+        """Read the partitioned variables of partition ``i`` of ``catalog``."""
+        rows = int(catalog.rows[i])
+        return await self.io.read(catalog.paths[i], variables, stop=None if rows < 0 else rows)
+
+    async def read_immutable(self, catalog: Catalog, variables: Sequence[str] | None = None) -> dict[str, numpy.ndarray]:
+        """Read the immutable variables (empty when none were written)."""
+        names = self.io.immutable if variables is None else [v for v in variables if v in self.io.immutable]
+        path = catalog.immutable
+        if path is None and names and await self.spec.exists(f"{IMMUTABLE_PATH}/zarr.json"):
+            path = IMMUTABLE_PATH  # reference-format collection
+        if path is None or not names:
+            return {}
+        return await self.io.read_immutable(path, names)
+
+    def _check_variables(self, variables: Sequence[str] | None) -> list[str] | None:
+        if variables is None:
+            return None
+        if isinstance(variables, str):
+            variables = [variables]
+        out = []
+        for v in variables:
+            key = v.strip("/")
+            self.schema[key]  # raises VariableNotFoundError naming it
+            out.append(key)
+        return out
+
+    async def query(
+        self, *, filters: FilterLike = None, variables: Sequence[str] | None = None
+    ) -> Dataset | None:
+        """Read the selected partitions eagerly; ``None`` when nothing matches."""
+        names = self._check_variables(variables)
+        part_vars = None if names is None else [v for v in names if v in self.io.partitioned]
+        selected = await self.select(filters)
+        if not len(selected):
+            return None
+        parts = await asyncio.gather(
+            *(self.read_partition(selected, i, part_vars) for i in range(len(selected)))
+        )
+        keys = part_vars if part_vars is not None else self.io.partitioned
+        columns = {k: numpy.concatenate([p[k] for p in parts]) for k in keys}
+        immutable = await self.read_immutable(selected, names)
+        return columns_to_dataset(self.schema, columns, immutable)
+
+    # -- write -------------------------------------------------------------------------------
+    def _check_writable(self) -> None:
+        if self.mode != "rw":
+            raise ReadOnlyError(f"collection {self.url} is open read-only; open it with mode='rw'")
+
+    async def insert(
+        self, data: Any, *, merge: MergeLike = None, retries: int = DEFAULT_RETRIES
+    ) -> list[str]:
+        """Insert ``data``, merging with stored partitions through ``merge``.
+
+        Returns
+        -------
+        list of str
+            Canonical paths of the partitions written.
+
+        Raises
+        ------
+        SchemaError
+            When the data does not match the schema (nothing is written).
+        ConflictError
+            When concurrent writers kept changing the same partitions.
+        """
+        self._check_writable()
+        strategy = resolve(merge)
+        prepared = prepare_insert(data, self.schema, self.axis)
+        prepared = _computed(prepared)
+        keys, groups = self._split(prepared)
+        for attempt in range(retries + 1):
+            try:
+                return await self._insert_once(prepared, keys, groups, strategy)
+            except ConflictError:
+                if attempt == retries:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _split(self, prepared: Prepared) -> tuple[numpy.ndarray, list[numpy.ndarray]]:
+        """Partition keys of the input and, per key, the row positions (in input order)."""
+        columns = {v: prepared.columns[v] for v in self.partitioning.variables if v in prepared.columns}
+        missing = [v for v in self.partitioning.variables if v not in prepared.columns]
+        if missing:
+            raise SchemaError(f"partitioning variable(s) {missing} are missing from the inserted data")
+        attrs = {v: self.schema[v].attrs for v in self.partitioning.variables}
+        keys, inverse = self.partitioning.split(columns, attrs)
+        order = numpy.argsort(inverse, kind="stable")
+        bounds = numpy.cumsum(numpy.bincount(inverse, minlength=len(keys)))[:-1]
+        return keys, numpy.split(order, bounds)
+
+    async def _insert_once(
+        self, prepared: Prepared, keys: numpy.ndarray, groups: list[numpy.ndarray], strategy: Any
+    ) -> list[str]:
+        base = await self._with_stats(await self.catalog(refresh=True))
+        await self._check_immutable(base, prepared)
+        txn = Transaction(self.spec, base)
+        await txn.begin()
+        axis = self.axis_variable
+        canonical = [self.partitioning.encode(tuple(int(x) for x in k)) for k in keys]
+        pos = base.find(keys)
+        sem = asyncio.Semaphore(WRITE_CONCURRENCY)
+        results: list[tuple[str, int, Any, Any]] = [("", 0, None, None)] * len(keys)
+
+        async def one(j: int) -> None:
+            async with sem:
+                rows = groups[j]
+                inserted = {k: v[rows] for k, v in prepared.columns.items()}
+                existing = None
+                if pos[j] >= 0:
+                    stored = AxisRange(base.axis_min[pos[j]], base.axis_max[pos[j]], int(base.rows[pos[j]]))
+                    if strategy.needs_existing(stored, AxisRange.from_array(inserted[axis])):
+                        existing = await self.read_partition(base, int(pos[j]))
+                merged = strategy(existing, inserted, axis=axis)
+                path = await txn.claim(canonical[j])
+                await self.io.ensure_parents(path)
+                attrs = {_KEY_ATTR: [[n, int(v)] for n, v in zip(self.partitioning.keys, keys[j], strict=True)], "_zc_txn": txn.txn}
+                await self.io.write(path, merged, attrs=attrs)
+                values = merged[axis]
+                n = len(values)
+                results[j] = (path, n, values.min() if n else None, values.max() if n else None)
+
+        immutable_path = None
+        try:
+            tasks = [one(j) for j in range(len(keys))]
+            if prepared.immutable and base.immutable is None:
+                immutable_path = await txn.claim(IMMUTABLE_PATH)
+                tasks.append(self.io.write(immutable_path, prepared.immutable))
+            await asyncio.gather(*tasks)
+            dtype = base.axis_min.dtype
+            zero = numpy.zeros((), dtype)
+            new_paths = [r[0] for r in results]
+            rows = numpy.array([r[1] for r in results], dtype="int64")
+            lo = numpy.array([zero if r[2] is None else r[2] for r in results], dtype=dtype)
+            hi = numpy.array([zero if r[3] is None else r[3] for r in results], dtype=dtype)
+
+            def build(catalog: Catalog) -> Catalog:
+                return catalog.with_partitions(keys, new_paths, rows, lo, hi)
+
+            def superseded(catalog: Catalog) -> list[str]:
+                p = catalog.find(keys)
+                return [catalog.paths[i] for i in p if i >= 0]
+
+            committed = await txn.commit(build, touched=keys, immutable=immutable_path, superseded=superseded)
+        except BaseException:
+            await asyncio.shield(txn.abort())
+            raise
+        self._catalog = committed
+        return canonical
+
+    async def _check_immutable(self, base: Catalog, prepared: Prepared) -> None:
+        """Immutable variables are written once; a later insert must carry equal values."""
+        if not prepared.immutable:
+            return
+        stored = await self.read_immutable(base, list(prepared.immutable))
+        if not stored:
+            missing = [p for p in self.io.immutable if p not in prepared.immutable]
+            if missing:
+                raise SchemaError(f"immutable variable(s) {missing} are missing from the first insert")
+            return
+        from .data._dataset import _values_equal
+
+        for path, value in prepared.immutable.items():
+            if not _values_equal(numpy.asarray(value), stored[path]):
+                raise SchemaError(
+                    f"immutable variable {path!r} differs from the stored one; "
+                    "immutable variables are written once and never replaced"
+                )
+
+    async def drop_partitions(self, filters: FilterLike = None) -> list[str]:
+        """Delete the partitions matching ``filters`` (all when ``None``); returns their paths."""
+        self._check_writable()
+        for _ in range(DEFAULT_RETRIES + 1):
+            base = await self.catalog(refresh=True)
+            predicate = compile_filter(filters, self.partitioning.keys)
+            mask = numpy.ones(len(base), bool) if predicate is None else predicate(base.columns)
+            dropped = base.take(mask)
+            if not len(dropped):
+                return []
+            base = await self._with_stats(base)
+            txn = Transaction(self.spec, base)
+            await txn.begin()
+            keys = dropped.keys
+            try:
+                committed = await txn.commit(
+                    lambda c: c.without(keys),
+                    touched=keys,
+                    superseded=lambda c: [c.paths[i] for i in c.find(keys) if i >= 0],
+                )
+            except ConflictError:
+                await txn.abort()
+                continue
+            self._catalog = committed
+            return [self.partitioning.encode(dropped.key_tuple(i)) for i in range(len(dropped))]
+        raise ConflictError(f"could not drop partitions of {self.url}: concurrent writers kept winning")
+
+    async def repair(self) -> Catalog:
+        """Rebuild the catalog from a walk of the tree and commit it; cleans dead writers' leftovers."""
+        self._check_writable()
+        await recover(self.spec)
+        paths = await self._walk()
+        listed = await self._with_stats(self._listed_catalog(paths))
+        base = await self.catalog(refresh=True)
+        immutable = base.immutable
+        if immutable is None and await self.spec.exists(f"{IMMUTABLE_PATH}/zarr.json"):
+            immutable = IMMUTABLE_PATH
+        txn = Transaction(self.spec, base)
+        await txn.begin()
+        rebuilt = dataclasses.replace(listed, version=base.version)
+        committed = await txn.commit(lambda _: rebuilt, touched=listed.keys, immutable=immutable)
+        self._catalog = committed
+        return committed
+
+
+def _computed(prepared: Prepared) -> Prepared:
+    """Materialise dask-backed input (the eager path; the graph path streams it)."""
+    lazy = {k: v for k, v in {**prepared.columns, **prepared.immutable}.items() if not isinstance(v, numpy.ndarray)}
+    if not lazy:
+        return prepared
+    import dask
+
+    (values,) = dask.compute(lazy)
+    return Prepared(
+        columns={k: numpy.asarray(values.get(k, v)) for k, v in prepared.columns.items()},
+        immutable={k: numpy.asarray(values.get(k, v)) for k, v in prepared.immutable.items()},
+        rows=prepared.rows,
+    )
+
+
+# -- create / open --------------------------------------------------------------------------------
+async def create_collection(
+    store: StoreLike,
+    *,
+    schema: Schema,
+    axis: str,
+    partitioning: Partitioning,
+    axis_variable: str | None = None,
+    overwrite: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+) -> AsyncCollection:
+    """Create an empty collection and return it open for writing.
+
+    Parameters
+    ----------
+    store : str or StoreSpec
+        ``file:///path``, ``memory://name``, a local path or a store spec.
+    schema : Schema
+        The variables, dimensions and groups of every partition.
+    axis : str
+        The partitioned dimension (e.g. ``"time"``).
+    partitioning : Partitioning
+        How rows map to partitions, e.g. ``partitioning.Date(("time",), resolution="M")``.
+    axis_variable : str, optional
+        1-D variable along ``axis`` used for stats and merges (default: the
+        variable named like ``axis``, else the Date variable, else a datetime).
+    overwrite : bool
+        Replace an existing collection (all of it) instead of failing.
+    storage_options : dict, optional
+        Backend options.
+
+    Raises
+    ------
+    AlreadyExistsError
+        When a collection exists at ``store`` and ``overwrite`` is false.
+    SchemaError
+        When the schema, axis and partitioning do not fit together.
+    """
+    spec = resolve_store(store, storage_options)
+    schema = schema.build().with_axis(axis)
+    for name in partitioning.variables:
+        if name not in schema or schema[name].dimensions != (axis,):
+            raise SchemaError(
+                f"partitioning variable {name!r} must be a 1-D variable along {axis!r} in the schema"
+            )
+    if partitioning.dimension != axis:
+        raise SchemaError(
+            f"the partitioning splits dimension {partitioning.dimension!r} but axis is {axis!r}"
+        )
+    if axis_variable is None:
+        axis_variable = default_axis_variable(schema, axis, partitioning)
+    elif axis_variable not in schema or schema[axis_variable].dimensions != (axis,):
+        raise SchemaError(f"axis_variable {axis_variable!r} must be a 1-D variable along {axis!r}")
+    config = CollectionConfig(axis=axis, axis_variable=axis_variable, partitioning=partitioning, schema=schema)
+    if await spec.exists(CONFIG_KEY) or not await spec.is_empty():
+        if not overwrite:
+            raise AlreadyExistsError(f"a collection (or other data) already exists at {spec.url}")
+        await spec.clear()
+    await write_config(spec, config)
+    log = CatalogLog(spec)
+    await log.initialise()
+    collection = AsyncCollection(spec, config, "rw")
+    empty = collection._empty_catalog()
+    await log.commit(empty.next_version("create"))
+    return collection
+
+
+async def open_collection(
+    store: StoreLike, *, mode: Mode = "r", storage_options: Mapping[str, Any] | None = None
+) -> AsyncCollection:
+    """Open an existing collection.
+
+    Parameters
+    ----------
+    store : str or StoreSpec
+        Where the collection lives.
+    mode : {"r", "rw"}
+        Read-only, or read-write (which also cleans up after crashed writers).
+
+    Raises
+    ------
+    CollectionNotFoundError
+        When there is no collection at ``store``.
+    """
+    if mode not in ("r", "rw"):
+        raise InvalidInputError(f"mode must be 'r' or 'rw', got {mode!r}")
+    spec = resolve_store(store, storage_options)
+    config = await read_config(spec)
+    collection = AsyncCollection(spec, config, mode)
+    if mode == "rw":
+        await recover(spec)
+    return collection
+
+
+__all__ += ["CATALOG_DIR", "LEASE_DIR", "CollectionNotFoundError"]

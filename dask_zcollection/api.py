@@ -1,0 +1,121 @@
+"""Synchronous front door: each method hands its coroutine to the one bridge."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from . import _engine
+from ._engine import AsyncCollection, Mode
+from ._sync import sync
+from .catalog import Catalog
+from .data import Dataset
+from .merge import MergeLike
+from .partitioning import Partitioning
+from .partitioning._filter import FilterLike
+from .schema import Schema
+from .store import StoreLike
+
+__all__ = ["Collection", "create_collection", "open_collection"]
+
+
+class Collection:
+    """A partitioned collection of Zarr groups (synchronous API).
+
+    Get one from :func:`create_collection` or :func:`open_collection`; the
+    coroutine twin of every method is on :attr:`aio`.
+    """
+
+    def __init__(self, impl: AsyncCollection) -> None:
+        self.aio = impl
+
+    url = property(lambda self: self.aio.url, doc="URL of the collection root.")
+    schema = property(lambda self: self.aio.schema, doc="The collection schema.")
+    partitioning = property(lambda self: self.aio.partitioning, doc="How rows map to partitions.")
+    axis = property(lambda self: self.aio.axis, doc="The partitioned dimension.")
+    mode = property(lambda self: self.aio.mode, doc="'r' or 'rw'.")
+
+    def __repr__(self) -> str:
+        return repr(self.aio).replace("AsyncCollection", "Collection", 1)
+
+    def catalog(self, *, refresh: bool = False) -> Catalog:
+        """The committed partition index."""
+        return sync(self.aio.catalog(refresh=refresh))
+
+    def partitions(self, filters: FilterLike = None) -> list[str]:
+        """Canonical paths of the partitions matching ``filters``, in key order."""
+        return sync(self.aio.partitions(filters))
+
+    def query(self, *, filters: FilterLike = None, variables: Sequence[str] | None = None) -> Dataset | None:
+        """Read the selected partitions (numpy-backed); ``None`` when nothing matches.
+
+        Parameters
+        ----------
+        filters : str, mapping or None
+            Filter on partition keys, e.g. ``"year == 2024 and month in (3, 4)"``
+            or ``{"year": 2024}``.
+        variables : list of str, optional
+            Variable paths to read (all by default).
+        """
+        return sync(self.aio.query(filters=filters, variables=variables))
+
+    def insert(self, data: Any, *, merge: MergeLike = None, retries: int = _engine.DEFAULT_RETRIES) -> list[str]:
+        """Insert data, merging with the stored partitions through ``merge``.
+
+        Parameters
+        ----------
+        data : Dataset, xarray.Dataset, xarray.DataTree or mapping
+            Rows to insert; every partitioned variable of the schema.
+        merge : None, str, MergeStrategy or callable
+            ``None``/``"replace"``, ``"concat"``, ``"time_series"``, ``"upsert"``,
+            ``merge.upsert_within(tol)`` or ``fn(existing, inserted, *, axis)``.
+        retries : int
+            Re-plans after losing a commit race on the same partitions.
+
+        Returns
+        -------
+        list of str
+            Canonical paths of the partitions written.
+        """
+        return sync(self.aio.insert(data, merge=merge, retries=retries))
+
+    def drop_partitions(self, filters: FilterLike = None) -> list[str]:
+        """Delete the partitions matching ``filters``; returns their paths."""
+        return sync(self.aio.drop_partitions(filters))
+
+    def repair(self) -> Catalog:
+        """Rebuild the catalog from the tree and clean up after crashed writers."""
+        return sync(self.aio.repair())
+
+
+def create_collection(
+    store: StoreLike,
+    *,
+    schema: Schema,
+    axis: str,
+    partitioning: Partitioning,
+    axis_variable: str | None = None,
+    overwrite: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Collection:
+    """Create an empty collection (see :func:`dask_zcollection.aio.create_collection`)."""
+    return Collection(
+        sync(
+            _engine.create_collection(
+                store,
+                schema=schema,
+                axis=axis,
+                partitioning=partitioning,
+                axis_variable=axis_variable,
+                overwrite=overwrite,
+                storage_options=storage_options,
+            )
+        )
+    )
+
+
+def open_collection(
+    store: StoreLike, *, mode: Mode = "r", storage_options: Mapping[str, Any] | None = None
+) -> Collection:
+    """Open an existing collection (``mode="r"`` or ``"rw"``)."""
+    return Collection(sync(_engine.open_collection(store, mode=mode, storage_options=storage_options)))

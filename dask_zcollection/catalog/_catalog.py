@@ -1,0 +1,266 @@
+"""The partition index: one columnar, immutable snapshot per commit.
+
+A :class:`Catalog` lists every committed partition with its key values, the
+path of its Zarr group, its row count and the min/max of the axis variable.
+It is stored as one compressed object per version, ``_catalog/v<N>.zcat``,
+created with the backend's put-if-absent: creating version ``N + 1`` *is* the
+commit, and two writers racing for the same version cannot both win.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import struct
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy
+from numcodecs import Zstd
+
+from ..errors import FormatVersionError, StorageError
+
+__all__ = ["CATALOG_FORMAT", "Catalog", "decode_catalog", "encode_catalog"]
+
+CATALOG_FORMAT = 1
+_MAGIC = b"ZCCAT\x01"
+_CODEC = Zstd(level=3)
+
+
+def _empty(dtype: Any) -> numpy.ndarray:
+    return numpy.empty(0, dtype=dtype)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, eq=False)
+class Catalog:
+    """An immutable snapshot of the committed partitions, sorted by key value.
+
+    Attributes
+    ----------
+    version : int
+        Commit number (``0``: nothing committed yet).
+    key_names : tuple of str
+        Names of the key components (``("year", "month")``).
+    keys : numpy.ndarray
+        ``int64`` array ``(n, len(key_names))``, rows sorted by value.
+    paths : tuple of str
+        Path of each partition's Zarr group below the collection root.
+    rows : numpy.ndarray
+        ``int64`` row count of each partition (``-1`` when unknown).
+    axis_min, axis_max : numpy.ndarray
+        Min / max of the axis variable per partition (the axis dtype).
+    has_stats : bool
+        ``False`` for catalogs listed from a tree or a reference ``state.json``
+        (no row counts or min/max; readers take them from the arrays).
+    immutable : str or None
+        Path of the committed group of immutable variables, if any.
+    txn : str
+        Identifier of the transaction that wrote this version.
+    timestamp : float
+        Commit time (seconds since the epoch).
+    """
+
+    version: int
+    key_names: tuple[str, ...]
+    keys: numpy.ndarray
+    paths: tuple[str, ...]
+    rows: numpy.ndarray
+    axis_min: numpy.ndarray
+    axis_max: numpy.ndarray
+    has_stats: bool = True
+    immutable: str | None = None
+    txn: str = ""
+    timestamp: float = 0.0
+
+    @classmethod
+    def empty(cls, key_names: Sequence[str], axis_dtype: Any) -> Catalog:
+        """A catalog with no partition."""
+        return cls(
+            version=0,
+            key_names=tuple(key_names),
+            keys=numpy.empty((0, len(key_names)), dtype="int64"),
+            paths=(),
+            rows=_empty("int64"),
+            axis_min=_empty(axis_dtype),
+            axis_max=_empty(axis_dtype),
+        )
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Catalog version={self.version} partitions={len(self)} "
+            f"keys={self.key_names} stats={self.has_stats}>"
+        )
+
+    @property
+    def columns(self) -> dict[str, numpy.ndarray]:
+        """Key columns by name (for filter evaluation)."""
+        return {name: self.keys[:, i] for i, name in enumerate(self.key_names)}
+
+    @property
+    def total_rows(self) -> int:
+        """Sum of the row counts (``-1`` when some are unknown)."""
+        if not self.has_stats or (self.rows < 0).any():
+            return -1
+        return int(self.rows.sum())
+
+    def take(self, index: numpy.ndarray | Sequence[int] | slice) -> Catalog:
+        """Return the sub-catalog of the partitions at ``index`` (positions or a mask)."""
+        idx = numpy.arange(len(self))[index] if not isinstance(index, numpy.ndarray) else index
+        if idx.dtype == bool:
+            idx = numpy.flatnonzero(idx)
+        paths = self.paths
+        return dataclasses.replace(
+            self,
+            keys=self.keys[idx],
+            paths=tuple(paths[i] for i in idx.tolist()),
+            rows=self.rows[idx],
+            axis_min=self.axis_min[idx],
+            axis_max=self.axis_max[idx],
+        )
+
+    def find(self, keys: numpy.ndarray) -> numpy.ndarray:
+        """Position of each key row of ``keys`` in the catalog, ``-1`` when absent."""
+        keys = numpy.asarray(keys, dtype="int64").reshape(-1, len(self.key_names))
+        if not len(self):
+            return numpy.full(len(keys), -1, dtype="intp")
+        mine = _void_view(self.keys)
+        theirs = _void_view(keys)
+        order = numpy.argsort(mine, kind="stable")
+        pos = numpy.searchsorted(mine[order], theirs)
+        pos = numpy.minimum(pos, len(mine) - 1)
+        found = mine[order][pos] == theirs
+        return numpy.where(found, order[pos], -1)
+
+    def key_tuple(self, i: int) -> tuple[int, ...]:
+        """Key values of partition ``i`` as Python ints."""
+        return tuple(int(k) for k in self.keys[i])
+
+    def with_partitions(
+        self,
+        keys: numpy.ndarray,
+        paths: Sequence[str],
+        rows: numpy.ndarray,
+        axis_min: numpy.ndarray,
+        axis_max: numpy.ndarray,
+    ) -> Catalog:
+        """Return a catalog where the given partitions are added or replaced."""
+        keys = numpy.asarray(keys, dtype="int64").reshape(-1, len(self.key_names))
+        pos = self.find(keys)
+        keep = numpy.ones(len(self), dtype=bool)
+        keep[pos[pos >= 0]] = False
+        base = self.take(keep)
+        all_keys = numpy.concatenate([base.keys, keys])
+        order = numpy.lexsort(all_keys.T[::-1]) if len(all_keys) else numpy.arange(0)
+        all_paths = base.paths + tuple(paths)
+        return dataclasses.replace(
+            self,
+            keys=all_keys[order],
+            paths=tuple(all_paths[i] for i in order.tolist()),
+            rows=numpy.concatenate([base.rows, numpy.asarray(rows, "int64")])[order],
+            axis_min=numpy.concatenate([base.axis_min, numpy.asarray(axis_min, base.axis_min.dtype)])[
+                order
+            ],
+            axis_max=numpy.concatenate([base.axis_max, numpy.asarray(axis_max, base.axis_max.dtype)])[
+                order
+            ],
+        )
+
+    def without(self, keys: numpy.ndarray) -> Catalog:
+        """Return a catalog without the partitions whose keys are given."""
+        pos = self.find(keys)
+        keep = numpy.ones(len(self), dtype=bool)
+        keep[pos[pos >= 0]] = False
+        return self.take(keep)
+
+    def next_version(self, txn: str, *, immutable: str | None = None) -> Catalog:
+        """This catalog stamped as the next commit by ``txn``."""
+        return dataclasses.replace(
+            self,
+            version=self.version + 1,
+            txn=txn,
+            timestamp=time.time(),
+            immutable=immutable if immutable is not None else self.immutable,
+        )
+
+
+def _void_view(keys: numpy.ndarray) -> numpy.ndarray:
+    """View each key row as one scalar whose byte order is the value order.
+
+    Flipping the sign bit and storing big-endian makes memcmp order equal to
+    signed integer order, so numpy sorts and searches the rows as tuples.
+    """
+    unsigned = numpy.asarray(keys, dtype="int64").view("uint64") ^ numpy.uint64(1 << 63)
+    packed = numpy.ascontiguousarray(unsigned.astype(">u8"))
+    return packed.view(f"V{8 * keys.shape[1]}").ravel()
+
+
+def encode_catalog(catalog: Catalog) -> bytes:
+    """Serialise a catalog: magic, header length, JSON header, zstd-compressed columns."""
+    columns = {
+        "keys": numpy.ascontiguousarray(catalog.keys, dtype="<i8"),
+        "rows": numpy.ascontiguousarray(catalog.rows, dtype="<i8"),
+        "axis_min": numpy.ascontiguousarray(catalog.axis_min),
+        "axis_max": numpy.ascontiguousarray(catalog.axis_max),
+    }
+    paths = "\n".join(catalog.paths).encode()
+    layout = []
+    offset = 0
+    for name, col in columns.items():
+        layout.append({"name": name, "dtype": col.dtype.str, "shape": list(col.shape), "offset": offset})
+        offset += col.nbytes
+    header = {
+        "format": CATALOG_FORMAT,
+        "version": catalog.version,
+        "key_names": list(catalog.key_names),
+        "has_stats": catalog.has_stats,
+        "immutable": catalog.immutable,
+        "txn": catalog.txn,
+        "timestamp": catalog.timestamp,
+        "columns": layout,
+        "paths": {"offset": offset, "nbytes": len(paths)},
+    }
+    body = b"".join([*(c.tobytes() for c in columns.values()), paths])
+    head = json.dumps(header).encode()
+    # zstd cannot round-trip an empty frame: an empty catalog carries one pad byte.
+    return _MAGIC + struct.pack("<I", len(head)) + head + bytes(_CODEC.encode(body or b"\0"))
+
+
+def decode_catalog(data: bytes) -> Catalog:
+    """Inverse of :func:`encode_catalog`."""
+    if not data.startswith(_MAGIC):
+        raise StorageError("not a dask_zcollection catalog object (bad magic)")
+    (hlen,) = struct.unpack_from("<I", data, len(_MAGIC))
+    start = len(_MAGIC) + 4
+    header: Mapping[str, Any] = json.loads(data[start : start + hlen])
+    if header.get("format", 0) > CATALOG_FORMAT:
+        raise FormatVersionError(
+            f"catalog format {header.get('format')} is newer than this library ({CATALOG_FORMAT})"
+        )
+    body = bytes(_CODEC.decode(data[start + hlen :]))
+    cols: dict[str, numpy.ndarray] = {}
+    for c in header["columns"]:
+        dtype = numpy.dtype(c["dtype"])
+        count = int(numpy.prod(c["shape"])) if c["shape"] else 1
+        cols[c["name"]] = numpy.frombuffer(body, dtype=dtype, count=count, offset=c["offset"]).reshape(
+            c["shape"]
+        )
+    p = header["paths"]
+    text = body[p["offset"] : p["offset"] + p["nbytes"]].decode()
+    paths = tuple(text.split("\n")) if text else ()
+    return Catalog(
+        version=int(header["version"]),
+        key_names=tuple(header["key_names"]),
+        keys=cols["keys"],
+        paths=paths,
+        rows=cols["rows"],
+        axis_min=cols["axis_min"],
+        axis_max=cols["axis_max"],
+        has_stats=bool(header.get("has_stats", True)),
+        immutable=header.get("immutable"),
+        txn=header.get("txn", ""),
+        timestamp=float(header.get("timestamp", 0.0)),
+    )

@@ -1,0 +1,95 @@
+"""Conversions between :class:`Dataset` and xarray (no data copied or computed)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import dask.array as da
+import numpy
+
+from ..errors import InvalidInputError
+from ._dataset import Group, Variable
+
+if TYPE_CHECKING:
+    import xarray
+
+    from ._dataset import Dataset
+
+__all__ = ["from_xarray", "to_xarray"]
+
+
+def _variable_from_xarray(name: str, var: xarray.Variable) -> Variable:
+    data: Any = var.data
+    if not isinstance(data, numpy.ndarray | da.Array):
+        # Index coordinates and other duck arrays: their numpy values.
+        data = var.values
+    attrs = _attrs(var.attrs)
+    fill_value = var.encoding.get("_FillValue")
+    attr_fill = attrs.pop("_FillValue", None)
+    if fill_value is None:
+        fill_value = attr_fill
+    return Variable._new(str(name), data, tuple(str(d) for d in var.dims), attrs, fill_value)
+
+
+def _attrs(attrs: Mapping[Any, Any]) -> dict[str, Any]:
+    return {str(key): value for key, value in attrs.items()}
+
+
+def _variables_from_xarray(ds: xarray.Dataset) -> dict[str, Variable]:
+    return {str(key): _variable_from_xarray(str(key), var) for key, var in ds.variables.items()}
+
+
+def from_xarray[D: Dataset](cls: type[D], obj: xarray.Dataset | xarray.DataTree) -> D:
+    """Build ``cls`` (a Dataset type) from an xarray Dataset or DataTree."""
+    import xarray
+
+    if isinstance(obj, xarray.Dataset):
+        return cls._new("/", _variables_from_xarray(obj), {}, _attrs(obj.attrs))
+    if not isinstance(obj, xarray.DataTree):
+        raise InvalidInputError(
+            f"expected an xarray.Dataset or xarray.DataTree, got {type(obj).__name__}"
+        )
+    return cls._new("/", *_tree_parts(obj))
+
+
+def _tree_parts(
+    node: xarray.DataTree,
+) -> tuple[dict[str, Variable], dict[str, Group], dict[str, Any]]:
+    variables = _variables_from_xarray(node.to_dataset(inherit=False))
+    groups: dict[str, Group] = {}
+    for name, child in node.children.items():
+        groups[str(name)] = Group._new(str(name), *_tree_parts(child))
+    return variables, groups, _attrs(node.attrs)
+
+
+def _group_to_xarray(group: Group, index: bool | None) -> xarray.Dataset:
+    import xarray
+
+    data_vars: dict[str, xarray.Variable] = {}
+    indexed: dict[str, xarray.Variable] = {}
+    plain: dict[str, xarray.Variable] = {}
+    for name, var in group.variables.items():
+        encoding = {} if var.fill_value is None else {"_FillValue": var.fill_value}
+        xvar = xarray.Variable(var.dimensions, var.data, attrs=dict(var.attrs), encoding=encoding)
+        if var.ndim == 1 and var.dimensions[0] == name:
+            make_index = (not var.is_lazy) if index is None else index
+            (indexed if make_index else plain)[name] = xvar
+        else:
+            data_vars[name] = xvar
+    ds = xarray.Dataset(data_vars, coords=indexed, attrs=dict(group.attrs))
+    if plain:
+        ds = ds.assign_coords(xarray.Coordinates(plain, indexes={}))
+    return ds
+
+
+def to_xarray(dataset: Group, *, index: bool | None = None) -> xarray.Dataset | xarray.DataTree:
+    """Convert a dataset: a DataTree when it has child groups, else a Dataset."""
+    import xarray
+
+    if not dataset.groups:
+        return _group_to_xarray(dataset, index)
+    nodes: dict[str, xarray.Dataset] = {}
+    for path, group in dataset.walk_groups():
+        nodes["/" if path == "/" else "/" + path] = _group_to_xarray(group, index)
+    return xarray.DataTree.from_dict(nodes)  # type: ignore[arg-type]

@@ -1,0 +1,99 @@
+"""The exception tree of dask_zcollection.
+
+Errors are grouped by what a handler does with them; each is also the
+matching builtin so generic handlers keep working::
+
+    ZCollectionError
+    ├─ NotFoundError(KeyError)      CollectionNotFoundError, PartitionNotFoundError,
+    │                               VariableNotFoundError
+    ├─ AlreadyExistsError(FileExistsError)
+    ├─ ReadOnlyError(PermissionError)
+    ├─ InvalidInputError(ValueError) SchemaError, FilterError, MergeError
+    ├─ ConflictError                a concurrent commit won; retryable
+    ├─ StorageError(OSError)        wraps backend errors
+    └─ FormatVersionError
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlreadyExistsError",
+    "CollectionNotFoundError",
+    "ConflictError",
+    "FilterError",
+    "FormatVersionError",
+    "InvalidInputError",
+    "MergeError",
+    "NotFoundError",
+    "PartitionNotFoundError",
+    "ReadOnlyError",
+    "SchemaError",
+    "StorageError",
+    "VariableNotFoundError",
+    "ZCollectionError",
+    "ZCollectionWarning",
+]
+
+
+class ZCollectionError(Exception):
+    """Base class of every error raised by dask_zcollection."""
+
+
+class NotFoundError(ZCollectionError, KeyError):
+    """A collection, partition, variable or version does not exist."""
+
+    def __str__(self) -> str:
+        # KeyError quotes its argument; keep messages readable.
+        return str(self.args[0]) if self.args else ""
+
+
+class CollectionNotFoundError(NotFoundError):
+    """No collection at the given URL."""
+
+
+class PartitionNotFoundError(NotFoundError):
+    """A partition named by the catalog is missing from the store."""
+
+
+class VariableNotFoundError(NotFoundError):
+    """A variable name or path is not in the schema or dataset."""
+
+
+class AlreadyExistsError(ZCollectionError, FileExistsError):
+    """Something that must be created already exists."""
+
+
+class ReadOnlyError(ZCollectionError, PermissionError):
+    """A write was attempted on a collection opened read-only."""
+
+
+class InvalidInputError(ZCollectionError, ValueError):
+    """Input does not satisfy a documented contract."""
+
+
+class SchemaError(InvalidInputError):
+    """A schema is malformed, or data does not match the schema."""
+
+
+class FilterError(InvalidInputError):
+    """A partition filter expression is malformed or names an unknown key."""
+
+
+class MergeError(InvalidInputError):
+    """A merge strategy cannot combine the stored and the inserted data."""
+
+
+class ConflictError(ZCollectionError):
+    """A concurrent writer committed first; the operation can be retried."""
+
+
+class StorageError(ZCollectionError, OSError):
+    """A storage backend failed; the original error is the ``__cause__``."""
+
+
+class FormatVersionError(ZCollectionError):
+    """The collection was written in a format version this library cannot read."""
+
+
+class ZCollectionWarning(UserWarning):
+    """Warnings emitted by dask_zcollection."""

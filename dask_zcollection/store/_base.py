@@ -1,0 +1,130 @@
+"""The store adapter contract: one picklable spec per backend.
+
+A :class:`StoreSpec` is a small frozen value (URL + options) that crosses to
+dask workers by pickling; each process builds the live zarr store behind it
+once (:meth:`StoreSpec.zarr_store`). Besides plain key/value I/O an adapter
+provides the backend's commit primitive, :meth:`StoreSpec.put_if_absent`,
+on which the catalog's optimistic concurrency rests.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import threading
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+from zarr.abc.store import Store
+from zarr.core.buffer import default_buffer_prototype
+from zarr.storage import StorePath
+
+from ..errors import StorageError
+
+__all__ = ["StoreSpec"]
+
+_LIVE: dict[tuple[Any, ...], Store] = {}
+_LIVE_LOCK = threading.Lock()
+
+
+class StoreSpec(abc.ABC):
+    """Picklable, tokenizable description of where a collection lives.
+
+    Subclasses are frozen dataclasses; they implement :meth:`_open_store` (the
+    zarr store) and :meth:`put_if_absent` (the atomic create used to commit).
+    """
+
+    #: URL schemes handled by the adapter (``"file"``, ``"memory"``...).
+    schemes: ClassVar[tuple[str, ...]] = ()
+    #: Whether concurrent commits from several processes are safe.
+    multiprocess_safe: ClassVar[bool] = True
+
+    @property
+    @abc.abstractmethod
+    def url(self) -> str:
+        """The canonical URL of the collection root."""
+
+    @abc.abstractmethod
+    def _open_store(self) -> Store:
+        """Build the live zarr store (called once per process and spec)."""
+
+    def _cache_key(self) -> tuple[Any, ...]:
+        return (type(self).__name__, self.url)
+
+    def zarr_store(self) -> Store:
+        """Return the live zarr store for this spec (cached per process)."""
+        key = self._cache_key()
+        store = _LIVE.get(key)
+        if store is None:
+            with _LIVE_LOCK:
+                store = _LIVE.get(key)
+                if store is None:
+                    store = _LIVE[key] = self._open_store()
+        return store
+
+    def path(self, key: str = "") -> StorePath:
+        """A zarr ``StorePath`` at ``key`` below the root."""
+        return StorePath(self.zarr_store(), key)
+
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        return self._cache_key()
+
+    # -- key/value I/O (async) --------------------------------------------------------
+    async def get(self, key: str) -> bytes | None:
+        """Return the object at ``key``, or ``None`` when absent."""
+        try:
+            buf = await self.zarr_store().get(key, prototype=default_buffer_prototype())
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise StorageError(f"cannot read {key!r} from {self.url}: {err}") from err
+        return None if buf is None else buf.to_bytes()
+
+    async def put(self, key: str, data: bytes) -> None:
+        """Write ``data`` at ``key`` (atomic per key)."""
+        buf = default_buffer_prototype().buffer.from_bytes(data)
+        try:
+            await self.zarr_store().set(key, buf)
+        except OSError as err:
+            raise StorageError(f"cannot write {key!r} to {self.url}: {err}") from err
+
+    @abc.abstractmethod
+    async def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Atomically create ``key`` with ``data``; ``False`` if it already existed."""
+
+    async def exists(self, key: str) -> bool:
+        """Whether ``key`` exists."""
+        return await self.zarr_store().exists(key)
+
+    async def delete(self, key: str) -> None:
+        """Delete ``key`` (no error when absent)."""
+        await self.zarr_store().delete(key)
+
+    async def delete_prefix(self, prefix: str) -> None:
+        """Delete every key under ``prefix/``."""
+        await self.zarr_store().delete_dir(prefix.rstrip("/"))
+
+    async def delete_prefixes(self, prefixes: Iterable[str]) -> None:
+        """Delete several prefixes concurrently."""
+        await asyncio.gather(*(self.delete_prefix(p) for p in prefixes))
+
+    async def list_dir(self, prefix: str) -> list[str]:
+        """Names of the immediate children of ``prefix`` (keys and sub-prefixes)."""
+        prefix = prefix.rstrip("/")
+        store = self.zarr_store()
+        return [name async for name in store.list_dir(f"{prefix}/" if prefix else "")]
+
+    async def list_prefix(self, prefix: str) -> list[str]:
+        """Every key below ``prefix``."""
+        return [k async for k in self.zarr_store().list_prefix(prefix)]
+
+    async def is_empty(self) -> bool:
+        """Whether nothing is stored under the root."""
+        return await self.zarr_store().is_empty("")
+
+    async def clear(self) -> None:
+        """Delete everything under the root."""
+        await self.zarr_store().delete_dir("")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
