@@ -97,7 +97,9 @@ def check_names(variables: Any, what: str) -> tuple[str, ...]:
     try:
         names = tuple(variables)
     except TypeError as err:
-        raise InvalidInputError(f"{what}: expected a tuple of variable names, got {variables!r}") from err
+        raise InvalidInputError(
+            f"{what}: expected a tuple of variable names, got {variables!r}"
+        ) from err
     if not names:
         raise InvalidInputError(f"{what}: at least one variable is required")
     for name in names:
@@ -119,9 +121,7 @@ def get_column(columns: Mapping[str, npt.ArrayLike], name: str) -> numpy.ndarray
             f"partitioning variable {name!r} is missing; got {sorted(columns)!r}"
         ) from err
     if values.ndim != 1:
-        raise SchemaError(
-            f"partitioning variable {name!r} must be 1-D, got shape {values.shape}"
-        )
+        raise SchemaError(f"partitioning variable {name!r} must be 1-D, got shape {values.shape}")
     return values
 
 
@@ -149,7 +149,9 @@ def check_key(key: Sequence[int], names: tuple[str, ...]) -> tuple[int, ...]:
     out = []
     for name, value in zip(names, values, strict=True):
         if isinstance(value, bool | numpy.bool_) or not isinstance(value, int | numpy.integer):
-            raise InvalidInputError(f"partition key component {name!r} must be an int, got {value!r}")
+            raise InvalidInputError(
+                f"partition key component {name!r} must be an int, got {value!r}"
+            )
         out.append(int(value))
     return tuple(out)
 
@@ -210,7 +212,9 @@ def unique_int(
         lookup -= 1
         return (unique + lo).astype(numpy.int64, copy=False), lookup[offsets]
     unique, inverse = numpy.unique(values, return_inverse=True)
-    return unique.astype(numpy.int64, copy=False), inverse.reshape(-1).astype(numpy.intp, copy=False)
+    return unique.astype(numpy.int64, copy=False), inverse.reshape(-1).astype(
+        numpy.intp, copy=False
+    )
 
 
 def unique_rows(

@@ -25,7 +25,13 @@ Resolution = Literal["Y", "M", "D", "h", "m", "s"]
 
 _RESOLUTIONS: Final = ("Y", "M", "D", "h", "m", "s")
 _COMPONENTS: Final = ("year", "month", "day", "hour", "minute", "second")
-_LIMITS: Final = {"month": (1, 12), "day": (1, 31), "hour": (0, 23), "minute": (0, 59), "second": (0, 59)}
+_LIMITS: Final = {
+    "month": (1, 12),
+    "day": (1, 31),
+    "hour": (0, 23),
+    "minute": (0, 59),
+    "second": (0, 59),
+}
 
 # CF unit spellings -> numpy time unit.
 _CF_UNITS: Final = {
@@ -44,6 +50,15 @@ _CF_RE: Final = re.compile(
     r"\s*(?:Z|UTC|GMT|[+-]0{1,2}(?::?00)?)?\s*"
 )
 _NAT: Final = numpy.iinfo(numpy.int64).min
+_NANOSECONDS: Final = {
+    "D": 86_400 * 10**9,
+    "h": 3_600 * 10**9,
+    "m": 60 * 10**9,
+    "s": 10**9,
+    "ms": 10**6,
+    "us": 10**3,
+    "ns": 1,
+}
 
 
 def _parse_cf_units(units: str, variable: str) -> tuple[str, numpy.datetime64]:
@@ -144,9 +159,7 @@ class Date:
     # ----------------------------------------------------------------------------------
     # Conversion
 
-    def _datetime64(
-        self, values: npt.ArrayLike, attrs: Mapping[str, Any] | None
-    ) -> numpy.ndarray:
+    def _datetime64(self, values: npt.ArrayLike, attrs: Mapping[str, Any] | None) -> numpy.ndarray:
         """Values as ``datetime64`` of their natural unit; NaT and floats are errors."""
         variable = self.variable
         array = numpy.asarray(values)
@@ -161,7 +174,9 @@ class Date:
                 f"got {array.dtype}"
             )
         if kind == "u" and array.size and int(array.max()) > numpy.iinfo(numpy.int64).max:
-            raise SchemaError(f"partitioning variable {variable!r} has values above the int64 range")
+            raise SchemaError(
+                f"partitioning variable {variable!r} has values above the int64 range"
+            )
         ints = array.astype(numpy.int64, copy=False)
         if array.dtype == numpy.int64 and (ints == _NAT).any():
             raise SchemaError(f"partitioning variable {variable!r} contains NaT (int64 minimum)")
@@ -169,7 +184,9 @@ class Date:
         if units is None:
             return ints.view("datetime64[ns]")
         if not isinstance(units, str):
-            raise SchemaError(f"partitioning variable {variable!r}: units must be a str, got {units!r}")
+            raise SchemaError(
+                f"partitioning variable {variable!r}: units must be a str, got {units!r}"
+            )
         unit, epoch = _parse_cf_units(units, variable)
         return ints.view(f"timedelta64[{unit}]") + epoch
 
@@ -213,9 +230,9 @@ class Date:
         unit, count = numpy.datetime_data(times.dtype)
         if unit in ("D", "h", "m", "s", "ms", "us", "ns"):
             # Fixed-length units: truncation is an integer floor division (fast path).
-            ratio = numpy.timedelta64(1, target) / numpy.timedelta64(count, unit)
-            if ratio >= 1 and float(ratio).is_integer():
-                out = times.view(numpy.int64) // int(ratio)
+            ratio, remainder = divmod(_NANOSECONDS[target], _NANOSECONDS[unit] * count)
+            if ratio >= 1 and not remainder:
+                out = times.view(numpy.int64) // ratio
             else:
                 out = times.astype(f"datetime64[{target}]").view(numpy.int64)
         else:

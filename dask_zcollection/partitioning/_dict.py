@@ -45,8 +45,10 @@ def from_dict(d: Mapping[str, Any]) -> Partitioning:
         raise InvalidInputError(f"a partitioning description must be a mapping, got {d!r}")
     name = d.get("name", d.get("id"))
     if name == "date":
-        variables = d["variables"] if "variables" in d else (_field(d, "variable"),)
-        return Date(tuple(variables), resolution=_field(d, "resolution"), dimension=d.get("dimension"))
+        variables = tuple(d["variables"] if "variables" in d else (_field(d, "variable"),))
+        if d.get("dimension") is None:
+            return Date(variables, resolution=_field(d, "resolution"))
+        return Date(variables, resolution=_field(d, "resolution"), dimension=d["dimension"])
     if name == "sequence":
         return Sequence(tuple(_field(d, "variables")), dimension=_field(d, "dimension"))
     if name == "grouped_sequence":

@@ -64,7 +64,13 @@ class _Checker:
         if isinstance(node, ast.Constant) and isinstance(node.value, bool):
             return node
         if isinstance(node, ast.BoolOp):
-            return ast.BoolOp(op=node.op, values=[self.predicate(v) for v in node.values])
+            # Flatten nested and/and, or/or: one canonical tree per meaning of the text.
+            values: list[ast.expr] = []
+            for value in node.values:
+                checked = self.predicate(value)
+                same = isinstance(checked, ast.BoolOp) and type(checked.op) is type(node.op)
+                values.extend(checked.values if same else [checked])  # type: ignore[attr-defined]
+            return ast.BoolOp(op=node.op, values=values)
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
             return ast.UnaryOp(op=node.op, operand=self.predicate(node.operand))
         if isinstance(node, ast.Compare):
@@ -87,6 +93,8 @@ class _Checker:
         literal: ast.expr = node
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
             negative, literal = True, node.operand
+        if isinstance(literal, ast.Name):
+            raise _reject(node, self.source, "only integer literals are allowed here")
         if not isinstance(literal, ast.Constant):
             raise _reject(node, self.source, "expected a key name or an integer literal")
         value = literal.value
@@ -130,7 +138,46 @@ def _parse(source: str) -> tuple[ast.expr, frozenset[str], str]:
         raise FilterError(f"invalid partition filter {source!r}: {err.msg}") from err
     checker = _Checker(source)
     body = ast.fix_missing_locations(ast.Expression(body=checker.predicate(tree.body))).body
-    return body, frozenset(checker.names), ast.unparse(body)
+    return body, frozenset(checker.names), _render(body)
+
+
+_SYMBOLS: Final[dict[type[ast.cmpop], str]] = {
+    ast.Eq: "==",
+    ast.NotEq: "!=",
+    ast.Lt: "<",
+    ast.LtE: "<=",
+    ast.Gt: ">",
+    ast.GtE: ">=",
+    ast.In: "in",
+    ast.NotIn: "not in",
+}
+# Binding strength, loosest first; an operand binding looser than required is parenthesised.
+_OR, _AND, _NOT, _ATOM = 1, 2, 3, 4
+
+
+def _render(node: ast.expr, required: int = _OR) -> str:
+    """Canonical text of a validated tree (``ast.unparse`` adds spurious parentheses)."""
+    if isinstance(node, ast.BoolOp):
+        own = _AND if isinstance(node.op, ast.And) else _OR
+        joiner = " and " if own == _AND else " or "
+        text = joiner.join(_render(v, own + 1) for v in node.values)
+    elif isinstance(node, ast.UnaryOp):
+        own, text = _NOT, "not " + _render(node.operand, _NOT)
+    elif isinstance(node, ast.Compare):
+        own = _ATOM
+        parts = [_render(node.left)]
+        for op, comparator in zip(node.ops, node.comparators, strict=True):
+            parts += [_SYMBOLS[type(op)], _render(comparator)]
+        text = " ".join(parts)
+    elif isinstance(node, ast.Tuple):
+        items = [_render(e) for e in node.elts]
+        own, text = _ATOM, f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+    elif isinstance(node, ast.Name):
+        own, text = _ATOM, node.id
+    else:
+        assert isinstance(node, ast.Constant)
+        own, text = _ATOM, repr(node.value)
+    return f"({text})" if own < required else text
 
 
 def _evaluate(node: ast.expr, columns: Mapping[str, Any]) -> Any:
@@ -229,7 +276,9 @@ class PartitionFilter:
             if first is None:
                 raise FilterError("cannot size the result of a filter evaluated on no columns")
             size = len(first)
-        result = numpy.broadcast_to(numpy.asarray(_evaluate(tree, arrays), dtype=numpy.bool_), (size,))
+        result = numpy.broadcast_to(
+            numpy.asarray(_evaluate(tree, arrays), dtype=numpy.bool_), (size,)
+        )
         return numpy.array(result, dtype=numpy.bool_)
 
     def __and__(self, other: PartitionFilter) -> PartitionFilter:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence as SequenceABC
+from collections.abc import Mapping
+from collections.abc import Sequence as SequenceABC
 from typing import Any
 
 import numpy
@@ -68,9 +69,7 @@ class Sequence:
     def __repr__(self) -> str:
         return f"Sequence({self.variables!r}, dimension={self.dimension!r})"
 
-    def _key_columns(
-        self, columns: Mapping[str, npt.ArrayLike]
-    ) -> list[npt.NDArray[numpy.int64]]:
+    def _key_columns(self, columns: Mapping[str, npt.ArrayLike]) -> list[npt.NDArray[numpy.int64]]:
         arrays = [as_int64(get_column(columns, v), v) for v in self.variables]
         sizes = {a.size for a in arrays}
         if len(sizes) > 1:
@@ -138,9 +137,7 @@ class GroupedSequence:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "variables", check_names(self.variables, "GroupedSequence"))
-        object.__setattr__(
-            self, "dimension", _check_dimension(self.dimension, "GroupedSequence")
-        )
+        object.__setattr__(self, "dimension", _check_dimension(self.dimension, "GroupedSequence"))
         for field in ("size", "start"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int | numpy.integer):
@@ -199,7 +196,7 @@ class GroupedSequence:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"name": "grouped_sequence", "variables": [...], "dimension": ..., "size": ..., "start": ...}``."""
+        """``{"name": "grouped_sequence", "variables": [...], "dimension", "size", "start"}``."""
         return {
             "name": self.name,
             "variables": list(self.variables),

@@ -53,7 +53,9 @@ def test_keys(resolution: str, keys: tuple[str, ...]) -> None:
 
 def test_encode_padding() -> None:
     p = Date(("time",), resolution="s")
-    assert p.encode((2024, 3, 5, 7, 0, 9)) == "year=2024/month=03/day=05/hour=07/minute=00/second=09"
+    assert (
+        p.encode((2024, 3, 5, 7, 0, 9)) == "year=2024/month=03/day=05/hour=07/minute=00/second=09"
+    )
     assert Date(("time",), "M").encode((987, 12)) == "year=0987/month=12"
     assert p.decode("year=2024/month=3/day=5/hour=7/minute=0/second=9") == (2024, 3, 5, 7, 0, 9)
     assert Date(("time",), "M").decode("/year=2024/month=03/") == (2024, 3)
@@ -103,14 +105,19 @@ def test_key_path_round_trip(resolution: str, seconds: int) -> None:
     unit=st.sampled_from(["s", "ms", "us", "ns"]),
 )
 def test_split_matches_reference(resolution: str, seconds: list[int], unit: str) -> None:
-    values = numpy.array(seconds, dtype=numpy.int64).astype("datetime64[s]").astype(f"datetime64[{unit}]")
+    values = (
+        numpy.array(seconds, dtype=numpy.int64)
+        .astype("datetime64[s]")
+        .astype(f"datetime64[{unit}]")
+    )
     keys, inverse = Date(("time",), resolution).split({"time": values})
     check_split(keys, inverse, [reference_key(v, resolution) for v in values])
 
 
 def test_split_non_contiguous() -> None:
     values = numpy.array(
-        ["2024-01-05", "2024-01-31", "2024-02-01", "2024-01-10", "2023-12-31"], dtype="datetime64[ns]"
+        ["2024-01-05", "2024-01-31", "2024-02-01", "2024-01-10", "2023-12-31"],
+        dtype="datetime64[ns]",
     )
     keys, inverse = Date(("time",), "M").split({"time": values})
     assert keys.tolist() == [[2023, 12], [2024, 1], [2024, 2]]
@@ -159,8 +166,15 @@ CF_CASES = [
 
 
 # Largest |count| per unit keeping every case inside the datetime64[ns] range.
-CF_LIMITS = {"D": 50_000, "h": 10**6, "m": 6 * 10**7, "s": 3 * 10**9, "ms": 3 * 10**12,
-             "us": 3 * 10**15, "ns": 4 * 10**18}
+CF_LIMITS = {
+    "D": 50_000,
+    "h": 10**6,
+    "m": 6 * 10**7,
+    "s": 3 * 10**9,
+    "ms": 3 * 10**12,
+    "us": 3 * 10**15,
+    "ns": 4 * 10**18,
+}
 
 
 @pytest.mark.parametrize(("units", "unit", "epoch"), CF_CASES)
@@ -209,9 +223,9 @@ def test_bad_cf_units_named() -> None:
 def test_nat_rejected() -> None:
     p = Date(("obs_time",), "D")
     values = numpy.array(["2024-01-01", "NaT"], dtype="datetime64[ns]")
-    with pytest.raises(SchemaError, match="'obs_time'.*NaT"):
+    with pytest.raises(SchemaError, match=r"'obs_time'.*NaT"):
         p.split({"obs_time": values})
-    with pytest.raises(SchemaError, match="'obs_time'.*NaT"):
+    with pytest.raises(SchemaError, match=r"'obs_time'.*NaT"):
         p.split({"obs_time": values.view(numpy.int64)})
     with pytest.raises(SchemaError, match="'obs_time'"):
         p.to_datetime64(values)
@@ -228,7 +242,7 @@ def test_missing_variable_and_shape() -> None:
     p = Date(("time",), "D")
     with pytest.raises(VariableNotFoundError, match="'time'"):
         p.split({"other": numpy.arange(3)})
-    with pytest.raises(SchemaError, match="'time'.*1-D"):
+    with pytest.raises(SchemaError, match=r"'time'.*1-D"):
         p.split({"time": numpy.zeros((2, 2), dtype="datetime64[ns]")})
 
 
@@ -247,7 +261,9 @@ def test_key_of_and_bounds() -> None:
     keys = p.key_of(values)
     assert keys.tolist() == [[2024, 2, 29, 23], [1969, 12, 31, 0]]
     start, stop = p.bounds(keys)
-    assert start.tolist() == numpy.array(["2024-02-29T23", "1969-12-31T00"], "datetime64[ns]").tolist()
+    assert (
+        start.tolist() == numpy.array(["2024-02-29T23", "1969-12-31T00"], "datetime64[ns]").tolist()
+    )
     assert (stop - start == numpy.timedelta64(1, "h")).all()
 
 

@@ -24,8 +24,7 @@ def columns_of(rows: list[tuple[int, int, int]]) -> dict[str, numpy.ndarray]:
 def row_by_row(source: str, rows: list[tuple[int, int, int]]) -> list[bool]:
     """The reference: plain Python evaluation of the (test-generated, trusted) text."""
     return [
-        bool(eval(source, {"__builtins__": {}}, dict(zip(KEYS, row, strict=True))))  # noqa: S307
-        for row in rows
+        bool(eval(source, {"__builtins__": {}}, dict(zip(KEYS, row, strict=True)))) for row in rows
     ]
 
 
@@ -54,10 +53,12 @@ membership = st.builds(
 atom = comparison | membership | st.sampled_from(["True", "False"])
 predicate = st.recursive(
     atom,
-    lambda inner: st.builds(lambda a, b: f"({a}) and ({b})", inner, inner)
-    | st.builds(lambda a, b: f"{a} or {b}", inner, inner)
-    | st.builds(lambda a: f"not ({a})", inner)
-    | st.builds(lambda a, b, c: f"{a} and {b} or not {c}", inner, inner, inner),
+    lambda inner: (
+        st.builds(lambda a, b: f"({a}) and ({b})", inner, inner)
+        | st.builds(lambda a, b: f"{a} or {b}", inner, inner)
+        | st.builds(lambda a: f"not ({a})", inner)
+        | st.builds(lambda a, b, c: f"{a} and {b} or not {c}", inner, inner, inner)
+    ),
     max_leaves=8,
 )
 rows_strategy = st.lists(
@@ -110,7 +111,7 @@ def test_none_and_passthrough() -> None:
     assert compile_filter(None, KEYS) is None
     f = PartitionFilter("year == 1")
     assert compile_filter(f, KEYS) is f
-    with pytest.raises(FilterError, match="'hour'.*valid keys: year, month, day"):
+    with pytest.raises(FilterError, match=r"'hour'.*valid keys: year, month, day"):
         compile_filter(PartitionFilter("hour == 1"), KEYS)
 
 

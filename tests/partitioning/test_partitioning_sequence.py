@@ -39,8 +39,14 @@ def test_attributes_and_encode() -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["cycle_number=10", "pass_number=3/cycle_number=10", "cycle_number=1/pass_number=x",
-     "cycle_number=1/pass_number=", "cycle_number=1/pass_number=1/x=2", ""],
+    [
+        "cycle_number=10",
+        "pass_number=3/cycle_number=10",
+        "cycle_number=1/pass_number=x",
+        "cycle_number=1/pass_number=",
+        "cycle_number=1/pass_number=1/x=2",
+        "",
+    ],
 )
 def test_decode_rejects(path: str) -> None:
     with pytest.raises(InvalidInputError, match="partition path"):
@@ -72,7 +78,9 @@ def test_numeric_order() -> None:
     assert keys.tolist() == [[1], [2], [10]]
     assert inverse.tolist() == [2, 1, 0, 2, 1]
     assert [p.encode(k) for k in keys] == [
-        "cycle_number=1", "cycle_number=2", "cycle_number=10",
+        "cycle_number=1",
+        "cycle_number=2",
+        "cycle_number=10",
     ]
 
 
@@ -86,9 +94,7 @@ def test_numeric_order() -> None:
 def test_split_matches_reference(rows: list[tuple[int, int]], dtype: str) -> None:
     info = numpy.iinfo(dtype)
     rows = [(min(max(a, info.min), info.max), min(max(b, info.min), info.max)) for a, b in rows]
-    columns = {
-        name: numpy.array([r[i] for r in rows], dtype=dtype) for i, name in enumerate(NAMES)
-    }
+    columns = {name: numpy.array([r[i] for r in rows], dtype=dtype) for i, name in enumerate(NAMES)}
     keys, inverse = Sequence(NAMES, "num_lines").split(columns)
     check_split(keys, inverse, rows)
 
@@ -115,7 +121,9 @@ def test_grouped_bins(rows: list[tuple[int, int]], size: int, start: int) -> Non
 
 def test_grouped_example() -> None:
     p = GroupedSequence(("cycle", "pass"), "num_lines", size=10, start=1)
-    keys, inverse = p.split({"cycle": numpy.array([1, 1, 1, 2]), "pass": numpy.array([1, 10, 11, 0])})
+    keys, inverse = p.split(
+        {"cycle": numpy.array([1, 1, 1, 2]), "pass": numpy.array([1, 10, 11, 0])}
+    )
     assert keys.tolist() == [[1, 1], [1, 11], [2, -9]]
     assert inverse.tolist() == [0, 0, 1, 2]
     with pytest.raises(InvalidInputError, match="pass=12"):
@@ -127,9 +135,9 @@ def test_grouped_example() -> None:
 def test_dtype_errors_name_variable() -> None:
     p = Sequence(NAMES, "num_lines")
     good = numpy.arange(3)
-    with pytest.raises(SchemaError, match="'pass_number'.*float64"):
+    with pytest.raises(SchemaError, match=r"'pass_number'.*float64"):
         p.split({"cycle_number": good, "pass_number": numpy.arange(3.0)})
-    with pytest.raises(SchemaError, match="'cycle_number'.*bool"):
+    with pytest.raises(SchemaError, match=r"'cycle_number'.*bool"):
         p.split({"cycle_number": good > 0, "pass_number": good})
     with pytest.raises(SchemaError, match="'cycle_number'"):
         p.split({"cycle_number": numpy.array([2**63], dtype=numpy.uint64), "pass_number": good[:1]})
@@ -167,8 +175,11 @@ def test_repr_eq_pickle_dict() -> None:
         "GroupedSequence(('cycle_number', 'pass_number'), dimension='num_lines', size=10, start=1)"
     )
     assert g.to_dict() == {
-        "name": "grouped_sequence", "variables": list(NAMES), "dimension": "num_lines",
-        "size": 10, "start": 1,
+        "name": "grouped_sequence",
+        "variables": list(NAMES),
+        "dimension": "num_lines",
+        "size": 10,
+        "start": 1,
     }
     assert from_dict(g.to_dict()) == g
     assert pickle.loads(pickle.dumps(g)) == g
