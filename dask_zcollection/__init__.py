@@ -6,6 +6,7 @@
 
 from . import aio, errors, merge, partitioning
 from .api import Collection, create_collection, open_collection
+from .collection import LazyCollection, read_collection
 from .data import Dataset, Group, Variable
 from .errors import (
     AlreadyExistsError,
@@ -33,6 +34,7 @@ __all__ = [
     "Dimension",
     "Group",
     "InvalidInputError",
+    "LazyCollection",
     "NotFoundError",
     "ReadOnlyError",
     "Schema",
@@ -47,5 +49,6 @@ __all__ = [
     "merge",
     "open_collection",
     "partitioning",
+    "read_collection",
     "upsert_within",
 ]

@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy
 
@@ -33,6 +33,9 @@ from .partitioning import Partitioning, compile_filter
 from .partitioning._filter import FilterLike
 from .schema import Schema
 from .store import StoreLike, StoreSpec, resolve_store
+
+if TYPE_CHECKING:
+    from .collection import LazyCollection
 
 __all__ = ["IMMUTABLE_PATH", "AsyncCollection", "create_collection", "open_collection"]
 
@@ -184,11 +187,23 @@ class AsyncCollection:
         """Read the immutable variables (empty when none were written)."""
         names = self.io.immutable if variables is None else [v for v in variables if v in self.io.immutable]
         path = catalog.immutable
-        if path is None and names and await self.spec.exists(f"{IMMUTABLE_PATH}/zarr.json"):
+        if path is None and names and await self._legacy_immutable():
             path = IMMUTABLE_PATH  # reference-format collection
         if path is None or not names:
             return {}
         return await self.io.read_immutable(path, names)
+
+    async def _legacy_immutable(self) -> bool:
+        """Whether ``_immutable/`` holds a group written by the reference implementation.
+
+        Ours carry ``_zc_txn`` (and ``_zc_pending`` while being written) and are
+        only trusted when a catalog names them.
+        """
+        raw = await self.spec.get(f"{IMMUTABLE_PATH}/zarr.json")
+        if raw is None:
+            return False
+        attrs = json.loads(raw).get("attributes", {})
+        return "_zc_txn" not in attrs and "_zc_pending" not in attrs
 
     def _check_variables(self, variables: Sequence[str] | None) -> list[str] | None:
         if variables is None:
@@ -202,22 +217,25 @@ class AsyncCollection:
             out.append(key)
         return out
 
+    async def lazy(
+        self, *, filters: FilterLike = None, variables: Sequence[str] | None = None
+    ) -> LazyCollection:
+        """The lazy Dask collection over the current catalog (see :func:`read_collection`)."""
+        from .collection import collection_from
+
+        names = self._check_variables(variables)
+        return collection_from(self.spec, self.config, await self.catalog(refresh=True), names, filters)
+
     async def query(
         self, *, filters: FilterLike = None, variables: Sequence[str] | None = None
     ) -> Dataset | None:
-        """Read the selected partitions eagerly; ``None`` when nothing matches."""
-        names = self._check_variables(variables)
-        part_vars = None if names is None else [v for v in names if v in self.io.partitioned]
-        selected = await self.select(filters)
-        if not len(selected):
-            return None
-        parts = await asyncio.gather(
-            *(self.read_partition(selected, i, part_vars) for i in range(len(selected)))
-        )
-        keys = part_vars if part_vars is not None else self.io.partitioned
-        columns = {k: numpy.concatenate([p[k] for p in parts]) for k in keys}
-        immutable = await self.read_immutable(selected, names)
-        return columns_to_dataset(self.schema, columns, immutable)
+        """Read the selected partitions eagerly; ``None`` when nothing matches.
+
+        Runs the lazy read path (one engine): the graph is computed on a
+        thread so its tasks can use this event loop.
+        """
+        lazy = await self.lazy(filters=filters, variables=variables)
+        return await asyncio.to_thread(lazy.compute)
 
     # -- write -------------------------------------------------------------------------------
     def _check_writable(self) -> None:
@@ -301,8 +319,14 @@ class AsyncCollection:
         try:
             tasks = [one(j) for j in range(len(keys))]
             if prepared.immutable and base.immutable is None:
-                immutable_path = await txn.claim(IMMUTABLE_PATH)
-                tasks.append(self.io.write(immutable_path, prepared.immutable))
+                if await self._legacy_immutable():
+                    # Reference-format collection: adopt its group (checked equal above).
+                    immutable_path = IMMUTABLE_PATH
+                else:
+                    immutable_path = await txn.claim(IMMUTABLE_PATH)
+                    tasks.append(
+                        self.io.write(immutable_path, prepared.immutable, attrs={"_zc_txn": txn.txn})
+                    )
             await asyncio.gather(*tasks)
             dtype = base.axis_min.dtype
             zero = numpy.zeros((), dtype)
@@ -379,7 +403,7 @@ class AsyncCollection:
         listed = await self._with_stats(self._listed_catalog(paths))
         base = await self.catalog(refresh=True)
         immutable = base.immutable
-        if immutable is None and await self.spec.exists(f"{IMMUTABLE_PATH}/zarr.json"):
+        if immutable is None and await self._legacy_immutable():
             immutable = IMMUTABLE_PATH
         txn = Transaction(self.spec, base)
         await txn.begin()

@@ -49,11 +49,17 @@ def _to_dataset(data: InsertLike, schema: Schema) -> Dataset:
     if mod.startswith("xarray"):
         return Dataset.from_xarray(data)
     if isinstance(data, Mapping):
+        unknown = sorted(str(p) for p in data if p not in schema)
+        if unknown:
+            raise SchemaError(f"variable(s) {unknown} are not in the collection schema")
 
         def dims(path: str) -> tuple[str, ...]:
-            return schema[path].dimensions if path in schema else ()
+            return schema[path].dimensions
 
-        return Dataset.from_mapping(data, dimensions=dims)
+        try:
+            return Dataset.from_mapping(data, dimensions=dims)
+        except InvalidInputError as err:  # e.g. wrong number of dimensions: name the variable
+            raise SchemaError(str(err)) from err
     raise InvalidInputError(
         f"cannot insert a {type(data).__name__}: pass a dask_zcollection.Dataset, an "
         "xarray.Dataset/DataTree or a mapping {variable path: array}"

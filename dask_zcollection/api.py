@@ -9,6 +9,7 @@ from . import _engine
 from ._engine import AsyncCollection, Mode
 from ._sync import sync
 from .catalog import Catalog
+from .collection import LazyCollection
 from .data import Dataset
 from .merge import MergeLike
 from .partitioning import Partitioning
@@ -57,7 +58,11 @@ class Collection:
         variables : list of str, optional
             Variable paths to read (all by default).
         """
-        return sync(self.aio.query(filters=filters, variables=variables))
+        return self.lazy(filters=filters, variables=variables).compute()  # type: ignore[no-any-return]
+
+    def lazy(self, *, filters: FilterLike = None, variables: Sequence[str] | None = None) -> LazyCollection:
+        """The lazy Dask collection over the current catalog (see :func:`read_collection`)."""
+        return sync(self.aio.lazy(filters=filters, variables=variables))
 
     def insert(self, data: Any, *, merge: MergeLike = None, retries: int = _engine.DEFAULT_RETRIES) -> list[str]:
         """Insert data, merging with the stored partitions through ``merge``.

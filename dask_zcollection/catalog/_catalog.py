@@ -10,6 +10,7 @@ commit, and two writers racing for the same version cannot both win.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import struct
 import time
@@ -88,6 +89,21 @@ class Catalog:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        from dask.base import tokenize
+
+        # A committed version is identified by (txn, version); a subset by its keys.
+        paths = hashlib.sha1("\n".join(self.paths).encode()).hexdigest() if not self.txn else ""
+        return (
+            "Catalog",
+            self.txn,
+            self.version,
+            self.has_stats,
+            self.immutable,
+            tokenize(self.keys, self.rows),
+            paths,
+        )
 
     def __repr__(self) -> str:
         return (

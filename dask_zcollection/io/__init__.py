@@ -12,3 +12,24 @@ __all__ = [
     "read_config",
     "write_config",
 ]
+from ._reader import (  # noqa: E402
+    Part,
+    ReadSource,
+    TimeRange,
+    coerce_bound,
+    parts_of,
+    read_concat,
+    read_partition,
+    row_range,
+)
+
+__all__ += [
+    "Part",
+    "ReadSource",
+    "TimeRange",
+    "coerce_bound",
+    "parts_of",
+    "read_concat",
+    "read_partition",
+    "row_range",
+]

@@ -59,8 +59,13 @@ def _json_fill(value: Any) -> Any:
     """Encode a fill value for JSON the way zarr v3 does (NaN/Infinity as strings)."""
     if value is None:
         return None
+    if isinstance(value, numpy.datetime64 | numpy.timedelta64):
+        # The integer count of the dtype's unit (NaT is the minimum int64), as zarr v3.
+        return int(numpy.array(value).view("int64"))
     if isinstance(value, numpy.generic):
         value = value.item()
+    if isinstance(value, complex):
+        return [_json_fill(value.real), _json_fill(value.imag)]
     if isinstance(value, float):
         if math.isnan(value):
             return "NaN"
@@ -77,6 +82,9 @@ def _decode_fill(value: Any, dtype: numpy.dtype[Any]) -> Any:
         return None
     if isinstance(value, str) and dtype.kind in "fc":
         value = {"NaN": numpy.nan, "Infinity": numpy.inf, "-Infinity": -numpy.inf}.get(value, value)
+    if isinstance(value, list) and dtype.kind == "c" and len(value) == 2:
+        real, imag = (_decode_fill(v, numpy.dtype("float64")) for v in value)
+        value = complex(real, imag)
     if dtype.kind in "mM":
         if isinstance(value, int):
             return numpy.array(value, dtype="int64").view(dtype)[()]

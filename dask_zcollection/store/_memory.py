@@ -10,7 +10,7 @@ from zarr.abc.store import Store
 from zarr.core.buffer import Buffer, default_buffer_prototype
 from zarr.storage import MemoryStore as _ZarrMemoryStore
 
-from ._base import StoreSpec
+from ._base import _LIVE, _LIVE_LOCK, StoreSpec
 
 __all__ = ["MemoryStore"]
 
@@ -59,3 +59,6 @@ class MemoryStore(StoreSpec):
         """Drop the in-memory collection ``name`` (frees its memory)."""
         with _LOCK:
             _REGISTRY.pop(name, None)
+        # Also drop the live zarr store cached for this spec, which holds the old dict.
+        with _LIVE_LOCK:
+            _LIVE.pop(MemoryStore(name)._cache_key(), None)

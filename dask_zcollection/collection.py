@@ -1,0 +1,506 @@
+"""The lazy, Dask-native view of a collection: :class:`LazyCollection`.
+
+>>> ds = dzc.read_collection("file:///data/altimetry")          # doctest: +SKIP
+>>> ds = ds.filter("year == 2024 and month >= 3")[["time", "ssh"]]  # doctest: +SKIP
+>>> ds.npartitions, ds.compute()                                  # doctest: +SKIP
+
+Every method returns a new collection wrapping a bigger expression; nothing is
+read until ``compute``/``persist`` (or a dask array/dataframe built from it is
+computed). Filters and projections are folded into the read while the graph is
+planned, so only the selected partitions and variables are touched.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import dask
+import numpy
+from dask.base import DaskMethodsMixin
+from dask.delayed import Delayed
+from dask.utils import format_bytes
+
+from ._sync import sync
+from .catalog import Catalog
+from .data import Dataset
+from .errors import FilterError, InvalidInputError, VariableNotFoundError
+from .expr import Filter, Finalize, MapPartitions, Persisted, Project, ReadPartitions, ZExpr
+from .io import ReadSource, TimeRange, coerce_bound, row_range
+from .partitioning import compile_filter
+from .partitioning._filter import FilterLike
+
+__all__ = ["LazyCollection"]
+
+
+def _finalize(results: Sequence[Any]) -> Any:
+    # Used by schedulers that call __dask_postcompute__ (dask.compute builds Finalize).
+    from .expr._read import concat_task
+
+    return results[0] if len(results) == 1 else results
+
+
+class LazyCollection(DaskMethodsMixin):
+    """A lazy selection of a partitioned collection, as a Dask collection.
+
+    Built by :func:`dask_zcollection.read_collection`. ``compute()`` returns a
+    :class:`~dask_zcollection.Dataset` (partitions concatenated along the axis
+    in key order), or ``None`` when no partition is selected.
+    """
+
+    __slots__ = ("_expr",)
+
+    def __init__(self, expr: ZExpr) -> None:
+        self._expr = expr
+
+    # -- dask collection protocol -------------------------------------------------------------
+    @property
+    def expr(self) -> ZExpr:
+        """The (unoptimised) expression."""
+        return self._expr
+
+    def __dask_graph__(self) -> Mapping[Any, Any]:
+        return self._optimized_partitions().__dask_graph__()  # type: ignore[no-any-return]
+
+    def __dask_keys__(self) -> list[Any]:
+        return self._optimized_partitions().__dask_keys__()  # type: ignore[no-any-return]
+
+    def __dask_tokenize__(self) -> Any:
+        return self._expr._name
+
+    def __dask_postcompute__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        from .expr._read import concat_task
+
+        return concat_task, (self.source.config.axis,)
+
+    def __dask_postpersist__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        expr = self._optimized_partitions()
+        return LazyCollection._rebuild, (expr.source, expr.catalog, expr.total, expr.variables)
+
+    @staticmethod
+    def _rebuild(
+        dsk: Mapping[Any, Any], source: ReadSource, catalog: Catalog, total: int, variables: tuple[str, ...]
+    ) -> LazyCollection:
+        keys = sorted(dsk, key=lambda k: k[1])
+        return LazyCollection(Persisted(source, catalog, total, variables, dict(dsk), keys))
+
+    __dask_scheduler__ = staticmethod(dask.threaded.get)
+
+    def _optimized_partitions(self) -> ZExpr:
+        """The optimised expression, one output key per partition (no fusion)."""
+        return self._expr.optimize(fuse=False).lower_completely()  # type: ignore[no-any-return]
+
+    def optimize(self) -> LazyCollection:
+        """A collection over the simplified expression (filters absorbed)."""
+        return LazyCollection(self._expr.simplify())
+
+    # -- introspection ------------------------------------------------------------------------------
+    @property
+    def source(self) -> ReadSource:
+        """The store and descriptor read from."""
+        return self._expr.source
+
+    @property
+    def catalog(self) -> Catalog:
+        """The selected partitions (after optimisation)."""
+        return self._expr.simplify().catalog
+
+    @property
+    def npartitions(self) -> int:
+        """Number of selected partitions."""
+        return len(self.catalog)
+
+    @property
+    def partitions(self) -> list[str]:
+        """Canonical paths (``year=2024/month=03``) of the selected partitions, in key order."""
+        catalog = self.catalog
+        encode = self.source.config.partitioning.encode
+        return [encode(catalog.key_tuple(i)) for i in range(len(catalog))]
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        """Variable paths the collection yields."""
+        return self._expr.variables
+
+    @property
+    def nbytes(self) -> int:
+        """Estimated size of the selected data (``-1`` when row counts are unknown)."""
+        rows = self.catalog.total_rows
+        if rows < 0:
+            return -1
+        schema = self.source.config.schema
+        dims = schema.all_dimensions()
+        total = 0
+        for v in self.variables:
+            spec = schema[v]
+            width = int(numpy.prod([dims[d].size or 1 for d in spec.dimensions[1:]] or [1]))
+            total += (rows if not spec.immutable else 1) * width * spec.dtype.itemsize
+        return total
+
+    def explain(self) -> str:
+        """The optimised plan in words, with the number of partitions read."""
+        optimized = self._expr.optimize(fuse=False)
+        expr = optimized.frame if isinstance(optimized, Finalize) else optimized
+        lines = [f"{type(self).__name__}: {expr.npartitions} partition(s) selected of {expr.total}"]
+        lines += ["  " + line for line in expr.describe()]
+        return "\n".join(lines)
+
+    def visualize(self, filename: str | None = "zcollection", **kwargs: Any) -> Any:
+        """Draw the optimised task graph (needs the ``graphviz`` package)."""
+        from dask.dot import dot_graph
+
+        graph = dict(Finalize(self._expr).optimize(fuse=False).__dask_graph__())
+        return dot_graph(graph, filename=filename, **kwargs)
+
+    def __repr__(self) -> str:
+        cat = self.catalog
+        config = self.source.config
+        size = self.nbytes
+        return (
+            f"<dask_zcollection.LazyCollection {self.source.spec.url!r}>\n"
+            f"  partitioning: {config.partitioning!r}\n"
+            f"  partitions:   {len(cat)} selected of {self._expr.simplify().total}\n"
+            f"  variables:    {', '.join(self.variables)}\n"
+            f"  size:         {format_bytes(size) if size >= 0 else 'unknown'}"
+        )
+
+    def _repr_html_(self) -> str:
+        return f"<pre>{html.escape(repr(self))}</pre>"
+
+    # -- operations -------------------------------------------------------------------------------------
+    def filter(self, expr: FilterLike = None, /, **kwargs: Any) -> LazyCollection:
+        """Select partitions by key and rows by axis range.
+
+        Parameters
+        ----------
+        expr : str, mapping or None
+            A filter on partition keys: ``"year == 2024 and month in (3, 4)"``.
+        **kwargs
+            ``key=value`` (or a list, or ``slice(lo, hi)`` inclusive) on key
+            components; ``<axis variable>=slice(start, stop)`` (inclusive, datetime
+            strings accepted) for a time range.
+
+        Examples
+        --------
+        >>> ds.filter("year == 2024", month=3)                      # doctest: +SKIP
+        >>> ds.filter(time=slice("2024-03-01", "2024-03-04T12:00"))  # doctest: +SKIP
+        """
+        config = self.source.config
+        keys = config.partitioning.keys
+        axis = config.axis_variable
+        time_range: TimeRange | None = None
+        key_filters: dict[str, Any] = {}
+        for name, value in kwargs.items():
+            if name in keys:
+                key_filters[name] = value
+            elif name == axis:
+                time_range = self._time_range(value)
+            else:
+                raise FilterError(
+                    f"cannot filter on {name!r}: use a partition key {list(keys)} "
+                    f"or the axis variable {axis!r}"
+                )
+        predicate = compile_filter(expr, keys)
+        if key_filters:
+            extra = compile_filter(key_filters, keys)
+            predicate = extra if predicate is None else predicate & extra  # type: ignore[operator]
+        if predicate is None and time_range is None:
+            return self
+        return LazyCollection(Filter(self._expr, predicate, time_range))
+
+    def _time_range(self, value: Any) -> TimeRange:
+        config = self.source.config
+        spec = config.schema[config.axis_variable]
+        if not isinstance(value, slice):
+            value = slice(value, value)
+        if value.step is not None:
+            raise FilterError("a time range takes no step")
+
+        def bound(v: Any, upper: bool) -> Any:
+            return coerce_bound(v, spec.dtype, spec.attrs, config.axis_variable, upper=upper)
+
+        return (bound(value.start, False), bound(value.stop, True))
+
+    def __getitem__(self, key: str | Sequence[str]) -> LazyCollection:
+        names = [key] if isinstance(key, str) else list(key)
+        schema = self.source.config.schema
+        wanted = []
+        for name in names:
+            path = name.strip("/")
+            if path not in schema:
+                raise VariableNotFoundError(
+                    f"variable {name!r} is not in the collection (known: {list(schema.variables)})"
+                )
+            if path not in self.variables:
+                raise VariableNotFoundError(f"variable {name!r} was projected away")
+            wanted.append(path)
+        ordered = tuple(v for v in self.variables if v in wanted)
+        return LazyCollection(Project(self._expr, ordered))
+
+    def map_partitions(self, func: Callable[..., Dataset], *args: Any, **kwargs: Any) -> LazyCollection:
+        """Apply ``func(partition: Dataset, *args, **kwargs) -> Dataset`` to every partition.
+
+        A key filter written after ``map_partitions`` is pushed below it.
+        """
+        return LazyCollection(MapPartitions(self._expr, func, tuple(args), dict(kwargs) or None, None))
+
+    # -- interop -----------------------------------------------------------------------------------------
+    def to_delayed(self) -> list[Delayed]:
+        """One :class:`dask.delayed.Delayed` per partition (a ``Dataset`` each)."""
+        expr = self._optimized_partitions()
+        graph = expr.__dask_graph__()
+        from dask.highlevelgraph import HighLevelGraph
+
+        hlg = HighLevelGraph.from_collections(expr._name, dict(graph), dependencies=())
+        return [Delayed(k, hlg) for k in expr.__dask_keys__()]
+
+    def _partition_rows(self) -> tuple[ZExpr, list[tuple[int, int]]]:
+        """Optimised expression and the row range of each partition (trimmed boundary rows)."""
+        expr = self._optimized_partitions()
+        if not isinstance(expr, (ReadPartitions, Persisted)):
+            raise InvalidInputError(
+                "to_xarray/to_dask_array need row counts: call them before map_partitions "
+                "(or compute the mapped collection)"
+            )
+        catalog = expr.catalog
+        time_range = expr.operand("time_range") if isinstance(expr, ReadPartitions) else None
+        from .io import parts_of
+
+        parts = parts_of(catalog, time_range)
+        io = self.source.io
+        axis = self.source.config.axis_variable
+
+        async def rows(part: tuple[str, int, bool]) -> tuple[int, int]:
+            path, n, inside = part
+            if n < 0:
+                n = await io.row_count(path, axis)
+            if inside or time_range is None:
+                return 0, n
+            values = (await io.read(path, [axis], stop=n))[axis]
+            return row_range(values, time_range)
+
+        import asyncio
+
+        async def gather() -> list[tuple[int, int]]:
+            return list(await asyncio.gather(*(rows(p) for p in parts)))
+
+        return expr, sync(gather())
+
+    def to_dask_array(self, name: str) -> Any:
+        """One variable as a :class:`dask.array.Array`, chunks aligned with partitions and zarr chunks."""
+        return self._dask_arrays([name])[name]
+
+    def _dask_arrays(self, names: Sequence[str]) -> dict[str, Any]:
+        import dask.array as da
+        from dask.array.core import normalize_chunks  # noqa: F401
+
+        config = self.source.config
+        schema = config.schema
+        for n in names:
+            if n not in schema:
+                raise VariableNotFoundError(f"variable {n!r} is not in the collection")
+        expr, ranges = self._partition_rows()
+        dims = schema.all_dimensions()
+        graph = dict(expr.__dask_graph__())
+        out: dict[str, Any] = {}
+        for name in names:
+            spec = schema[name]
+            trailing = tuple(dims[d].size or 0 for d in spec.dimensions[1:])
+            token = dask.base.tokenize(expr._name, name)
+            if spec.immutable:
+                aname = f"zc-array-{name.replace('/', '.')}-{token}"
+                src = (expr._name, 0)
+                shape = tuple(dims[d].size or 0 for d in spec.dimensions)
+                layer = {(aname,) + (0,) * len(shape): (_get_immutable, src, name)} if len(expr.catalog) else {}
+                if not layer:
+                    continue
+                from dask.highlevelgraph import HighLevelGraph
+
+                hlg = HighLevelGraph.from_collections(aname, {**graph, **layer}, dependencies=())
+                out[name] = da.Array(hlg, aname, chunks=tuple((s,) for s in shape), dtype=spec.dtype)
+                continue
+            chunk = dims[spec.dimensions[0]].chunks or 0
+            aname = f"zc-array-{name.replace('/', '.')}-{token}"
+            layer: dict[Any, Any] = {}
+            row_chunks: list[int] = []
+            block = 0
+            for i, (start, stop) in enumerate(ranges):
+                n = stop - start
+                # Split each partition on the zarr chunk boundaries of the stored array.
+                edges = [0]
+                if chunk:
+                    first = chunk - (start % chunk)
+                    edges += list(range(first, n, chunk))
+                edges = [e for e in edges if e < n] + [n]
+                if n == 0:
+                    continue
+                for a, b in zip(edges[:-1], edges[1:], strict=True):
+                    key = (aname, block) + (0,) * len(trailing)
+                    layer[key] = (_get_rows, (expr._name, i), name, a, b)
+                    row_chunks.append(b - a)
+                    block += 1
+            from dask.highlevelgraph import HighLevelGraph
+
+            hlg = HighLevelGraph.from_collections(aname, {**graph, **layer}, dependencies=())
+            chunks = (tuple(row_chunks) or (0,),) + tuple((s,) for s in trailing)
+            if not row_chunks:
+                out[name] = da.empty((0, *trailing), dtype=spec.dtype, chunks=chunks)
+            else:
+                out[name] = da.Array(hlg, aname, chunks=chunks, dtype=spec.dtype)
+        return out
+
+    def to_xarray(self) -> Any:
+        """A dask-backed ``xarray.Dataset`` (``DataTree`` with nested groups); nothing is read."""
+        arrays = self._dask_arrays(list(self.variables))
+        from .data import Variable
+
+        schema = self.source.config.schema
+        variables = {}
+        for path, arr in arrays.items():
+            spec = schema[path]
+            variables[path] = Variable(spec.name, arr, spec.dimensions, dict(spec.attrs), spec.fill_value)
+        from ._prepare import columns_to_dataset
+
+        ds = columns_to_dataset(
+            schema,
+            {p: v.data for p, v in variables.items() if not schema[p].immutable},
+            {p: v.data for p, v in variables.items() if schema[p].immutable},
+        )
+        return ds.to_xarray()
+
+    def to_dask_dataframe(self, variables: Sequence[str] | None = None) -> Any:
+        """Variables along the axis (1-D) as a :class:`dask.dataframe.DataFrame`.
+
+        Divisions come from the catalog's min/max of the axis variable when it
+        is in ``variables`` and partitions do not overlap, so ``.loc[a:b]`` prunes.
+        """
+        import dask.dataframe as dd
+        import pandas
+
+        config = self.source.config
+        schema = config.schema
+        names = list(variables) if variables is not None else [
+            v for v in self.variables if schema[v].dimensions == (config.axis,)
+        ]
+        for n in names:
+            if n not in schema or schema[n].dimensions != (config.axis,):
+                raise InvalidInputError(f"variable {n!r} is not a 1-D variable along {config.axis!r}")
+        expr = self._optimized_partitions()
+        if not isinstance(expr, (ReadPartitions, Persisted)):
+            raise InvalidInputError("to_dask_dataframe must be called before map_partitions")
+        catalog = expr.catalog
+        axis = config.axis_variable
+        time_range = expr.operand("time_range") if isinstance(expr, ReadPartitions) else None
+        from .io import parts_of
+
+        parts = parts_of(catalog, time_range)
+        meta = pandas.DataFrame({n: numpy.empty(0, dtype=schema[n].dtype) for n in names})
+        index = axis if axis in names else None
+        if index is not None:
+            meta = meta.set_index(index)
+        divisions: Any = None
+        if index is not None and catalog.has_stats and len(catalog) and (catalog.rows > 0).all():
+            lo, hi = catalog.axis_min, catalog.axis_max
+            if time_range is not None:
+                if time_range[0] is not None:
+                    lo = numpy.maximum(lo, time_range[0])
+                if time_range[1] is not None:
+                    hi = numpy.minimum(hi, time_range[1])
+            if (lo[1:] > hi[:-1]).all():
+                divisions = (*[pandas.Timestamp(x) if lo.dtype.kind == "M" else x.item() for x in lo],
+                             pandas.Timestamp(hi[-1]) if hi.dtype.kind == "M" else hi[-1].item())
+        if not parts:
+            return dd.from_pandas(meta, npartitions=1)
+        return dd.from_map(
+            _DataFrameReader(self.source, tuple(names), time_range, index),
+            parts,
+            meta=meta,
+            divisions=divisions,
+            label="zc-read-frame",
+            enforce_metadata=False,
+        )
+
+
+class _DataFrameReader:
+    """Reads one partition as a pandas DataFrame (``columns=`` projection supported)."""
+
+    def __init__(self, source: ReadSource, names: tuple[str, ...], time_range: TimeRange | None, index: str | None):
+        self.source, self.names, self.time_range, self.index = source, names, time_range, index
+        self.columns = list(names)
+
+    def project_columns(self, columns: Sequence[str]) -> _DataFrameReader:
+        keep = tuple(n for n in self.names if n in columns or n == self.index)
+        return _DataFrameReader(self.source, keep, self.time_range, self.index)
+
+    def __call__(self, part: tuple[str, int, bool]) -> Any:
+        import pandas
+
+        from .io import read_partition
+
+        columns = sync(read_partition(self.source, part, self.names, self.time_range))
+        frame = pandas.DataFrame(columns)
+        return frame.set_index(self.index) if self.index else frame
+
+
+def _get_rows(ds: Dataset, name: str, start: int, stop: int) -> numpy.ndarray:
+    return ds[name].values[start:stop]  # type: ignore[union-attr]
+
+
+def _get_immutable(ds: Dataset, name: str) -> numpy.ndarray:
+    return ds[name].values  # type: ignore[union-attr]
+
+
+def read_collection(
+    store: Any,
+    *,
+    variables: Sequence[str] | None = None,
+    filters: FilterLike = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> LazyCollection:
+    """Open a collection lazily, as a Dask collection.
+
+    Reads the collection descriptor and the catalog (never a listing of every
+    partition when the catalog exists) and returns a :class:`LazyCollection`.
+
+    Parameters
+    ----------
+    store : str or StoreSpec
+        ``file:///path``, ``memory://name``, a local path or a store spec.
+    variables : list of str, optional
+        Variable paths to read (all by default).
+    filters : str or mapping, optional
+        A partition-key filter, as for :meth:`LazyCollection.filter`.
+    storage_options : dict, optional
+        Backend options.
+
+    Examples
+    --------
+    >>> import dask_zcollection as dzc
+    >>> ds = dzc.read_collection("file:///data/altimetry").filter("year == 2024")  # doctest: +SKIP
+    >>> ds.compute()                                                             # doctest: +SKIP
+    """
+    from ._engine import open_collection
+
+    collection = sync(open_collection(store, mode="r", storage_options=storage_options))
+    return collection_from(collection.spec, collection.config, sync(collection.catalog()), variables, filters)
+
+
+def collection_from(
+    spec: Any,
+    config: Any,
+    catalog: Catalog,
+    variables: Sequence[str] | None = None,
+    filters: FilterLike = None,
+) -> LazyCollection:
+    """A :class:`LazyCollection` over an already read catalog."""
+    source = ReadSource(spec, config)
+    names = tuple(p for p, _ in config.schema.walk())
+    if variables is not None:
+        wanted = [v.strip("/") for v in ([variables] if isinstance(variables, str) else variables)]
+        for v in wanted:
+            if v not in config.schema:
+                raise VariableNotFoundError(f"variable {v!r} is not in the collection")
+        names = tuple(v for v in names if v in wanted)
+    lazy = LazyCollection(ReadPartitions(source, catalog, len(catalog), names))
+    return lazy.filter(filters) if filters is not None else lazy

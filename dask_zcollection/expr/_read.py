@@ -1,0 +1,520 @@
+"""Read-side expressions: nouns of the lazy plan, and their rewrite rules.
+
+The plan of ``read_collection(url).filter("year == 2024")["ssh"].compute()``
+starts as ``Finalize(Project(Filter(ReadPartitions)))``; simplification folds
+the filter and the projection into ``ReadPartitions`` (evaluating the predicate
+on the catalog's key columns, vectorised), so the graph holds one read task per
+selected partition, or one task that decodes all of them into one result.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy
+
+from .._sync import sync
+from ..catalog import Catalog
+from ..data import Dataset
+from ..io import ReadSource, TimeRange, parts_of, read_concat, read_partition, row_range
+from ..partitioning import PartitionFilter
+from ._dask import Alias, DataNode, Expr, List, Task, TaskRef
+
+__all__ = [
+    "Filter",
+    "Finalize",
+    "MapPartitions",
+    "Persisted",
+    "Project",
+    "ReadPartitions",
+    "ZExpr",
+    "intersect_ranges",
+]
+
+#: Partitions concatenated per task in the tree reduction of :class:`Finalize`.
+SPLIT_EVERY = 32
+
+
+def intersect_ranges(a: TimeRange | None, b: TimeRange | None) -> TimeRange | None:
+    """Intersection of two inclusive ranges (``None``: unbounded)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    lo = a[0] if b[0] is None else b[0] if a[0] is None else max(a[0], b[0])
+    hi = a[1] if b[1] is None else b[1] if a[1] is None else min(a[1], b[1])
+    return (lo, hi)
+
+
+def _and(a: PartitionFilter | None, b: PartitionFilter | None) -> PartitionFilter | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a & b
+
+
+# -- task functions (run on workers) ----------------------------------------------------------
+def _dataset(source: ReadSource, columns: Mapping[str, Any], immutable: Mapping[str, Any] | None) -> Dataset:
+    from .._prepare import columns_to_dataset
+
+    return columns_to_dataset(source.config.schema, columns, immutable)
+
+
+def read_immutable_task(source: ReadSource, path: str | None, variables: tuple[str, ...]) -> dict[str, Any]:
+    """Read the immutable variables (once per graph)."""
+    if path is None or not variables:
+        return {}
+    return sync(source.io.read_immutable(path, variables))
+
+
+def read_partition_task(
+    source: ReadSource,
+    part: tuple[str, int, bool],
+    variables: tuple[str, ...],
+    time_range: TimeRange | None,
+    immutable: Mapping[str, Any] | None,
+) -> Dataset:
+    """Read one partition into a :class:`Dataset`."""
+    columns = sync(read_partition(source, part, variables, time_range))
+    return _dataset(source, columns, immutable)
+
+
+def read_concat_task(
+    source: ReadSource,
+    parts: list[tuple[str, int, bool]],
+    variables: tuple[str, ...],
+    time_range: TimeRange | None,
+    immutable: Mapping[str, Any] | None,
+) -> Dataset:
+    """Read all partitions straight into one :class:`Dataset`."""
+    columns = sync(read_concat(source, parts, variables, time_range))
+    return _dataset(source, columns, immutable)
+
+
+def concat_task(parts: Sequence[Dataset | None], dim: str) -> Dataset | None:
+    """Concatenate partition datasets along the partition axis (in key order)."""
+    present = [p for p in parts if p is not None]
+    if not present:
+        return None
+    if len(present) == 1:
+        return present[0]
+    return Dataset.concat(present, dim)
+
+
+def project_task(ds: Dataset, variables: tuple[str, ...]) -> Dataset:
+    """Keep only ``variables``."""
+    return ds.select(variables)
+
+
+def trim_task(ds: Dataset, axis: str, dim: str, time_range: TimeRange) -> Dataset:
+    """Keep the rows whose axis value lies in ``time_range`` (sorted axis)."""
+    values = ds[axis].values  # type: ignore[union-attr]
+    start, stop = row_range(values, time_range)
+    return ds.isel({dim: slice(start, stop)})
+
+
+def map_task(func: Callable[..., Dataset], ds: Dataset, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Dataset:
+    """Apply a user function to one partition."""
+    return func(ds, *args, **kwargs)
+
+
+# -- expressions ---------------------------------------------------------------------------------
+class ZExpr(Expr):
+    """Base of the collection's expressions: one output partition per catalog row."""
+
+    _prefix = "zc"
+    # Cached properties hold catalogs: never ship them with the pickled plan.
+    _pickle_functools_cache = False
+
+    @functools.cached_property
+    def _funcname(self) -> str:
+        return self._prefix
+
+    @property
+    def frame(self) -> ZExpr:
+        """The input expression."""
+        return self.operand("frame")  # type: ignore[no-any-return]
+
+    @property
+    def source(self) -> ReadSource:
+        """Where the data comes from."""
+        return self.frame.source
+
+    @property
+    def catalog(self) -> Catalog:
+        """One row per output partition (key values, paths, stats)."""
+        return self.frame.catalog
+
+    @property
+    def total(self) -> int:
+        """Number of partitions of the whole collection."""
+        return self.frame.total
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        """Variable paths in the output."""
+        return self.frame.variables
+
+    @property
+    def npartitions(self) -> int:
+        return len(self.catalog)
+
+    def finalize_compute(self) -> Expr:
+        return Finalize(self)
+
+    def describe(self) -> list[str]:
+        """Lines of :meth:`explain` for this node (and below)."""
+        return self.frame.describe()
+
+
+class ReadPartitions(ZExpr):
+    """Read the partitions of ``catalog`` (already pruned), ``variables`` only.
+
+    Parameters (operands)
+    ---------------------
+    source : ReadSource
+    catalog : Catalog
+        The selected partitions; the full catalog before any filter.
+    total : int
+        Partitions in the whole collection (for reprs).
+    variables : tuple of str
+        Partitioned and immutable variable paths to read.
+    time_range : (lo, hi) or None
+        Inclusive bounds on the axis variable; boundary partitions are trimmed.
+    filters : tuple of str
+        The filters absorbed so far (for :meth:`explain`).
+    fused : bool
+        One task decoding every partition into one result (set when the read
+        is finalised directly and nothing else shares it).
+    """
+
+    _parameters = ["source", "catalog", "total", "variables", "time_range", "filters", "fused"]
+    _defaults = {"time_range": None, "filters": (), "fused": False}
+    _prefix = "zc-read"
+
+    @property
+    def source(self) -> ReadSource:
+        return self.operand("source")  # type: ignore[no-any-return]
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.operand("catalog")  # type: ignore[no-any-return]
+
+    @property
+    def total(self) -> int:
+        return self.operand("total")  # type: ignore[no-any-return]
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return self.operand("variables")  # type: ignore[no-any-return]
+
+    @property
+    def npartitions(self) -> int:
+        return 1 if self.operand("fused") else len(self.catalog)
+
+    def _split_variables(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        schema = self.source.config.schema
+        part = tuple(v for v in self.variables if not schema[v].immutable)
+        imm = tuple(v for v in self.variables if schema[v].immutable)
+        return part, imm
+
+    def describe(self) -> list[str]:
+        cat = self.catalog
+        lines = [
+            f"ReadPartitions {self.source.spec.url}: {len(cat)} of {self.total} partitions"
+            + (" (fused into one task)" if self.operand("fused") else ""),
+            f"  variables: {', '.join(self.variables)}",
+        ]
+        for f in self.operand("filters"):
+            lines.append(f"  absorbed filter: {f}")
+        if self.operand("time_range") is not None:
+            lo, hi = self.operand("time_range")
+            lines.append(f"  rows trimmed to {self.source.config.axis_variable} in [{lo}, {hi}]")
+        rows = cat.total_rows
+        if rows >= 0:
+            lines.append(f"  rows: {rows:,}")
+        return lines
+
+    def _simplify_up(self, parent: Expr, dependents: Mapping[str, Any]) -> Expr | None:
+        if self.operand("fused"):
+            return None
+        if isinstance(parent, Filter):
+            return self.apply_filter(parent.operand("predicate"), parent.operand("time_range"))
+        if isinstance(parent, Project):
+            # Read the union of what every consumer projects, once.
+            users = [d() for d in dependents[self._name]]
+            if not all(isinstance(u, Project) for u in users):
+                return None
+            needed = tuple(
+                v for v in self.variables if any(v in u.operand("variables") for u in users)
+            )
+            if needed != self.variables:
+                return type(parent)(self.substitute_parameters({"variables": needed}), *parent.operands[1:])
+            if needed == parent.operand("variables"):
+                return self
+            return None
+        if isinstance(parent, Finalize) and len(dependents[self._name]) == 1 and len(self.catalog) > 1:
+            return Finalize(self.substitute_parameters({"fused": True}))
+        return None
+
+    def apply_filter(self, predicate: PartitionFilter | None, time_range: TimeRange | None) -> ReadPartitions:
+        """This read restricted by a key predicate and/or a time range."""
+        catalog = self.catalog
+        mask = numpy.ones(len(catalog), dtype=bool)
+        filters = list(self.operand("filters"))
+        if predicate is not None:
+            mask &= predicate(catalog.columns, size=len(catalog))
+            filters.append(str(predicate.source))
+        if time_range is not None and catalog.has_stats:
+            lo, hi = time_range
+            known = catalog.rows >= 0
+            if lo is not None:
+                mask &= ~known | (catalog.axis_max >= lo)
+            if hi is not None:
+                mask &= ~known | (catalog.axis_min <= hi)
+            mask &= ~known | (catalog.rows > 0)
+        if time_range is not None:
+            axis = self.source.config.axis_variable
+            filters.append(f"{axis} in [{time_range[0]}, {time_range[1]}]")
+        return ReadPartitions(
+            self.source,
+            catalog if mask.all() else catalog.take(mask),
+            self.total,
+            self.variables,
+            intersect_ranges(self.operand("time_range"), time_range),
+            tuple(filters),
+            False,
+        )
+
+    def _immutable_task(self, imm: tuple[str, ...]) -> tuple[Any, Task | None]:
+        if not imm:
+            return None, None
+        key = (f"{self._name}-immutable", 0)
+        path = self.catalog.immutable
+        if path is None:
+            path = "_immutable"  # reference-format collections
+        return key, Task(key, read_immutable_task, DataNode(None, self.source), path, imm)
+
+    def _layer(self) -> dict[Any, Any]:
+        source = self.source
+        part_vars, imm = self._split_variables()
+        time_range = self.operand("time_range")
+        parts = parts_of(self.catalog, time_range)
+        imm_key, imm_task = self._immutable_task(imm)
+        imm_ref = TaskRef(imm_key) if imm_key is not None else None
+        layer: dict[Any, Any] = {} if imm_task is None else {imm_key: imm_task}
+        src = DataNode(None, source)
+        name = self._name
+        if self.operand("fused"):
+            key = (name, 0)
+            layer[key] = Task(key, read_concat_task, src, parts, part_vars, time_range, imm_ref)
+            return layer
+        for i, part in enumerate(parts):
+            key = (name, i)
+            layer[key] = Task(key, read_partition_task, src, part, part_vars, time_range, imm_ref)
+        return layer
+
+
+class Filter(ZExpr):
+    """Keep the partitions whose keys satisfy ``predicate`` and the rows inside ``time_range``."""
+
+    _parameters = ["frame", "predicate", "time_range"]
+    _defaults = {"predicate": None, "time_range": None}
+    _prefix = "zc-filter"
+
+    def _simplify_down(self) -> Expr | None:
+        frame = self.frame
+        predicate, time_range = self.operand("predicate"), self.operand("time_range")
+        if isinstance(frame, Filter):
+            return Filter(
+                frame.frame,
+                _and(frame.operand("predicate"), predicate),
+                intersect_ranges(frame.operand("time_range"), time_range),
+            )
+        if isinstance(frame, MapPartitions) and predicate is not None:
+            # A partition filter commutes with a per-partition map; a row filter
+            # on the axis does not (the function may change the axis).
+            below = MapPartitions(Filter(frame.frame, predicate, None), *frame.operands[1:])
+            return below if time_range is None else Filter(below, None, time_range)
+        if isinstance(frame, Project):
+            return Project(Filter(frame.frame, predicate, time_range), frame.operand("variables"))
+        return None
+
+    @functools.cached_property
+    def _mask(self) -> numpy.ndarray:
+        catalog = self.frame.catalog
+        mask = numpy.ones(len(catalog), dtype=bool)
+        predicate = self.operand("predicate")
+        if predicate is not None:
+            mask &= predicate(catalog.columns, size=len(catalog))
+        return mask
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.frame.catalog.take(self._mask)
+
+    def describe(self) -> list[str]:
+        p, t = self.operand("predicate"), self.operand("time_range")
+        return [f"Filter {p.source if p is not None else ''} {t if t is not None else ''}".rstrip()] + [
+            "  " + line for line in self.frame.describe()
+        ]
+
+    def _layer(self) -> dict[Any, Any]:
+        selected = numpy.flatnonzero(self._mask).tolist()
+        time_range = self.operand("time_range")
+        config = self.source.config
+        name, frame_name = self._name, self.frame._name
+        layer: dict[Any, Any] = {}
+        for j, i in enumerate(selected):
+            key = (name, j)
+            if time_range is None:
+                layer[key] = Alias(key, (frame_name, i))
+            else:
+                layer[key] = Task(
+                    key, trim_task, TaskRef((frame_name, i)), config.axis_variable, config.axis, time_range
+                )
+        return layer
+
+
+class Project(ZExpr):
+    """Keep only some variables."""
+
+    _parameters = ["frame", "variables"]
+    _prefix = "zc-project"
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return self.operand("variables")  # type: ignore[no-any-return]
+
+    def _simplify_down(self) -> Expr | None:
+        frame = self.frame
+        if isinstance(frame, Project):
+            return Project(frame.frame, self.variables)
+        if tuple(frame.variables) == tuple(self.variables):
+            return frame
+        return None
+
+    def describe(self) -> list[str]:
+        return [f"Project {', '.join(self.variables)}"] + ["  " + x for x in self.frame.describe()]
+
+    def _layer(self) -> dict[Any, Any]:
+        name, frame_name = self._name, self.frame._name
+        variables = self.variables
+        return {
+            (name, i): Task((name, i), project_task, TaskRef((frame_name, i)), variables)
+            for i in range(self.npartitions)
+        }
+
+
+class MapPartitions(ZExpr):
+    """Apply ``func(dataset, *args, **kwargs) -> Dataset`` to every partition."""
+
+    _parameters = ["frame", "func", "args", "kwargs", "variables_out"]
+    _defaults = {"args": (), "kwargs": None, "variables_out": None}
+    _prefix = "zc-map"
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        out = self.operand("variables_out")
+        return tuple(out) if out is not None else self.frame.variables
+
+    @property
+    def catalog(self) -> Catalog:
+        # The function may change rows and the axis: stats no longer hold.
+        import dataclasses
+
+        cat = self.frame.catalog
+        return dataclasses.replace(cat, has_stats=False, rows=numpy.full(len(cat), -1, dtype="int64"))
+
+    def describe(self) -> list[str]:
+        func = self.operand("func")
+        return [f"MapPartitions {getattr(func, '__qualname__', func)!s}"] + [
+            "  " + x for x in self.frame.describe()
+        ]
+
+    def _layer(self) -> dict[Any, Any]:
+        name, frame_name = self._name, self.frame._name
+        func = self.operand("func")
+        args = tuple(self.operand("args"))
+        kwargs = dict(self.operand("kwargs") or {})
+        return {
+            (name, i): Task((name, i), map_task, func, TaskRef((frame_name, i)), args, kwargs)
+            for i in range(self.npartitions)
+        }
+
+
+class Persisted(ZExpr):
+    """Partitions already computed (``persist``): a graph of their results."""
+
+    _parameters = ["source", "catalog", "total", "variables", "layer", "keys"]
+    _prefix = "zc-persisted"
+
+    @property
+    def source(self) -> ReadSource:
+        return self.operand("source")  # type: ignore[no-any-return]
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.operand("catalog")  # type: ignore[no-any-return]
+
+    @property
+    def total(self) -> int:
+        return self.operand("total")  # type: ignore[no-any-return]
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return self.operand("variables")  # type: ignore[no-any-return]
+
+    def describe(self) -> list[str]:
+        return [f"Persisted {len(self.catalog)} of {self.total} partitions"]
+
+    def _layer(self) -> dict[Any, Any]:
+        layer = dict(self.operand("layer"))
+        for i, old in enumerate(self.operand("keys")):
+            layer[(self._name, i)] = Alias((self._name, i), old)
+        return layer
+
+
+class Finalize(ZExpr):
+    """Concatenate every partition along the axis, in key order, into one :class:`Dataset`."""
+
+    _parameters = ["frame"]
+    _prefix = "zc-concat"
+
+    @property
+    def npartitions(self) -> int:
+        return 1
+
+    def describe(self) -> list[str]:
+        return [f"Concat {self.frame.npartitions} partition(s) along {self.source.config.axis!r}"] + [
+            "  " + x for x in self.frame.describe()
+        ]
+
+    def __dask_keys__(self) -> list[Any]:
+        return [(self._name, 0)]
+
+    def _layer(self) -> dict[Any, Any]:
+        name, frame_name = self._name, self.frame._name
+        n = self.frame.npartitions
+        dim = self.source.config.axis
+        key = (name, 0)
+        if n == 0:
+            return {key: DataNode(key, None)}
+        if n == 1:
+            return {key: Alias(key, (frame_name, 0))}
+        layer: dict[Any, Any] = {}
+        refs = [TaskRef((frame_name, i)) for i in range(n)]
+        level = 0
+        while len(refs) > SPLIT_EVERY:
+            level += 1
+            grouped = [refs[i : i + SPLIT_EVERY] for i in range(0, len(refs), SPLIT_EVERY)]
+            refs = []
+            for j, group in enumerate(grouped):
+                k = (f"{name}-partial-{level}", j)
+                layer[k] = Task(k, concat_task, List(*group), dim)
+                refs.append(TaskRef(k))
+        layer[key] = Task(key, concat_task, List(*refs), dim)
+        return layer

@@ -1,0 +1,248 @@
+"""Read paths used by the Dask graph: one partition, or many straight into one result.
+
+:class:`ReadSource` is what read tasks carry to workers: the store spec and the
+collection descriptor, both small and picklable. Each process keeps one
+:class:`~dask_zcollection.io.PartitionIO` per source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy
+from zarr.core.array import AsyncArray
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.indexing import BasicIndexer
+
+from ..catalog import Catalog
+from ..errors import InvalidInputError, StorageError
+from ..store import StoreSpec
+from ._config import CollectionConfig
+from ._partition import PartitionIO
+
+__all__ = [
+    "Part",
+    "ReadSource",
+    "TimeRange",
+    "coerce_bound",
+    "parts_of",
+    "read_concat",
+    "read_partition",
+    "row_range",
+]
+
+#: Inclusive ``(lo, hi)`` bounds on the axis variable (``None``: open end).
+TimeRange = tuple[Any, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadSource:
+    """Where and what to read: the store spec and the collection descriptor."""
+
+    spec: StoreSpec
+    config: CollectionConfig
+
+    @functools.cached_property
+    def _token(self) -> str:
+        text = json.dumps(self.config.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha1(f"{self.spec.url}|{text}".encode()).hexdigest()
+
+    def __dask_tokenize__(self) -> tuple[str, str]:
+        return ("ReadSource", self._token)
+
+    @property
+    def io(self) -> PartitionIO:
+        """The per-process partition I/O object of this source."""
+        return _partition_io(self.spec, self._token, self.config)
+
+
+_IO_CACHE: dict[tuple[str, str], PartitionIO] = {}
+
+
+def _partition_io(spec: StoreSpec, token: str, config: CollectionConfig) -> PartitionIO:
+    key = (spec.url, token)
+    io = _IO_CACHE.get(key)
+    if io is None:
+        io = _IO_CACHE[key] = PartitionIO(spec, config.schema, config.axis)
+    return io
+
+
+def row_range(axis_values: numpy.ndarray, time_range: TimeRange | None) -> tuple[int, int]:
+    """Rows ``[start, stop)`` of sorted ``axis_values`` inside the inclusive ``time_range``."""
+    if time_range is None:
+        return 0, len(axis_values)
+    lo, hi = time_range
+    start = 0 if lo is None else int(numpy.searchsorted(axis_values, lo, side="left"))
+    stop = len(axis_values) if hi is None else int(numpy.searchsorted(axis_values, hi, side="right"))
+    return start, max(start, stop)
+
+
+#: What a read task needs to know of one partition: its path, its committed row
+#: count (``-1``: unknown, take the array's) and whether it lies wholly inside
+#: the time range (no trimming, no axis read).
+Part = tuple[str, int, bool]
+
+
+def parts_of(catalog: Catalog, time_range: TimeRange | None = None) -> list[Part]:
+    """The :data:`Part` of every partition of ``catalog`` (vectorised)."""
+    n = len(catalog)
+    inside = numpy.ones(n, dtype=bool)
+    if time_range is not None:
+        inside[:] = catalog.has_stats
+        lo, hi = time_range
+        if lo is not None:
+            inside &= catalog.axis_min >= lo
+        if hi is not None:
+            inside &= catalog.axis_max <= hi
+        inside &= catalog.rows >= 0
+    return list(zip(catalog.paths, catalog.rows.tolist(), inside.tolist(), strict=True))
+
+
+async def _open(io: PartitionIO, path: str, names: Sequence[str]) -> list[AsyncArray[Any]]:
+    return list(await asyncio.gather(*(io.open_array(f"{path}/{v}") for v in names)))
+
+
+async def _part_rows(
+    part: Part,
+    arrays: Sequence[AsyncArray[Any]],
+    axis_array: AsyncArray[Any] | None,
+    time_range: TimeRange | None,
+) -> tuple[int, int]:
+    """Committed rows ``[start, stop)`` of a partition, trimmed to ``time_range``."""
+    _, stored, inside = part
+    first = arrays[0] if arrays else axis_array
+    shape_rows = int(first.shape[0]) if first is not None else 0
+    # Readers trust the committed row count: rows past it are an uncommitted append.
+    n = shape_rows if stored < 0 else min(stored, shape_rows)
+    if inside or time_range is None:
+        return 0, n
+    assert axis_array is not None
+    values = numpy.asarray(await axis_array.getitem(slice(0, n)))
+    return row_range(values, time_range)
+
+
+async def read_partition(
+    source: ReadSource,
+    part: Part,
+    variables: Sequence[str],
+    time_range: TimeRange | None = None,
+) -> dict[str, numpy.ndarray]:
+    """Read ``variables`` of one partition, trimmed to ``time_range``."""
+    out = await _read_many(source, [part], variables, time_range, concat=False)
+    return out[0]
+
+
+async def read_concat(
+    source: ReadSource,
+    parts: Sequence[Part],
+    variables: Sequence[str],
+    time_range: TimeRange | None = None,
+) -> dict[str, numpy.ndarray]:
+    """Read many partitions decoded straight into one preallocated result (no second copy)."""
+    out = await _read_many(source, parts, variables, time_range, concat=True)
+    return out[0]
+
+
+async def _read_many(
+    source: ReadSource,
+    parts: Sequence[Part],
+    variables: Sequence[str],
+    time_range: TimeRange | None,
+    *,
+    concat: bool,
+) -> list[dict[str, numpy.ndarray]]:
+    io = source.io
+    schema = source.config.schema
+    axis = source.config.axis_variable
+    names = list(variables)
+    need_axis = time_range is not None and axis not in names
+    opened = await asyncio.gather(
+        *(_open(io, part[0], names + ([axis] if need_axis else [])) for part in parts)
+    )
+
+    def axis_of(arrays: list[AsyncArray[Any]]) -> AsyncArray[Any] | None:
+        if axis in names:
+            return arrays[names.index(axis)]
+        return arrays[-1] if need_axis else None
+
+    ranges = await asyncio.gather(
+        *(
+            _part_rows(part, arrays[: len(names)], axis_of(arrays), time_range)
+            for part, arrays in zip(parts, opened, strict=True)
+        )
+    )
+    if concat:
+        total = sum(stop - start for start, stop in ranges)
+        outputs = [
+            numpy.empty(
+                (total, *(opened[0][j].shape[1:] if opened else ())), dtype=schema[name].dtype
+            )
+            for j, name in enumerate(names)
+        ]
+        offsets = numpy.concatenate([[0], numpy.cumsum([b - a for a, b in ranges])]).tolist()
+        targets = [[out[offsets[k] : offsets[k + 1]] for out in outputs] for k in range(len(parts))]
+        results = [dict(zip(names, outputs, strict=True))]
+    else:
+        targets = [
+            [
+                numpy.empty((stop - start, *arr.shape[1:]), dtype=schema[name].dtype)
+                for name, arr in zip(names, arrays, strict=True)
+            ]
+            for (start, stop), arrays in zip(ranges, opened, strict=True)
+        ]
+        results = [dict(zip(names, t, strict=True)) for t in targets]
+    prototype = default_buffer_prototype()
+
+    async def fill(arr: AsyncArray[Any], start: int, stop: int, target: numpy.ndarray) -> None:
+        if stop <= start:
+            return
+        selection = (slice(start, stop),) + (slice(None),) * (arr.ndim - 1)
+        indexer = BasicIndexer(selection, arr.shape, arr._chunk_grid)
+        try:
+            await arr._get_selection(
+                indexer, prototype=prototype, out=prototype.nd_buffer.from_numpy_array(target)
+            )
+        except OSError as err:
+            raise StorageError(f"cannot read {arr.store_path}: {err}") from err
+
+    await asyncio.gather(
+        *(
+            fill(arr, start, stop, target)
+            for (start, stop), arrays, tgt in zip(ranges, opened, targets, strict=True)
+            for arr, target in zip(arrays[: len(names)], tgt, strict=True)
+        )
+    )
+    return results
+
+
+def coerce_bound(
+    value: Any, dtype: numpy.dtype[Any], attrs: dict[str, Any], name: str, *, upper: bool
+) -> Any:
+    """Convert a user bound (str, datetime, number) to a scalar comparable with the axis."""
+    if value is None:
+        return None
+    if dtype.kind == "M":
+        try:
+            return numpy.datetime64(value).astype(dtype)
+        except (ValueError, TypeError) as err:
+            raise InvalidInputError(f"cannot interpret {value!r} as a time of {name!r}") from err
+    if isinstance(value, (str, numpy.datetime64)) or hasattr(value, "isoformat"):
+        if dtype.kind not in "iu":
+            raise InvalidInputError(f"variable {name!r} ({dtype}) cannot be compared with {value!r}")
+        from ..partitioning._date import _parse_cf_units
+
+        when = numpy.datetime64(value, "ns")
+        units = attrs.get("units")
+        if units:
+            unit, ref = _parse_cf_units(str(units), name)
+            delta = (when - ref.astype("datetime64[ns]")) / numpy.timedelta64(1, unit)
+            # Inclusive bounds: round inwards so no value outside the range is kept.
+            return dtype.type(int(numpy.floor(delta) if upper else numpy.ceil(delta)))
+        return dtype.type(when.astype("int64"))
+    return numpy.asarray(value).astype(dtype)[()]
