@@ -253,7 +253,7 @@ class LazyCollection(DaskMethodsMixin):
         from dask.highlevelgraph import HighLevelGraph
 
         hlg = HighLevelGraph.from_collections(expr._name, dict(graph), dependencies=())
-        return [Delayed(k, hlg) for k in expr.__dask_keys__()]
+        return [Delayed(k, hlg, layer=expr._name) for k in expr.__dask_keys__()]
 
     def _partition_rows(self) -> tuple[ZExpr, list[tuple[int, int]]]:
         """Optimised expression and the row range of each partition (trimmed boundary rows)."""
@@ -425,21 +425,20 @@ class LazyCollection(DaskMethodsMixin):
 class _DataFrameReader:
     """Reads one partition as a pandas DataFrame (``columns=`` projection supported)."""
 
-    def __init__(self, source: ReadSource, names: tuple[str, ...], time_range: TimeRange | None, index: str | None):
+    def __init__(
+        self, source: ReadSource, names: tuple[str, ...], time_range: TimeRange | None, index: str | None
+    ) -> None:
         self.source, self.names, self.time_range, self.index = source, names, time_range, index
-        self.columns = list(names)
 
-    def project_columns(self, columns: Sequence[str]) -> _DataFrameReader:
-        keep = tuple(n for n in self.names if n in columns or n == self.index)
-        return _DataFrameReader(self.source, keep, self.time_range, self.index)
-
-    def __call__(self, part: tuple[str, int, bool]) -> Any:
+    def __call__(self, part: tuple[str, int, bool], columns: Sequence[str] | None = None) -> Any:
         import pandas
 
         from .io import read_partition
 
-        columns = sync(read_partition(self.source, part, self.names, self.time_range))
-        frame = pandas.DataFrame(columns)
+        names = self.names if columns is None else tuple(
+            n for n in self.names if n in columns or n == self.index
+        )
+        frame = pandas.DataFrame(sync(read_partition(self.source, part, names, self.time_range)))
         return frame.set_index(self.index) if self.index else frame
 
 

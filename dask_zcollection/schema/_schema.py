@@ -393,6 +393,8 @@ class Schema:
         np_dtype = _as_dtype(dtype, name)
         if isinstance(dimensions, str):
             dimensions = (dimensions,)
+        if np_dtype.kind in "mM" and isinstance(fill_value, numpy.datetime64 | numpy.timedelta64):
+            fill_value = fill_value.astype(np_dtype)  # the JSON form counts units of the dtype
         fill = None if fill_value is None else _decode_fill(_json_fill(fill_value), np_dtype)
         var = VariableSchema(
             name=name,
