@@ -10,14 +10,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import random
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy
 
-from ._prepare import Prepared, columns_to_dataset, prepare_insert
+from ._prepare import Prepared, prepare_insert
 from .catalog import CATALOG_DIR, Catalog, CatalogLog
-from .catalog._transaction import LEASE_DIR, Transaction, recover
+from .catalog._transaction import LEASE_DIR, DropPartitions, Transaction, recover
 from .data import Dataset
 from .errors import (
     AlreadyExistsError,
@@ -27,8 +28,15 @@ from .errors import (
     ReadOnlyError,
     SchemaError,
 )
-from .io import CONFIG_KEY, CollectionConfig, PartitionIO, default_axis_variable, read_config, write_config
-from .merge import AxisRange, MergeLike, resolve
+from .io import (
+    CONFIG_KEY,
+    CollectionConfig,
+    PartitionIO,
+    default_axis_variable,
+    read_config,
+    write_config,
+)
+from .merge import MergeLike, resolve
 from .partitioning import Partitioning, compile_filter
 from .partitioning._filter import FilterLike
 from .schema import Schema
@@ -115,7 +123,9 @@ class AsyncCollection:
         """A catalog without stats from partition paths (reference state.json or a walk)."""
         if not paths:
             return self._empty_catalog()
-        keys = numpy.array([self.partitioning.decode(p.partition("@")[0]) for p in paths], dtype="int64")
+        keys = numpy.array(
+            [self.partitioning.decode(p.partition("@")[0]) for p in paths], dtype="int64"
+        )
         catalog = self._empty_catalog()
         n = len(paths)
         dtype = catalog.axis_min.dtype
@@ -155,7 +165,9 @@ class AsyncCollection:
         """Fill in row counts and axis min/max of a listed catalog (reads the axis)."""
         if catalog.has_stats:
             return catalog
-        stats = await asyncio.gather(*(self.io.axis_stats(p, self.axis_variable) for p in catalog.paths))
+        stats = await asyncio.gather(
+            *(self.io.axis_stats(p, self.axis_variable) for p in catalog.paths)
+        )
         dtype = catalog.axis_min.dtype
         rows = numpy.array([s[0] for s in stats], dtype="int64")
         lo = numpy.array([s[1] if s[0] else numpy.zeros((), dtype) for s in stats], dtype=dtype)
@@ -183,9 +195,15 @@ class AsyncCollection:
         rows = int(catalog.rows[i])
         return await self.io.read(catalog.paths[i], variables, stop=None if rows < 0 else rows)
 
-    async def read_immutable(self, catalog: Catalog, variables: Sequence[str] | None = None) -> dict[str, numpy.ndarray]:
+    async def read_immutable(
+        self, catalog: Catalog, variables: Sequence[str] | None = None
+    ) -> dict[str, numpy.ndarray]:
         """Read the immutable variables (empty when none were written)."""
-        names = self.io.immutable if variables is None else [v for v in variables if v in self.io.immutable]
+        names = (
+            self.io.immutable
+            if variables is None
+            else [v for v in variables if v in self.io.immutable]
+        )
         path = catalog.immutable
         if path is None and names and await self._legacy_immutable():
             path = IMMUTABLE_PATH  # reference-format collection
@@ -224,7 +242,9 @@ class AsyncCollection:
         from .collection import collection_from
 
         names = self._check_variables(variables)
-        return collection_from(self.spec, self.config, await self.catalog(refresh=True), names, filters)
+        return collection_from(
+            self.spec, self.config, await self.catalog(refresh=True), names, filters
+        )
 
     async def query(
         self, *, filters: FilterLike = None, variables: Sequence[str] | None = None
@@ -243,14 +263,28 @@ class AsyncCollection:
             raise ReadOnlyError(f"collection {self.url} is open read-only; open it with mode='rw'")
 
     async def insert(
-        self, data: Any, *, merge: MergeLike = None, retries: int = DEFAULT_RETRIES
-    ) -> list[str]:
+        self,
+        data: Any,
+        *,
+        merge: MergeLike = None,
+        retries: int = DEFAULT_RETRIES,
+        compute: bool = True,
+    ) -> Any:
         """Insert ``data``, merging with stored partitions through ``merge``.
+
+        Builds one graph (see :mod:`dask_zcollection.expr._write`): one
+        merge-write task per destination partition and one commit.
+
+        Parameters
+        ----------
+        compute : bool
+            ``False`` returns the graph as a :class:`dask.delayed.Delayed` to
+            compute later (alone or inside a larger ``dask.compute``).
 
         Returns
         -------
-        list of str
-            Canonical paths of the partitions written.
+        list of str or Delayed
+            Canonical paths of the partitions written (or the lazy insert).
 
         Raises
         ------
@@ -262,169 +296,183 @@ class AsyncCollection:
         self._check_writable()
         strategy = resolve(merge)
         prepared = prepare_insert(data, self.schema, self.axis)
-        prepared = _computed(prepared)
-        keys, groups = self._split(prepared)
         for attempt in range(retries + 1):
+            planned = await self._plan_insert(prepared, strategy)
+            if planned is None:
+                return []
+            delayed, txn = planned
+            if not compute:
+                return delayed
             try:
-                return await self._insert_once(prepared, keys, groups, strategy)
+                # Off the event loop: the graph's tasks use this loop for their I/O.
+                written: list[str] = await asyncio.to_thread(delayed.compute)
             except ConflictError:
+                await txn.abort()
                 if attempt == retries:
                     raise
+                await asyncio.sleep(random.uniform(0.01, 0.05) * 2**attempt)
+                continue
+            except BaseException:
+                await asyncio.shield(txn.abort())
+                raise
+            self._catalog = None
+            return written
         raise AssertionError("unreachable")
 
-    def _split(self, prepared: Prepared) -> tuple[numpy.ndarray, list[numpy.ndarray]]:
-        """Partition keys of the input and, per key, the row positions (in input order)."""
-        columns = {v: prepared.columns[v] for v in self.partitioning.variables if v in prepared.columns}
+    async def _plan_insert(
+        self, prepared: Prepared, strategy: Any
+    ) -> tuple[Any, Transaction] | None:
+        """Plan from the axis and partitioning variables; record the lease; build the graph."""
+        from .expr._write import build_insert_graph, partition_rows, plan_partitions
+        from .io import ReadSource
+
+        axis = self.axis_variable
+        small = {
+            v: prepared.columns[v]
+            for v in {*self.partitioning.variables, axis}
+            if v in prepared.columns
+        }
         missing = [v for v in self.partitioning.variables if v not in prepared.columns]
         if missing:
-            raise SchemaError(f"partitioning variable(s) {missing} are missing from the inserted data")
+            raise SchemaError(
+                f"partitioning variable(s) {missing} are missing from the inserted data"
+            )
+        small, immutable = await asyncio.to_thread(_materialise, small, prepared.immutable)
+        if not prepared.rows:
+            return None
         attrs = {v: self.schema[v].attrs for v in self.partitioning.variables}
-        keys, inverse = self.partitioning.split(columns, attrs)
-        order = numpy.argsort(inverse, kind="stable")
-        bounds = numpy.cumsum(numpy.bincount(inverse, minlength=len(keys)))[:-1]
-        return keys, numpy.split(order, bounds)
-
-    async def _insert_once(
-        self, prepared: Prepared, keys: numpy.ndarray, groups: list[numpy.ndarray], strategy: Any
-    ) -> list[str]:
+        keys, inverse = self.partitioning.split(
+            {v: small[v] for v in self.partitioning.variables}, attrs
+        )
+        rows = partition_rows(inverse, len(keys))
         base = await self._with_stats(await self.catalog(refresh=True))
-        await self._check_immutable(base, prepared)
-        txn = Transaction(self.spec, base)
-        await txn.begin()
-        axis = self.axis_variable
-        canonical = [self.partitioning.encode(tuple(int(x) for x in k)) for k in keys]
-        pos = base.find(keys)
-        sem = asyncio.Semaphore(WRITE_CONCURRENCY)
-        results: list[tuple[str, int, Any, Any]] = [("", 0, None, None)] * len(keys)
+        write_immutable = await self._check_immutable(base, immutable)
+        encode = self.partitioning.encode
+        canonicals = [encode(tuple(int(x) for x in k)) for k in keys]
+        if write_immutable:
+            canonicals.append(IMMUTABLE_PATH)
+        txn = await Transaction.begin(self.spec, base, keys, canonicals)
+        plan = plan_partitions(keys, rows, small[axis], base, strategy, encode)
+        columns = {**prepared.columns, **{k: v for k, v in small.items()}}
+        delayed = build_insert_graph(
+            ReadSource(self.spec, self.config),
+            txn,
+            strategy,
+            plan,
+            columns,
+            immutable if write_immutable else None,
+        )
+        return delayed, txn
 
-        async def one(j: int) -> None:
-            async with sem:
-                rows = groups[j]
-                inserted = {k: v[rows] for k, v in prepared.columns.items()}
-                existing = None
-                if pos[j] >= 0:
-                    stored = AxisRange(base.axis_min[pos[j]], base.axis_max[pos[j]], int(base.rows[pos[j]]))
-                    if strategy.needs_existing(stored, AxisRange.from_array(inserted[axis])):
-                        existing = await self.read_partition(base, int(pos[j]))
-                merged = strategy(existing, inserted, axis=axis)
-                path = await txn.claim(canonical[j])
-                await self.io.ensure_parents(path)
-                attrs = {_KEY_ATTR: [[n, int(v)] for n, v in zip(self.partitioning.keys, keys[j], strict=True)], "_zc_txn": txn.txn}
-                await self.io.write(path, merged, attrs=attrs)
-                values = merged[axis]
-                n = len(values)
-                results[j] = (path, n, values.min() if n else None, values.max() if n else None)
+    async def _check_immutable(self, base: Catalog, immutable: Mapping[str, numpy.ndarray]) -> bool:
+        """Immutable variables are written once; later inserts must carry equal values.
 
-        immutable_path = None
-        try:
-            tasks = [one(j) for j in range(len(keys))]
-            if prepared.immutable and base.immutable is None:
-                if await self._legacy_immutable():
-                    # Reference-format collection: adopt its group (checked equal above).
-                    immutable_path = IMMUTABLE_PATH
-                else:
-                    immutable_path = await txn.claim(IMMUTABLE_PATH)
-                    tasks.append(
-                        self.io.write(immutable_path, prepared.immutable, attrs={"_zc_txn": txn.txn})
-                    )
-            await asyncio.gather(*tasks)
-            dtype = base.axis_min.dtype
-            zero = numpy.zeros((), dtype)
-            new_paths = [r[0] for r in results]
-            rows = numpy.array([r[1] for r in results], dtype="int64")
-            lo = numpy.array([zero if r[2] is None else r[2] for r in results], dtype=dtype)
-            hi = numpy.array([zero if r[3] is None else r[3] for r in results], dtype=dtype)
-
-            def build(catalog: Catalog) -> Catalog:
-                return catalog.with_partitions(keys, new_paths, rows, lo, hi)
-
-            def superseded(catalog: Catalog) -> list[str]:
-                p = catalog.find(keys)
-                return [catalog.paths[i] for i in p if i >= 0]
-
-            committed = await txn.commit(build, touched=keys, immutable=immutable_path, superseded=superseded)
-        except BaseException:
-            await asyncio.shield(txn.abort())
-            raise
-        self._catalog = committed
-        return canonical
-
-    async def _check_immutable(self, base: Catalog, prepared: Prepared) -> None:
-        """Immutable variables are written once; a later insert must carry equal values."""
-        if not prepared.immutable:
-            return
-        stored = await self.read_immutable(base, list(prepared.immutable))
+        Returns whether this insert writes them (the first one that carries them).
+        """
+        if not immutable:
+            return False
+        stored = await self.read_immutable(base, list(immutable))
         if not stored:
-            missing = [p for p in self.io.immutable if p not in prepared.immutable]
+            missing = [p for p in self.io.immutable if p not in immutable]
             if missing:
-                raise SchemaError(f"immutable variable(s) {missing} are missing from the first insert")
-            return
+                raise SchemaError(
+                    f"immutable variable(s) {missing} are missing from the first insert"
+                )
+            return True
         from .data._dataset import _values_equal
 
-        for path, value in prepared.immutable.items():
-            if not _values_equal(numpy.asarray(value), stored[path]):
+        for path, value in immutable.items():
+            if not _values_equal(value, stored[path]):
                 raise SchemaError(
                     f"immutable variable {path!r} differs from the stored one; "
                     "immutable variables are written once and never replaced"
                 )
+        return False
 
     async def drop_partitions(self, filters: FilterLike = None) -> list[str]:
         """Delete the partitions matching ``filters`` (all when ``None``); returns their paths."""
         self._check_writable()
-        for _ in range(DEFAULT_RETRIES + 1):
+        from .io._writer import lock_key
+
+        encode = self.partitioning.encode
+        for attempt in range(DEFAULT_RETRIES + 1):
             base = await self.catalog(refresh=True)
             predicate = compile_filter(filters, self.partitioning.keys)
-            mask = numpy.ones(len(base), bool) if predicate is None else predicate(base.columns)
+            mask = (
+                numpy.ones(len(base), bool)
+                if predicate is None
+                else predicate(base.columns, size=len(base))
+            )
             dropped = base.take(mask)
             if not len(dropped):
                 return []
             base = await self._with_stats(base)
-            txn = Transaction(self.spec, base)
-            await txn.begin()
-            keys = dropped.keys
+            canonicals = [encode(dropped.key_tuple(i)) for i in range(len(dropped))]
+            txn = await Transaction.begin(self.spec, base, dropped.keys, canonicals)
+            locks = [lock_key(c) for c in canonicals]
             try:
-                committed = await txn.commit(
-                    lambda c: c.without(keys),
-                    touched=keys,
-                    superseded=lambda c: [c.paths[i] for i in c.find(keys) if i >= 0],
+                got = await asyncio.gather(
+                    *(self.spec.put_if_absent(k, txn.txn.encode()) for k in locks)
                 )
+                if not all(got):
+                    raise ConflictError(f"partitions of {self.url} are being written; retry")
+                committed = await txn.commit(DropPartitions(dropped.keys))
             except ConflictError:
                 await txn.abort()
+                if attempt == DEFAULT_RETRIES:
+                    raise
+                await asyncio.sleep(random.uniform(0.01, 0.05) * 2**attempt)
                 continue
+            except BaseException:
+                await asyncio.shield(txn.abort())
+                raise
+            await asyncio.gather(*(self.spec.delete(k) for k in locks))
             self._catalog = committed
-            return [self.partitioning.encode(dropped.key_tuple(i)) for i in range(len(dropped))]
-        raise ConflictError(f"could not drop partitions of {self.url}: concurrent writers kept winning")
+            return canonicals
+        raise AssertionError("unreachable")
 
-    async def repair(self) -> Catalog:
-        """Rebuild the catalog from a walk of the tree and commit it; cleans dead writers' leftovers."""
+    async def repair(self, *, force: bool = False) -> Catalog:
+        """Rebuild the catalog from a walk of the tree and commit it.
+
+        Also cleans up after crashed writers (``force=True``: every pending
+        transaction, when no writer can be running).
+        """
         self._check_writable()
-        await recover(self.spec)
+        await recover(self.spec, force=force)
         paths = await self._walk()
         listed = await self._with_stats(self._listed_catalog(paths))
         base = await self.catalog(refresh=True)
         immutable = base.immutable
-        if immutable is None and await self._legacy_immutable():
+        if immutable is None and await self.spec.exists(f"{IMMUTABLE_PATH}/zarr.json"):
             immutable = IMMUTABLE_PATH
-        txn = Transaction(self.spec, base)
-        await txn.begin()
-        rebuilt = dataclasses.replace(listed, version=base.version)
-        committed = await txn.commit(lambda _: rebuilt, touched=listed.keys, immutable=immutable)
+        txn = await Transaction.begin(self.spec, base, base.keys, [])
+        committed = await txn.commit(_Rebuild(listed, base.keys), immutable=immutable)
         self._catalog = committed
         return committed
 
 
-def _computed(prepared: Prepared) -> Prepared:
-    """Materialise dask-backed input (the eager path; the graph path streams it)."""
-    lazy = {k: v for k, v in {**prepared.columns, **prepared.immutable}.items() if not isinstance(v, numpy.ndarray)}
-    if not lazy:
-        return prepared
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Rebuild:
+    """Replace the whole catalog by one rebuilt from the tree."""
+
+    rebuilt: Catalog
+    keys: numpy.ndarray
+
+    def __call__(self, catalog: Catalog) -> Catalog:
+        return dataclasses.replace(self.rebuilt, version=catalog.version)
+
+
+def _materialise(
+    columns: Mapping[str, Any], immutable: Mapping[str, Any]
+) -> tuple[dict[str, numpy.ndarray], dict[str, numpy.ndarray]]:
+    """Compute the (small) planning columns and immutable variables of dask-backed input."""
     import dask
 
-    (values,) = dask.compute(lazy)
-    return Prepared(
-        columns={k: numpy.asarray(values.get(k, v)) for k, v in prepared.columns.items()},
-        immutable={k: numpy.asarray(values.get(k, v)) for k, v in prepared.immutable.items()},
-        rows=prepared.rows,
+    lazy = {k: v for k, v in {**columns, **immutable}.items() if not isinstance(v, numpy.ndarray)}
+    (done,) = dask.compute(lazy) if lazy else ({},)
+    return (
+        {k: numpy.asarray(done.get(k, v)) for k, v in columns.items()},
+        {k: numpy.asarray(done.get(k, v)) for k, v in immutable.items()},
     )
 
 
@@ -481,7 +529,9 @@ async def create_collection(
         axis_variable = default_axis_variable(schema, axis, partitioning)
     elif axis_variable not in schema or schema[axis_variable].dimensions != (axis,):
         raise SchemaError(f"axis_variable {axis_variable!r} must be a 1-D variable along {axis!r}")
-    config = CollectionConfig(axis=axis, axis_variable=axis_variable, partitioning=partitioning, schema=schema)
+    config = CollectionConfig(
+        axis=axis, axis_variable=axis_variable, partitioning=partitioning, schema=schema
+    )
     if await spec.exists(CONFIG_KEY) or not await spec.is_empty():
         if not overwrite:
             raise AlreadyExistsError(f"a collection (or other data) already exists at {spec.url}")

@@ -108,7 +108,9 @@ def prepare_insert(data: InsertLike, schema: Schema, axis: str) -> Prepared:
         dims = schema.variable_dimensions(path)
         for n, (name, dim) in zip(var.shape, dims.items(), strict=True):
             if dim.size is not None and name != axis and n != dim.size:
-                raise SchemaError(f"variable {path!r}: dimension {name!r} has size {n}, schema says {dim.size}")
+                raise SchemaError(
+                    f"variable {path!r}: dimension {name!r} has size {n}, schema says {dim.size}"
+                )
         array = var.data if var.dtype == spec.dtype else var.data.astype(spec.dtype)
         if spec.immutable:
             immutable[path] = array

@@ -47,7 +47,9 @@ class Collection:
         """Canonical paths of the partitions matching ``filters``, in key order."""
         return sync(self.aio.partitions(filters))
 
-    def query(self, *, filters: FilterLike = None, variables: Sequence[str] | None = None) -> Dataset | None:
+    def query(
+        self, *, filters: FilterLike = None, variables: Sequence[str] | None = None
+    ) -> Dataset | None:
         """Read the selected partitions (numpy-backed); ``None`` when nothing matches.
 
         Parameters
@@ -60,11 +62,20 @@ class Collection:
         """
         return self.lazy(filters=filters, variables=variables).compute()  # type: ignore[no-any-return]
 
-    def lazy(self, *, filters: FilterLike = None, variables: Sequence[str] | None = None) -> LazyCollection:
+    def lazy(
+        self, *, filters: FilterLike = None, variables: Sequence[str] | None = None
+    ) -> LazyCollection:
         """The lazy Dask collection over the current catalog (see :func:`read_collection`)."""
         return sync(self.aio.lazy(filters=filters, variables=variables))
 
-    def insert(self, data: Any, *, merge: MergeLike = None, retries: int = _engine.DEFAULT_RETRIES) -> list[str]:
+    def insert(
+        self,
+        data: Any,
+        *,
+        merge: MergeLike = None,
+        retries: int = _engine.DEFAULT_RETRIES,
+        compute: bool = True,
+    ) -> Any:
         """Insert data, merging with the stored partitions through ``merge``.
 
         Parameters
@@ -76,13 +87,17 @@ class Collection:
             ``merge.upsert_within(tol)`` or ``fn(existing, inserted, *, axis)``.
         retries : int
             Re-plans after losing a commit race on the same partitions.
+        compute : bool
+            ``False`` returns the insert as a :class:`dask.delayed.Delayed`, to
+            compute later, e.g. in one ``dask.compute`` with the pipeline that
+            produces ``data`` or on a ``distributed`` cluster.
 
         Returns
         -------
-        list of str
-            Canonical paths of the partitions written.
+        list of str or Delayed
+            Canonical paths of the partitions written (or the lazy insert).
         """
-        return sync(self.aio.insert(data, merge=merge, retries=retries))
+        return sync(self.aio.insert(data, merge=merge, retries=retries, compute=compute))
 
     def drop_partitions(self, filters: FilterLike = None) -> list[str]:
         """Delete the partitions matching ``filters``; returns their paths."""
@@ -123,4 +138,6 @@ def open_collection(
     store: StoreLike, *, mode: Mode = "r", storage_options: Mapping[str, Any] | None = None
 ) -> Collection:
     """Open an existing collection (``mode="r"`` or ``"rw"``)."""
-    return Collection(sync(_engine.open_collection(store, mode=mode, storage_options=storage_options)))
+    return Collection(
+        sync(_engine.open_collection(store, mode=mode, storage_options=storage_options))
+    )

@@ -80,7 +80,11 @@ class LazyCollection(DaskMethodsMixin):
 
     @staticmethod
     def _rebuild(
-        dsk: Mapping[Any, Any], source: ReadSource, catalog: Catalog, total: int, variables: tuple[str, ...]
+        dsk: Mapping[Any, Any],
+        source: ReadSource,
+        catalog: Catalog,
+        total: int,
+        variables: tuple[str, ...],
     ) -> LazyCollection:
         keys = sorted(dsk, key=lambda k: k[1])
         return LazyCollection(Persisted(source, catalog, total, variables, dict(dsk), keys))
@@ -238,12 +242,16 @@ class LazyCollection(DaskMethodsMixin):
         ordered = tuple(v for v in self.variables if v in wanted)
         return LazyCollection(Project(self._expr, ordered))
 
-    def map_partitions(self, func: Callable[..., Dataset], *args: Any, **kwargs: Any) -> LazyCollection:
+    def map_partitions(
+        self, func: Callable[..., Dataset], *args: Any, **kwargs: Any
+    ) -> LazyCollection:
         """Apply ``func(partition: Dataset, *args, **kwargs) -> Dataset`` to every partition.
 
         A key filter written after ``map_partitions`` is pushed below it.
         """
-        return LazyCollection(MapPartitions(self._expr, func, tuple(args), dict(kwargs) or None, None))
+        return LazyCollection(
+            MapPartitions(self._expr, func, tuple(args), dict(kwargs) or None, None)
+        )
 
     # -- interop -----------------------------------------------------------------------------------------
     def to_delayed(self) -> list[Delayed]:
@@ -312,13 +320,19 @@ class LazyCollection(DaskMethodsMixin):
                 aname = f"zc-array-{name.replace('/', '.')}-{token}"
                 src = (expr._name, 0)
                 shape = tuple(dims[d].size or 0 for d in spec.dimensions)
-                layer = {(aname,) + (0,) * len(shape): (_get_immutable, src, name)} if len(expr.catalog) else {}
+                layer = (
+                    {(aname,) + (0,) * len(shape): (_get_immutable, src, name)}
+                    if len(expr.catalog)
+                    else {}
+                )
                 if not layer:
                     continue
                 from dask.highlevelgraph import HighLevelGraph
 
                 hlg = HighLevelGraph.from_collections(aname, {**graph, **layer}, dependencies=())
-                out[name] = da.Array(hlg, aname, chunks=tuple((s,) for s in shape), dtype=spec.dtype)
+                out[name] = da.Array(
+                    hlg, aname, chunks=tuple((s,) for s in shape), dtype=spec.dtype
+                )
                 continue
             chunk = dims[spec.dimensions[0]].chunks or 0
             aname = f"zc-array-{name.replace('/', '.')}-{token}"
@@ -359,7 +373,9 @@ class LazyCollection(DaskMethodsMixin):
         variables = {}
         for path, arr in arrays.items():
             spec = schema[path]
-            variables[path] = Variable(spec.name, arr, spec.dimensions, dict(spec.attrs), spec.fill_value)
+            variables[path] = Variable(
+                spec.name, arr, spec.dimensions, dict(spec.attrs), spec.fill_value
+            )
         from ._prepare import columns_to_dataset
 
         ds = columns_to_dataset(
@@ -380,12 +396,16 @@ class LazyCollection(DaskMethodsMixin):
 
         config = self.source.config
         schema = config.schema
-        names = list(variables) if variables is not None else [
-            v for v in self.variables if schema[v].dimensions == (config.axis,)
-        ]
+        names = (
+            list(variables)
+            if variables is not None
+            else [v for v in self.variables if schema[v].dimensions == (config.axis,)]
+        )
         for n in names:
             if n not in schema or schema[n].dimensions != (config.axis,):
-                raise InvalidInputError(f"variable {n!r} is not a 1-D variable along {config.axis!r}")
+                raise InvalidInputError(
+                    f"variable {n!r} is not a 1-D variable along {config.axis!r}"
+                )
         expr = self._optimized_partitions()
         if not isinstance(expr, (ReadPartitions, Persisted)):
             raise InvalidInputError("to_dask_dataframe must be called before map_partitions")
@@ -408,8 +428,10 @@ class LazyCollection(DaskMethodsMixin):
                 if time_range[1] is not None:
                     hi = numpy.minimum(hi, time_range[1])
             if (lo[1:] > hi[:-1]).all():
-                divisions = (*[pandas.Timestamp(x) if lo.dtype.kind == "M" else x.item() for x in lo],
-                             pandas.Timestamp(hi[-1]) if hi.dtype.kind == "M" else hi[-1].item())
+                divisions = (
+                    *[pandas.Timestamp(x) if lo.dtype.kind == "M" else x.item() for x in lo],
+                    pandas.Timestamp(hi[-1]) if hi.dtype.kind == "M" else hi[-1].item(),
+                )
         if not parts:
             return dd.from_pandas(meta, npartitions=1)
         return dd.from_map(
@@ -426,7 +448,11 @@ class _DataFrameReader:
     """Reads one partition as a pandas DataFrame (``columns=`` projection supported)."""
 
     def __init__(
-        self, source: ReadSource, names: tuple[str, ...], time_range: TimeRange | None, index: str | None
+        self,
+        source: ReadSource,
+        names: tuple[str, ...],
+        time_range: TimeRange | None,
+        index: str | None,
     ) -> None:
         self.source, self.names, self.time_range, self.index = source, names, time_range, index
 
@@ -435,8 +461,10 @@ class _DataFrameReader:
 
         from .io import read_partition
 
-        names = self.names if columns is None else tuple(
-            n for n in self.names if n in columns or n == self.index
+        names = (
+            self.names
+            if columns is None
+            else tuple(n for n in self.names if n in columns or n == self.index)
         )
         frame = pandas.DataFrame(sync(read_partition(self.source, part, names, self.time_range)))
         return frame.set_index(self.index) if self.index else frame
@@ -482,7 +510,9 @@ def read_collection(
     from ._engine import open_collection
 
     collection = sync(open_collection(store, mode="r", storage_options=storage_options))
-    return collection_from(collection.spec, collection.config, sync(collection.catalog()), variables, filters)
+    return collection_from(
+        collection.spec, collection.config, sync(collection.catalog()), variables, filters
+    )
 
 
 def collection_from(

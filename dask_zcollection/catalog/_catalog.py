@@ -177,12 +177,12 @@ class Catalog:
             keys=all_keys[order],
             paths=tuple(all_paths[i] for i in order.tolist()),
             rows=numpy.concatenate([base.rows, numpy.asarray(rows, "int64")])[order],
-            axis_min=numpy.concatenate([base.axis_min, numpy.asarray(axis_min, base.axis_min.dtype)])[
-                order
-            ],
-            axis_max=numpy.concatenate([base.axis_max, numpy.asarray(axis_max, base.axis_max.dtype)])[
-                order
-            ],
+            axis_min=numpy.concatenate(
+                [base.axis_min, numpy.asarray(axis_min, base.axis_min.dtype)]
+            )[order],
+            axis_max=numpy.concatenate(
+                [base.axis_max, numpy.asarray(axis_max, base.axis_max.dtype)]
+            )[order],
         )
 
     def without(self, keys: numpy.ndarray) -> Catalog:
@@ -226,7 +226,9 @@ def encode_catalog(catalog: Catalog) -> bytes:
     layout = []
     offset = 0
     for name, col in columns.items():
-        layout.append({"name": name, "dtype": col.dtype.str, "shape": list(col.shape), "offset": offset})
+        layout.append(
+            {"name": name, "dtype": col.dtype.str, "shape": list(col.shape), "offset": offset}
+        )
         offset += col.nbytes
     header = {
         "format": CATALOG_FORMAT,
@@ -261,9 +263,9 @@ def decode_catalog(data: bytes) -> Catalog:
     for c in header["columns"]:
         dtype = numpy.dtype(c["dtype"])
         count = int(numpy.prod(c["shape"])) if c["shape"] else 1
-        cols[c["name"]] = numpy.frombuffer(body, dtype=dtype, count=count, offset=c["offset"]).reshape(
-            c["shape"]
-        )
+        cols[c["name"]] = numpy.frombuffer(
+            body, dtype=dtype, count=count, offset=c["offset"]
+        ).reshape(c["shape"])
     p = header["paths"]
     text = body[p["offset"] : p["offset"] + p["nbytes"]].decode()
     paths = tuple(text.split("\n")) if text else ()

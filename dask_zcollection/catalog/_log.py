@@ -76,7 +76,11 @@ class CatalogLog:
 
     async def initialise(self) -> None:
         """Write the ``_catalog`` group marker."""
-        doc = {"attributes": {"zcollection_catalog": {"format": 1}}, "zarr_format": 3, "node_type": "group"}
+        doc = {
+            "attributes": {"zcollection_catalog": {"format": 1}},
+            "zarr_format": 3,
+            "node_type": "group",
+        }
         await self.spec.put(f"{CATALOG_DIR}/zarr.json", json.dumps(doc).encode())
 
     async def commit(self, catalog: Catalog) -> bool:

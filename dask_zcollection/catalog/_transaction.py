@@ -1,34 +1,37 @@
 """The commit protocol: write aside, publish with one atomic catalog version.
 
-A writer
+A writer (a :class:`Transaction`, a small picklable value shipped to the
+tasks of an insert graph)
 
-1. records a *lease* ``_transactions/<txn>.json`` (owner, and later every path
-   it writes or supersedes), so a crash leaves a note of what to clean;
+1. records a *lease* ``_transactions/<txn>.json`` naming its owner and the
+   canonical paths of the partitions it may write, so a crash leaves a note of
+   what to clean;
 2. writes each new partition version to a path no committed catalog names:
    it *claims* the canonical path ``year=2024/month=03`` with put-if-absent on
    its ``zarr.json``, or, when that path is taken (it holds the version being
    replaced), writes beside it at ``year=2024/month=03@<txn>``;
-3. commits by creating catalog version ``N + 1`` (put-if-absent). If another
-   writer won version ``N + 1``, the commit is rebased on the newest catalog
-   when the two touched disjoint partitions, and fails with
-   :class:`~dask_zcollection.errors.ConflictError` otherwise;
-4. deletes the versions it superseded, then its lease.
+3. commits by creating catalog version ``N + 1`` (put-if-absent) from the
+   newest catalog. A partition it touched that changed since it planned
+   (another path or row count) is a :class:`~dask_zcollection.errors.ConflictError`;
+   otherwise the change is rebased on whatever others committed meanwhile;
+4. deletes the versions it superseded (listed in the lease first), then the lease.
 
 Readers only follow a committed catalog, so they never see data written
-before step 3. After a crash, :func:`recover` deletes every path of a dead
-writer's lease that the newest catalog does not name.
+before step 3. After a crash, :func:`recover` deletes the leftovers of a dead
+writer that the newest catalog does not name.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 import numpy
 
@@ -37,13 +40,23 @@ from ..store import StoreSpec
 from ._catalog import Catalog
 from ._log import CatalogLog
 
-__all__ = ["LEASE_DIR", "Transaction", "new_txn_id", "recover"]
+__all__ = [
+    "LEASE_DIR",
+    "Change",
+    "DropPartitions",
+    "PutPartitions",
+    "Transaction",
+    "new_txn_id",
+    "recover",
+]
 
 LEASE_DIR = "_transactions"
+#: Where writers hold their per-partition locks (``_locks/<canonical>.lock``).
+LOCK_DIR = "_locks"
 #: Leases older than this (seconds) are considered abandoned, whatever the owner.
 LEASE_TIMEOUT = 3600.0
-_PENDING_ATTR = "_zc_pending"
-_TXN_ATTR = "_zc_txn"
+PENDING_ATTR = "_zc_pending"
+TXN_ATTR = "_zc_txn"
 
 
 def new_txn_id() -> str:
@@ -52,133 +65,203 @@ def new_txn_id() -> str:
 
 
 def _pending_group(txn: str) -> bytes:
-    doc = {"attributes": {_PENDING_ATTR: True, _TXN_ATTR: txn}, "zarr_format": 3, "node_type": "group"}
+    doc = {
+        "attributes": {PENDING_ATTR: True, TXN_ATTR: txn},
+        "zarr_format": 3,
+        "node_type": "group",
+    }
     return json.dumps(doc).encode()
 
 
-def _conflicts(base: Catalog, latest: Catalog, keys: numpy.ndarray, immutable: bool) -> list[tuple[int, ...]]:
-    """Keys among ``keys`` whose committed version changed between ``base`` and ``latest``."""
-    if immutable and base.immutable != latest.immutable:
-        return [()]
-    if not len(keys):
-        return []
-    pb, pl = base.find(keys), latest.find(keys)
-    out = []
-    for i in range(len(keys)):
-        a = base.paths[pb[i]] if pb[i] >= 0 else None
-        b = latest.paths[pl[i]] if pl[i] >= 0 else None
-        if a != b:
-            out.append(tuple(int(k) for k in keys[i]))
-    return out
+class Change(Protocol):
+    """A change to the catalog, re-applied to the newest version on rebase."""
+
+    keys: numpy.ndarray
+
+    def __call__(self, catalog: Catalog) -> Catalog: ...
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class PutPartitions:
+    """Add or replace partitions."""
+
+    keys: numpy.ndarray
+    paths: tuple[str, ...]
+    rows: numpy.ndarray
+    axis_min: numpy.ndarray
+    axis_max: numpy.ndarray
+
+    def __call__(self, catalog: Catalog) -> Catalog:
+        return catalog.with_partitions(
+            self.keys, self.paths, self.rows, self.axis_min, self.axis_max
+        )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DropPartitions:
+    """Remove partitions."""
+
+    keys: numpy.ndarray
+
+    def __call__(self, catalog: Catalog) -> Catalog:
+        return catalog.without(self.keys)
+
+
+def _entry(catalog: Catalog, pos: int) -> tuple[str, int] | None:
+    return None if pos < 0 else (catalog.paths[pos], int(catalog.rows[pos]))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class Transaction:
-    """One writer's transaction against a collection.
+    """One writer's transaction (picklable: its tasks run anywhere).
 
-    Parameters
+    Attributes
     ----------
     spec : StoreSpec
         The collection's store.
-    base : Catalog
-        The catalog the writer planned against.
+    txn : str
+        Unique id (also the suffix of the paths it writes beside others).
+    canonicals : tuple of str
+        Canonical paths of the partitions it may write.
+    planned : Catalog
+        The catalog entries of the touched partitions when the writer planned.
+    planned_immutable : str or None
+        The immutable group committed when the writer planned.
     """
 
-    def __init__(self, spec: StoreSpec, base: Catalog) -> None:
-        self.spec = spec
-        self.log = CatalogLog(spec)
-        self.base = base
-        self.txn = new_txn_id()
-        self.written: list[str] = []
-        self.superseded: list[str] = []
-        self._lease_key = f"{LEASE_DIR}/{self.txn}.json"
+    spec: StoreSpec
+    txn: str
+    canonicals: tuple[str, ...]
+    planned: Catalog
+    planned_immutable: str | None
 
-    async def _write_lease(self) -> None:
+    @classmethod
+    async def begin(
+        cls, spec: StoreSpec, base: Catalog, keys: numpy.ndarray, canonicals: Sequence[str]
+    ) -> Transaction:
+        """Record the lease and return the transaction."""
+        pos = base.find(keys) if len(keys) else numpy.empty(0, dtype="intp")
+        planned = base.take(pos[pos >= 0])
+        txn = cls(spec, new_txn_id(), tuple(canonicals), planned, base.immutable)
+        await txn._write_lease([])
+        return txn
+
+    @property
+    def _lease_key(self) -> str:
+        return f"{LEASE_DIR}/{self.txn}.json"
+
+    async def _write_lease(self, superseded: Sequence[str]) -> None:
         doc = {
             "txn": self.txn,
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "started": time.time(),
-            "paths": self.written + self.superseded,
+            "canonicals": list(self.canonicals),
+            "superseded": list(superseded),
         }
         await self.spec.put(self._lease_key, json.dumps(doc).encode())
-
-    async def begin(self, paths: Iterable[str] = ()) -> None:
-        """Record the lease, listing the paths the writer may write."""
-        self.written.extend(paths)
-        await self._write_lease()
 
     async def claim(self, canonical: str) -> str:
         """Reserve a fresh path for a new version of the partition at ``canonical``."""
         if await self.spec.put_if_absent(f"{canonical}/zarr.json", _pending_group(self.txn)):
-            path = canonical
-        else:
-            path = f"{canonical}@{self.txn}"
-        if path not in self.written:
-            self.written.append(path)
-            await self._write_lease()
-        return path
+            return canonical
+        return f"{canonical}@{self.txn}"
 
-    async def commit(
-        self,
-        build: Callable[[Catalog], Catalog],
-        *,
-        touched: numpy.ndarray,
-        immutable: str | None = None,
-        superseded: Callable[[Catalog], list[str]] | None = None,
-    ) -> Catalog:
-        """Publish ``build(catalog)`` as the next catalog version.
+    def _conflicts(self, latest: Catalog, keys: numpy.ndarray, immutable: bool) -> list[Any]:
+        if immutable and latest.immutable != self.planned_immutable:
+            return ["<immutable variables>"]
+        if not len(keys):
+            return []
+        before, now = self.planned.find(keys), latest.find(keys)
+        return [
+            tuple(int(k) for k in keys[i])
+            for i in range(len(keys))
+            if _entry(self.planned, int(before[i])) != _entry(latest, int(now[i]))
+        ]
 
-        Parameters
-        ----------
-        build
-            Applies this transaction's changes to a catalog.
-        touched
-            Keys (``(n, k)`` int64) of the partitions this transaction read or
-            replaced: a concurrent change to any of them is a conflict.
-        immutable
-            Path of the immutable group this transaction writes, if any.
-        superseded
-            Paths of ``catalog`` that the new version no longer names (deleted
-            after the commit).
+    async def commit(self, change: Change, *, immutable: str | None = None) -> Catalog:
+        """Publish ``change`` as the next catalog version.
 
         Raises
         ------
         ConflictError
-            When a concurrent commit changed a touched partition.
+            When a concurrent commit changed a partition this one touches.
         """
-        base = self.base
+        log = CatalogLog(self.spec)
         while True:
-            new = build(base).next_version(self.txn, immutable=immutable)
-            if superseded is not None:
-                old = [p for p in superseded(base) if p not in set(new.paths)]
-                self.superseded = old
-                await self._write_lease()
-            if await self.log.commit(new):
-                break
-            latest = await self.log.latest()
-            assert latest is not None  # a version exists: someone committed it
-            clash = _conflicts(base, latest, touched, immutable is not None)
+            latest = await log.latest()
+            if latest is None:
+                raise ConflictError(f"the catalog of {self.spec.url} disappeared during the write")
+            clash = self._conflicts(latest, change.keys, immutable is not None)
             if clash:
                 raise ConflictError(
                     f"a concurrent writer committed version {latest.version} of {self.spec.url} "
                     f"changing partition(s) {clash[:5]} that this write also changes; retry"
                 )
-            base = latest
-        await self._cleanup(new)
+            new = change(latest).next_version(self.txn, immutable=immutable)
+            named = set(new.paths) | {new.immutable}
+            pos = latest.find(change.keys) if len(change.keys) else numpy.empty(0, dtype="intp")
+            superseded = [
+                latest.paths[i] for i in pos.tolist() if i >= 0 and latest.paths[i] not in named
+            ]
+            await self._write_lease(superseded)
+            if await log.commit(new):
+                break
+        await self.spec.delete_prefixes(superseded)
+        await self.spec.delete(self._lease_key)
+        await log.prune(new.version)
         return new
 
-    async def _cleanup(self, committed: Catalog) -> None:
-        # The committed catalog names the new versions: drop their pending flag
-        # is unnecessary (attrs were rewritten by the data write); remove what
-        # was superseded, then the lease.
-        await self.spec.delete_prefixes(self.superseded)
-        await self.spec.delete(self._lease_key)
-        await self.log.prune(committed.version)
+    @property
+    def _abort_key(self) -> str:
+        return f"{LEASE_DIR}/{self.txn}.aborted"
+
+    async def aborted(self) -> bool:
+        """Whether :meth:`abort` was called (tasks still running check it after writing)."""
+        return await self.spec.exists(self._abort_key)
 
     async def abort(self) -> None:
-        """Delete everything written by this (uncommitted) transaction."""
-        await self.spec.delete_prefixes(self.written)
+        """Delete everything this (uncommitted) transaction wrote, then its lease.
+
+        The abort marker goes first: a task still writing when this runs sees
+        it after its last write and deletes its own output, so nothing is left.
+        """
+        await self.spec.put(self._abort_key, b"")
+        latest = await CatalogLog(self.spec).latest()
+        await _remove_leftovers(self.spec, self.txn, self.canonicals, [], latest)
         await self.spec.delete(self._lease_key)
+
+
+async def _claimed_by(spec: StoreSpec, path: str, txn: str) -> bool:
+    raw = await spec.get(f"{path}/zarr.json")
+    if raw is None:
+        return False
+    try:
+        return bool(json.loads(raw).get("attributes", {}).get(TXN_ATTR) == txn)
+    except ValueError:
+        return False
+
+
+async def _remove_leftovers(
+    spec: StoreSpec,
+    txn: str,
+    canonicals: Iterable[str],
+    superseded: Iterable[str],
+    latest: Catalog | None,
+) -> None:
+    named = set(latest.paths if latest else ()) | {latest.immutable if latest else None}
+    canonicals = list(canonicals)
+    mine = await asyncio.gather(*(_claimed_by(spec, c, txn) for c in canonicals))
+    candidates = [f"{c}@{txn}" for c in canonicals]
+    candidates += [c for c, ok in zip(canonicals, mine, strict=True) if ok]
+    candidates += list(superseded)
+    await spec.delete_prefixes([p for p in candidates if p not in named])
+    # Release the partition locks this transaction still holds.
+    locks = [f"{LOCK_DIR}/{c}.lock" for c in canonicals]
+    owners = await asyncio.gather(*(spec.get(k) for k in locks))
+    await asyncio.gather(
+        *(spec.delete(k) for k, o in zip(locks, owners, strict=True) if o == txn.encode())
+    )
 
 
 def _owner_dead(lease: dict[str, Any]) -> bool:
@@ -195,8 +278,13 @@ def _owner_dead(lease: dict[str, Any]) -> bool:
     return False
 
 
-async def recover(spec: StoreSpec) -> list[str]:
+async def recover(spec: StoreSpec, *, force: bool = False) -> list[str]:
     """Clean up after writers that died: delete their unreferenced paths and leases.
+
+    Parameters
+    ----------
+    force : bool
+        Treat every lease as abandoned (only when no writer can be running).
 
     Returns
     -------
@@ -206,7 +294,7 @@ async def recover(spec: StoreSpec) -> list[str]:
     names = [n for n in await spec.list_dir(LEASE_DIR) if n.endswith(".json")]
     if not names:
         return []
-    leases = []
+    stale = []
     for name in names:
         raw = await spec.get(f"{LEASE_DIR}/{name}")
         if raw is None:
@@ -214,17 +302,28 @@ async def recover(spec: StoreSpec) -> list[str]:
         try:
             lease = json.loads(raw)
         except ValueError:
-            lease = {"started": 0, "paths": []}
-        if _owner_dead(lease):
-            leases.append((name, lease))
-    if not leases:
+            lease = {"started": 0}
+        if force or _owner_dead(lease):
+            stale.append((name, lease))
+    if not stale:
         return []
     latest = await CatalogLog(spec).latest()
-    named = set(latest.paths if latest else ()) | {latest.immutable if latest else None}
     done = []
-    for name, lease in leases:
-        stale = [p for p in lease.get("paths", []) if p not in named]
-        await asyncio.gather(*(spec.delete_prefix(p) for p in stale))
+    for name, lease in stale:
+        txn = str(lease.get("txn", name.removesuffix(".json")))
+        await _remove_leftovers(
+            spec, txn, lease.get("canonicals", []), lease.get("superseded", []), latest
+        )
         await spec.delete(f"{LEASE_DIR}/{name}")
-        done.append(str(lease.get("txn", name)))
+        done.append(txn)
+    # Abort markers outlive their lease briefly (tasks check them); drop those of ended writers.
+    live = {n.removesuffix(".json") for n in names} - set(done)
+    markers = [n for n in await spec.list_dir(LEASE_DIR) if n.endswith(".aborted")]
+    await asyncio.gather(
+        *(
+            spec.delete(f"{LEASE_DIR}/{m}")
+            for m in markers
+            if m.removesuffix(".aborted") not in live
+        )
+    )
     return done

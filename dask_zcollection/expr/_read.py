@@ -57,13 +57,17 @@ def _and(a: PartitionFilter | None, b: PartitionFilter | None) -> PartitionFilte
 
 
 # -- task functions (run on workers) ----------------------------------------------------------
-def _dataset(source: ReadSource, columns: Mapping[str, Any], immutable: Mapping[str, Any] | None) -> Dataset:
+def _dataset(
+    source: ReadSource, columns: Mapping[str, Any], immutable: Mapping[str, Any] | None
+) -> Dataset:
     from .._prepare import columns_to_dataset
 
     return columns_to_dataset(source.config.schema, columns, immutable)
 
 
-def read_immutable_task(source: ReadSource, path: str | None, variables: tuple[str, ...]) -> dict[str, Any]:
+def read_immutable_task(
+    source: ReadSource, path: str | None, variables: tuple[str, ...]
+) -> dict[str, Any]:
     """Read the immutable variables (once per graph)."""
     if path is None or not variables:
         return {}
@@ -116,7 +120,9 @@ def trim_task(ds: Dataset, axis: str, dim: str, time_range: TimeRange) -> Datase
     return ds.isel({dim: slice(start, stop)})
 
 
-def map_task(func: Callable[..., Dataset], ds: Dataset, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Dataset:
+def map_task(
+    func: Callable[..., Dataset], ds: Dataset, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Dataset:
     """Apply a user function to one partition."""
     return func(ds, *args, **kwargs)
 
@@ -252,15 +258,23 @@ class ReadPartitions(ZExpr):
                 v for v in self.variables if any(v in u.operand("variables") for u in users)
             )
             if needed != self.variables:
-                return type(parent)(self.substitute_parameters({"variables": needed}), *parent.operands[1:])
+                return type(parent)(
+                    self.substitute_parameters({"variables": needed}), *parent.operands[1:]
+                )
             if needed == parent.operand("variables"):
                 return self
             return None
-        if isinstance(parent, Finalize) and len(dependents[self._name]) == 1 and len(self.catalog) > 1:
+        if (
+            isinstance(parent, Finalize)
+            and len(dependents[self._name]) == 1
+            and len(self.catalog) > 1
+        ):
             return Finalize(self.substitute_parameters({"fused": True}))
         return None
 
-    def apply_filter(self, predicate: PartitionFilter | None, time_range: TimeRange | None) -> ReadPartitions:
+    def apply_filter(
+        self, predicate: PartitionFilter | None, time_range: TimeRange | None
+    ) -> ReadPartitions:
         """This read restricted by a key predicate and/or a time range."""
         catalog = self.catalog
         mask = numpy.ones(len(catalog), dtype=bool)
@@ -358,9 +372,9 @@ class Filter(ZExpr):
 
     def describe(self) -> list[str]:
         p, t = self.operand("predicate"), self.operand("time_range")
-        return [f"Filter {p.source if p is not None else ''} {t if t is not None else ''}".rstrip()] + [
-            "  " + line for line in self.frame.describe()
-        ]
+        return [
+            f"Filter {p.source if p is not None else ''} {t if t is not None else ''}".rstrip()
+        ] + ["  " + line for line in self.frame.describe()]
 
     def _layer(self) -> dict[Any, Any]:
         selected = numpy.flatnonzero(self._mask).tolist()
@@ -374,7 +388,12 @@ class Filter(ZExpr):
                 layer[key] = Alias(key, (frame_name, i))
             else:
                 layer[key] = Task(
-                    key, trim_task, TaskRef((frame_name, i)), config.axis_variable, config.axis, time_range
+                    key,
+                    trim_task,
+                    TaskRef((frame_name, i)),
+                    config.axis_variable,
+                    config.axis,
+                    time_range,
                 )
         return layer
 
@@ -427,7 +446,9 @@ class MapPartitions(ZExpr):
         import dataclasses
 
         cat = self.frame.catalog
-        return dataclasses.replace(cat, has_stats=False, rows=numpy.full(len(cat), -1, dtype="int64"))
+        return dataclasses.replace(
+            cat, has_stats=False, rows=numpy.full(len(cat), -1, dtype="int64")
+        )
 
     def describe(self) -> list[str]:
         func = self.operand("func")
@@ -489,9 +510,9 @@ class Finalize(ZExpr):
         return 1
 
     def describe(self) -> list[str]:
-        return [f"Concat {self.frame.npartitions} partition(s) along {self.source.config.axis!r}"] + [
-            "  " + x for x in self.frame.describe()
-        ]
+        return [
+            f"Concat {self.frame.npartitions} partition(s) along {self.source.config.axis!r}"
+        ] + ["  " + x for x in self.frame.describe()]
 
     def __dask_keys__(self) -> list[Any]:
         return [(self._name, 0)]

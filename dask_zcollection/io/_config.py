@@ -69,7 +69,9 @@ class CollectionConfig:
         partitioning = from_dict(data["partitioning"])
         axis = data.get("axis") or partitioning.dimension
         schema = Schema.from_dict(data["schema"]).with_axis(axis)
-        axis_variable = data.get("axis_variable") or default_axis_variable(schema, axis, partitioning)
+        axis_variable = data.get("axis_variable") or default_axis_variable(
+            schema, axis, partitioning
+        )
         return cls(
             axis=axis,
             axis_variable=axis_variable,

@@ -70,7 +70,9 @@ class PartitionIO:
         self.immutable = [p for p, v in schema.walk() if v.immutable]
 
     # -- metadata templates ----------------------------------------------------------------
-    def _chunks(self, path: str, shape: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+    def _chunks(
+        self, path: str, shape: Sequence[int]
+    ) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
         dims = self.schema.variable_dimensions(path)
         chunks = []
         shards = []
@@ -125,7 +127,9 @@ class PartitionIO:
         tasks = []
         for gpath, group in self.schema.walk_groups():
             if gpath:
-                tasks.append(store.set(f"{path}/{gpath}/zarr.json", _buffer(group_json(group.attrs))))
+                tasks.append(
+                    store.set(f"{path}/{gpath}/zarr.json", _buffer(group_json(group.attrs)))
+                )
         for vpath, data in columns.items():
             tasks.append(self._write_array(f"{path}/{vpath}", vpath, data))
         try:
@@ -133,7 +137,9 @@ class PartitionIO:
             root_attrs = {**self.schema.root.attrs, **(attrs or {})}
             await store.set(f"{path}/zarr.json", _buffer(group_json(_json_attrs(root_attrs))))
         except OSError as err:
-            raise StorageError(f"cannot write partition {path!r} to {self.spec.url}: {err}") from err
+            raise StorageError(
+                f"cannot write partition {path!r} to {self.spec.url}: {err}"
+            ) from err
 
     async def _write_array(self, key: str, vpath: str, data: numpy.ndarray) -> None:
         meta = await self.template(vpath, data.shape)
@@ -148,7 +154,13 @@ class PartitionIO:
         parts = path.split("/")[:-1]
         keys = ["/".join(parts[: i + 1]) + "/zarr.json" for i in range(len(parts))]
         store = self.spec.zarr_store()
-        missing = [k for k, ok in zip(keys, await asyncio.gather(*(store.exists(k) for k in keys)), strict=True) if not ok]
+        missing = [
+            k
+            for k, ok in zip(
+                keys, await asyncio.gather(*(store.exists(k) for k in keys)), strict=True
+            )
+            if not ok
+        ]
         await asyncio.gather(*(store.set(k, _buffer(group_json())) for k in missing))
 
     # -- read ---------------------------------------------------------------------------------
@@ -170,7 +182,9 @@ class PartitionIO:
     ) -> dict[str, numpy.ndarray]:
         """Read rows ``start:stop`` of the partition variables at ``path``."""
         names = list(self.partitioned if variables is None else variables)
-        arrays = await asyncio.gather(*(self._read_array(f"{path}/{v}", start, stop) for v in names))
+        arrays = await asyncio.gather(
+            *(self._read_array(f"{path}/{v}", start, stop) for v in names)
+        )
         return dict(zip(names, arrays, strict=True))
 
     async def _read_array(self, key: str, start: int, stop: int | None) -> numpy.ndarray:
@@ -182,7 +196,9 @@ class PartitionIO:
             raise StorageError(f"cannot read {key!r} from {self.spec.url}: {err}") from err
         return numpy.asarray(data)
 
-    async def read_immutable(self, path: str, variables: Iterable[str] | None = None) -> dict[str, numpy.ndarray]:
+    async def read_immutable(
+        self, path: str, variables: Iterable[str] | None = None
+    ) -> dict[str, numpy.ndarray]:
         """Read the immutable variables stored at ``path``."""
         names = list(self.immutable if variables is None else variables)
         arrays = await asyncio.gather(*(self._read_array(f"{path}/{v}", 0, None) for v in names))

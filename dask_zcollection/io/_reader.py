@@ -50,8 +50,12 @@ class ReadSource:
 
     @functools.cached_property
     def _token(self) -> str:
+        from dask.base import tokenize
+
+        # The spec's token, not only its URL: two specs of one URL (other options,
+        # another adapter) are different sources and must not share a PartitionIO.
         text = json.dumps(self.config.to_dict(), sort_keys=True, default=str)
-        return hashlib.sha1(f"{self.spec.url}|{text}".encode()).hexdigest()
+        return hashlib.sha1(f"{tokenize(self.spec)}|{self.spec.url}|{text}".encode()).hexdigest()
 
     def __dask_tokenize__(self) -> tuple[str, str]:
         return ("ReadSource", self._token)
@@ -62,11 +66,11 @@ class ReadSource:
         return _partition_io(self.spec, self._token, self.config)
 
 
-_IO_CACHE: dict[tuple[str, str], PartitionIO] = {}
+_IO_CACHE: dict[tuple[str, str, str], PartitionIO] = {}
 
 
 def _partition_io(spec: StoreSpec, token: str, config: CollectionConfig) -> PartitionIO:
-    key = (spec.url, token)
+    key = (type(spec).__name__, spec.url, token)
     io = _IO_CACHE.get(key)
     if io is None:
         io = _IO_CACHE[key] = PartitionIO(spec, config.schema, config.axis)
@@ -79,7 +83,9 @@ def row_range(axis_values: numpy.ndarray, time_range: TimeRange | None) -> tuple
         return 0, len(axis_values)
     lo, hi = time_range
     start = 0 if lo is None else int(numpy.searchsorted(axis_values, lo, side="left"))
-    stop = len(axis_values) if hi is None else int(numpy.searchsorted(axis_values, hi, side="right"))
+    stop = (
+        len(axis_values) if hi is None else int(numpy.searchsorted(axis_values, hi, side="right"))
+    )
     return start, max(start, stop)
 
 
@@ -234,7 +240,9 @@ def coerce_bound(
             raise InvalidInputError(f"cannot interpret {value!r} as a time of {name!r}") from err
     if isinstance(value, (str, numpy.datetime64)) or hasattr(value, "isoformat"):
         if dtype.kind not in "iu":
-            raise InvalidInputError(f"variable {name!r} ({dtype}) cannot be compared with {value!r}")
+            raise InvalidInputError(
+                f"variable {name!r} ({dtype}) cannot be compared with {value!r}"
+            )
         from ..partitioning._date import _parse_cf_units
 
         when = numpy.datetime64(value, "ns")

@@ -41,7 +41,10 @@ __all__ = [
 #: Version of the schema / collection JSON written by this library.
 FORMAT_VERSION = 1
 
-_DEFAULT_COMPRESSOR: dict[str, Any] = {"name": "zstd", "configuration": {"level": 3, "checksum": False}}
+_DEFAULT_COMPRESSOR: dict[str, Any] = {
+    "name": "zstd",
+    "configuration": {"level": 3, "checksum": False},
+}
 
 
 def normalize_group_path(group: str | None) -> str:
@@ -317,9 +320,7 @@ def _as_dtype(dtype: Any, name: str) -> numpy.dtype[Any]:
     return result
 
 
-def _replace_group(
-    root: GroupSchema, path: str, fn: Any, *, create: bool = False
-) -> GroupSchema:
+def _replace_group(root: GroupSchema, path: str, fn: Any, *, create: bool = False) -> GroupSchema:
     """Return ``root`` with the group at ``path`` replaced by ``fn(group)``."""
     if not path:
         return fn(root)  # type: ignore[no-any-return]
@@ -422,7 +423,9 @@ class Schema:
         def set_attrs(g: GroupSchema) -> GroupSchema:
             return dataclasses.replace(g, attrs={**g.attrs, **(attrs or {})})
 
-        return dataclasses.replace(self, root=_replace_group(self.root, norm, set_attrs, create=True))
+        return dataclasses.replace(
+            self, root=_replace_group(self.root, norm, set_attrs, create=True)
+        )
 
     def with_attrs(self, attrs: Mapping[str, Any], *, group: str | None = None) -> Schema:
         """Set attributes of ``group`` (root by default)."""
@@ -599,7 +602,9 @@ class Schema:
             root = GroupSchema.from_dict(data)
         except (KeyError, TypeError) as err:
             raise SchemaError(f"malformed schema JSON: {err!r}") from err
-        return cls(root=root, format_version=int(data.get("format_version", FORMAT_VERSION))).build()
+        return cls(
+            root=root, format_version=int(data.get("format_version", FORMAT_VERSION))
+        ).build()
 
     def __repr__(self) -> str:
         lines = ["<dask_zcollection.Schema>"]

@@ -5,4 +5,11 @@ from ._local import LocalStore
 from ._memory import MemoryStore
 from ._url import StoreLike, register_scheme, resolve_store
 
-__all__ = ["LocalStore", "MemoryStore", "StoreLike", "StoreSpec", "register_scheme", "resolve_store"]
+__all__ = [
+    "LocalStore",
+    "MemoryStore",
+    "StoreLike",
+    "StoreSpec",
+    "register_scheme",
+    "resolve_store",
+]

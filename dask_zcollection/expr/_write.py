@@ -1,0 +1,170 @@
+"""The write path as one graph: a plan, one merge-write task per destination partition, one commit.
+
+``insert`` plans on the client from the axis and partitioning variables only
+(computed alone when the input is dask-backed), then builds
+
+* ``zc-merge-write-<token>``: one task per destination partition, taking its
+  rows from every input chunk that holds some (unsorted and non-contiguous
+  input is normal), reading the stored partition only when the strategy needs
+  it, and writing the result aside (or appending in place);
+* ``zc-immutable-<token>``: the immutable variables, on the first insert;
+* ``zc-commit-<token>``: one task publishing everything as one catalog version.
+
+The result is a :class:`dask.delayed.Delayed`: computed alone, or inside a
+larger ``dask.compute`` together with the pipeline producing the data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy
+from dask.base import tokenize
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
+
+from ..catalog import Catalog
+from ..catalog._transaction import Transaction
+from ..io._reader import ReadSource
+from ..io._writer import PartitionPlan, WriteContext, commit_task, immutable_task, merge_write_task
+from ..merge import AxisRange, MergeStrategy
+from ._dask import DataNode, List, Task, TaskRef
+
+__all__ = ["InsertPlan", "build_insert_graph", "plan_partitions"]
+
+
+@dataclasses.dataclass(frozen=True)
+class InsertPlan:
+    """Everything the graph needs, computed on the client.
+
+    Attributes
+    ----------
+    keys : numpy.ndarray
+        ``(n, k)`` keys of the destination partitions, in key order.
+    partitions : list of PartitionPlan
+        One per destination partition.
+    rows : list of numpy.ndarray
+        Global row positions of each destination partition, in input order.
+    """
+
+    keys: numpy.ndarray
+    partitions: list[PartitionPlan]
+    rows: list[numpy.ndarray]
+
+
+def plan_partitions(
+    keys: numpy.ndarray,
+    rows: list[numpy.ndarray],
+    axis_values: numpy.ndarray,
+    base: Catalog,
+    strategy: MergeStrategy,
+    encode: Any,
+) -> InsertPlan:
+    """Join the input's partitions with the catalog and ask the strategy what each needs."""
+    pos = base.find(keys)
+    plans = []
+    for j, key in enumerate(keys):
+        values = axis_values[rows[j]]
+        inserted = AxisRange.from_array(values)
+        existing = stored = None
+        read = append = False
+        if pos[j] >= 0:
+            i = int(pos[j])
+            stored = AxisRange(base.axis_min[i], base.axis_max[i], int(base.rows[i]))
+            existing = (base.paths[i], int(base.rows[i]), True)
+            read = strategy.needs_existing(stored, inserted)
+            append = stored.count > 0 and strategy.appends(stored, inserted)
+        plans.append(
+            PartitionPlan(
+                key=tuple(int(x) for x in key),
+                canonical=encode(tuple(int(x) for x in key)),
+                existing=existing,
+                stored=stored,
+                read_existing=read,
+                append=append,
+            )
+        )
+    return InsertPlan(keys=keys, partitions=plans, rows=rows)
+
+
+def _slices(rows: numpy.ndarray) -> Any:
+    """A slice when ``rows`` is a contiguous ascending run (no copy), else the positions."""
+    if (
+        len(rows)
+        and rows[-1] - rows[0] + 1 == len(rows)
+        and (len(rows) < 2 or (numpy.diff(rows) == 1).all())
+    ):
+        return slice(int(rows[0]), int(rows[-1]) + 1)
+    return rows
+
+
+def build_insert_graph(
+    source: ReadSource,
+    txn: Transaction,
+    strategy: MergeStrategy,
+    plan: InsertPlan,
+    columns: Mapping[str, Any],
+    immutable: Mapping[str, numpy.ndarray] | None,
+) -> Delayed:
+    """Build the insert graph; computing the returned ``Delayed`` commits (returns the paths)."""
+    names = tuple(columns)
+    ctx = WriteContext(source=source, txn=txn, strategy=strategy, variables=names)
+    token = tokenize(txn.txn)
+    mw, commit_name = f"zc-merge-write-{token}", f"zc-commit-{token}"
+    ctx_node = DataNode(None, ctx)
+    layer: dict[Any, Any] = {}
+    dependencies: list[Any] = []
+    lazy = [c for c in columns.values() if not isinstance(c, numpy.ndarray)]
+    if lazy:
+        import dask.array as da
+
+        # One chunking along the axis for every variable, whole along the others.
+        first = da.asarray(lazy[0])
+        row_chunks = first.chunks[0]
+        arrays = [
+            da.asarray(columns[n]).rechunk(
+                {0: row_chunks, **{d: -1 for d in range(1, numpy.ndim(columns[n]))}}
+            )
+            for n in names
+        ]
+        offsets = numpy.concatenate([[0], numpy.cumsum(row_chunks)])
+        dependencies = arrays
+        for j, part in enumerate(plan.partitions):
+            rows = plan.rows[j]
+            chunk_of = numpy.searchsorted(offsets, rows, side="right") - 1
+            pieces, indices = [], []
+            for c in numpy.unique(chunk_of).tolist():
+                local = rows[chunk_of == c] - offsets[c]
+                pieces.append(List(*(TaskRef((a.name, c) + (0,) * (a.ndim - 1)) for a in arrays)))
+                indices.append(_slices(local))
+            key = (mw, j)
+            layer[key] = Task(key, merge_write_task, ctx_node, part, List(*pieces), indices)
+    else:
+        for j, part in enumerate(plan.partitions):
+            sel = _slices(plan.rows[j])
+            piece = [columns[n][sel] for n in names]
+            key = (mw, j)
+            full = slice(None)
+            layer[key] = Task(key, merge_write_task, ctx_node, part, [piece], [full])
+    imm_ref: Any = None
+    if immutable:
+        imm_key = (f"zc-immutable-{token}", 0)
+        layer[imm_key] = Task(imm_key, immutable_task, ctx_node, DataNode(None, dict(immutable)))
+        imm_ref = TaskRef(imm_key)
+    results = List(*(TaskRef((mw, j)) for j in range(len(plan.partitions))))
+    commit_key = (commit_name, 0)
+    layer[commit_key] = Task(commit_key, commit_task, ctx_node, plan.keys, results, imm_ref)
+    graph = HighLevelGraph.from_collections(commit_name, layer, dependencies=dependencies)
+    return Delayed(commit_key, graph, layer=commit_name)
+
+
+def partition_rows(inverse: numpy.ndarray, n: int) -> list[numpy.ndarray]:
+    """Row positions of each partition (input order kept inside each)."""
+    order = numpy.argsort(inverse, kind="stable")
+    bounds = numpy.cumsum(numpy.bincount(inverse, minlength=n))[:-1]
+    return list(numpy.split(order, bounds))
+
+
+__all__ += ["partition_rows"]

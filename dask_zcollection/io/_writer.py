@@ -1,0 +1,240 @@
+"""Write-side tasks of an insert graph: merge-write one partition, write the immutable group, commit.
+
+Each function is what one task of the graph runs; it receives a
+:class:`WriteContext` (picklable) and plain arrays, and does its I/O through
+the one sync bridge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy
+from zarr.core.array import AsyncArray
+from zarr.core.buffer import default_buffer_prototype
+from zarr.storage import StorePath
+
+from .._sync import sync
+from ..catalog import CatalogLog
+from ..catalog._transaction import LOCK_DIR as _LOCK_DIR
+from ..catalog._transaction import PutPartitions, Transaction
+from ..errors import ConflictError
+from ..merge import AxisRange, MergeStrategy
+from ._reader import Part, ReadSource, read_partition
+
+__all__ = [
+    "PartitionPlan",
+    "WriteContext",
+    "commit_task",
+    "immutable_task",
+    "lock_key",
+    "merge_write_task",
+]
+
+_KEY_ATTR = "_zc_partition_key"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class WriteContext:
+    """What every write task needs: where, how to merge, and the transaction."""
+
+    source: ReadSource
+    txn: Transaction
+    strategy: MergeStrategy
+    variables: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PartitionPlan:
+    """The plan of one destination partition.
+
+    Attributes
+    ----------
+    key : tuple of int
+        Partition key values.
+    canonical : str
+        Canonical path (``year=2024/month=03``).
+    existing : Part or None
+        The committed partition (path, rows, True) when there is one.
+    stored : AxisRange or None
+        Its axis statistics.
+    read_existing : bool
+        Whether the merge needs the stored rows.
+    append : bool
+        Whether the new rows can be appended in place (after every stored row).
+    """
+
+    key: tuple[int, ...]
+    canonical: str
+    existing: Part | None
+    stored: AxisRange | None
+    read_existing: bool
+    append: bool
+
+
+def _gather_rows(
+    pieces: Sequence[Sequence[Any]], indices: Sequence[numpy.ndarray], n_vars: int
+) -> list[numpy.ndarray]:
+    """Rows of one partition, taken from every input chunk that holds some."""
+    out = []
+    for v in range(n_vars):
+        parts = [numpy.asarray(chunk[v])[idx] for chunk, idx in zip(pieces, indices, strict=True)]
+        out.append(parts[0] if len(parts) == 1 else numpy.concatenate(parts))
+    return out
+
+
+def merge_write_task(
+    ctx: WriteContext,
+    plan: PartitionPlan,
+    pieces: Sequence[Sequence[Any]],
+    indices: Sequence[numpy.ndarray],
+) -> tuple[str, int, Any, Any, str | None]:
+    """Merge the inserted rows of one partition with the stored ones and write the result aside.
+
+    Returns
+    -------
+    tuple
+        ``(path, rows, axis_min, axis_max, lock)`` for the commit.
+    """
+    inserted = dict(
+        zip(ctx.variables, _gather_rows(pieces, indices, len(ctx.variables)), strict=True)
+    )
+    return sync(_merge_write(ctx, plan, inserted))
+
+
+def lock_key(canonical: str) -> str:
+    """Key of the lock a writer holds on an existing partition while it rewrites it."""
+    return f"{_LOCK_DIR}/{canonical}.lock"
+
+
+async def _merge_write(
+    ctx: WriteContext, plan: PartitionPlan, inserted: dict[str, numpy.ndarray]
+) -> tuple[str, int, Any, Any, str | None]:
+    axis = ctx.source.config.axis_variable
+    io = ctx.source.io
+    spec = ctx.txn.spec
+    attrs = {
+        _KEY_ATTR: [
+            [n, int(v)] for n, v in zip(ctx.source.config.partitioning.keys, plan.key, strict=True)
+        ],
+        "_zc_txn": ctx.txn.txn,
+    }
+    lock = None
+    if plan.existing is not None:
+        # One writer at a time rewrites a stored partition; the others retry.
+        lock = lock_key(plan.canonical)
+        if not await spec.put_if_absent(lock, ctx.txn.txn.encode()):
+            raise ConflictError(
+                f"partition {plan.canonical!r} is being written by another writer; retry"
+            )
+    try:
+        if plan.append and plan.existing is not None and plan.stored is not None:
+            await _check_unchanged(ctx, plan)
+            merged = ctx.strategy(None, inserted, axis=axis)
+            await _append(ctx, plan.existing, plan.stored.count, merged)
+            values = merged[axis]
+            n = plan.stored.count + len(values)
+            lo = plan.stored.min if plan.stored.count else values.min()
+            hi = values.max() if len(values) else plan.stored.max
+            return plan.existing[0], n, lo, hi, lock
+        existing = None
+        if plan.read_existing and plan.existing is not None:
+            existing = await read_partition(ctx.source, plan.existing, ctx.variables)
+        merged = ctx.strategy(existing, inserted, axis=axis)
+        path = await ctx.txn.claim(plan.canonical)
+        await io.ensure_parents(path)
+        await io.write(path, merged, attrs=attrs)
+        if await ctx.txn.aborted():  # the insert failed elsewhere while this task wrote
+            await spec.delete_prefix(path)
+            raise ConflictError(f"transaction {ctx.txn.txn} was aborted")
+        values = merged[axis]
+        n = len(values)
+        return path, n, values.min() if n else None, values.max() if n else None, lock
+    except BaseException:
+        if lock is not None:
+            await spec.delete(lock)
+        raise
+
+
+async def _check_unchanged(ctx: WriteContext, plan: PartitionPlan) -> None:
+    """Before appending in place: the committed partition is still the planned one."""
+    assert plan.existing is not None and plan.stored is not None
+    latest = await CatalogLog(ctx.txn.spec).latest()
+    pos = int(latest.find(numpy.array([plan.key]))[0]) if latest is not None else -1
+    if pos < 0 or (latest.paths[pos], int(latest.rows[pos])) != (
+        plan.existing[0],
+        plan.stored.count,
+    ):  # type: ignore[union-attr]
+        raise ConflictError(
+            f"partition {plan.canonical!r} changed since the insert was planned; retry"
+        )
+
+
+async def _append(
+    ctx: WriteContext, existing: Part, offset: int, rows: dict[str, numpy.ndarray]
+) -> None:
+    """Write ``rows`` after the ``offset`` committed rows of a partition, in place.
+
+    Readers trust the committed row count, so the rows written here stay
+    invisible until the commit; only the last partial chunk is rewritten.
+    """
+    store = ctx.source.spec.zarr_store()
+    path = existing[0]
+    prototype = default_buffer_prototype()
+
+    async def one(name: str, data: numpy.ndarray) -> None:
+        key = f"{path}/{name}"
+        raw = await store.get(f"{key}/zarr.json", prototype=prototype)
+        assert raw is not None
+        meta = json.loads(raw.to_bytes())
+        meta["shape"] = [offset + len(data), *meta["shape"][1:]]
+        await store.set(f"{key}/zarr.json", prototype.buffer.from_bytes(json.dumps(meta).encode()))
+        arr = AsyncArray(meta, StorePath(store, key), config={"write_empty_chunks": True})  # type: ignore[call-overload]
+        if len(data):
+            await arr.setitem(slice(offset, offset + len(data)), data)
+
+    await asyncio.gather(*(one(name, data) for name, data in rows.items()))
+
+
+def immutable_task(ctx: WriteContext, arrays: dict[str, Any]) -> str:
+    """Write the immutable variables (first insert only); returns their group path."""
+
+    async def run() -> str:
+        path = await ctx.txn.claim("_immutable")
+        await ctx.source.io.write(path, {k: numpy.asarray(v) for k, v in arrays.items()})
+        return path
+
+    return sync(run())
+
+
+def commit_task(
+    ctx: WriteContext,
+    keys: numpy.ndarray,
+    results: Sequence[tuple[str, int, Any, Any, str | None]],
+    immutable: str | None,
+) -> list[str]:
+    """Publish every written partition at once (one catalog version); returns canonical paths."""
+    dtype = ctx.source.config.schema[ctx.source.config.axis_variable].dtype
+    zero = numpy.zeros((), dtype)
+    change = PutPartitions(
+        keys=keys,
+        paths=tuple(r[0] for r in results),
+        rows=numpy.array([r[1] for r in results], dtype="int64"),
+        axis_min=numpy.array([zero if r[2] is None else r[2] for r in results], dtype=dtype),
+        axis_max=numpy.array([zero if r[3] is None else r[3] for r in results], dtype=dtype),
+    )
+    locks = [r[4] for r in results if r[4] is not None]
+
+    async def run() -> list[str]:
+        try:
+            await ctx.txn.commit(change, immutable=immutable)
+        finally:
+            await asyncio.gather(*(ctx.txn.spec.delete(lock) for lock in locks))
+        encode = ctx.source.config.partitioning.encode
+        return [encode(tuple(int(x) for x in k)) for k in keys]
+
+    return sync(run())
