@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import json
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy
@@ -36,7 +36,8 @@ from .io import (
     read_config,
     write_config,
 )
-from .merge import MergeLike, resolve
+from .merge import AxisRange, MergeLike, resolve
+from ._update import UpdateStrategy
 from .partitioning import Partitioning, compile_filter
 from .partitioning._filter import FilterLike
 from .schema import Schema
@@ -296,8 +297,20 @@ class AsyncCollection:
         self._check_writable()
         strategy = resolve(merge)
         prepared = prepare_insert(data, self.schema, self.axis)
+        return await self._run_graph(
+            lambda: self._plan_insert(prepared, strategy), retries=retries, compute=compute
+        )
+
+    async def _run_graph(
+        self,
+        plan: Callable[[], Awaitable[tuple[Any, Transaction] | None]],
+        *,
+        retries: int,
+        compute: bool,
+    ) -> Any:
+        """Plan and run a write graph; abort and re-plan on a lost race, abort on failure."""
         for attempt in range(retries + 1):
-            planned = await self._plan_insert(prepared, strategy)
+            planned = await plan()
             if planned is None:
                 return []
             delayed, txn = planned
@@ -318,6 +331,81 @@ class AsyncCollection:
             self._catalog = None
             return written
         raise AssertionError("unreachable")
+
+    async def update(
+        self,
+        func: Callable[..., Any],
+        *,
+        filters: FilterLike = None,
+        variables: Sequence[str] | None = None,
+        retries: int = DEFAULT_RETRIES,
+        compute: bool = True,
+    ) -> Any:
+        """Rewrite variables of the selected partitions with ``func(partition) -> Dataset``.
+
+        ``func`` receives each partition as a :class:`Dataset` (``variables``
+        only, when given) and returns the variables to replace (a ``Dataset``
+        or a mapping path -> array, same rows). Each partition is rewritten
+        aside and all are published by one commit, as for :meth:`insert`.
+
+        Returns
+        -------
+        list of str or Delayed
+            Canonical paths of the partitions rewritten (or the lazy update).
+        """
+        self._check_writable()
+        names = self._check_variables(variables)
+        strategy = UpdateStrategy(func, None if names is None else tuple(names), self.schema)
+        return await self._run_graph(
+            lambda: self._plan_update(filters, strategy), retries=retries, compute=compute
+        )
+
+    async def _plan_update(
+        self, filters: FilterLike, strategy: Any
+    ) -> tuple[Any, Transaction] | None:
+        from .expr._write import InsertPlan, build_insert_graph
+        from .io import ReadSource
+        from .io._writer import PartitionPlan
+
+        base = await self._with_stats(await self.catalog(refresh=True))
+        predicate = compile_filter(filters, self.partitioning.keys)
+        selected = base if predicate is None else base.take(predicate(base.columns, size=len(base)))
+        if not len(selected):
+            return None
+        encode = self.partitioning.encode
+        plans = [
+            PartitionPlan(
+                key=selected.key_tuple(i),
+                canonical=encode(selected.key_tuple(i)),
+                existing=(selected.paths[i], int(selected.rows[i]), True),
+                stored=AxisRange(selected.axis_min[i], selected.axis_max[i], int(selected.rows[i])),
+                read_existing=True,
+                append=False,
+            )
+            for i in range(len(selected))
+        ]
+        txn = await Transaction.begin(self.spec, base, selected.keys, [p.canonical for p in plans])
+        empty = numpy.empty(0, dtype="intp")
+        plan = InsertPlan(keys=selected.keys, partitions=plans, rows=[empty] * len(plans))
+        delayed = build_insert_graph(
+            ReadSource(self.spec, self.config), txn, strategy, plan, {}, None
+        )
+        return delayed, txn
+
+    async def map(self, func: Callable[..., Any], *, filters: FilterLike = None) -> dict[str, Any]:
+        """``func(partition: Dataset)`` for every selected partition, as one graph.
+
+        Returns
+        -------
+        dict
+            Canonical partition path -> result, in key order.
+        """
+        import dask
+
+        lazy = await self.lazy(filters=filters)
+        parts = [dask.delayed(func)(d) for d in lazy.to_delayed()]
+        results = await asyncio.to_thread(dask.compute, parts)
+        return dict(zip(lazy.partitions, results[0], strict=True))
 
     async def _plan_insert(
         self, prepared: Prepared, strategy: Any
@@ -370,6 +458,10 @@ class AsyncCollection:
         Returns whether this insert writes them (the first one that carries them).
         """
         if not immutable:
+            if self.io.immutable and base.immutable is None and not await self._legacy_immutable():
+                raise SchemaError(
+                    f"immutable variable(s) {self.io.immutable} are missing from the first insert"
+                )
             return False
         stored = await self.read_immutable(base, list(immutable))
         if not stored:
@@ -443,7 +535,7 @@ class AsyncCollection:
         listed = await self._with_stats(self._listed_catalog(paths))
         base = await self.catalog(refresh=True)
         immutable = base.immutable
-        if immutable is None and await self.spec.exists(f"{IMMUTABLE_PATH}/zarr.json"):
+        if immutable is None and await self._legacy_immutable():
             immutable = IMMUTABLE_PATH
         txn = await Transaction.begin(self.spec, base, base.keys, [])
         committed = await txn.commit(_Rebuild(listed, base.keys), immutable=immutable)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import _engine
@@ -98,6 +98,26 @@ class Collection:
             Canonical paths of the partitions written (or the lazy insert).
         """
         return sync(self.aio.insert(data, merge=merge, retries=retries, compute=compute))
+
+    def update(
+        self,
+        func: Callable[..., Any],
+        *,
+        filters: FilterLike = None,
+        variables: Sequence[str] | None = None,
+        compute: bool = True,
+    ) -> Any:
+        """Rewrite variables of the selected partitions with ``func(partition) -> Dataset``.
+
+        ``func`` gets each partition as a :class:`Dataset` (only ``variables``
+        when given) and returns the variables to replace, same rows. All
+        partitions are rewritten aside and published by one commit.
+        """
+        return sync(self.aio.update(func, filters=filters, variables=variables, compute=compute))
+
+    def map(self, func: Callable[..., Any], *, filters: FilterLike = None) -> dict[str, Any]:
+        """``func(partition)`` for every selected partition, as one graph: path -> result."""
+        return sync(self.aio.map(func, filters=filters))
 
     def drop_partitions(self, filters: FilterLike = None) -> list[str]:
         """Delete the partitions matching ``filters``; returns their paths."""

@@ -13,6 +13,7 @@ planned, so only the selected partitions and variables are touched.
 from __future__ import annotations
 
 import html
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -318,15 +319,15 @@ class LazyCollection(DaskMethodsMixin):
             token = dask.base.tokenize(expr._name, name)
             if spec.immutable:
                 aname = f"zc-array-{name.replace('/', '.')}-{token}"
-                src = (expr._name, 0)
                 shape = tuple(dims[d].size or 0 for d in spec.dimensions)
-                layer = (
-                    {(aname,) + (0,) * len(shape): (_get_immutable, src, name)}
-                    if len(expr.catalog)
-                    else {}
-                )
-                if not layer:
-                    continue
+                if len(expr.catalog):
+                    task: Any = (_get_immutable, (expr._name, 0), name)
+                elif isinstance(expr, ReadPartitions) and name in expr.variables:
+                    # No partition selected: the graph still holds the immutable read.
+                    task = (operator.getitem, (f"{expr._name}-immutable", 0), name)
+                else:
+                    raise InvalidInputError(f"no partition selected: cannot build {name!r}")
+                layer = {(aname,) + (0,) * len(shape): task}
                 from dask.highlevelgraph import HighLevelGraph
 
                 hlg = HighLevelGraph.from_collections(aname, {**graph, **layer}, dependencies=())

@@ -16,7 +16,9 @@ import numpy
 import dask_zcollection as dzc
 
 
-def _synthetic(start: str, days: int, step_s: int = 10, width: int = 240) -> dict[str, numpy.ndarray]:
+def _synthetic(
+    start: str, days: int, step_s: int = 10, width: int = 240
+) -> dict[str, numpy.ndarray]:
     """Altimetry-like rows: a time axis and an ``ssh`` field (smooth signal plus noise)."""
     n = days * 86_400 // step_s
     time_ = numpy.datetime64(start, "ns") + numpy.arange(n) * numpy.timedelta64(step_s, "s")
@@ -30,7 +32,9 @@ def _synthetic(start: str, days: int, step_s: int = 10, width: int = 240) -> dic
 def main(argv: list[str] | None = None) -> None:
     """Run the demo and print what it does, with timings."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dir", default=None, help="where to create the collection (default: a temp dir)")
+    parser.add_argument(
+        "--dir", default=None, help="where to create the collection (default: a temp dir)"
+    )
     parser.add_argument("--days", type=int, default=90, help="days of 10 s data to insert")
     args = parser.parse_args(argv)
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="dzc-demo-"))
@@ -64,7 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     written = col.insert(data)
     t1 = time.perf_counter()
     print(f"created {url}")
-    print(f"inserted {mb:.0f} MB into {len(written)} monthly partitions in {t1 - t0:.2f} s: {written}")
+    print(
+        f"inserted {mb:.0f} MB into {len(written)} monthly partitions in {t1 - t0:.2f} s: {written}"
+    )
 
     # Appending new acquisitions: time_series merge, in place after the stored rows.
     more = _synthetic(str(data["time"][-1] + numpy.timedelta64(10, "s")), 1)
@@ -88,7 +94,9 @@ def main(argv: list[str] | None = None) -> None:
 
     t0 = time.perf_counter()
     mean = float(lazy.to_xarray()["ssh"].mean().compute())
-    print(f"streaming mean of ssh over the whole collection: {mean:.5f} ({time.perf_counter() - t0:.2f} s)")
+    print(
+        f"streaming mean of ssh over the whole collection: {mean:.5f} ({time.perf_counter() - t0:.2f} s)"
+    )
     if not args.dir:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -92,15 +92,26 @@ def read_concat_task(
     variables: tuple[str, ...],
     time_range: TimeRange | None,
     immutable: Mapping[str, Any] | None,
-) -> Dataset:
+) -> Dataset | None:
     """Read all partitions straight into one :class:`Dataset`."""
     columns = sync(read_concat(source, parts, variables, time_range))
+    if columns and all(len(v) == 0 for v in columns.values()):
+        return None  # the time range keeps no row: same answer as when no partition is selected
     return _dataset(source, columns, immutable)
 
 
+def _has_rows(ds: Dataset, dim: str) -> bool:
+    return ds.dimensions.get(dim, 1) != 0
+
+
 def concat_task(parts: Sequence[Dataset | None], dim: str) -> Dataset | None:
-    """Concatenate partition datasets along the partition axis (in key order)."""
-    present = [p for p in parts if p is not None]
+    """Concatenate partition datasets along the partition axis (in key order).
+
+    ``None`` when no partition holds a row (nothing selected, or a time range
+    that keeps no row): the result of an empty selection does not depend on how
+    it was pruned.
+    """
+    present = [p for p in parts if p is not None and _has_rows(p, dim)]
     if not present:
         return None
     if len(present) == 1:
@@ -524,8 +535,6 @@ class Finalize(ZExpr):
         key = (name, 0)
         if n == 0:
             return {key: DataNode(key, None)}
-        if n == 1:
-            return {key: Alias(key, (frame_name, 0))}
         layer: dict[Any, Any] = {}
         refs = [TaskRef((frame_name, i)) for i in range(n)]
         level = 0

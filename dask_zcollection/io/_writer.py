@@ -143,7 +143,7 @@ async def _merge_write(
             return plan.existing[0], n, lo, hi, lock
         existing = None
         if plan.read_existing and plan.existing is not None:
-            existing = await read_partition(ctx.source, plan.existing, ctx.variables)
+            existing = await read_partition(ctx.source, plan.existing, io.partitioned)
         merged = ctx.strategy(existing, inserted, axis=axis)
         path = await ctx.txn.claim(plan.canonical)
         await io.ensure_parents(path)
@@ -205,7 +205,11 @@ def immutable_task(ctx: WriteContext, arrays: dict[str, Any]) -> str:
 
     async def run() -> str:
         path = await ctx.txn.claim("_immutable")
-        await ctx.source.io.write(path, {k: numpy.asarray(v) for k, v in arrays.items()})
+        # Stamp the transaction (as partitions are): abort/recover recognise the claim
+        # by it, and readers never take it for a reference-format ``_immutable``.
+        await ctx.source.io.write(
+            path, {k: numpy.asarray(v) for k, v in arrays.items()}, attrs={"_zc_txn": ctx.txn.txn}
+        )
         return path
 
     return sync(run())

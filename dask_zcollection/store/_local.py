@@ -59,6 +59,13 @@ class LocalStore(StoreSpec):
     def _open_store(self) -> Store:
         return _ZarrLocalStore(self.root)
 
+    async def get(self, key: str) -> bytes | None:
+        # zarr's LocalStore creates its root when first used: looking for a
+        # collection that does not exist must not leave an empty directory.
+        if not os.path.isdir(self.root):
+            return None
+        return await StoreSpec.get(self, key)
+
     async def put_if_absent(self, key: str, data: bytes) -> bool:
         try:
             return await asyncio.to_thread(_put_if_absent, Path(self.root, key), data)
