@@ -24,6 +24,7 @@ from ..catalog import Catalog
 from ..errors import InvalidInputError, StorageError
 from ..store import StoreSpec
 from ._config import CollectionConfig
+from ._fastread import fast_reader
 from ._partition import PartitionIO
 
 __all__ = [
@@ -207,6 +208,13 @@ async def _read_many(
 
     async def fill(arr: AsyncArray[Any], start: int, stop: int, target: numpy.ndarray) -> None:
         if stop <= start:
+            return
+        fast = fast_reader(arr)
+        if fast is not None and target.flags.c_contiguous:
+            try:
+                await fast.read_into(start, stop, target)
+            except OSError as err:
+                raise StorageError(f"cannot read {arr.store_path}: {err}") from err
             return
         selection = (slice(start, stop),) + (slice(None),) * (arr.ndim - 1)
         indexer = BasicIndexer(selection, arr.shape, arr._chunk_grid)
