@@ -18,7 +18,7 @@ import numpy
 
 from ._prepare import Prepared, prepare_insert
 from .catalog import CATALOG_DIR, Catalog, CatalogLog
-from .catalog._transaction import LEASE_DIR, DropPartitions, Transaction, recover
+from .catalog._transaction import LEASE_DIR, DropPartitions, Transaction, new_txn_id, recover
 from .data import Dataset
 from .errors import (
     AlreadyExistsError,
@@ -174,6 +174,29 @@ class AsyncCollection:
         lo = numpy.array([s[1] if s[0] else numpy.zeros((), dtype) for s in stats], dtype=dtype)
         hi = numpy.array([s[2] if s[0] else numpy.zeros((), dtype) for s in stats], dtype=dtype)
         return dataclasses.replace(catalog, rows=rows, axis_min=lo, axis_max=hi, has_stats=True)
+
+    async def _writable_base(self, listed: Catalog | None = None) -> Catalog:
+        """The newest catalog, with stats, for a write to plan and commit against.
+
+        A collection written by the reference implementation has no catalog of
+        ours (version 0, listed from ``_catalog/state.json`` or a walk): its
+        listed catalog (or ``listed``) is first published as version 1, so the
+        commit protocol has a version to race on.
+        """
+        base = await self.catalog(refresh=True)
+        if base.version > 0:
+            return await self._with_stats(base)
+        base = listed if listed is not None else await self._with_stats(base)
+        immutable = IMMUTABLE_PATH if await self._legacy_immutable() else None
+        adopted = dataclasses.replace(base, version=0)
+        adopted = adopted.next_version(new_txn_id(), immutable=immutable)
+        await self.log.initialise()
+        if not await self.log.commit(adopted):  # another writer adopted it first
+            latest = await self.log.latest()
+            assert latest is not None
+            adopted = await self._with_stats(latest)
+        self._catalog = adopted
+        return adopted
 
     async def select(self, filters: FilterLike = None) -> Catalog:
         """The sub-catalog of the partitions matching ``filters``."""
@@ -433,7 +456,7 @@ class AsyncCollection:
             {v: small[v] for v in self.partitioning.variables}, attrs
         )
         rows = partition_rows(inverse, len(keys))
-        base = await self._with_stats(await self.catalog(refresh=True))
+        base = await self._writable_base()
         write_immutable = await self._check_immutable(base, immutable)
         encode = self.partitioning.encode
         canonicals = [encode(tuple(int(x) for x in k)) for k in keys]
@@ -498,7 +521,7 @@ class AsyncCollection:
             dropped = base.take(mask)
             if not len(dropped):
                 return []
-            base = await self._with_stats(base)
+            base = await self._writable_base()
             canonicals = [encode(dropped.key_tuple(i)) for i in range(len(dropped))]
             txn = await Transaction.begin(self.spec, base, dropped.keys, canonicals)
             locks = [lock_key(c) for c in canonicals]
@@ -533,7 +556,7 @@ class AsyncCollection:
         await recover(self.spec, force=force)
         paths = await self._walk()
         listed = await self._with_stats(self._listed_catalog(paths))
-        base = await self.catalog(refresh=True)
+        base = await self._writable_base(listed)
         immutable = base.immutable
         if immutable is None and await self._legacy_immutable():
             immutable = IMMUTABLE_PATH

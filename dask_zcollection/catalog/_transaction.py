@@ -163,7 +163,9 @@ class Transaction:
 
     async def claim(self, canonical: str) -> str:
         """Reserve a fresh path for a new version of the partition at ``canonical``."""
-        if await self.spec.put_if_absent(f"{canonical}/zarr.json", _pending_group(self.txn)):
+        if await self.spec.put_if_absent(
+            f"{canonical}/zarr.json", _pending_group(self.txn), durable=False
+        ):
             return canonical
         return f"{canonical}@{self.txn}"
 

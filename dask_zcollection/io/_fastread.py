@@ -1,4 +1,4 @@
-"""Decode chunks straight into the caller's output buffer.
+"""Chunk I/O without zarr's pipeline for simple layouts: decode in place, encode in bulk.
 
 For the common layout (regular chunk grid, no sharding, ``bytes`` serializer
 plus at most one numcodecs compressor) a chunk that lies wholly inside the
@@ -21,7 +21,7 @@ import numpy
 from zarr.core.array import AsyncArray
 from zarr.core.buffer import default_buffer_prototype
 
-__all__ = ["FastReader", "fast_reader"]
+__all__ = ["FastReader", "encode_chunks", "fast_reader", "simple_layout"]
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_PID = 0
@@ -106,11 +106,17 @@ class FastReader:
 
 def fast_reader(arr: AsyncArray[Any]) -> FastReader | None:
     """A :class:`FastReader` for ``arr`` when its layout allows, else ``None``."""
-    meta = arr.metadata
     try:
-        doc = meta.to_dict()
+        doc = arr.metadata.to_dict()
     except Exception:  # pragma: no cover - exotic metadata
         return None
+    compressor = simple_layout(doc, numpy.dtype(arr.dtype))
+    if compressor is None:
+        return None
+    return FastReader(arr, compressor, int(doc["chunk_grid"]["configuration"]["chunk_shape"][0]))
+
+def simple_layout(doc: dict[str, Any], dtype: numpy.dtype[Any]) -> Any:
+    """The numcodecs compressor of a simple array layout (see module doc), else ``None``."""
     grid = doc.get("chunk_grid", {})
     if grid.get("name") != "regular" or doc.get("zarr_format") != 3:
         return None
@@ -121,7 +127,6 @@ def fast_reader(arr: AsyncArray[Any]) -> FastReader | None:
     shape = doc["shape"]
     if not shape or list(chunks[1:]) != list(shape[1:]):
         return None  # split along a trailing dimension: let zarr assemble it
-    dtype = numpy.dtype(arr.dtype)
     if dtype.kind not in "biufcmM" or dtype.hasobject:
         return None
     codecs = doc.get("codecs", [])
@@ -131,7 +136,38 @@ def fast_reader(arr: AsyncArray[Any]) -> FastReader | None:
     if dtype.itemsize > 1 and endian != sys.byteorder:
         return None
     try:
-        compressor = _compressor(codecs[1])
+        return _compressor(codecs[1])
     except NotImplementedError:
         return None
-    return FastReader(arr, compressor, int(chunks[0]))
+
+
+async def encode_chunks(
+    doc: dict[str, Any], data: numpy.ndarray, fill: Any
+) -> dict[str, bytes] | None:
+    """Encoded chunks of ``data`` (key below the array -> bytes) for a simple layout, else ``None``.
+
+    Edge chunks are padded with ``fill`` as zarr does; large arrays are
+    compressed on the decode/encode thread pool.
+    """
+    compressor = simple_layout(doc, data.dtype)
+    if compressor is None:
+        return None
+    c = int(doc["chunk_grid"]["configuration"]["chunk_shape"][0])
+    n = data.shape[0]
+    tail = "/0" * (data.ndim - 1)
+
+    def encode(i: int) -> tuple[str, bytes]:
+        block = data[i * c : (i + 1) * c]
+        if len(block) < c:
+            padded = numpy.empty((c, *data.shape[1:]), dtype=data.dtype)
+            padded[: len(block)] = block
+            padded[len(block) :] = fill if fill is not None else 0
+            block = padded
+        return f"c/{i}{tail}", bytes(compressor.encode(numpy.ascontiguousarray(block)))
+
+    count = -(-n // c)
+    if data.nbytes < (1 << 20):
+        return dict(encode(i) for i in range(count))
+    loop = asyncio.get_running_loop()
+    pool = _pool()
+    return dict(await asyncio.gather(*(loop.run_in_executor(pool, encode, i) for i in range(count))))

@@ -21,6 +21,7 @@ from zarr.storage import MemoryStore, StorePath
 from ..errors import PartitionNotFoundError, StorageError
 from ..schema import Schema, VariableSchema
 from ..store import StoreSpec
+from ._fastread import encode_chunks
 
 __all__ = ["PartitionIO", "group_json"]
 
@@ -123,23 +124,36 @@ class PartitionIO:
         The group's own ``zarr.json`` is written last, so a group whose
         ``zarr.json`` exists has all its arrays.
         """
-        store = self.spec.zarr_store()
-        tasks = []
+        files: dict[str, bytes] = {}
         for gpath, group in self.schema.walk_groups():
             if gpath:
-                tasks.append(
-                    store.set(f"{path}/{gpath}/zarr.json", _buffer(group_json(group.attrs)))
-                )
-        for vpath, data in columns.items():
-            tasks.append(self._write_array(f"{path}/{vpath}", vpath, data))
+                files[f"{path}/{gpath}/zarr.json"] = group_json(group.attrs)
+        slow = []
+        encoded = await asyncio.gather(
+            *(self._encode_array(vpath, data) for vpath, data in columns.items())
+        )
+        for (vpath, data), chunks in zip(columns.items(), encoded, strict=True):
+            if chunks is None:
+                slow.append(self._write_array(f"{path}/{vpath}", vpath, data))
+            else:
+                files.update({f"{path}/{vpath}/{k}": v for k, v in chunks.items()})
         try:
-            await asyncio.gather(*tasks)
+            await asyncio.gather(self.spec.put_many(files), *slow)
             root_attrs = {**self.schema.root.attrs, **(attrs or {})}
-            await store.set(f"{path}/zarr.json", _buffer(group_json(_json_attrs(root_attrs))))
+            await self.spec.put(f"{path}/zarr.json", group_json(_json_attrs(root_attrs)))
         except OSError as err:
             raise StorageError(
                 f"cannot write partition {path!r} to {self.spec.url}: {err}"
             ) from err
+
+    async def _encode_array(self, vpath: str, data: numpy.ndarray) -> dict[str, bytes] | None:
+        """``zarr.json`` and encoded chunks of one array (``None``: let zarr write it)."""
+        meta = await self.template(vpath, data.shape)
+        chunks = await encode_chunks(meta, data, self.schema[vpath].fill_value)
+        if chunks is None:
+            return None
+        chunks["zarr.json"] = json.dumps(meta).encode()
+        return chunks
 
     async def _write_array(self, key: str, vpath: str, data: numpy.ndarray) -> None:
         meta = await self.template(vpath, data.shape)

@@ -199,7 +199,7 @@ async def _read_many(
         targets = [
             [
                 numpy.empty((stop - start, *arr.shape[1:]), dtype=schema[name].dtype)
-                for name, arr in zip(names, arrays, strict=True)
+                for name, arr in zip(names, arrays[: len(names)], strict=True)
             ]
             for (start, stop), arrays in zip(ranges, opened, strict=True)
         ]

@@ -127,7 +127,7 @@ async def _merge_write(
     if plan.existing is not None:
         # One writer at a time rewrites a stored partition; the others retry.
         lock = lock_key(plan.canonical)
-        if not await spec.put_if_absent(lock, ctx.txn.txn.encode()):
+        if not await spec.put_if_absent(lock, ctx.txn.txn.encode(), durable=False):
             raise ConflictError(
                 f"partition {plan.canonical!r} is being written by another writer; retry"
             )

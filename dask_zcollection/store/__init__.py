@@ -1,13 +1,17 @@
 """Store adapters: one picklable spec per URL scheme, with its commit primitive."""
 
 from ._base import StoreSpec
+from ._fsspec import FsspecStore
 from ._local import LocalStore
 from ._memory import MemoryStore
+from ._obstore import ObjectStore
 from ._url import StoreLike, register_scheme, resolve_store
 
 __all__ = [
+    "FsspecStore",
     "LocalStore",
     "MemoryStore",
+    "ObjectStore",
     "StoreLike",
     "StoreSpec",
     "register_scheme",

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 from zarr.abc.store import Store
@@ -25,6 +26,16 @@ __all__ = ["StoreSpec"]
 
 _LIVE: dict[tuple[Any, ...], Store] = {}
 _LIVE_LOCK = threading.Lock()
+
+
+def _forget_live_stores() -> None:
+    # A forked child must not reuse its parent's clients (their connection pools
+    # and sessions belong to the parent): it opens its own stores.
+    _LIVE_LOCK._at_fork_reinit()  # type: ignore[attr-defined]
+    _LIVE.clear()
+
+
+os.register_at_fork(after_in_child=_forget_live_stores)
 
 
 class StoreSpec(abc.ABC):
@@ -88,9 +99,17 @@ class StoreSpec(abc.ABC):
         except OSError as err:
             raise StorageError(f"cannot write {key!r} to {self.url}: {err}") from err
 
+    async def put_many(self, items: Mapping[str, bytes]) -> None:
+        """Write several objects (each atomic, no order between them)."""
+        await asyncio.gather(*(self.put(k, v) for k, v in items.items()))
+
     @abc.abstractmethod
-    async def put_if_absent(self, key: str, data: bytes) -> bool:
-        """Atomically create ``key`` with ``data``; ``False`` if it already existed."""
+    async def put_if_absent(self, key: str, data: bytes, *, durable: bool = True) -> bool:
+        """Atomically create ``key`` with ``data``; ``False`` if it already existed.
+
+        ``durable=False`` allows skipping a flush to stable storage (claims and
+        locks, which nothing committed depends on).
+        """
 
     async def exists(self, key: str) -> bool:
         """Whether ``key`` exists."""

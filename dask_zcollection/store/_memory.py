@@ -46,7 +46,7 @@ class MemoryStore(StoreSpec):
             data = _REGISTRY.setdefault(self.name, {})
         return _ZarrMemoryStore(store_dict=data)
 
-    async def put_if_absent(self, key: str, data: bytes) -> bool:
+    async def put_if_absent(self, key: str, data: bytes, *, durable: bool = True) -> bool:
         store = self.zarr_store()
         await store._ensure_open()
         buf = default_buffer_prototype().buffer.from_bytes(data)

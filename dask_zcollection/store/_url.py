@@ -11,14 +11,41 @@ from ..errors import InvalidInputError
 from ._base import StoreSpec
 from ._local import LocalStore
 from ._memory import MemoryStore
+from ._obstore import SCHEMES as _OBSTORE_SCHEMES
+from ._obstore import ObjectStore
+from ._options import pop_backend
 
 __all__ = ["StoreLike", "register_scheme", "resolve_store"]
 
-StoreLike = str | os.PathLike[str] | StoreSpec
+#: A URL, a local path, a spec, or a pre-built store object (obstore, zarr, Icechunk).
+StoreLike = str | os.PathLike[str] | StoreSpec | Any
+
+
+def _object_store(url: str, path: str, options: dict[str, Any]) -> StoreSpec:
+    """``s3://``, ``gs://``, ``az://``: obstore by default, fsspec on request."""
+    backend, options = pop_backend(options)
+    if backend == "fsspec":
+        from ._fsspec import FsspecStore
+
+        return FsspecStore.from_url(url, options)
+    return ObjectStore.from_url(url, options)
+
+
+def _fsspec_only(url: str, path: str, options: dict[str, Any]) -> StoreSpec:
+    """``gcs://`` is gcsfs's spelling of ``gs://``."""
+    backend, options = pop_backend(options)
+    if backend == "fsspec":
+        from ._fsspec import FsspecStore
+
+        return FsspecStore.from_url(url, options)
+    return ObjectStore.from_url("gs://" + url.partition("://")[2], options)
+
 
 _FACTORIES: dict[str, Any] = {
     "file": lambda url, path, options: LocalStore(path),
     "memory": lambda url, path, options: MemoryStore(path.strip("/") or "default"),
+    **dict.fromkeys(_OBSTORE_SCHEMES, _object_store),
+    "gcs": _fsspec_only,
 }
 
 
@@ -32,10 +59,15 @@ def resolve_store(store: StoreLike, storage_options: Mapping[str, Any] | None = 
 
     Parameters
     ----------
-    store : str, os.PathLike or StoreSpec
-        ``file:///abs/path``, ``memory://name``, a plain local path, or a spec.
+    store : str, os.PathLike, StoreSpec or store object
+        ``file:///abs/path``, ``memory://name``, ``s3://bucket/prefix`` (also
+        ``gs://``, ``az://``), a plain local path, a spec, or a pre-built store:
+        an obstore ``S3Store``/``GCSStore``/``AzureStore``, a zarr
+        ``ObjectStore``/``FsspecStore``/``LocalStore``.
     storage_options : dict, optional
-        Backend options (credentials, endpoint...), as in fsspec/xarray.
+        Backend options (credentials, endpoint...), as in fsspec/xarray. On
+        object stores ``{"backend": "fsspec"}`` selects fsspec instead of
+        obstore; every other key goes to the chosen client.
 
     Raises
     ------
@@ -44,6 +76,8 @@ def resolve_store(store: StoreLike, storage_options: Mapping[str, Any] | None = 
     """
     if isinstance(store, StoreSpec):
         return store
+    if not isinstance(store, str | os.PathLike):
+        return _from_object(store, storage_options)
     url = os.fspath(store)
     parts = urlsplit(url)
     if len(parts.scheme) <= 1:  # no scheme, or a Windows drive letter
@@ -56,3 +90,30 @@ def resolve_store(store: StoreLike, storage_options: Mapping[str, Any] | None = 
     path = parts.netloc + parts.path if parts.scheme == "memory" else (parts.netloc + parts.path)
     spec: StoreSpec = factory(url, path, dict(storage_options or {}))
     return spec
+
+
+def _from_object(store: Any, storage_options: Mapping[str, Any] | None) -> StoreSpec:
+    """Wrap a pre-built store object in its spec."""
+    import zarr.storage
+
+    if storage_options:
+        raise InvalidInputError("storage_options cannot be combined with a pre-built store")
+    module = type(store).__module__
+    if module.startswith("obstore"):
+        return ObjectStore.from_obstore(store)
+    if isinstance(store, zarr.storage.ObjectStore):
+        return ObjectStore.from_obstore(store.store)
+    if isinstance(store, zarr.storage.LocalStore):
+        return LocalStore(str(store.root))
+    if isinstance(store, zarr.storage.FsspecStore):
+        from ._fsspec import FsspecStore
+
+        return FsspecStore.from_prebuilt(store)
+    if module.startswith("icechunk"):
+        from ._icechunk import IcechunkStore
+
+        return IcechunkStore.from_object(store)
+    raise InvalidInputError(
+        f"cannot use a {type(store).__name__} as a collection store; pass a URL, a StoreSpec, "
+        "an obstore store, or a zarr ObjectStore/FsspecStore/LocalStore"
+    )
