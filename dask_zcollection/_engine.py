@@ -135,8 +135,12 @@ class AsyncCollection:
         )
         return dataclasses.replace(catalog, has_stats=False)
 
-    async def _walk(self) -> list[str]:
-        """List partition groups by walking the tree (collections without a catalog)."""
+    async def _walk(self, prefer: frozenset[str] = frozenset()) -> list[str]:
+        """List partition groups by walking the tree (collections without a catalog).
+
+        Of several versions of a partition, one in ``prefer`` (the paths the
+        committed catalog names) wins, else the newest transaction's.
+        """
         depth = len(self.partitioning.keys)
         level = [""]
         for _ in range(depth):
@@ -157,7 +161,7 @@ class AsyncCollection:
             if attrs.get("_zc_pending"):
                 continue
             canonical, _, txn = path.partition("@")
-            rank = str(attrs.get("_zc_txn", txn))
+            rank = "\uffff" if path in prefer else str(attrs.get("_zc_txn", txn))
             if canonical not in best or rank > best[canonical][0]:
                 best[canonical] = (rank, path)
         return [p for _, p in best.values()]
@@ -554,8 +558,11 @@ class AsyncCollection:
         """
         self._check_writable()
         await recover(self.spec, force=force)
-        paths = await self._walk()
-        listed = await self._with_stats(self._listed_catalog(paths))
+        current = await self.catalog(refresh=True)
+        paths = await self._walk(frozenset(current.paths))
+        listed = _trust_committed_rows(
+            await self._with_stats(self._listed_catalog(paths)), current
+        )
         base = await self._writable_base(listed)
         immutable = base.immutable
         if immutable is None and await self._legacy_immutable():
@@ -564,6 +571,22 @@ class AsyncCollection:
         committed = await txn.commit(_Rebuild(listed, base.keys), immutable=immutable)
         self._catalog = committed
         return committed
+
+
+def _trust_committed_rows(listed: Catalog, committed: Catalog) -> Catalog:
+    """Row counts and axis stats of ``committed`` for the partitions both name at one path.
+
+    Rows past a partition's committed count are an aborted in-place append, not
+    data: a rebuilt catalog must not publish them.
+    """
+    if not committed.has_stats or not len(committed) or not len(listed):
+        return listed
+    pos = committed.find(listed.keys)
+    rows, lo, hi = listed.rows.copy(), listed.axis_min.copy(), listed.axis_max.copy()
+    for j, i in enumerate(pos.tolist()):
+        if i >= 0 and committed.paths[i] == listed.paths[j] and 0 <= committed.rows[i] <= rows[j]:
+            rows[j], lo[j], hi[j] = committed.rows[i], committed.axis_min[i], committed.axis_max[i]
+    return dataclasses.replace(listed, rows=rows, axis_min=lo, axis_max=hi)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

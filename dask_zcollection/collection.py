@@ -13,6 +13,7 @@ planned, so only the selected partitions and variables are touched.
 from __future__ import annotations
 
 import html
+import itertools
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -139,8 +140,10 @@ class LazyCollection(DaskMethodsMixin):
         total = 0
         for v in self.variables:
             spec = schema[v]
-            width = int(numpy.prod([dims[d].size or 1 for d in spec.dimensions[1:]] or [1]))
-            total += (rows if not spec.immutable else 1) * width * spec.dtype.itemsize
+            # Immutable variables do not span the axis: every dimension counts.
+            fixed = spec.dimensions if spec.immutable else spec.dimensions[1:]
+            width = int(numpy.prod([dims[d].size or 1 for d in fixed] or [1]))
+            total += (1 if spec.immutable else rows) * width * spec.dtype.itemsize
         return total
 
     def explain(self) -> str:
@@ -301,8 +304,14 @@ class LazyCollection(DaskMethodsMixin):
         return self._dask_arrays([name])[name]
 
     def _dask_arrays(self, names: Sequence[str]) -> dict[str, Any]:
+        """One dask array per variable, a block per zarr chunk inside each partition.
+
+        Over a read, each block reads only its rows of its variable (so a
+        reduction streams, and computing one variable reads nothing else);
+        over a persisted collection, blocks slice the persisted partitions.
+        """
         import dask.array as da
-        from dask.array.core import normalize_chunks  # noqa: F401
+        from dask.highlevelgraph import HighLevelGraph
 
         config = self.source.config
         schema = config.schema
@@ -310,59 +319,54 @@ class LazyCollection(DaskMethodsMixin):
             if n not in schema:
                 raise VariableNotFoundError(f"variable {n!r} is not in the collection")
         expr, ranges = self._partition_rows()
+        reading = isinstance(expr, ReadPartitions)
+        graph: dict[Any, Any] = {} if reading else dict(expr.__dask_graph__())
+        paths = expr.catalog.paths
         dims = schema.all_dimensions()
-        graph = dict(expr.__dask_graph__())
+        source = self.source
         out: dict[str, Any] = {}
         for name in names:
             spec = schema[name]
             trailing = tuple(dims[d].size or 0 for d in spec.dimensions[1:])
-            token = dask.base.tokenize(expr._name, name)
+            aname = f"zc-array-{name.replace('/', '.')}-{dask.base.tokenize(expr._name, name)}"
+            layer: dict[Any, Any] = {}
             if spec.immutable:
-                aname = f"zc-array-{name.replace('/', '.')}-{token}"
                 shape = tuple(dims[d].size or 0 for d in spec.dimensions)
-                if len(expr.catalog):
-                    task: Any = (_get_immutable, (expr._name, 0), name)
-                elif isinstance(expr, ReadPartitions) and name in expr.variables:
-                    # No partition selected: the graph still holds the immutable read.
-                    task = (operator.getitem, (f"{expr._name}-immutable", 0), name)
+                key = (aname,) + (0,) * len(shape)
+                if reading:
+                    path = expr.catalog.immutable or "_immutable"
+                    layer[key] = (_read_block, source, path, name, 0, 0)
+                elif len(expr.catalog):
+                    layer[key] = (_get_immutable, (expr._name, 0), name)
                 else:
                     raise InvalidInputError(f"no partition selected: cannot build {name!r}")
-                layer = {(aname,) + (0,) * len(shape): task}
-                from dask.highlevelgraph import HighLevelGraph
-
                 hlg = HighLevelGraph.from_collections(aname, {**graph, **layer}, dependencies=())
                 out[name] = da.Array(
                     hlg, aname, chunks=tuple((s,) for s in shape), dtype=spec.dtype
                 )
                 continue
             chunk = dims[spec.dimensions[0]].chunks or 0
-            aname = f"zc-array-{name.replace('/', '.')}-{token}"
-            layer: dict[Any, Any] = {}
             row_chunks: list[int] = []
-            block = 0
             for i, (start, stop) in enumerate(ranges):
-                n = stop - start
                 # Split each partition on the zarr chunk boundaries of the stored array.
-                edges = [0]
-                if chunk:
-                    first = chunk - (start % chunk)
-                    edges += list(range(first, n, chunk))
-                edges = [e for e in edges if e < n] + [n]
-                if n == 0:
-                    continue
-                for a, b in zip(edges[:-1], edges[1:], strict=True):
-                    key = (aname, block) + (0,) * len(trailing)
-                    layer[key] = (_get_rows, (expr._name, i), name, a, b)
+                edges = sorted(
+                    {start, stop, *range((start // chunk + 1) * chunk, stop, chunk)}
+                    if chunk
+                    else {start, stop}
+                )
+                for a, b in itertools.pairwise(edges):
+                    key = (aname, len(row_chunks)) + (0,) * len(trailing)
+                    if reading:
+                        layer[key] = (_read_block, source, paths[i], name, a, b)
+                    else:
+                        layer[key] = (_get_rows, (expr._name, i), name, a - start, b - start)
                     row_chunks.append(b - a)
-                    block += 1
-            from dask.highlevelgraph import HighLevelGraph
-
-            hlg = HighLevelGraph.from_collections(aname, {**graph, **layer}, dependencies=())
-            chunks = (tuple(row_chunks) or (0,),) + tuple((s,) for s in trailing)
             if not row_chunks:
-                out[name] = da.empty((0, *trailing), dtype=spec.dtype, chunks=chunks)
-            else:
-                out[name] = da.Array(hlg, aname, chunks=chunks, dtype=spec.dtype)
+                out[name] = da.empty((0, *trailing), dtype=spec.dtype)
+                continue
+            hlg = HighLevelGraph.from_collections(aname, {**graph, **layer}, dependencies=())
+            chunks = (tuple(row_chunks), *((s,) for s in trailing))
+            out[name] = da.Array(hlg, aname, chunks=chunks, dtype=spec.dtype)
         return out
 
     def to_xarray(self) -> Any:
@@ -473,6 +477,12 @@ class _DataFrameReader:
 
 def _get_rows(ds: Dataset, name: str, start: int, stop: int) -> numpy.ndarray:
     return ds[name].values[start:stop]  # type: ignore[union-attr]
+
+
+def _read_block(source: ReadSource, path: str, name: str, start: int, stop: int) -> numpy.ndarray:
+    from .io import read_block
+
+    return sync(read_block(source, path, name, start, stop))
 
 
 def _get_immutable(ds: Dataset, name: str) -> numpy.ndarray:

@@ -34,6 +34,7 @@ __all__ = [
     "coerce_bound",
     "parts_of",
     "read_concat",
+    "read_block",
     "read_partition",
     "row_range",
 ]
@@ -204,35 +205,46 @@ async def _read_many(
             for (start, stop), arrays in zip(ranges, opened, strict=True)
         ]
         results = [dict(zip(names, t, strict=True)) for t in targets]
-    prototype = default_buffer_prototype()
-
-    async def fill(arr: AsyncArray[Any], start: int, stop: int, target: numpy.ndarray) -> None:
-        if stop <= start:
-            return
-        fast = fast_reader(arr)
-        if fast is not None and target.flags.c_contiguous:
-            try:
-                await fast.read_into(start, stop, target)
-            except OSError as err:
-                raise StorageError(f"cannot read {arr.store_path}: {err}") from err
-            return
-        selection = (slice(start, stop),) + (slice(None),) * (arr.ndim - 1)
-        indexer = BasicIndexer(selection, arr.shape, arr._chunk_grid)
-        try:
-            await arr._get_selection(
-                indexer, prototype=prototype, out=prototype.nd_buffer.from_numpy_array(target)
-            )
-        except OSError as err:
-            raise StorageError(f"cannot read {arr.store_path}: {err}") from err
-
     await asyncio.gather(
         *(
-            fill(arr, start, stop, target)
+            _fill(arr, start, stop, target)
             for (start, stop), arrays, tgt in zip(ranges, opened, targets, strict=True)
             for arr, target in zip(arrays[: len(names)], tgt, strict=True)
         )
     )
     return results
+
+
+async def _fill(arr: AsyncArray[Any], start: int, stop: int, target: numpy.ndarray) -> None:
+    """Decode rows ``start:stop`` of ``arr`` into ``target`` (in place when the layout allows)."""
+    if stop <= start:
+        return
+    fast = fast_reader(arr)
+    if fast is not None and target.flags.c_contiguous:
+        try:
+            await fast.read_into(start, stop, target)
+        except OSError as err:
+            raise StorageError(f"cannot read {arr.store_path}: {err}") from err
+        return
+    prototype = default_buffer_prototype()
+    selection = (slice(start, stop),) + (slice(None),) * (arr.ndim - 1)
+    indexer = BasicIndexer(selection, arr.shape, arr._chunk_grid)
+    try:
+        await arr._get_selection(
+            indexer, prototype=prototype, out=prototype.nd_buffer.from_numpy_array(target)
+        )
+    except OSError as err:
+        raise StorageError(f"cannot read {arr.store_path}: {err}") from err
+
+
+async def read_block(source: ReadSource, path: str, name: str, start: int, stop: int) -> numpy.ndarray:
+    """Rows ``start:stop`` of one variable of one partition (only the chunks holding them)."""
+    arr = await source.io.open_array(f"{path}/{name}")
+    if arr.ndim == 0 or source.config.schema[name].immutable:
+        return numpy.asarray(await arr.getitem(()))
+    out = numpy.empty((stop - start, *arr.shape[1:]), dtype=source.config.schema[name].dtype)
+    await _fill(arr, start, stop, out)
+    return out
 
 
 def coerce_bound(
