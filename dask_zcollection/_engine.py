@@ -191,7 +191,7 @@ class AsyncCollection:
         if base.version > 0:
             return await self._with_stats(base)
         base = listed if listed is not None else await self._with_stats(base)
-        immutable = IMMUTABLE_PATH if await self._legacy_immutable() else None
+        immutable = IMMUTABLE_PATH if await self._unnamed_immutable(listed=True) else None
         adopted = dataclasses.replace(base, version=0)
         adopted = adopted.next_version(new_txn_id(), immutable=immutable)
         await self.log.initialise()
@@ -233,23 +233,27 @@ class AsyncCollection:
             else [v for v in variables if v in self.io.immutable]
         )
         path = catalog.immutable
-        if path is None and names and await self._legacy_immutable():
-            path = IMMUTABLE_PATH  # reference-format collection
+        listed = catalog.version == 0
+        if path is None and names and await self._unnamed_immutable(listed=listed):
+            path = IMMUTABLE_PATH  # reference-format collection, or a lost catalog
         if path is None or not names:
             return {}
         return await self.io.read_immutable(path, names)
 
-    async def _legacy_immutable(self) -> bool:
-        """Whether ``_immutable/`` holds a group written by the reference implementation.
+    async def _unnamed_immutable(self, *, listed: bool) -> bool:
+        """Whether ``_immutable/`` holds a group to trust although no catalog names it.
 
-        Ours carry ``_zc_txn`` (and ``_zc_pending`` while being written) and are
-        only trusted when a catalog names them.
+        A reference-format group (no ``_zc_txn``) always; one of ours (stamped
+        ``_zc_txn``) only when the catalog is listed from the tree (never
+        written, or lost), as partitions found by a walk are; a pending claim never.
         """
         raw = await self.spec.get(f"{IMMUTABLE_PATH}/zarr.json")
         if raw is None:
             return False
         attrs = json.loads(raw).get("attributes", {})
-        return "_zc_txn" not in attrs and "_zc_pending" not in attrs
+        if attrs.get("_zc_pending"):
+            return False
+        return listed or "_zc_txn" not in attrs
 
     def _check_variables(self, variables: Sequence[str] | None) -> list[str] | None:
         if variables is None:
@@ -485,7 +489,11 @@ class AsyncCollection:
         Returns whether this insert writes them (the first one that carries them).
         """
         if not immutable:
-            if self.io.immutable and base.immutable is None and not await self._legacy_immutable():
+            if (
+                self.io.immutable
+                and base.immutable is None
+                and not await self._unnamed_immutable(listed=base.version == 0)
+            ):
                 raise SchemaError(
                     f"immutable variable(s) {self.io.immutable} are missing from the first insert"
                 )
@@ -565,7 +573,7 @@ class AsyncCollection:
         )
         base = await self._writable_base(listed)
         immutable = base.immutable
-        if immutable is None and await self._legacy_immutable():
+        if immutable is None and await self._unnamed_immutable(listed=True):
             immutable = IMMUTABLE_PATH
         txn = await Transaction.begin(self.spec, base, base.keys, [])
         committed = await txn.commit(_Rebuild(listed, base.keys), immutable=immutable)

@@ -215,7 +215,21 @@ class LazyCollection(DaskMethodsMixin):
             predicate = extra if predicate is None else predicate & extra  # type: ignore[operator]
         if predicate is None and time_range is None:
             return self
-        return LazyCollection(Filter(self._expr, predicate, time_range))
+        filtered = Filter(self._expr, predicate, time_range)
+        if time_range is not None and axis not in self.variables:
+            # Trimming persisted partitions needs their axis variable.
+            for node in filtered.simplify().walk():
+                if (
+                    isinstance(node, Filter)
+                    and node.operand("time_range") is not None
+                    and isinstance(node.frame, Persisted)
+                    and axis not in node.frame.variables
+                ):
+                    raise FilterError(
+                        f"cannot filter on {axis!r}: it is not among the persisted variables "
+                        f"{list(node.frame.variables)}; filter on it before persist()"
+                    )
+        return LazyCollection(filtered)
 
     def _time_range(self, value: Any) -> TimeRange:
         config = self.source.config
@@ -272,8 +286,8 @@ class LazyCollection(DaskMethodsMixin):
         expr = self._optimized_partitions()
         if not isinstance(expr, (ReadPartitions, Persisted)):
             raise InvalidInputError(
-                "to_xarray/to_dask_array need row counts: call them before map_partitions "
-                "(or compute the mapped collection)"
+                "to_xarray/to_dask_array need the row count of every partition: call them "
+                "before map_partitions, and before a time filter on a persisted collection"
             )
         catalog = expr.catalog
         time_range = expr.operand("time_range") if isinstance(expr, ReadPartitions) else None
@@ -413,7 +427,10 @@ class LazyCollection(DaskMethodsMixin):
                 )
         expr = self._optimized_partitions()
         if not isinstance(expr, (ReadPartitions, Persisted)):
-            raise InvalidInputError("to_dask_dataframe must be called before map_partitions")
+            raise InvalidInputError(
+                "to_dask_dataframe must be called before map_partitions, and before a time "
+                "filter on a persisted collection"
+            )
         catalog = expr.catalog
         axis = config.axis_variable
         time_range = expr.operand("time_range") if isinstance(expr, ReadPartitions) else None
@@ -520,10 +537,12 @@ def read_collection(
     """
     from ._engine import open_collection
 
-    collection = sync(open_collection(store, mode="r", storage_options=storage_options))
-    return collection_from(
-        collection.spec, collection.config, sync(collection.catalog()), variables, filters
-    )
+    async def load() -> tuple[Any, Catalog]:
+        collection = await open_collection(store, mode="r", storage_options=storage_options)
+        return collection, await collection.catalog()
+
+    collection, catalog = sync(load())  # one trip to the event loop
+    return collection_from(collection.spec, collection.config, catalog, variables, filters)
 
 
 def collection_from(

@@ -51,8 +51,9 @@ class CatalogLog:
     async def latest(self) -> Catalog | None:
         """The newest committed catalog, or ``None`` when none was ever written.
 
-        One listing plus one read; a version committed between the two is
-        picked up by probing forward.
+        One listing plus one read. A version committed after the listing is
+        not seen: the snapshot returned is still a committed one, and writers
+        detect the race when they commit.
         """
         versions = await self.versions()
         if not versions:
@@ -60,8 +61,6 @@ class CatalogLog:
         catalog = await self.read(versions[-1])
         if catalog is None:  # pruned under us: list again
             return await self.latest()
-        while (newer := await self.read(catalog.version + 1)) is not None:
-            catalog = newer
         return catalog
 
     async def legacy_paths(self) -> list[str] | None:

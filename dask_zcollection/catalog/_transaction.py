@@ -14,7 +14,8 @@ tasks of an insert graph)
    newest catalog. A partition it touched that changed since it planned
    (another path or row count) is a :class:`~dask_zcollection.errors.ConflictError`;
    otherwise the change is rebased on whatever others committed meanwhile;
-4. deletes the versions it superseded (listed in the lease first), then the lease.
+4. deletes the versions it superseded (listed in the lease first), releases its
+   partition locks, then deletes the lease.
 
 Readers only follow a committed catalog, so they never see data written
 before step 3. After a crash, :func:`recover` deletes the leftovers of a dead
@@ -55,6 +56,9 @@ LEASE_DIR = "_transactions"
 LOCK_DIR = "_locks"
 #: Leases older than this (seconds) are considered abandoned, whatever the owner.
 LEASE_TIMEOUT = 3600.0
+#: Seconds an abort marker is kept: tasks of an aborted insert may still be running
+#: (the scheduler does not wait for them) and check it after each write.
+ABORT_MARKER_TTL = 600.0
 PENDING_ATTR = "_zc_pending"
 TXN_ATTR = "_zc_txn"
 
@@ -209,7 +213,10 @@ class Transaction:
             await self._write_lease(superseded)
             if await log.commit(new):
                 break
-        await self.spec.delete_prefixes(superseded)
+        await _delete_prefixes(self.spec, superseded)
+        # Release the partition locks while the lease still names them: a crash
+        # between the two leaves a lease, which recovery uses to release the locks.
+        await _release_locks(self.spec, self.txn, self.canonicals)
         await self.spec.delete(self._lease_key)
         await log.prune(new.version)
         return new
@@ -228,9 +235,14 @@ class Transaction:
         The abort marker goes first: a task still writing when this runs sees
         it after its last write and deletes its own output, so nothing is left.
         """
-        await self.spec.put(self._abort_key, b"")
+        await self.spec.put(self._abort_key, json.dumps({"aborted": time.time()}).encode())
         latest = await CatalogLog(self.spec).latest()
-        await _remove_leftovers(self.spec, self.txn, self.canonicals, [], latest)
+        try:
+            await _remove_leftovers(self.spec, self.txn, self.canonicals, [], latest)
+        except OSError:
+            # Never mask the error that made the insert fail; the lease stays, so
+            # recovery finishes the clean-up once this process has ended.
+            return
         await self.spec.delete(self._lease_key)
 
 
@@ -257,13 +269,44 @@ async def _remove_leftovers(
     candidates = [f"{c}@{txn}" for c in canonicals]
     candidates += [c for c, ok in zip(canonicals, mine, strict=True) if ok]
     candidates += list(superseded)
-    await spec.delete_prefixes([p for p in candidates if p not in named])
-    # Release the partition locks this transaction still holds.
+    try:
+        await _delete_prefixes(spec, [p for p in candidates if p not in named])
+    finally:
+        # Release the partition locks this transaction still holds (whatever happened).
+        await _release_locks(spec, txn, canonicals)
+
+
+async def _release_locks(spec: StoreSpec, txn: str, canonicals: Iterable[str]) -> None:
+    """Delete the partition locks of ``canonicals`` that ``txn`` holds (no one else's)."""
     locks = [f"{LOCK_DIR}/{c}.lock" for c in canonicals]
     owners = await asyncio.gather(*(spec.get(k) for k in locks))
     await asyncio.gather(
         *(spec.delete(k) for k, o in zip(locks, owners, strict=True) if o == txn.encode())
     )
+
+
+async def _delete_prefixes(spec: StoreSpec, prefixes: Sequence[str], attempts: int = 5) -> None:
+    """Delete ``prefixes``, retrying those a concurrent deleter or writer raced.
+
+    Removing a directory tree fails when another process deletes part of it at
+    the same moment (``FileNotFoundError``) or writes into it (``ENOTEMPTY``):
+    e.g. an abort and a task of the same insert cleaning up its own output.
+    """
+    pending = list(prefixes)
+    for attempt in range(attempts):
+        results = await asyncio.gather(
+            *(spec.delete_prefix(p) for p in pending), return_exceptions=True
+        )
+        for r in results:
+            if isinstance(r, BaseException) and not isinstance(r, OSError):
+                raise r
+        failed = [(p, r) for p, r in zip(pending, results, strict=True) if isinstance(r, OSError)]
+        if not failed:
+            return
+        if attempt == attempts - 1:
+            raise failed[0][1]
+        pending = [p for p, _ in failed]
+        await asyncio.sleep(0.01 * 2**attempt)
 
 
 def _owner_dead(lease: dict[str, Any]) -> bool:
@@ -293,9 +336,8 @@ async def recover(spec: StoreSpec, *, force: bool = False) -> list[str]:
     list of str
         The transaction ids cleaned up.
     """
-    names = [n for n in await spec.list_dir(LEASE_DIR) if n.endswith(".json")]
-    if not names:
-        return []
+    listed = await spec.list_dir(LEASE_DIR)
+    names = [n for n in listed if n.endswith(".json")]
     stale = []
     for name in names:
         raw = await spec.get(f"{LEASE_DIR}/{name}")
@@ -307,10 +349,8 @@ async def recover(spec: StoreSpec, *, force: bool = False) -> list[str]:
             lease = {"started": 0}
         if force or _owner_dead(lease):
             stale.append((name, lease))
-    if not stale:
-        return []
-    latest = await CatalogLog(spec).latest()
-    done = []
+    done: list[str] = []
+    latest = await CatalogLog(spec).latest() if stale else None
     for name, lease in stale:
         txn = str(lease.get("txn", name.removesuffix(".json")))
         await _remove_leftovers(
@@ -318,14 +358,23 @@ async def recover(spec: StoreSpec, *, force: bool = False) -> list[str]:
         )
         await spec.delete(f"{LEASE_DIR}/{name}")
         done.append(txn)
-    # Abort markers outlive their lease briefly (tasks check them); drop those of ended writers.
+    # Abort markers outlive their lease (tasks of the aborted insert still running
+    # check them after each write): drop those of ended writers once they are old.
     live = {n.removesuffix(".json") for n in names} - set(done)
-    markers = [n for n in await spec.list_dir(LEASE_DIR) if n.endswith(".aborted")]
-    await asyncio.gather(
-        *(
-            spec.delete(f"{LEASE_DIR}/{m}")
-            for m in markers
-            if m.removesuffix(".aborted") not in live
-        )
-    )
+    markers = [
+        n for n in listed if n.endswith(".aborted") and n.removesuffix(".aborted") not in live
+    ]
+    await asyncio.gather(*(_drop_old_marker(spec, f"{LEASE_DIR}/{m}", force) for m in markers))
     return done
+
+
+async def _drop_old_marker(spec: StoreSpec, key: str, force: bool) -> None:
+    raw = await spec.get(key)
+    if raw is None:
+        return
+    try:
+        aborted = float(json.loads(raw)["aborted"])
+    except (ValueError, KeyError, TypeError):
+        aborted = 0.0  # unreadable or from an older version: old
+    if force or time.time() - aborted > ABORT_MARKER_TTL:
+        await spec.delete(key)

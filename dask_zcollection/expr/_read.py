@@ -503,6 +503,26 @@ class Persisted(ZExpr):
     def describe(self) -> list[str]:
         return [f"Persisted {len(self.catalog)} of {self.total} partitions"]
 
+    def _simplify_up(self, parent: Expr, dependents: Mapping[str, Any]) -> Expr | None:
+        # A key filter selects persisted partitions: the result is persisted too
+        # (so to_xarray / to_dask_dataframe still know its row counts).
+        if not isinstance(parent, Filter) or parent.operand("predicate") is None:
+            return None
+        catalog = self.catalog
+        mask = parent.operand("predicate")(catalog.columns, size=len(catalog))
+        keys = [k for k, keep in zip(self.operand("keys"), mask.tolist(), strict=True) if keep]
+        layer = self.operand("layer")
+        below = Persisted(
+            self.source,
+            catalog.take(mask),
+            self.total,
+            self.variables,
+            {k: layer[k] for k in keys},
+            keys,
+        )
+        time_range = parent.operand("time_range")
+        return below if time_range is None else Filter(below, None, time_range)
+
     def _layer(self) -> dict[Any, Any]:
         layer = dict(self.operand("layer"))
         for i, old in enumerate(self.operand("keys")):

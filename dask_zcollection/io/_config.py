@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from typing import Any
 
@@ -115,6 +116,12 @@ async def read_config(spec: StoreSpec) -> CollectionConfig:
     raw = await spec.get(CONFIG_KEY)
     if raw is None:
         raise CollectionNotFoundError(f"no collection at {spec.url} ({CONFIG_KEY} not found)")
+    return _parse_config(raw)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_config(raw: bytes) -> CollectionConfig:
+    # The descriptor never changes for a collection: parse each one once per process.
     return CollectionConfig.from_dict(json.loads(raw))
 
 

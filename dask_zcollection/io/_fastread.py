@@ -1,16 +1,18 @@
 """Chunk I/O without zarr's pipeline for simple layouts: decode in place, encode in bulk.
 
 For the common layout (regular chunk grid, no sharding, ``bytes`` serializer
-plus at most one numcodecs compressor) a chunk that lies wholly inside the
-requested rows is decompressed directly into its place in the result: no
-intermediate array, no copy on the event loop thread. Decompression runs on a
-small thread pool (zstd, blosc and zlib release the GIL). Anything else falls
-back to zarr's own pipeline.
+plus one numcodecs compressor, chunks spanning the trailing dimensions) a
+chunk that lies wholly inside the requested rows is decompressed directly into
+its place in the result: no intermediate array, no copy on the event loop
+thread. (De)compression runs on a small thread pool (zstd, blosc and zlib
+release the GIL). Anything else goes through zarr's own pipeline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -20,17 +22,21 @@ import numcodecs
 import numpy
 from zarr.core.array import AsyncArray
 from zarr.core.buffer import default_buffer_prototype
+from zarr.core.indexing import BasicIndexer
+from zarr.storage import StorePath
 
-__all__ = ["FastReader", "encode_chunks", "fast_reader", "simple_layout"]
+__all__ = ["ArrayHandle", "encode_chunks", "simple_layout"]
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_PID = 0
+#: Chunk reads in flight per array read.
+_READ_CONCURRENCY = 16
 
 
 def _pool() -> ThreadPoolExecutor:
     global _POOL, _POOL_PID
     if _POOL is None or _POOL_PID != os.getpid():  # a forked child needs its own threads
-        _POOL = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="zc-decode")
+        _POOL = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="zc-codec")
         _POOL_PID = os.getpid()
     return _POOL
 
@@ -44,93 +50,26 @@ def _compressor(codec: dict[str, Any]) -> Any:
         return numcodecs.GZip(level=conf.get("level", 1))
     if name == "blosc":
         shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}.get(conf.get("shuffle", "noshuffle"), 0)
-        return numcodecs.Blosc(
-            cname=conf.get("cname", "lz4"), clevel=conf.get("clevel", 5), shuffle=shuffle
-        )
+        return numcodecs.Blosc(cname=conf.get("cname", "lz4"), clevel=conf.get("clevel", 5), shuffle=shuffle)
     raise NotImplementedError(name)
 
 
-class FastReader:
-    """Reads row ranges of one simple array into preallocated outputs."""
-
-    def __init__(self, arr: AsyncArray[Any], compressor: Any, chunk_rows: int) -> None:
-        self.arr = arr
-        self.compressor = compressor
-        self.chunk_rows = chunk_rows
-        meta = arr.metadata
-        self.dtype = numpy.dtype(arr.dtype)
-        self.shape = tuple(arr.shape)
-        self.fill = meta.fill_value
-        self.trailing = self.shape[1:]
-        self.ndim = len(self.shape)
-
-    def _key(self, i: int) -> str:
-        return "/".join(["c", str(i)] + ["0"] * (self.ndim - 1))
-
-    async def read_into(self, start: int, stop: int, out: numpy.ndarray) -> None:
-        """Fill ``out`` (rows ``start:stop``, C-contiguous) from the stored chunks."""
-        if stop <= start:
-            return
-        c = self.chunk_rows
-        store_path = self.arr.store_path
-        prototype = default_buffer_prototype()
-        loop = asyncio.get_running_loop()
-        pool = _pool()
-        sem = asyncio.Semaphore(16)
-
-        async def one(i: int) -> None:
-            lo, hi = i * c, min((i + 1) * c, self.shape[0])
-            a, b = max(lo, start), min(hi, stop)
-            target = out[a - start : b - start]
-            async with sem:
-                raw = await (store_path / self._key(i)).get(prototype=prototype)
-            if raw is None:
-                target[...] = self.fill
-                return
-            data = raw.as_numpy_array()
-            await loop.run_in_executor(pool, self._decode, data, target, a - lo, b - lo, hi - lo)
-
-        first, last = start // c, (stop - 1) // c
-        await asyncio.gather(*(one(i) for i in range(first, last + 1)))
-
-    def _decode(self, data: numpy.ndarray, target: numpy.ndarray, a: int, b: int, n: int) -> None:
-        full = self.chunk_rows
-        if a == 0 and b == full and target.flags.c_contiguous:
-            # The whole chunk lands in place: decompress straight into the result.
-            self.compressor.decode(data, out=target.view(numpy.uint8).reshape(-1))
-            return
-        chunk = numpy.empty((full, *self.trailing), dtype=self.dtype)
-        self.compressor.decode(data, out=chunk.view(numpy.uint8).reshape(-1))
-        target[...] = chunk[a:b]
-
-
-def fast_reader(arr: AsyncArray[Any]) -> FastReader | None:
-    """A :class:`FastReader` for ``arr`` when its layout allows, else ``None``."""
-    try:
-        doc = arr.metadata.to_dict()
-    except Exception:  # pragma: no cover - exotic metadata
-        return None
-    compressor = simple_layout(doc, numpy.dtype(arr.dtype))
-    if compressor is None:
-        return None
-    return FastReader(arr, compressor, int(doc["chunk_grid"]["configuration"]["chunk_shape"][0]))
-
 def simple_layout(doc: dict[str, Any], dtype: numpy.dtype[Any]) -> Any:
     """The numcodecs compressor of a simple array layout (see module doc), else ``None``."""
-    grid = doc.get("chunk_grid", {})
+    grid = doc.get("chunk_grid") or {}
     if grid.get("name") != "regular" or doc.get("zarr_format") != 3:
         return None
-    enc = doc.get("chunk_key_encoding", {})
+    enc = doc.get("chunk_key_encoding") or {}
     if enc.get("name") != "default" or (enc.get("configuration") or {}).get("separator", "/") != "/":
         return None
     chunks = grid["configuration"]["chunk_shape"]
-    shape = doc["shape"]
+    shape = doc.get("shape") or []
     if not shape or list(chunks[1:]) != list(shape[1:]):
         return None  # split along a trailing dimension: let zarr assemble it
     if dtype.kind not in "biufcmM" or dtype.hasobject:
         return None
-    codecs = doc.get("codecs", [])
-    if not codecs or codecs[0].get("name") != "bytes" or len(codecs) != 2:
+    codecs = doc.get("codecs") or []
+    if len(codecs) != 2 or codecs[0].get("name") != "bytes":
         return None
     endian = (codecs[0].get("configuration") or {}).get("endian", "little")
     if dtype.itemsize > 1 and endian != sys.byteorder:
@@ -141,13 +80,96 @@ def simple_layout(doc: dict[str, Any], dtype: numpy.dtype[Any]) -> Any:
         return None
 
 
-async def encode_chunks(
-    doc: dict[str, Any], data: numpy.ndarray, fill: Any
-) -> dict[str, bytes] | None:
+@functools.lru_cache(maxsize=256)
+def _cached_layout(text: str, dtype: str) -> Any:
+    return simple_layout(json.loads(text), numpy.dtype(dtype))
+
+
+class ArrayHandle:
+    """An opened array: its ``zarr.json`` document, read without building a zarr array.
+
+    The zarr ``AsyncArray`` (parsing the metadata, building a codec pipeline)
+    is only made for layouts the fast path does not handle.
+    """
+
+    __slots__ = ("_array", "chunk_rows", "compressor", "doc", "dtype", "fill", "key", "ndim", "shape", "store")
+
+    def __init__(self, store: Any, key: str, doc: dict[str, Any], dtype: numpy.dtype[Any], fill: Any) -> None:
+        self.store, self.key, self.doc, self.dtype, self.fill = store, key, doc, dtype, fill
+        self.shape: tuple[int, ...] = tuple(doc.get("shape") or ())
+        self.ndim = len(self.shape)
+        self.compressor: Any = None
+        self.chunk_rows = 0
+        if self.ndim:
+            layout = {k: doc.get(k) for k in ("chunk_grid", "chunk_key_encoding", "codecs", "zarr_format")}
+            layout["shape"] = [0, *self.shape[1:]]
+            self.compressor = _cached_layout(json.dumps(layout, sort_keys=True), dtype.str)
+            if self.compressor is not None:
+                self.chunk_rows = int(doc["chunk_grid"]["configuration"]["chunk_shape"][0])
+        self._array: AsyncArray[Any] | None = None
+
+    def zarr_array(self) -> AsyncArray[Any]:
+        """The zarr array (built on first use)."""
+        if self._array is None:
+            self._array = AsyncArray(self.doc, StorePath(self.store, self.key))  # type: ignore[call-overload]
+        return self._array
+
+    async def read(self, start: int = 0, stop: int | None = None) -> numpy.ndarray:
+        """Rows ``start:stop`` as a new array (the whole value of a 0-d array)."""
+        if not self.ndim:
+            return numpy.asarray(await self.zarr_array().getitem(()))
+        stop = self.shape[0] if stop is None else min(stop, self.shape[0])
+        out = numpy.empty((max(0, stop - start), *self.shape[1:]), dtype=self.dtype)
+        await self.read_into(start, stop, out)
+        return out
+
+    async def read_into(self, start: int, stop: int, out: numpy.ndarray) -> None:
+        """Decode rows ``start:stop`` into ``out`` (C-contiguous for the fast path)."""
+        if stop <= start:
+            return
+        if self.compressor is None or not out.flags.c_contiguous:
+            arr = self.zarr_array()
+            prototype = default_buffer_prototype()
+            selection = (slice(start, stop),) + (slice(None),) * (self.ndim - 1)
+            indexer = BasicIndexer(selection, arr.shape, arr._chunk_grid)
+            await arr._get_selection(indexer, prototype=prototype, out=prototype.nd_buffer.from_numpy_array(out))
+            return
+        c = self.chunk_rows
+        loop = asyncio.get_running_loop()
+        pool = _pool()
+        sem = asyncio.Semaphore(_READ_CONCURRENCY)
+        prototype = default_buffer_prototype()
+        tail = "/0" * (self.ndim - 1)
+
+        async def one(i: int) -> None:
+            lo, hi = i * c, min((i + 1) * c, self.shape[0])
+            a, b = max(lo, start), min(hi, stop)
+            target = out[a - start : b - start]
+            async with sem:
+                raw = await self.store.get(f"{self.key}/c/{i}{tail}", prototype=prototype)
+            if raw is None:  # zarr semantics: a missing chunk holds the fill value
+                target[...] = self.fill if self.fill is not None else 0
+                return
+            await loop.run_in_executor(pool, self._decode, raw.as_numpy_array(), target, a - lo, b - lo)
+
+        await asyncio.gather(*(one(i) for i in range(start // c, (stop - 1) // c + 1)))
+
+    def _decode(self, data: numpy.ndarray, target: numpy.ndarray, a: int, b: int) -> None:
+        full = self.chunk_rows
+        if a == 0 and b == full:
+            # The whole chunk lands in place: decompress straight into the result.
+            self.compressor.decode(data, out=target.view(numpy.uint8).reshape(-1))
+            return
+        chunk = numpy.empty((full, *self.shape[1:]), dtype=self.dtype)
+        self.compressor.decode(data, out=chunk.view(numpy.uint8).reshape(-1))
+        target[...] = chunk[a:b]
+
+
+async def encode_chunks(doc: dict[str, Any], data: numpy.ndarray, fill: Any) -> dict[str, bytes] | None:
     """Encoded chunks of ``data`` (key below the array -> bytes) for a simple layout, else ``None``.
 
     Edge chunks are padded with ``fill`` as zarr does; large arrays are
-    compressed on the decode/encode thread pool.
+    compressed on the codec thread pool.
     """
     compressor = simple_layout(doc, data.dtype)
     if compressor is None:

@@ -21,7 +21,7 @@ from zarr.storage import MemoryStore, StorePath
 from ..errors import PartitionNotFoundError, StorageError
 from ..schema import Schema, VariableSchema
 from ..store import StoreSpec
-from ._fastread import encode_chunks
+from ._fastread import ArrayHandle, encode_chunks
 
 __all__ = ["PartitionIO", "group_json"]
 
@@ -178,6 +178,15 @@ class PartitionIO:
         await asyncio.gather(*(store.set(k, _buffer(group_json())) for k in missing))
 
     # -- read ---------------------------------------------------------------------------------
+    async def open_handle(self, key: str, name: str) -> ArrayHandle:
+        """Open variable ``name`` stored at ``key`` (one metadata read, no zarr array built)."""
+        store = self.spec.zarr_store()
+        buf = await store.get(f"{key}/zarr.json", prototype=default_buffer_prototype())
+        if buf is None:
+            raise PartitionNotFoundError(f"array {key!r} is missing from {self.spec.url}")
+        var = self.schema[name]
+        return ArrayHandle(store, key, json.loads(buf.to_bytes()), var.dtype, var.fill_value)
+
     async def open_array(self, key: str) -> AsyncArray[Any]:
         """Open the array at ``key`` (one metadata read)."""
         store = self.spec.zarr_store()

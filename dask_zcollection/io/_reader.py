@@ -16,15 +16,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy
-from zarr.core.array import AsyncArray
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.indexing import BasicIndexer
 
 from ..catalog import Catalog
 from ..errors import InvalidInputError, StorageError
 from ..store import StoreSpec
 from ._config import CollectionConfig
-from ._fastread import fast_reader
+from ._fastread import ArrayHandle
 from ._partition import PartitionIO
 
 __all__ = [
@@ -112,14 +109,14 @@ def parts_of(catalog: Catalog, time_range: TimeRange | None = None) -> list[Part
     return list(zip(catalog.paths, catalog.rows.tolist(), inside.tolist(), strict=True))
 
 
-async def _open(io: PartitionIO, path: str, names: Sequence[str]) -> list[AsyncArray[Any]]:
-    return list(await asyncio.gather(*(io.open_array(f"{path}/{v}") for v in names)))
+async def _open(io: PartitionIO, path: str, names: Sequence[str]) -> list[ArrayHandle]:
+    return list(await asyncio.gather(*(io.open_handle(f"{path}/{v}", v) for v in names)))
 
 
 async def _part_rows(
     part: Part,
-    arrays: Sequence[AsyncArray[Any]],
-    axis_array: AsyncArray[Any] | None,
+    arrays: Sequence[ArrayHandle],
+    axis_array: ArrayHandle | None,
     time_range: TimeRange | None,
 ) -> tuple[int, int]:
     """Committed rows ``[start, stop)`` of a partition, trimmed to ``time_range``."""
@@ -131,8 +128,7 @@ async def _part_rows(
     if inside or time_range is None:
         return 0, n
     assert axis_array is not None
-    values = numpy.asarray(await axis_array.getitem(slice(0, n)))
-    return row_range(values, time_range)
+    return row_range(await axis_array.read(0, n), time_range)
 
 
 async def read_partition(
@@ -174,7 +170,7 @@ async def _read_many(
         *(_open(io, part[0], names + ([axis] if need_axis else [])) for part in parts)
     )
 
-    def axis_of(arrays: list[AsyncArray[Any]]) -> AsyncArray[Any] | None:
+    def axis_of(arrays: list[ArrayHandle]) -> ArrayHandle | None:
         if axis in names:
             return arrays[names.index(axis)]
         return arrays[-1] if need_axis else None
@@ -215,36 +211,26 @@ async def _read_many(
     return results
 
 
-async def _fill(arr: AsyncArray[Any], start: int, stop: int, target: numpy.ndarray) -> None:
-    """Decode rows ``start:stop`` of ``arr`` into ``target`` (in place when the layout allows)."""
-    if stop <= start:
-        return
-    fast = fast_reader(arr)
-    if fast is not None and target.flags.c_contiguous:
-        try:
-            await fast.read_into(start, stop, target)
-        except OSError as err:
-            raise StorageError(f"cannot read {arr.store_path}: {err}") from err
-        return
-    prototype = default_buffer_prototype()
-    selection = (slice(start, stop),) + (slice(None),) * (arr.ndim - 1)
-    indexer = BasicIndexer(selection, arr.shape, arr._chunk_grid)
+async def _fill(arr: ArrayHandle, start: int, stop: int, target: numpy.ndarray) -> None:
+    """Decode rows ``start:stop`` of ``arr`` into ``target``."""
     try:
-        await arr._get_selection(
-            indexer, prototype=prototype, out=prototype.nd_buffer.from_numpy_array(target)
-        )
+        await arr.read_into(start, stop, target)
     except OSError as err:
-        raise StorageError(f"cannot read {arr.store_path}: {err}") from err
+        raise StorageError(f"cannot read {arr.key!r}: {err}") from err
 
 
 async def read_block(source: ReadSource, path: str, name: str, start: int, stop: int) -> numpy.ndarray:
-    """Rows ``start:stop`` of one variable of one partition (only the chunks holding them)."""
-    arr = await source.io.open_array(f"{path}/{name}")
-    if arr.ndim == 0 or source.config.schema[name].immutable:
-        return numpy.asarray(await arr.getitem(()))
-    out = numpy.empty((stop - start, *arr.shape[1:]), dtype=source.config.schema[name].dtype)
-    await _fill(arr, start, stop, out)
-    return out
+    """Rows ``start:stop`` of one variable of one partition (only the chunks holding them).
+
+    Immutable variables are read whole (``start``/``stop`` ignored).
+    """
+    arr = await source.io.open_handle(f"{path}/{name}", name)
+    try:
+        if source.config.schema[name].immutable:
+            return await arr.read()
+        return await arr.read(start, stop)
+    except OSError as err:
+        raise StorageError(f"cannot read {arr.key!r}: {err}") from err
 
 
 def coerce_bound(

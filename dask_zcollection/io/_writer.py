@@ -21,7 +21,7 @@ from zarr.storage import StorePath
 from .._sync import sync
 from ..catalog import CatalogLog
 from ..catalog._transaction import LOCK_DIR as _LOCK_DIR
-from ..catalog._transaction import PutPartitions, Transaction
+from ..catalog._transaction import PutPartitions, Transaction, _release_locks
 from ..errors import ConflictError
 from ..merge import AxisRange, MergeStrategy
 from ._reader import Part, ReadSource, read_partition
@@ -132,10 +132,14 @@ async def _merge_write(
                 f"partition {plan.canonical!r} is being written by another writer; retry"
             )
     try:
+        if lock is not None and await ctx.txn.aborted():  # the insert failed meanwhile
+            raise ConflictError(f"transaction {ctx.txn.txn} was aborted")
         if plan.append and plan.existing is not None and plan.stored is not None:
             await _check_unchanged(ctx, plan)
             merged = ctx.strategy(None, inserted, axis=axis)
             await _append(ctx, plan.existing, plan.stored.count, merged)
+            if await ctx.txn.aborted():  # rows past the committed count stay invisible
+                raise ConflictError(f"transaction {ctx.txn.txn} was aborted")
             values = merged[axis]
             n = plan.stored.count + len(values)
             lo = plan.stored.min if plan.stored.count else values.min()
@@ -155,8 +159,8 @@ async def _merge_write(
         n = len(values)
         return path, n, values.min() if n else None, values.max() if n else None, lock
     except BaseException:
-        if lock is not None:
-            await spec.delete(lock)
+        if lock is not None:  # ours only: an abort may have released it already
+            await _release_locks(spec, ctx.txn.txn, [plan.canonical])
         raise
 
 
@@ -231,13 +235,14 @@ def commit_task(
         axis_min=numpy.array([zero if r[2] is None else r[2] for r in results], dtype=dtype),
         axis_max=numpy.array([zero if r[3] is None else r[3] for r in results], dtype=dtype),
     )
-    locks = [r[4] for r in results if r[4] is not None]
 
     async def run() -> list[str]:
         try:
+            # Releases the partition locks (those this transaction holds) once published.
             await ctx.txn.commit(change, immutable=immutable)
-        finally:
-            await asyncio.gather(*(ctx.txn.spec.delete(lock) for lock in locks))
+        except BaseException:
+            await _release_locks(ctx.txn.spec, ctx.txn.txn, ctx.txn.canonicals)
+            raise
         encode = ctx.source.config.partitioning.encode
         return [encode(tuple(int(x) for x in k)) for k in keys]
 

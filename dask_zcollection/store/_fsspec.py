@@ -112,6 +112,10 @@ class FsspecStore(StoreSpec):
 
         options = {"use_listings_cache": False, **thaw(self.options)}
         options.update(asynchronous=True, skip_instance_cache=True)
+        if self.scheme in _S3 and "session" not in options:
+            # One botocore session per spec and process: the clients of each loop share
+            # its loaded service models (a new session costs ~0.2 s per client).
+            options["session"] = _botocore_session(self._cache_key())
         try:
             fs, path = url_to_fs(self.location, **options)
         except (ImportError, TypeError, ValueError) as err:
@@ -127,11 +131,46 @@ class FsspecStore(StoreSpec):
             store = per_loop[loop] = self._open_store()
         return store
 
-    def _fs_path(self, key: str) -> tuple[Any, str]:
+    def _fs_root(self) -> tuple[Any, str]:
         store: Any = self.zarr_store()
         while not isinstance(store, _ZarrFsspecStore):
             store = store._store  # below a WrapperStore
-        return store.fs, f"{store.path.rstrip('/')}/{key}"
+        return store.fs, store.path.rstrip("/")
+
+    def _fs_path(self, key: str) -> tuple[Any, str]:
+        fs, root = self._fs_root()
+        return fs, f"{root}/{key}"
+
+    # Listings and deletions go to the filesystem directly: only objects count
+    # (some servers, SeaweedFS among them, keep emptied "directories", which
+    # fsspec then reports as files), and nothing ever deletes a bucket.
+    async def list_prefix(self, prefix: str) -> list[str]:
+        fs, root = self._fs_root()
+        base = f"{root}/{prefix.strip('/')}".rstrip("/")
+        try:
+            found = await fs._find(base, withdirs=False, detail=True)
+        except FileNotFoundError:
+            return []
+        start = f"{root}/"
+        return [
+            name[len(start) :]
+            for name, info in found.items()
+            if name.startswith(start) and info.get("type") != "directory"
+        ]
+
+    async def is_empty(self) -> bool:
+        return not await self.list_prefix("")
+
+    async def delete_prefix(self, prefix: str) -> None:
+        prefix = prefix.strip("/")
+        keys = await self.list_prefix(prefix)
+        keys = [k for k in keys if not prefix or k == prefix or k.startswith(f"{prefix}/")]
+        if keys:
+            fs, root = self._fs_root()
+            await fs._rm([f"{root}/{k}" for k in keys])
+
+    async def clear(self) -> None:
+        await self.delete_prefix("")
 
     async def put_if_absent(self, key: str, data: bytes, *, durable: bool = True) -> bool:
         fs, path = self._fs_path(key)
@@ -167,6 +206,18 @@ class FsspecStore(StoreSpec):
     def __repr__(self) -> str:
         shown = redact(thaw(self.options))
         return f"{type(self).__name__}({self.location!r}, {shown})"
+
+
+_SESSIONS: dict[tuple[Any, ...], Any] = {}
+
+
+def _botocore_session(key: tuple[Any, ...]) -> Any:
+    session = _SESSIONS.get(key)
+    if session is None:
+        from aiobotocore.session import AioSession
+
+        session = _SESSIONS[key] = AioSession()
+    return session
 
 
 def _precondition_failed(err: OSError) -> bool:
