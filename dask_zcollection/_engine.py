@@ -17,8 +17,16 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy
 
 from ._prepare import Prepared, prepare_insert
+from ._update import UpdateStrategy
 from .catalog import CATALOG_DIR, Catalog, CatalogLog
-from .catalog._transaction import LEASE_DIR, DropPartitions, Transaction, new_txn_id, recover
+from .catalog._transaction import (
+    LEASE_DIR,
+    DropPartitions,
+    Transaction,
+    collect_garbage,
+    new_txn_id,
+    recover,
+)
 from .data import Dataset
 from .errors import (
     AlreadyExistsError,
@@ -33,11 +41,11 @@ from .io import (
     CollectionConfig,
     PartitionIO,
     default_axis_variable,
+    forget_collection,
     read_config,
     write_config,
 )
 from .merge import AxisRange, MergeLike, resolve
-from ._update import UpdateStrategy
 from .partitioning import Partitioning, compile_filter
 from .partitioning._filter import FilterLike
 from .schema import Schema
@@ -553,10 +561,15 @@ class AsyncCollection:
             except BaseException:
                 await asyncio.shield(txn.abort())
                 raise
-            await asyncio.gather(*(self.spec.delete(k) for k in locks))
+            # The commit released the locks it held (only those: others may own them now).
             self._catalog = committed
             return canonicals
         raise AssertionError("unreachable")
+
+    async def vacuum(self, *, older_than: float | None = None) -> list[str]:
+        """Delete superseded partition versions retired more than ``older_than`` seconds ago."""
+        self._check_writable()
+        return await collect_garbage(self.spec, older_than)
 
     async def repair(self, *, force: bool = False) -> Catalog:
         """Rebuild the catalog from a walk of the tree and commit it.
@@ -568,9 +581,7 @@ class AsyncCollection:
         await recover(self.spec, force=force)
         current = await self.catalog(refresh=True)
         paths = await self._walk(frozenset(current.paths))
-        listed = _trust_committed_rows(
-            await self._with_stats(self._listed_catalog(paths)), current
-        )
+        listed = _trust_committed_rows(await self._with_stats(self._listed_catalog(paths)), current)
         base = await self._writable_base(listed)
         immutable = base.immutable
         if immutable is None and await self._unnamed_immutable(listed=True):
@@ -661,11 +672,12 @@ async def create_collection(
         When the schema, axis and partitioning do not fit together.
     """
     spec = resolve_store(store, storage_options)
-    schema = schema.build().with_axis(axis)
+    schema = schema.build().with_axis(axis).with_default_chunks(axis)
     for name in partitioning.variables:
         if name not in schema or schema[name].dimensions != (axis,):
             raise SchemaError(
-                f"partitioning variable {name!r} must be a 1-D variable along {axis!r} in the schema"
+                f"partitioning variable {name!r} must be a 1-D variable along {axis!r} "
+                "in the schema"
             )
     if partitioning.dimension != axis:
         raise SchemaError(
@@ -682,6 +694,7 @@ async def create_collection(
         if not overwrite:
             raise AlreadyExistsError(f"a collection (or other data) already exists at {spec.url}")
         await spec.clear()
+        forget_collection(spec.url)
     await write_config(spec, config)
     log = CatalogLog(spec)
     await log.initialise()

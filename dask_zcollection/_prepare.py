@@ -102,7 +102,8 @@ def prepare_insert(data: InsertLike, schema: Schema, axis: str) -> Prepared:
         spec = expected[path]
         if var.dimensions != spec.dimensions:
             raise SchemaError(
-                f"variable {path!r}: dimensions {var.dimensions} differ from the schema's {spec.dimensions}"
+                f"variable {path!r}: dimensions {var.dimensions} differ from the schema's "
+                f"{spec.dimensions}"
             )
         _check_dtype(path, var.dtype, spec.dtype)
         dims = schema.variable_dimensions(path)

@@ -59,7 +59,8 @@ class UpdateStrategy:
             data = numpy.asarray(getattr(value, "data", value))
             if path not in columns:
                 raise SchemaError(
-                    f"update returned variable {path!r}, which is not a partitioned variable of the schema"
+                    f"update returned variable {path!r}, which is not a partitioned "
+                    "variable of the schema"
                 )
             want = self.schema[path].dtype
             if data.shape[:1] != (rows,) or data.shape[1:] != columns[path].shape[1:]:

@@ -123,6 +123,16 @@ class Collection:
         """Delete the partitions matching ``filters``; returns their paths."""
         return sync(self.aio.drop_partitions(filters))
 
+    def vacuum(self, *, older_than: float | None = None) -> list[str]:
+        """Delete superseded partition versions retired more than ``older_than`` seconds ago.
+
+        Superseded (and dropped) versions stay readable for readers holding an
+        older catalog for ``dask.config`` ``zcollection.retention`` seconds
+        (default one hour); every commit collects those past it. Returns the
+        paths deleted.
+        """
+        return sync(self.aio.vacuum(older_than=older_than))
+
     def repair(self) -> Catalog:
         """Rebuild the catalog from the tree and clean up after crashed writers."""
         return sync(self.aio.repair())

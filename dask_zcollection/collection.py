@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import html
 import itertools
-import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -34,13 +33,6 @@ from .partitioning import compile_filter
 from .partitioning._filter import FilterLike
 
 __all__ = ["LazyCollection"]
-
-
-def _finalize(results: Sequence[Any]) -> Any:
-    # Used by schedulers that call __dask_postcompute__ (dask.compute builds Finalize).
-    from .expr._read import concat_task
-
-    return results[0] if len(results) == 1 else results
 
 
 class LazyCollection(DaskMethodsMixin):
@@ -95,13 +87,13 @@ class LazyCollection(DaskMethodsMixin):
 
     def _optimized_partitions(self) -> ZExpr:
         """The optimised expression, one output key per partition (no fusion)."""
-        return self._expr.optimize(fuse=False).lower_completely()  # type: ignore[no-any-return]
+        return self._expr.optimize(fuse=False).lower_completely()  # type: ignore[return-value]
 
     def optimize(self) -> LazyCollection:
         """A collection over the simplified expression (filters absorbed)."""
-        return LazyCollection(self._expr.simplify())
+        return LazyCollection(self._expr.simplify())  # type: ignore[arg-type]
 
-    # -- introspection ------------------------------------------------------------------------------
+    # -- introspection -----------------------------------------------------------------------------
     @property
     def source(self) -> ReadSource:
         """The store and descriptor read from."""
@@ -154,7 +146,9 @@ class LazyCollection(DaskMethodsMixin):
         lines += ["  " + line for line in expr.describe()]
         return "\n".join(lines)
 
-    def visualize(self, filename: str | None = "zcollection", **kwargs: Any) -> Any:
+    def visualize(  # type: ignore[override]
+        self, filename: str | None = "zcollection", **kwargs: Any
+    ) -> Any:
         """Draw the optimised task graph (needs the ``graphviz`` package)."""
         from dask.dot import dot_graph
 
@@ -176,7 +170,7 @@ class LazyCollection(DaskMethodsMixin):
     def _repr_html_(self) -> str:
         return f"<pre>{html.escape(repr(self))}</pre>"
 
-    # -- operations -------------------------------------------------------------------------------------
+    # -- operations --------------------------------------------------------------------------------
     def filter(self, expr: FilterLike = None, /, **kwargs: Any) -> LazyCollection:
         """Select partitions by key and rows by axis range.
 
@@ -271,7 +265,7 @@ class LazyCollection(DaskMethodsMixin):
             MapPartitions(self._expr, func, tuple(args), dict(kwargs) or None, None)
         )
 
-    # -- interop -----------------------------------------------------------------------------------------
+    # -- interop -----------------------------------------------------------------------------------
     def to_delayed(self) -> list[Delayed]:
         """One :class:`dask.delayed.Delayed` per partition (a ``Dataset`` each)."""
         expr = self._optimized_partitions()
@@ -314,7 +308,10 @@ class LazyCollection(DaskMethodsMixin):
         return expr, sync(gather())
 
     def to_dask_array(self, name: str) -> Any:
-        """One variable as a :class:`dask.array.Array`, chunks aligned with partitions and zarr chunks."""
+        """One variable as a :class:`dask.array.Array`.
+
+        Chunks are aligned with partitions and zarr chunks.
+        """
         return self._dask_arrays([name])[name]
 
     def _dask_arrays(self, names: Sequence[str]) -> dict[str, Any]:

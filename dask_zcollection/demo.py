@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     mean = float(lazy.to_xarray()["ssh"].mean().compute())
     print(
-        f"streaming mean of ssh over the whole collection: {mean:.5f} ({time.perf_counter() - t0:.2f} s)"
+        f"streaming mean of ssh over the whole collection: {mean:.5f} "
+        f"({time.perf_counter() - t0:.2f} s)"
     )
     if not args.dir:
         shutil.rmtree(root, ignore_errors=True)

@@ -14,8 +14,11 @@ tasks of an insert graph)
    newest catalog. A partition it touched that changed since it planned
    (another path or row count) is a :class:`~dask_zcollection.errors.ConflictError`;
    otherwise the change is rebased on whatever others committed meanwhile;
-4. deletes the versions it superseded (listed in the lease first), releases its
-   partition locks, then deletes the lease.
+4. *retires* the versions it superseded (a record in ``_garbage/``; they stay
+   readable for the retention period, so a reader holding an older catalog
+   still finds every partition it names), releases its partition locks, then
+   deletes the lease; :func:`collect_garbage` deletes retired versions once
+   their retention has passed.
 
 Readers only follow a committed catalog, so they never see data written
 before step 3. After a crash, :func:`recover` deletes the leftovers of a dead
@@ -42,13 +45,16 @@ from ._catalog import Catalog
 from ._log import CatalogLog
 
 __all__ = [
+    "GARBAGE_DIR",
     "LEASE_DIR",
     "Change",
     "DropPartitions",
     "PutPartitions",
     "Transaction",
+    "collect_garbage",
     "new_txn_id",
     "recover",
+    "retention",
 ]
 
 LEASE_DIR = "_transactions"
@@ -59,6 +65,11 @@ LEASE_TIMEOUT = 3600.0
 #: Seconds an abort marker is kept: tasks of an aborted insert may still be running
 #: (the scheduler does not wait for them) and check it after each write.
 ABORT_MARKER_TTL = 600.0
+#: Where superseded partition versions are recorded until they are deleted.
+GARBAGE_DIR = "_garbage"
+#: Default seconds a superseded (or dropped) partition version stays readable
+#: for readers holding an older catalog (``dask.config`` key ``zcollection.retention``).
+DEFAULT_RETENTION = 3600.0
 PENDING_ATTR = "_zc_pending"
 TXN_ATTR = "_zc_txn"
 
@@ -66,6 +77,14 @@ TXN_ATTR = "_zc_txn"
 def new_txn_id() -> str:
     """A unique, time-ordered transaction id (hex)."""
     return f"{time.time_ns() // 1_000_000:011x}{secrets.token_hex(4)}"
+
+
+def retention() -> float:
+    """Seconds superseded partition versions are kept (``zcollection.retention``)."""
+    import dask.config
+
+    value = dask.config.get("zcollection.retention", None)
+    return DEFAULT_RETENTION if value is None else float(value)
 
 
 def _pending_group(txn: str) -> bytes:
@@ -80,7 +99,9 @@ def _pending_group(txn: str) -> bytes:
 class Change(Protocol):
     """A change to the catalog, re-applied to the newest version on rebase."""
 
-    keys: numpy.ndarray
+    @property
+    def keys(self) -> numpy.ndarray:
+        """Keys of the partitions the change touches."""
 
     def __call__(self, catalog: Catalog) -> Catalog: ...
 
@@ -155,15 +176,7 @@ class Transaction:
         return f"{LEASE_DIR}/{self.txn}.json"
 
     async def _write_lease(self, superseded: Sequence[str]) -> None:
-        doc = {
-            "txn": self.txn,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "started": time.time(),
-            "canonicals": list(self.canonicals),
-            "superseded": list(superseded),
-        }
-        await self.spec.put(self._lease_key, json.dumps(doc).encode())
+        await _write_lease(self.spec, self.txn, self.canonicals, superseded)
 
     async def claim(self, canonical: str) -> str:
         """Reserve a fresh path for a new version of the partition at ``canonical``."""
@@ -213,12 +226,13 @@ class Transaction:
             await self._write_lease(superseded)
             if await log.commit(new):
                 break
-        await _delete_prefixes(self.spec, superseded)
+        await _retire(self.spec, self.txn, superseded)
         # Release the partition locks while the lease still names them: a crash
         # between the two leaves a lease, which recovery uses to release the locks.
         await _release_locks(self.spec, self.txn, self.canonicals)
         await self.spec.delete(self._lease_key)
         await log.prune(new.version)
+        await collect_garbage(self.spec)
         return new
 
     @property
@@ -238,12 +252,27 @@ class Transaction:
         await self.spec.put(self._abort_key, json.dumps({"aborted": time.time()}).encode())
         latest = await CatalogLog(self.spec).latest()
         try:
-            await _remove_leftovers(self.spec, self.txn, self.canonicals, [], latest)
+            await _remove_leftovers(self.spec, self.txn, self.canonicals, latest)
         except OSError:
             # Never mask the error that made the insert fail; the lease stays, so
             # recovery finishes the clean-up once this process has ended.
             return
         await self.spec.delete(self._lease_key)
+
+
+async def _write_lease(
+    spec: StoreSpec, txn: str, canonicals: Sequence[str], superseded: Sequence[str]
+) -> None:
+    """Record who holds (or may take) the locks of ``canonicals``, for :func:`recover`."""
+    doc = {
+        "txn": txn,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": time.time(),
+        "canonicals": list(canonicals),
+        "superseded": list(superseded),
+    }
+    await spec.put(f"{LEASE_DIR}/{txn}.json", json.dumps(doc).encode())
 
 
 async def _claimed_by(spec: StoreSpec, path: str, txn: str) -> bool:
@@ -256,19 +285,19 @@ async def _claimed_by(spec: StoreSpec, path: str, txn: str) -> bool:
         return False
 
 
+def _named(latest: Catalog | None) -> set[str | None]:
+    return set(latest.paths if latest else ()) | {latest.immutable if latest else None}
+
+
 async def _remove_leftovers(
-    spec: StoreSpec,
-    txn: str,
-    canonicals: Iterable[str],
-    superseded: Iterable[str],
-    latest: Catalog | None,
+    spec: StoreSpec, txn: str, canonicals: Iterable[str], latest: Catalog | None
 ) -> None:
-    named = set(latest.paths if latest else ()) | {latest.immutable if latest else None}
+    """Delete what ``txn`` wrote that ``latest`` does not name, and release its locks."""
+    named = _named(latest)
     canonicals = list(canonicals)
     mine = await asyncio.gather(*(_claimed_by(spec, c, txn) for c in canonicals))
     candidates = [f"{c}@{txn}" for c in canonicals]
     candidates += [c for c, ok in zip(canonicals, mine, strict=True) if ok]
-    candidates += list(superseded)
     try:
         await _delete_prefixes(spec, [p for p in candidates if p not in named])
     finally:
@@ -283,6 +312,74 @@ async def _release_locks(spec: StoreSpec, txn: str, canonicals: Iterable[str]) -
     await asyncio.gather(
         *(spec.delete(k) for k, o in zip(locks, owners, strict=True) if o == txn.encode())
     )
+
+
+async def _retire(spec: StoreSpec, txn: str, paths: Sequence[str]) -> None:
+    """Record ``paths`` (versions no committed catalog names any more) for deletion."""
+    if paths:
+        doc = {"txn": txn, "retired": time.time(), "paths": list(paths)}
+        await spec.put(f"{GARBAGE_DIR}/{txn}.json", json.dumps(doc).encode())
+
+
+async def collect_garbage(spec: StoreSpec, older_than: float | None = None) -> list[str]:
+    """Delete the partition versions retired more than ``older_than`` seconds ago.
+
+    Each path is deleted under its partition's lock (a writer creating that
+    partition again cannot be writing into it meanwhile) and only when the
+    newest catalog does not name it; a record whose lock is busy is kept for a
+    later collection.
+
+    Parameters
+    ----------
+    older_than : float, optional
+        Retention in seconds; default :func:`retention`.
+
+    Returns
+    -------
+    list of str
+        The paths deleted.
+    """
+    keep = retention() if older_than is None else older_than
+    names = [n for n in await spec.list_dir(GARBAGE_DIR) if n.endswith(".json")]
+    if not names:
+        return []
+    now, due = time.time(), []
+    for name in names:
+        raw = await spec.get(f"{GARBAGE_DIR}/{name}")
+        if raw is None:
+            continue
+        try:
+            doc = json.loads(raw)
+            retired, paths = float(doc["retired"]), [str(p) for p in doc["paths"]]
+        except (ValueError, KeyError, TypeError):
+            retired, paths = 0.0, []  # unreadable: nothing to delete, drop the record
+        if now - retired >= keep:
+            due.append((name, paths))
+    if not due:
+        return []
+    named = _named(await CatalogLog(spec).latest())
+    owner = f"gc-{new_txn_id()}"
+    # A lease, like a writer's: if this process dies holding locks, recovery frees them.
+    every = sorted({p.split("@", 1)[0] for _, paths in due for p in paths})
+    await _write_lease(spec, owner, every, [])
+    deleted: list[str] = []
+    for name, paths in due:
+        canonicals = sorted({p.split("@", 1)[0] for p in paths})
+        locks = [f"{LOCK_DIR}/{c}.lock" for c in canonicals]
+        got = await asyncio.gather(
+            *(spec.put_if_absent(k, owner.encode(), durable=False) for k in locks)
+        )
+        try:
+            if not all(got):
+                continue
+            doomed = [p for p in paths if p not in named]
+            await _delete_prefixes(spec, doomed)
+            await spec.delete(f"{GARBAGE_DIR}/{name}")
+            deleted += doomed
+        finally:
+            await _release_locks(spec, owner, canonicals)
+    await spec.delete(f"{LEASE_DIR}/{owner}.json")
+    return deleted
 
 
 async def _delete_prefixes(spec: StoreSpec, prefixes: Sequence[str], attempts: int = 5) -> None:
@@ -353,9 +450,10 @@ async def recover(spec: StoreSpec, *, force: bool = False) -> list[str]:
     latest = await CatalogLog(spec).latest() if stale else None
     for name, lease in stale:
         txn = str(lease.get("txn", name.removesuffix(".json")))
-        await _remove_leftovers(
-            spec, txn, lease.get("canonicals", []), lease.get("superseded", []), latest
-        )
+        await _remove_leftovers(spec, txn, lease.get("canonicals", []), latest)
+        # The writer died after its commit: what it superseded is retired as usual.
+        named = _named(latest)
+        await _retire(spec, txn, [p for p in lease.get("superseded", []) if p not in named])
         await spec.delete(f"{LEASE_DIR}/{name}")
         done.append(txn)
     # Abort markers outlive their lease (tasks of the aborted insert still running
@@ -365,6 +463,7 @@ async def recover(spec: StoreSpec, *, force: bool = False) -> list[str]:
         n for n in listed if n.endswith(".aborted") and n.removesuffix(".aborted") not in live
     ]
     await asyncio.gather(*(_drop_old_marker(spec, f"{LEASE_DIR}/{m}", force) for m in markers))
+    await collect_garbage(spec)
     return done
 
 

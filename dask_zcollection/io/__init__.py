@@ -12,11 +12,12 @@ __all__ = [
     "read_config",
     "write_config",
 ]
-from ._reader import (  # noqa: E402
+from ._reader import (
     Part,
     ReadSource,
     TimeRange,
     coerce_bound,
+    forget_collection,
     parts_of,
     read_block,
     read_concat,
@@ -29,6 +30,7 @@ __all__ += [
     "ReadSource",
     "TimeRange",
     "coerce_bound",
+    "forget_collection",
     "parts_of",
     "read_block",
     "read_concat",

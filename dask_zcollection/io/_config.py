@@ -65,7 +65,8 @@ class CollectionConfig:
         version = int(data.get("format_version", 1))
         if version > COLLECTION_FORMAT:
             raise FormatVersionError(
-                f"collection format {version} is newer than this library supports ({COLLECTION_FORMAT})"
+                f"collection format {version} is newer than this library supports "
+                f"({COLLECTION_FORMAT})"
             )
         partitioning = from_dict(data["partitioning"])
         axis = data.get("axis") or partitioning.dimension

@@ -35,8 +35,10 @@ _READ_CONCURRENCY = 16
 
 def _pool() -> ThreadPoolExecutor:
     global _POOL, _POOL_PID
-    if _POOL is None or _POOL_PID != os.getpid():  # a forked child needs its own threads
-        _POOL = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="zc-codec")
+    if _POOL is None or os.getpid() != _POOL_PID:  # a forked child needs its own threads
+        _POOL = ThreadPoolExecutor(
+            max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="zc-codec"
+        )
         _POOL_PID = os.getpid()
     return _POOL
 
@@ -49,8 +51,12 @@ def _compressor(codec: dict[str, Any]) -> Any:
     if name == "gzip":
         return numcodecs.GZip(level=conf.get("level", 1))
     if name == "blosc":
-        shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}.get(conf.get("shuffle", "noshuffle"), 0)
-        return numcodecs.Blosc(cname=conf.get("cname", "lz4"), clevel=conf.get("clevel", 5), shuffle=shuffle)
+        shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}.get(
+            conf.get("shuffle", "noshuffle"), 0
+        )
+        return numcodecs.Blosc(
+            cname=conf.get("cname", "lz4"), clevel=conf.get("clevel", 5), shuffle=shuffle
+        )
     raise NotImplementedError(name)
 
 
@@ -60,7 +66,10 @@ def simple_layout(doc: dict[str, Any], dtype: numpy.dtype[Any]) -> Any:
     if grid.get("name") != "regular" or doc.get("zarr_format") != 3:
         return None
     enc = doc.get("chunk_key_encoding") or {}
-    if enc.get("name") != "default" or (enc.get("configuration") or {}).get("separator", "/") != "/":
+    if (
+        enc.get("name") != "default"
+        or (enc.get("configuration") or {}).get("separator", "/") != "/"
+    ):
         return None
     chunks = grid["configuration"]["chunk_shape"]
     shape = doc.get("shape") or []
@@ -92,16 +101,31 @@ class ArrayHandle:
     is only made for layouts the fast path does not handle.
     """
 
-    __slots__ = ("_array", "chunk_rows", "compressor", "doc", "dtype", "fill", "key", "ndim", "shape", "store")
+    __slots__ = (
+        "_array",
+        "chunk_rows",
+        "compressor",
+        "doc",
+        "dtype",
+        "fill",
+        "key",
+        "ndim",
+        "shape",
+        "store",
+    )
 
-    def __init__(self, store: Any, key: str, doc: dict[str, Any], dtype: numpy.dtype[Any], fill: Any) -> None:
+    def __init__(
+        self, store: Any, key: str, doc: dict[str, Any], dtype: numpy.dtype[Any], fill: Any
+    ) -> None:
         self.store, self.key, self.doc, self.dtype, self.fill = store, key, doc, dtype, fill
         self.shape: tuple[int, ...] = tuple(doc.get("shape") or ())
         self.ndim = len(self.shape)
         self.compressor: Any = None
         self.chunk_rows = 0
         if self.ndim:
-            layout = {k: doc.get(k) for k in ("chunk_grid", "chunk_key_encoding", "codecs", "zarr_format")}
+            layout = {
+                k: doc.get(k) for k in ("chunk_grid", "chunk_key_encoding", "codecs", "zarr_format")
+            }
             layout["shape"] = [0, *self.shape[1:]]
             self.compressor = _cached_layout(json.dumps(layout, sort_keys=True), dtype.str)
             if self.compressor is not None:
@@ -132,7 +156,9 @@ class ArrayHandle:
             prototype = default_buffer_prototype()
             selection = (slice(start, stop),) + (slice(None),) * (self.ndim - 1)
             indexer = BasicIndexer(selection, arr.shape, arr._chunk_grid)
-            await arr._get_selection(indexer, prototype=prototype, out=prototype.nd_buffer.from_numpy_array(out))
+            await arr._get_selection(
+                indexer, prototype=prototype, out=prototype.nd_buffer.from_numpy_array(out)
+            )
             return
         c = self.chunk_rows
         loop = asyncio.get_running_loop()
@@ -150,7 +176,9 @@ class ArrayHandle:
             if raw is None:  # zarr semantics: a missing chunk holds the fill value
                 target[...] = self.fill if self.fill is not None else 0
                 return
-            await loop.run_in_executor(pool, self._decode, raw.as_numpy_array(), target, a - lo, b - lo)
+            await loop.run_in_executor(
+                pool, self._decode, raw.as_numpy_array(), target, a - lo, b - lo
+            )
 
         await asyncio.gather(*(one(i) for i in range(start // c, (stop - 1) // c + 1)))
 
@@ -165,7 +193,9 @@ class ArrayHandle:
         target[...] = chunk[a:b]
 
 
-async def encode_chunks(doc: dict[str, Any], data: numpy.ndarray, fill: Any) -> dict[str, bytes] | None:
+async def encode_chunks(
+    doc: dict[str, Any], data: numpy.ndarray, fill: Any
+) -> dict[str, bytes] | None:
     """Encoded chunks of ``data`` (key below the array -> bytes) for a simple layout, else ``None``.
 
     Edge chunks are padded with ``fill`` as zarr does; large arrays are
@@ -192,4 +222,6 @@ async def encode_chunks(doc: dict[str, Any], data: numpy.ndarray, fill: Any) -> 
         return dict(encode(i) for i in range(count))
     loop = asyncio.get_running_loop()
     pool = _pool()
-    return dict(await asyncio.gather(*(loop.run_in_executor(pool, encode, i) for i in range(count))))
+    return dict(
+        await asyncio.gather(*(loop.run_in_executor(pool, encode, i) for i in range(count)))
+    )

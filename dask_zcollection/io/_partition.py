@@ -67,6 +67,7 @@ class PartitionIO:
         self.schema = schema
         self.dimension = dimension
         self._templates: dict[tuple[str, tuple[int, ...]], dict[str, Any]] = {}
+        self._parents: set[str] = set()
         self.partitioned = [p for p, v in schema.walk() if not v.immutable]
         self.immutable = [p for p, v in schema.walk() if v.immutable]
 
@@ -164,9 +165,18 @@ class PartitionIO:
             await arr.setitem(Ellipsis, data)
 
     async def ensure_parents(self, path: str) -> None:
-        """Write ``zarr.json`` of the intermediate groups of ``path`` (``year=2024/``)."""
+        """Write ``zarr.json`` of the intermediate groups of ``path`` (``year=2024/``).
+
+        Parents seen once by this process are not checked again.
+        """
         parts = path.split("/")[:-1]
-        keys = ["/".join(parts[: i + 1]) + "/zarr.json" for i in range(len(parts))]
+        keys = [
+            k
+            for k in ("/".join(parts[: i + 1]) + "/zarr.json" for i in range(len(parts)))
+            if k not in self._parents
+        ]
+        if not keys:
+            return
         store = self.spec.zarr_store()
         missing = [
             k
@@ -176,6 +186,7 @@ class PartitionIO:
             if not ok
         ]
         await asyncio.gather(*(store.set(k, _buffer(group_json())) for k in missing))
+        self._parents.update(keys)
 
     # -- read ---------------------------------------------------------------------------------
     async def open_handle(self, key: str, name: str) -> ArrayHandle:

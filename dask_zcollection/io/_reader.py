@@ -68,6 +68,12 @@ class ReadSource:
 _IO_CACHE: dict[tuple[str, str, str], PartitionIO] = {}
 
 
+def forget_collection(url: str) -> None:
+    """Drop this process's cached I/O state of the collection at ``url`` (it was re-created)."""
+    for key in [k for k in _IO_CACHE if k[0] == url]:
+        del _IO_CACHE[key]
+
+
 def _partition_io(spec: StoreSpec, token: str, config: CollectionConfig) -> PartitionIO:
     key = (type(spec).__name__, spec.url, token)
     io = _IO_CACHE.get(key)
@@ -219,7 +225,9 @@ async def _fill(arr: ArrayHandle, start: int, stop: int, target: numpy.ndarray) 
         raise StorageError(f"cannot read {arr.key!r}: {err}") from err
 
 
-async def read_block(source: ReadSource, path: str, name: str, start: int, stop: int) -> numpy.ndarray:
+async def read_block(
+    source: ReadSource, path: str, name: str, start: int, stop: int
+) -> numpy.ndarray:
     """Rows ``start:stop`` of one variable of one partition (only the chunks holding them).
 
     Immutable variables are read whole (``start``/``stop`` ignored).
@@ -255,7 +263,7 @@ def coerce_bound(
         units = attrs.get("units")
         if units:
             unit, ref = _parse_cf_units(str(units), name)
-            delta = (when - ref.astype("datetime64[ns]")) / numpy.timedelta64(1, unit)
+            delta = (when - ref.astype("datetime64[ns]")) / numpy.timedelta64(1, unit)  # type: ignore[call-overload]
             # Inclusive bounds: round inwards so no value outside the range is kept.
             return dtype.type(int(numpy.floor(delta) if upper else numpy.ceil(delta)))
         return dtype.type(when.astype("int64"))

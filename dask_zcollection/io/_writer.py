@@ -1,4 +1,4 @@
-"""Write-side tasks of an insert graph: merge-write one partition, write the immutable group, commit.
+"""Write-side tasks of an insert graph: merge-write a partition, the immutable group, commit.
 
 Each function is what one task of the graph runs; it receives a
 :class:`WriteContext` (picklable) and plain arrays, and does its I/O through
@@ -123,19 +123,21 @@ async def _merge_write(
         ],
         "_zc_txn": ctx.txn.txn,
     }
-    lock = None
-    if plan.existing is not None:
-        # One writer at a time rewrites a stored partition; the others retry.
-        lock = lock_key(plan.canonical)
-        if not await spec.put_if_absent(lock, ctx.txn.txn.encode(), durable=False):
-            raise ConflictError(
-                f"partition {plan.canonical!r} is being written by another writer; retry"
-            )
+    # One writer at a time writes a partition; the others retry. New partitions are
+    # locked too: their canonical path may hold a retired version being collected.
+    lock = lock_key(plan.canonical)
+    if not await spec.put_if_absent(lock, ctx.txn.txn.encode(), durable=False):
+        raise ConflictError(
+            f"partition {plan.canonical!r} is being written by another writer; retry"
+        )
     try:
-        if lock is not None and await ctx.txn.aborted():  # the insert failed meanwhile
+        if await ctx.txn.aborted():  # the insert failed meanwhile
             raise ConflictError(f"transaction {ctx.txn.txn} was aborted")
-        if plan.append and plan.existing is not None and plan.stored is not None:
+        if plan.existing is not None:
+            # Holding the lock, the planned version cannot be superseded any more; but it
+            # may have been before: then this is a lost race, not an error.
             await _check_unchanged(ctx, plan)
+        if plan.append and plan.existing is not None and plan.stored is not None:
             merged = ctx.strategy(None, inserted, axis=axis)
             await _append(ctx, plan.existing, plan.stored.count, merged)
             if await ctx.txn.aborted():  # rows past the committed count stay invisible
@@ -159,20 +161,18 @@ async def _merge_write(
         n = len(values)
         return path, n, values.min() if n else None, values.max() if n else None, lock
     except BaseException:
-        if lock is not None:  # ours only: an abort may have released it already
-            await _release_locks(spec, ctx.txn.txn, [plan.canonical])
+        # Ours only: an abort may have released it already.
+        await _release_locks(spec, ctx.txn.txn, [plan.canonical])
         raise
 
 
 async def _check_unchanged(ctx: WriteContext, plan: PartitionPlan) -> None:
-    """Before appending in place: the committed partition is still the planned one."""
+    """The committed partition is still the planned one (checked under its lock)."""
     assert plan.existing is not None and plan.stored is not None
     latest = await CatalogLog(ctx.txn.spec).latest()
     pos = int(latest.find(numpy.array([plan.key]))[0]) if latest is not None else -1
-    if pos < 0 or (latest.paths[pos], int(latest.rows[pos])) != (
-        plan.existing[0],
-        plan.stored.count,
-    ):  # type: ignore[union-attr]
+    committed = None if latest is None or pos < 0 else (latest.paths[pos], int(latest.rows[pos]))
+    if committed != (plan.existing[0], plan.stored.count):
         raise ConflictError(
             f"partition {plan.canonical!r} changed since the insert was planned; retry"
         )

@@ -6,8 +6,8 @@ import asyncio
 import dataclasses
 import os
 import uuid
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import ClassVar
 
 from zarr.abc.store import Store

@@ -153,7 +153,9 @@ def _describe_prebuilt(store: Any) -> tuple[str, Frozen]:
         url = f"{url}/{prefix}"
     identity = {
         "config": {k: str(v) for k, v in config.items()},
-        "client_options": {k: str(v) for k, v in (getattr(store, "client_options", None) or {}).items()},
+        "client_options": {
+            k: str(v) for k, v in (getattr(store, "client_options", None) or {}).items()
+        },
         "prebuilt": True,
     }
     return url, freeze(identity)

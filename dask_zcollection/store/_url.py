@@ -87,7 +87,7 @@ def resolve_store(store: StoreLike, storage_options: Mapping[str, Any] | None = 
         raise InvalidInputError(
             f"unsupported URL scheme {parts.scheme!r} in {url!r} (known: {sorted(_FACTORIES)})"
         )
-    path = parts.netloc + parts.path if parts.scheme == "memory" else (parts.netloc + parts.path)
+    path = parts.netloc + parts.path
     spec: StoreSpec = factory(url, path, dict(storage_options or {}))
     return spec
 

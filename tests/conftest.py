@@ -1,0 +1,174 @@
+"""Shared fixtures: a store URL per backend, and a small schema / data factory."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import dask.config
+import numpy
+import pytest
+
+# Superseded partition versions are deleted at once in tests (so a test can check
+# that nothing is left at rest); tests of readers in flight set a retention
+# themselves. The variable reaches the writer processes tests start.
+os.environ.setdefault("DASK_ZCOLLECTION__RETENTION", "0")
+dask.config.refresh()
+
+import dask_zcollection as zc  # noqa: E402
+from dask_zcollection.store import MemoryStore  # noqa: E402
+
+#: The collections written by the reference implementation (read-only; a copy of
+#: ``shared/fixtures`` ships with the tests).
+FIXTURES = Path(os.environ.get("ZC_FIXTURES", Path(__file__).parent / "fixtures" / "reference"))
+
+
+def unique_memory_name(prefix: str = "t") -> str:
+    """A ``memory://`` collection name no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+@pytest.fixture(params=["file", "memory"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """URL of a collection that does not exist yet, on every local backend."""
+    if request.param == "file":
+        yield f"file://{tmp_path}/col"
+    else:
+        name = unique_memory_name()
+        yield f"memory://{name}"
+        MemoryStore.forget(name)
+
+
+@pytest.fixture
+def memory_url() -> Iterator[str]:
+    """URL of a fresh ``memory://`` collection (for tests that need only one backend)."""
+    name = unique_memory_name()
+    yield f"memory://{name}"
+    MemoryStore.forget(name)
+
+
+@pytest.fixture
+def fixtures_dir() -> Path:
+    """The folder of reference collections (they ship with the tests)."""
+    if not (FIXTURES / "date_monthly" / "_zcollection.json").exists():
+        pytest.fail(f"reference fixtures not found in {FIXTURES}")
+    return FIXTURES
+
+
+def assert_arrays_identical(got: numpy.ndarray, expected: numpy.ndarray, what: str = "") -> None:
+    """Same dtype, same shape, same values (NaN == NaN, NaT == NaT)."""
+    got = numpy.asarray(got)
+    expected = numpy.asarray(expected)
+    assert got.dtype == expected.dtype, f"{what}: dtype {got.dtype} != {expected.dtype}"
+    assert got.shape == expected.shape, f"{what}: shape {got.shape} != {expected.shape}"
+    equal_nan = expected.dtype.kind in "fcmM"
+    assert numpy.array_equal(got, expected, equal_nan=equal_nan), f"{what}: values differ"
+
+
+class Factory:
+    """Builds the small schemas and datasets most tests use.
+
+    The default schema: ``time`` (``datetime64[ns]``, the axis), ``ssh``
+    (``float32``, ``(time, x_ac)``, NaN fill), ``quality`` (``uint8``, fill
+    255), the immutable ``x_ac`` (``int16``), and ``/data_01/ku/power``
+    (``float32``, ``(time, range)``) in a nested group with its own dimension.
+    """
+
+    n_x_ac = 3
+    n_range = 2
+
+    def schema(self, *, immutable: bool = True, nested: bool = True, chunks: int = 4) -> zc.Schema:
+        schema = (
+            zc.Schema()
+            .with_attrs({"title": "test collection", "version": 3})
+            .with_dimension("time", chunks=chunks)
+            .with_dimension("x_ac", size=self.n_x_ac, chunks=self.n_x_ac)
+            .with_variable(
+                "time", dtype="datetime64[ns]", dimensions=("time",), attrs={"long_name": "time"}
+            )
+            .with_variable(
+                "ssh",
+                dtype="float32",
+                dimensions=("time", "x_ac"),
+                fill_value=numpy.float32("nan"),
+                attrs={"units": "m"},
+            )
+            .with_variable("quality", dtype="uint8", dimensions=("time",), fill_value=255)
+        )
+        if immutable:
+            schema = schema.with_variable("x_ac", dtype="int16", dimensions=("x_ac",))
+        if nested:
+            schema = (
+                schema.with_group("/data_01/ku", attrs={"band": "Ku"})
+                .with_dimension("range", size=self.n_range, group="/data_01/ku")
+                .with_variable(
+                    "power", dtype="float32", dimensions=("time", "range"), group="/data_01/ku"
+                )
+            )
+        return schema.build()
+
+    @staticmethod
+    def partitioning() -> zc.partitioning.Date:
+        return zc.partitioning.Date(("time",), resolution="M")
+
+    def create(self, url: str, **kwargs: Any) -> zc.Collection:
+        schema = kwargs.pop("schema", None) or self.schema(
+            immutable=kwargs.pop("immutable", True), nested=kwargs.pop("nested", True)
+        )
+        return zc.create_collection(
+            url, schema=schema, axis="time", partitioning=self.partitioning(), **kwargs
+        )
+
+    def times(self, *dates: str) -> numpy.ndarray:
+        return numpy.array(dates, dtype="datetime64[ns]")
+
+    def data(
+        self,
+        times: numpy.ndarray,
+        *,
+        seed: int = 0,
+        immutable: bool = True,
+        nested: bool = True,
+    ) -> dict[str, numpy.ndarray]:
+        """A mapping ``{path: array}`` with ``len(times)`` rows (distinct random values)."""
+        rng = numpy.random.default_rng(seed)
+        n = len(times)
+        data = {
+            "time": numpy.asarray(times, dtype="datetime64[ns]"),
+            "ssh": rng.standard_normal((n, self.n_x_ac)).astype("float32"),
+            "quality": rng.integers(0, 255, n, dtype="uint8"),
+        }
+        if n:
+            data["ssh"][0, 0] = numpy.nan  # NaN survives the round trip
+        if immutable:
+            data["x_ac"] = numpy.arange(self.n_x_ac, dtype="int16") * 2 - 2
+        if nested:
+            data["data_01/ku/power"] = rng.random((n, self.n_range)).astype("float32")
+        return data
+
+    @staticmethod
+    def sorted_rows(data: Mapping[str, numpy.ndarray], axis: str = "time") -> dict[str, Any]:
+        """``data`` with its partitioned rows stably sorted along ``axis``."""
+        order = numpy.argsort(data[axis], kind="stable")
+        n = len(data[axis])
+        return {
+            k: (v[order] if v.ndim and v.shape[0] == n and k != "x_ac" else v)
+            for k, v in data.items()
+        }
+
+    @staticmethod
+    def assert_dataset(ds: zc.Dataset, expected: Mapping[str, numpy.ndarray]) -> None:
+        """The dataset holds exactly the variables of ``expected``, identical."""
+        assert ds is not None
+        assert sorted(p for p, _ in ds.walk()) == sorted(expected)
+        for path, value in expected.items():
+            assert_arrays_identical(ds[path].values, value, path)
+
+
+@pytest.fixture
+def factory() -> Factory:
+    """The schema / data factory."""
+    return Factory()

