@@ -113,6 +113,7 @@ class AsyncCollection:
     async def catalog(self, *, refresh: bool = False) -> Catalog:
         """The committed partition index (cached; ``refresh=True`` re-reads it)."""
         if self._catalog is None or refresh:
+            await self.spec.refresh()
             self._catalog = await self._load_catalog()
         return self._catalog
 
@@ -282,9 +283,8 @@ class AsyncCollection:
         from .collection import collection_from
 
         names = self._check_variables(variables)
-        return collection_from(
-            self.spec, self.config, await self.catalog(refresh=True), names, filters
-        )
+        spec = await self.spec.pinned()  # a read-only spec workers can open
+        return collection_from(spec, self.config, await self.catalog(refresh=True), names, filters)
 
     async def query(
         self, *, filters: FilterLike = None, variables: Sequence[str] | None = None
@@ -357,7 +357,11 @@ class AsyncCollection:
                 return delayed
             try:
                 # Off the event loop: the graph's tasks use this loop for their I/O.
-                written: list[str] = await asyncio.to_thread(delayed.compute)
+                # A backend whose writes cannot leave this process (Icechunk's
+                # session, memory://) runs them on its threads, even under a
+                # distributed client.
+                scheduler = None if self.spec.multiprocess_safe else "threads"
+                written: list[str] = await asyncio.to_thread(delayed.compute, scheduler=scheduler)
             except ConflictError:
                 await txn.abort()
                 if attempt == retries:
@@ -671,7 +675,7 @@ async def create_collection(
     SchemaError
         When the schema, axis and partitioning do not fit together.
     """
-    spec = resolve_store(store, storage_options)
+    spec = resolve_store(store, storage_options).for_writing()
     schema = schema.build().with_axis(axis).with_default_chunks(axis)
     for name in partitioning.variables:
         if name not in schema or schema[name].dimensions != (axis,):
@@ -701,11 +705,16 @@ async def create_collection(
     collection = AsyncCollection(spec, config, "rw")
     empty = collection._empty_catalog()
     await log.commit(empty.next_version("create"))
+    await spec.publish(f"dask_zcollection create collection (partitioning {partitioning!r})")
     return collection
 
 
 async def open_collection(
-    store: StoreLike, *, mode: Mode = "r", storage_options: Mapping[str, Any] | None = None
+    store: StoreLike,
+    *,
+    mode: Mode = "r",
+    storage_options: Mapping[str, Any] | None = None,
+    version: str | None = None,
 ) -> AsyncCollection:
     """Open an existing collection.
 
@@ -715,6 +724,8 @@ async def open_collection(
         Where the collection lives.
     mode : {"r", "rw"}
         Read-only, or read-write (which also cleans up after crashed writers).
+    version : str, optional
+        Icechunk only: read the collection as of a snapshot id, tag or branch.
 
     Raises
     ------
@@ -724,6 +735,12 @@ async def open_collection(
     if mode not in ("r", "rw"):
         raise InvalidInputError(f"mode must be 'r' or 'rw', got {mode!r}")
     spec = resolve_store(store, storage_options)
+    if mode == "rw":
+        if version is not None:
+            raise InvalidInputError("version= reads the past: open it with mode='r'")
+        spec = spec.for_writing()
+    else:
+        spec = await spec.pinned(version)
     config = await read_config(spec)
     collection = AsyncCollection(spec, config, mode)
     if mode == "rw":

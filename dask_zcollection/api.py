@@ -165,9 +165,21 @@ def create_collection(
 
 
 def open_collection(
-    store: StoreLike, *, mode: Mode = "r", storage_options: Mapping[str, Any] | None = None
+    store: StoreLike,
+    *,
+    mode: Mode = "r",
+    storage_options: Mapping[str, Any] | None = None,
+    version: str | None = None,
 ) -> Collection:
-    """Open an existing collection (``mode="r"`` or ``"rw"``)."""
+    """Open an existing collection (``mode="r"`` or ``"rw"``).
+
+    ``version`` (Icechunk only, ``mode="r"``) reads the collection as of a
+    snapshot id, tag or branch.
+    """
     return Collection(
-        sync(_engine.open_collection(store, mode=mode, storage_options=storage_options))
+        sync(
+            _engine.open_collection(
+                store, mode=mode, storage_options=storage_options, version=version
+            )
+        )
     )

@@ -509,6 +509,7 @@ def read_collection(
     variables: Sequence[str] | None = None,
     filters: FilterLike = None,
     storage_options: Mapping[str, Any] | None = None,
+    version: str | None = None,
 ) -> LazyCollection:
     """Open a collection lazily, as a Dask collection.
 
@@ -525,6 +526,8 @@ def read_collection(
         A partition-key filter, as for :meth:`LazyCollection.filter`.
     storage_options : dict, optional
         Backend options.
+    version : str, optional
+        Icechunk only: the snapshot id, tag or branch to read (time travel).
 
     Examples
     --------
@@ -535,7 +538,9 @@ def read_collection(
     from ._engine import open_collection
 
     async def load() -> tuple[Any, Catalog]:
-        collection = await open_collection(store, mode="r", storage_options=storage_options)
+        collection = await open_collection(
+            store, mode="r", storage_options=storage_options, version=version
+        )
         return collection, await collection.catalog()
 
     collection, catalog = sync(load())  # one trip to the event loop

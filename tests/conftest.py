@@ -31,9 +31,27 @@ def unique_memory_name(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
-@pytest.fixture(params=["file", "memory"])
+@pytest.fixture(params=["file", "memory", pytest.param("icechunk", marks=pytest.mark.icechunk)])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """URL of a collection that does not exist yet, on every local backend."""
+    if request.param == "file":
+        yield f"file://{tmp_path}/col"
+    elif request.param == "icechunk":
+        yield f"icechunk://{tmp_path}/repo"
+    else:
+        name = unique_memory_name()
+        yield f"memory://{name}"
+        MemoryStore.forget(name)
+
+
+@pytest.fixture(params=["file", "memory"])
+def protocol_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A new collection on the backends whose commits use our lease/lock protocol.
+
+    Tests that plant another writer's lock or uncommitted version in the store
+    use it: on Icechunk a writer's uncommitted state lives in its own session,
+    invisible to others by construction (``tests/store/test_icechunk.py``).
+    """
     if request.param == "file":
         yield f"file://{tmp_path}/col"
     else:

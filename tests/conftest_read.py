@@ -25,7 +25,7 @@ from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import WrapperStore
 
 import dask_zcollection as zc
-from dask_zcollection.store import LocalStore, MemoryStore
+from dask_zcollection.store import IcechunkStore, LocalStore, MemoryStore
 
 # -- counting stores ---------------------------------------------------------------------------
 
@@ -118,10 +118,26 @@ class CountingLocalStore(LocalStore):
         return CountingZarrStore(LocalStore._open_store(self), self.tag)
 
 
-def counting_spec(url: str) -> CountingMemoryStore | CountingLocalStore:
-    """A counting spec over the collection at ``url`` (``memory://`` or ``file://``)."""
+@dataclasses.dataclass(frozen=True)
+class CountingIcechunkStore(IcechunkStore):
+    """``icechunk://path`` whose reads (of pinned snapshots) are recorded under ``tag``."""
+
+    tag: str = ""
+
+    def _cache_key(self) -> tuple[Any, ...]:
+        return (*IcechunkStore._cache_key(self), self.tag)
+
+    def _open_store(self) -> Store:
+        return CountingZarrStore(IcechunkStore._open_store(self), self.tag)
+
+
+def counting_spec(url: str) -> CountingMemoryStore | CountingLocalStore | CountingIcechunkStore:
+    """A counting spec over the collection at ``url`` (``memory://``, ``file://``, Icechunk)."""
     tag = uuid.uuid4().hex
     reset_reads(tag)
+    if url.startswith("icechunk"):
+        spec = IcechunkStore.from_url(url, {})
+        return CountingIcechunkStore(spec.location, spec.options, spec.branch, tag=tag)
     if url.startswith("memory://"):
         return CountingMemoryStore(url[len("memory://") :], tag)
     return CountingLocalStore(url[len("file://") :] if url.startswith("file://") else url, tag)

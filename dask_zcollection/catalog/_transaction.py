@@ -233,6 +233,7 @@ class Transaction:
         await self.spec.delete(self._lease_key)
         await log.prune(new.version)
         await collect_garbage(self.spec)
+        await self.spec.publish(_message(change, self.txn))
         return new
 
     @property
@@ -248,7 +249,11 @@ class Transaction:
 
         The abort marker goes first: a task still writing when this runs sees
         it after its last write and deletes its own output, so nothing is left.
+        On a transactional backend the session is simply discarded.
         """
+        if self.spec.transactional:
+            await self.spec.discard()
+            return
         await self.spec.put(self._abort_key, json.dumps({"aborted": time.time()}).encode())
         latest = await CatalogLog(self.spec).latest()
         try:
@@ -258,6 +263,18 @@ class Transaction:
             # recovery finishes the clean-up once this process has ended.
             return
         await self.spec.delete(self._lease_key)
+
+
+def _message(change: Change, txn: str) -> str:
+    """The commit message of a transactional backend: what changed, and the txn."""
+    verb = {"PutPartitions": "write", "DropPartitions": "drop", "_Rebuild": "repair"}.get(
+        type(change).__name__, type(change).__name__
+    )
+    paths = getattr(change, "paths", None)
+    what = f"{len(change.keys)} partition(s)"
+    if paths:
+        what += ": " + ", ".join(paths[:5]) + (", ..." if len(paths) > 5 else "")
+    return f"dask_zcollection {verb} {what} (txn {txn})"
 
 
 async def _write_lease(
@@ -339,7 +356,8 @@ async def collect_garbage(spec: StoreSpec, older_than: float | None = None) -> l
     list of str
         The paths deleted.
     """
-    keep = retention() if older_than is None else older_than
+    # Old Icechunk snapshots keep superseded versions for their readers.
+    keep = 0.0 if spec.transactional else retention() if older_than is None else older_than
     names = [n for n in await spec.list_dir(GARBAGE_DIR) if n.endswith(".json")]
     if not names:
         return []

@@ -167,13 +167,14 @@ class PartitionIO:
     async def ensure_parents(self, path: str) -> None:
         """Write ``zarr.json`` of the intermediate groups of ``path`` (``year=2024/``).
 
-        Parents seen once by this process are not checked again.
+        Parents seen once by this process are not checked again (except in
+        transactions, which may be discarded).
         """
         parts = path.split("/")[:-1]
         keys = [
             k
             for k in ("/".join(parts[: i + 1]) + "/zarr.json" for i in range(len(parts)))
-            if k not in self._parents
+            if k not in self._parents or self.spec.transactional
         ]
         if not keys:
             return

@@ -2,6 +2,7 @@
 
 from ._base import StoreSpec
 from ._fsspec import FsspecStore
+from ._icechunk import IcechunkStore
 from ._local import LocalStore
 from ._memory import MemoryStore
 from ._obstore import ObjectStore
@@ -9,6 +10,7 @@ from ._url import StoreLike, register_scheme, resolve_store
 
 __all__ = [
     "FsspecStore",
+    "IcechunkStore",
     "LocalStore",
     "MemoryStore",
     "ObjectStore",

@@ -49,6 +49,10 @@ class StoreSpec(abc.ABC):
     schemes: ClassVar[tuple[str, ...]] = ()
     #: Whether concurrent commits from several processes are safe.
     multiprocess_safe: ClassVar[bool] = True
+    #: Whether the backend has transactions of its own (Icechunk): a write
+    #: operation then runs in one session published by :meth:`publish`, and
+    #: superseded versions need no retention (old snapshots keep them).
+    transactional: ClassVar[bool] = False
 
     @property
     @abc.abstractmethod
@@ -76,6 +80,34 @@ class StoreSpec(abc.ABC):
     def path(self, key: str = "") -> StorePath:
         """A zarr ``StorePath`` at ``key`` below the root."""
         return StorePath(self.zarr_store(), key)
+
+    # -- transactions (no-ops unless :attr:`transactional`) -----------------------------
+    def for_writing(self) -> StoreSpec:
+        """The spec a read-write collection uses (its own session on Icechunk)."""
+        return self
+
+    async def pinned(self, version: str | None = None) -> StoreSpec:
+        """A read-only spec of the newest committed state (or of ``version``)."""
+        if version is not None:
+            from ..errors import InvalidInputError
+
+            raise InvalidInputError(
+                f"{self.url}: reading a past version (version={version!r}) needs an "
+                "icechunk:// collection"
+            )
+        return self
+
+    async def refresh(self) -> None:
+        """Let the next reads see the newest committed state."""
+        return None
+
+    async def publish(self, message: str) -> None:
+        """Make the changes of the current write operation visible (one commit)."""
+        return None
+
+    async def discard(self) -> None:
+        """Forget the uncommitted changes of the current write operation."""
+        return None
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:
         return self._cache_key()

