@@ -12,7 +12,7 @@ import dataclasses
 import json
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy
 
@@ -616,6 +616,7 @@ def _trust_committed_rows(listed: Catalog, committed: Catalog) -> Catalog:
 class _Rebuild:
     """Replace the whole catalog by one rebuilt from the tree."""
 
+    verb: ClassVar[str] = "repair"
     rebuilt: Catalog
     keys: numpy.ndarray
 

@@ -31,17 +31,21 @@ def unique_memory_name(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
-@pytest.fixture(params=["file", "memory", pytest.param("icechunk", marks=pytest.mark.icechunk)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """URL of a collection that does not exist yet, on every local backend."""
-    if request.param == "file":
+def _new_collection_url(kind: str, tmp_path: Path) -> Iterator[str]:
+    if kind == "file":
         yield f"file://{tmp_path}/col"
-    elif request.param == "icechunk":
+    elif kind == "icechunk":
         yield f"icechunk://{tmp_path}/repo"
     else:
         name = unique_memory_name()
         yield f"memory://{name}"
         MemoryStore.forget(name)
+
+
+@pytest.fixture(params=["file", "memory", pytest.param("icechunk", marks=pytest.mark.icechunk)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """URL of a collection that does not exist yet, on every local backend."""
+    yield from _new_collection_url(request.param, tmp_path)
 
 
 @pytest.fixture(params=["file", "memory"])
@@ -52,12 +56,7 @@ def protocol_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     use it: on Icechunk a writer's uncommitted state lives in its own session,
     invisible to others by construction (``tests/store/test_icechunk.py``).
     """
-    if request.param == "file":
-        yield f"file://{tmp_path}/col"
-    else:
-        name = unique_memory_name()
-        yield f"memory://{name}"
-        MemoryStore.forget(name)
+    yield from _new_collection_url(request.param, tmp_path)
 
 
 @pytest.fixture

@@ -52,7 +52,7 @@ HALF = DAY // 2
 STEP = 20
 N_DAYS = 12
 #: Kill moments per operation, spread over its measured duration.
-N_DELAYS = 8
+N_DELAYS = 10
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -323,7 +323,7 @@ def test_sigkill_at_many_moments(
     outcomes = []
     temporaries = 0
     rng = numpy.random.default_rng(len(name))
-    delays = duration * (numpy.linspace(0.0, 1.5, N_DELAYS) + rng.uniform(0, 0.05, N_DELAYS))
+    delays = duration * (numpy.linspace(0.0, 2.0, N_DELAYS) + rng.uniform(0, 0.05, N_DELAYS))
     for j, delay in enumerate(delays):
         path = fresh_copy(base_path, tmp_path / f"kill{j}")
         out = zygote.run(url_of(path), op, kill_after=float(delay))

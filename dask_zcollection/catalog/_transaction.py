@@ -35,7 +35,7 @@ import secrets
 import socket
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy
 
@@ -110,6 +110,7 @@ class Change(Protocol):
 class PutPartitions:
     """Add or replace partitions."""
 
+    verb: ClassVar[str] = "write"
     keys: numpy.ndarray
     paths: tuple[str, ...]
     rows: numpy.ndarray
@@ -126,6 +127,7 @@ class PutPartitions:
 class DropPartitions:
     """Remove partitions."""
 
+    verb: ClassVar[str] = "drop"
     keys: numpy.ndarray
 
     def __call__(self, catalog: Catalog) -> Catalog:
@@ -267,9 +269,7 @@ class Transaction:
 
 def _message(change: Change, txn: str) -> str:
     """The commit message of a transactional backend: what changed, and the txn."""
-    verb = {"PutPartitions": "write", "DropPartitions": "drop", "_Rebuild": "repair"}.get(
-        type(change).__name__, type(change).__name__
-    )
+    verb = getattr(change, "verb", "change")
     paths = getattr(change, "paths", None)
     what = f"{len(change.keys)} partition(s)"
     if paths:
@@ -331,6 +331,25 @@ async def _release_locks(spec: StoreSpec, txn: str, canonicals: Iterable[str]) -
     )
 
 
+async def _json_records(
+    spec: StoreSpec, directory: str, names: Sequence[str]
+) -> list[tuple[str, Any]]:
+    """The JSON documents ``directory/<name>`` read concurrently (``None``: unreadable).
+
+    A record deleted since the listing is left out.
+    """
+    raws = await asyncio.gather(*(spec.get(f"{directory}/{n}") for n in names))
+    records: list[tuple[str, Any]] = []
+    for name, raw in zip(names, raws, strict=True):
+        if raw is None:
+            continue
+        try:
+            records.append((name, json.loads(raw)))
+        except ValueError:
+            records.append((name, None))
+    return records
+
+
 async def _retire(spec: StoreSpec, txn: str, paths: Sequence[str]) -> None:
     """Record ``paths`` (versions no committed catalog names any more) for deletion."""
     if paths:
@@ -362,14 +381,10 @@ async def collect_garbage(spec: StoreSpec, older_than: float | None = None) -> l
     if not names:
         return []
     now, due = time.time(), []
-    for name in names:
-        raw = await spec.get(f"{GARBAGE_DIR}/{name}")
-        if raw is None:
-            continue
+    for name, doc in await _json_records(spec, GARBAGE_DIR, names):
         try:
-            doc = json.loads(raw)
             retired, paths = float(doc["retired"]), [str(p) for p in doc["paths"]]
-        except (ValueError, KeyError, TypeError):
+        except (KeyError, TypeError, ValueError):
             retired, paths = 0.0, []  # unreadable: nothing to delete, drop the record
         if now - retired >= keep:
             due.append((name, paths))
@@ -454,14 +469,9 @@ async def recover(spec: StoreSpec, *, force: bool = False) -> list[str]:
     listed = await spec.list_dir(LEASE_DIR)
     names = [n for n in listed if n.endswith(".json")]
     stale = []
-    for name in names:
-        raw = await spec.get(f"{LEASE_DIR}/{name}")
-        if raw is None:
-            continue
-        try:
-            lease = json.loads(raw)
-        except ValueError:
-            lease = {"started": 0}
+    for name, lease in await _json_records(spec, LEASE_DIR, names):
+        if not isinstance(lease, dict):
+            lease = {"started": 0}  # unreadable: old, hence abandoned
         if force or _owner_dead(lease):
             stale.append((name, lease))
     done: list[str] = []
