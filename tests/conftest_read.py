@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import numpy
 import pytest
+from dask.callbacks import Callback
 from zarr.abc.store import ByteRequest, Store
 from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import WrapperStore
@@ -306,3 +307,30 @@ def memory_name() -> Iterator[str]:
 def file_url(tmp_path: Path) -> str:
     """URL of a collection that does not exist yet on the local filesystem."""
     return f"file://{tmp_path}/col"
+
+
+class TaskLog(Callback):
+    """Keys of the tasks run by the local scheduler."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys: list[Any] = []
+
+    def _pretask(self, key: Any, dsk: Any, state: Any) -> None:
+        self.keys.append(key)
+
+    def names(self) -> list[str]:
+        return [k[0] if isinstance(k, tuple) else str(k) for k in self.keys]
+
+    def reads(self) -> list[Any]:
+        """Partition read tasks (the immutable read excluded)."""
+        return [
+            k
+            for k in self.keys
+            if isinstance(k, tuple)
+            and k[0].startswith("zc-read-")
+            and not k[0].endswith("-immutable")
+        ]
+
+    def immutable_reads(self) -> list[Any]:
+        return [k for k in self.keys if isinstance(k, tuple) and k[0].endswith("-immutable")]

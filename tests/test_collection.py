@@ -14,7 +14,6 @@ import dask.array as da
 import numpy
 import pandas
 import pytest
-from dask.callbacks import Callback
 
 import dask_zcollection as zc
 from dask_zcollection.errors import FilterError, VariableNotFoundError
@@ -22,6 +21,7 @@ from dask_zcollection.store import MemoryStore
 
 pytest.register_assert_rewrite("conftest_read")
 from conftest_read import (  # noqa: E402
+    TaskLog,
     assert_columns,
     counting_spec,
     is_chunk_key,
@@ -39,24 +39,6 @@ pytest_plugins = ["conftest_read"]
 from conftest import FIXTURES  # noqa: E402
 
 CHUNKS = 4
-
-
-class TaskLog(Callback):
-    def __init__(self) -> None:
-        super().__init__()
-        self.keys: list[Any] = []
-
-    def _pretask(self, key: Any, dsk: Any, state: Any) -> None:
-        self.keys.append(key)
-
-    def reads(self) -> list[Any]:
-        return [
-            k
-            for k in self.keys
-            if isinstance(k, tuple)
-            and k[0].startswith("zc-read-")
-            and not k[0].endswith("-immutable")
-        ]
 
 
 def rows_where(data: Mapping[str, numpy.ndarray], mask: numpy.ndarray) -> dict[str, numpy.ndarray]:

@@ -11,7 +11,6 @@ from typing import Any
 import dask
 import numpy
 import pytest
-from dask.callbacks import Callback
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +24,7 @@ pytest.register_assert_rewrite("conftest_read")
 from conftest_read import (  # noqa: E402
     KINDS,
     CountingMemoryStore,
+    TaskLog,
     assert_columns,
     axis_of,
     counting_spec,
@@ -43,33 +43,6 @@ pytest_plugins = ["conftest_read"]
 
 
 # -- helpers -----------------------------------------------------------------------------------
-class TaskLog(Callback):
-    """Keys of the tasks run by the local scheduler."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.keys: list[Any] = []
-
-    def _pretask(self, key: Any, dsk: Any, state: Any) -> None:
-        self.keys.append(key)
-
-    def names(self) -> list[str]:
-        return [k[0] if isinstance(k, tuple) else str(k) for k in self.keys]
-
-    def reads(self) -> list[Any]:
-        """Partition read tasks (the immutable read excluded)."""
-        return [
-            k
-            for k in self.keys
-            if isinstance(k, tuple)
-            and k[0].startswith("zc-read-")
-            and not k[0].endswith("-immutable")
-        ]
-
-    def immutable_reads(self) -> list[Any]:
-        return [k for k in self.keys if isinstance(k, tuple) and k[0].endswith("-immutable")]
-
-
 def graph_read_keys(graph: Mapping[Any, Any]) -> list[Any]:
     return [
         k
