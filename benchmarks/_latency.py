@@ -156,9 +156,12 @@ class LatencyLocalStore(LocalStore):
     # Methods the file adapter implements straight on the filesystem are routed back
     # through the latency store (or pay the latency themselves). Extra arguments are
     # forwarded as they are: the adapter contract may grow options.
-    async def put_many(self, items: Mapping[str, bytes]) -> None:
+    async def put_many(self, items: Mapping[str, bytes], *args: Any, **kwargs: Any) -> None:
         # The generic adapter: concurrent puts through the (latency) zarr store.
-        await StoreSpec.put_many(self, items)
+        await StoreSpec.put_many(self, items, *args, **kwargs)
+
+    async def exists(self, key: str) -> bool:
+        return await StoreSpec.exists(self, key)
 
     async def put_if_absent(self, key: str, data: bytes, *args: Any, **kwargs: Any) -> bool:
         await self._wait()

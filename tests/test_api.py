@@ -956,3 +956,48 @@ def test_a_planned_read_survives_overwrite_and_drop(store_url: str, factory: Fac
     assert not [k for k in keys if k.startswith("_garbage/")]
     with pytest.raises(zc.errors.NotFoundError, match="month="):
         planned.compute()  # its versions are gone now: a clear error, not wrong data
+
+
+@pytest.mark.parametrize("merge", ["time_series", "upsert", "concat"])
+def test_a_partition_shorter_than_a_chunk_is_one_short_chunk(store_url: str, merge: str) -> None:
+    """16 rows are not padded to a 16384-row chunk; growing past it rewrites, then appends."""
+    schema = (
+        zc.Schema()
+        .with_dimension("time", chunks=4)
+        .with_variable("time", dtype="datetime64[ns]", dimensions=("time",))
+        .with_variable("v", dtype="float64", dimensions=("time",))
+        .build()
+    )
+    col = zc.create_collection(
+        store_url, schema=schema, axis="time", partitioning=zc.partitioning.Date(("time",), "M")
+    )
+    spec = resolve_store(store_url)
+    day = numpy.datetime64("2024-01-01", "ns")
+    hour = numpy.timedelta64(3600, "s").astype("timedelta64[ns]")
+
+    def chunk_and_shape() -> tuple[list[int], list[int]]:
+        path = col.catalog(refresh=True).paths[0]
+        raw = asyncio.run(spec.get(f"{path}/v/zarr.json"))
+        assert raw is not None
+        meta = json.loads(raw)
+        return meta["chunk_grid"]["configuration"]["chunk_shape"], meta["shape"]
+
+    expected_v: list[float] = []
+    paths = []
+    for step, n in enumerate([3, 3, 2, 5]):
+        start = len(expected_v)
+        t = day + numpy.arange(start, start + n) * hour
+        v = numpy.arange(start, start + n, dtype="float64") * 1.5
+        col.insert({"time": t, "v": v}, merge=merge)
+        expected_v += v.tolist()
+        chunks, shape = chunk_and_shape()
+        assert shape == [len(expected_v)]
+        # 3 rows: one chunk of 3; from 4 rows on: the schema's 4-row chunks.
+        assert chunks == ([3] if step == 0 else [4]), (step, chunks)
+        paths.append(col.catalog(refresh=True).paths[0])
+        got = zc.open_collection(store_url).query()
+        assert got["v"].values.tolist() == expected_v
+        assert got["time"].values.tolist() == (day + numpy.arange(len(expected_v)) * hour).tolist()
+    # Growing out of the short chunk rewrote the partition aside; then it grows in place.
+    assert paths[1] != paths[0]
+    assert paths[3] == paths[2] == paths[1]

@@ -80,7 +80,10 @@ class PartitionIO:
         shards = []
         for n, dim in zip(shape, dims.values(), strict=True):
             c = dim.chunks or max(n, 1)
-            chunks.append(max(1, min(c, max(n, 1))) if dim.size is not None else c)
+            # A partition shorter than one chunk is one chunk of its own length:
+            # padding 16 rows to a 16384-row chunk costs a 16384-row encode. (A
+            # sharded dimension keeps its chunks: they must divide the shard.)
+            chunks.append(c if dim.shards else max(1, min(c, n)))
             shards.append(dim.shards or 0)
         if any(shards):
             shard_shape = tuple(s or c for s, c in zip(shards, chunks, strict=True))
@@ -139,9 +142,12 @@ class PartitionIO:
             else:
                 files.update({f"{path}/{vpath}/{k}": v for k, v in chunks.items()})
         try:
-            await asyncio.gather(self.spec.put_many(files), *slow)
+            if slow:
+                await asyncio.gather(*slow)
             root_attrs = {**self.schema.root.attrs, **(attrs or {})}
-            await self.spec.put(f"{path}/zarr.json", group_json(_json_attrs(root_attrs)))
+            await self.spec.put_many(
+                files, last={f"{path}/zarr.json": group_json(_json_attrs(root_attrs))}
+            )
         except OSError as err:
             raise StorageError(
                 f"cannot write partition {path!r} to {self.spec.url}: {err}"

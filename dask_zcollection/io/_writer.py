@@ -139,16 +139,16 @@ async def _merge_write(
             await _check_unchanged(ctx, plan)
         if plan.append and plan.existing is not None and plan.stored is not None:
             merged = ctx.strategy(None, inserted, axis=axis)
-            await _append(ctx, plan.existing, plan.stored.count, merged)
-            if await ctx.txn.aborted():  # rows past the committed count stay invisible
-                raise ConflictError(f"transaction {ctx.txn.txn} was aborted")
-            values = merged[axis]
-            n = plan.stored.count + len(values)
-            lo = plan.stored.min if plan.stored.count else values.min()
-            hi = values.max() if len(values) else plan.stored.max
-            return plan.existing[0], n, lo, hi, lock
+            if await _append(ctx, plan.existing, plan.stored.count, merged):
+                if await ctx.txn.aborted():  # rows past the committed count stay invisible
+                    raise ConflictError(f"transaction {ctx.txn.txn} was aborted")
+                values = merged[axis]
+                n = plan.stored.count + len(values)
+                lo = plan.stored.min if plan.stored.count else values.min()
+                hi = values.max() if len(values) else plan.stored.max
+                return plan.existing[0], n, lo, hi, lock
         existing = None
-        if plan.read_existing and plan.existing is not None:
+        if (plan.read_existing or plan.append) and plan.existing is not None:
             existing = await read_partition(ctx.source, plan.existing, io.partitioned)
         merged = ctx.strategy(existing, inserted, axis=axis)
         path = await ctx.txn.claim(plan.canonical)
@@ -180,28 +180,44 @@ async def _check_unchanged(ctx: WriteContext, plan: PartitionPlan) -> None:
 
 async def _append(
     ctx: WriteContext, existing: Part, offset: int, rows: dict[str, numpy.ndarray]
-) -> None:
+) -> bool:
     """Write ``rows`` after the ``offset`` committed rows of a partition, in place.
 
     Readers trust the committed row count, so the rows written here stay
     invisible until the commit; only the last partial chunk is rewritten.
+    Returns ``False`` (nothing written) when the partition is stored with
+    shorter chunks than the grown one would have (a partition shorter than one
+    chunk is one chunk of its length): it is then rewritten aside, cheaply,
+    since it holds less than a chunk.
     """
     store = ctx.source.spec.zarr_store()
+    io = ctx.source.io
     path = existing[0]
     prototype = default_buffer_prototype()
+    raws = await asyncio.gather(
+        *(store.get(f"{path}/{name}/zarr.json", prototype=prototype) for name in rows)
+    )
+    metas = {}
+    for (name, data), raw in zip(rows.items(), raws, strict=True):
+        assert raw is not None
+        meta = json.loads(raw.to_bytes())
+        grown = [offset + len(data), *meta["shape"][1:]]
+        wanted = (await io.template(name, grown))["chunk_grid"]["configuration"]["chunk_shape"]
+        if meta["chunk_grid"]["configuration"]["chunk_shape"] != wanted:
+            return False
+        meta["shape"] = grown
+        metas[name] = meta
 
     async def one(name: str, data: numpy.ndarray) -> None:
         key = f"{path}/{name}"
-        raw = await store.get(f"{key}/zarr.json", prototype=prototype)
-        assert raw is not None
-        meta = json.loads(raw.to_bytes())
-        meta["shape"] = [offset + len(data), *meta["shape"][1:]]
+        meta = metas[name]
         await store.set(f"{key}/zarr.json", prototype.buffer.from_bytes(json.dumps(meta).encode()))
         arr = AsyncArray(meta, StorePath(store, key), config={"write_empty_chunks": True})  # type: ignore[call-overload]
         if len(data):
             await arr.setitem(slice(offset, offset + len(data)), data)
 
     await asyncio.gather(*(one(name, data) for name, data in rows.items()))
+    return True
 
 
 def immutable_task(ctx: WriteContext, arrays: dict[str, Any]) -> str:

@@ -131,9 +131,17 @@ class StoreSpec(abc.ABC):
         except OSError as err:
             raise StorageError(f"cannot write {key!r} to {self.url}: {err}") from err
 
-    async def put_many(self, items: Mapping[str, bytes]) -> None:
-        """Write several objects (each atomic, no order between them)."""
+    async def put_many(
+        self, items: Mapping[str, bytes], *, last: Mapping[str, bytes] | None = None
+    ) -> None:
+        """Write several objects (each atomic, no order between them), then ``last``.
+
+        ``last`` is written only once every item is: a group's ``zarr.json``
+        after its arrays, so a group that exists is complete.
+        """
         await asyncio.gather(*(self.put(k, v) for k, v in items.items()))
+        if last:
+            await asyncio.gather(*(self.put(k, v) for k, v in last.items()))
 
     @abc.abstractmethod
     async def put_if_absent(self, key: str, data: bytes, *, durable: bool = True) -> bool:

@@ -418,11 +418,15 @@ class IcechunkStore(StoreSpec):
         if data:
             await self._set(f"{key}/c/0", data)
 
-    async def put_many(self, items: Mapping[str, bytes]) -> None:
+    async def put_many(
+        self, items: Mapping[str, bytes], *, last: Mapping[str, bytes] | None = None
+    ) -> None:
         # Icechunk takes a chunk only for an existing array: metadata first.
         meta = {k: v for k, v in items.items() if k.endswith("zarr.json")}
         await asyncio.gather(*(self.put(k, v) for k, v in meta.items()))
         await asyncio.gather(*(self.put(k, v) for k, v in items.items() if k not in meta))
+        if last:
+            await asyncio.gather(*(self.put(k, v) for k, v in last.items()))
 
     async def put_if_absent(self, key: str, data: bytes, *, durable: bool = True) -> bool:
         # Inside one session there is one writer; the commit detects the others.

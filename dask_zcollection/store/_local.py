@@ -6,9 +6,8 @@ import asyncio
 import dataclasses
 import os
 import uuid
-from collections.abc import Mapping
-from pathlib import Path
-from typing import ClassVar
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 from zarr.abc.store import Store
 from zarr.storage import LocalStore as _ZarrLocalStore
@@ -19,23 +18,59 @@ from ._base import StoreSpec
 __all__ = ["LocalStore"]
 
 
-def _put_if_absent(path: Path, data: bytes, durable: bool) -> bool:
+#: Below this many bytes a write runs on the event loop itself: a thread hop
+#: costs more than writing a few small files (and far more when the GIL is busy).
+INLINE_BYTES = 1 << 16
+
+
+def _write_new(path: str, data: bytes, durable: bool = False) -> str:
+    """Write ``data`` to a fresh temporary file next to ``path``; return its name."""
+    tmp = os.path.join(
+        os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex}.partial"
+    )
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    return tmp
+
+
+def _put_if_absent(path: str, data: bytes, durable: bool) -> bool:
     # Write the whole object aside, then link it into place: link(2) fails when
     # the name exists, so the object appears complete or not at all.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        if durable:
-            f.flush()
-            os.fsync(f.fileno())
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = _write_new(path, data, durable)
     try:
         os.link(tmp, path)
     except FileExistsError:
         return False
     finally:
-        tmp.unlink(missing_ok=True)
+        os.unlink(tmp)
     return True
+
+
+def _write_all(root: str, batches: tuple[Mapping[str, bytes], ...]) -> None:
+    """Write each batch after the previous one, each object atomically (rename)."""
+    made: set[str] = set()
+    for items in batches:
+        for key, data in items.items():
+            path = os.path.join(root, key)
+            parent = os.path.dirname(path)
+            if parent not in made:
+                os.makedirs(parent, exist_ok=True)
+                made.add(parent)
+            os.replace(_write_new(path, data), path)
+
+
+async def _maybe_inline[T](size: int, fn: Callable[..., T], *args: Any) -> T:
+    if size < INLINE_BYTES:
+        return fn(*args)
+    return await asyncio.to_thread(fn, *args)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -69,28 +104,27 @@ class LocalStore(StoreSpec):
         return await StoreSpec.get(self, key)
 
     async def put_if_absent(self, key: str, data: bytes, *, durable: bool = True) -> bool:
+        path = os.path.join(self.root, key)
         try:
-            return await asyncio.to_thread(_put_if_absent, Path(self.root, key), data, durable)
+            return await _maybe_inline(
+                0 if not durable else INLINE_BYTES, _put_if_absent, path, data, durable
+            )
         except OSError as err:
             raise StorageError(f"cannot create {key!r} in {self.url}: {err}") from err
 
-    async def put_many(self, items: Mapping[str, bytes]) -> None:
-        # One thread hop for the whole batch: small partitions are many small files.
-        def write_all() -> None:
-            made: set[Path] = set()
-            for key, data in items.items():
-                path = Path(self.root, key)
-                if path.parent not in made:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    made.add(path.parent)
-                tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-                tmp.write_bytes(data)
-                os.replace(tmp, path)
-
+    async def put_many(
+        self, items: Mapping[str, bytes], *, last: Mapping[str, bytes] | None = None
+    ) -> None:
+        # One batch for the whole partition: small partitions are many small files.
+        batches = (items, last or {})
+        size = sum(len(v) for b in batches for v in b.values())
         try:
-            await asyncio.to_thread(write_all)
+            await _maybe_inline(size, _write_all, self.root, batches)
         except OSError as err:
             raise StorageError(f"cannot write to {self.url}: {err}") from err
+
+    async def exists(self, key: str) -> bool:
+        return os.path.exists(os.path.join(self.root, key))
 
     async def list_dir(self, prefix: str) -> list[str]:
         # os.scandir is one syscall batch; zarr's listing stats every entry.
