@@ -360,17 +360,21 @@ class AsyncCollection:
                 # A backend whose writes cannot leave this process (Icechunk's
                 # session, memory://) runs them on its threads, even under a
                 # distributed client.
-                scheduler = None if self.spec.multiprocess_safe else "threads"
+                scheduler = None if txn.spec.shippable() else "threads"
                 written: list[str] = await asyncio.to_thread(delayed.compute, scheduler=scheduler)
             except ConflictError:
                 await txn.abort()
+                await self.spec.discard()
                 if attempt == retries:
                     raise
                 await asyncio.sleep(random.uniform(0.01, 0.05) * 2**attempt)
                 continue
             except BaseException:
                 await asyncio.shield(txn.abort())
+                await self.spec.discard()
                 raise
+            if txn.spec is not self.spec:  # the tasks' forks were committed by the commit task
+                await self.spec.discard()
             self._catalog = None
             return written
         raise AssertionError("unreachable")
@@ -427,13 +431,26 @@ class AsyncCollection:
             )
             for i in range(len(selected))
         ]
-        txn = await Transaction.begin(self.spec, base, selected.keys, [p.canonical for p in plans])
+        txn = await self._begin(base, selected.keys, [p.canonical for p in plans])
         empty = numpy.empty(0, dtype="intp")
         plan = InsertPlan(keys=selected.keys, partitions=plans, rows=[empty] * len(plans))
         delayed = build_insert_graph(
-            ReadSource(self.spec, self.config), txn, strategy, plan, {}, None
+            ReadSource(txn.spec, self.config), txn, strategy, plan, {}, None
         )
         return delayed, txn
+
+    async def _begin(
+        self, base: Catalog, keys: numpy.ndarray, canonicals: Sequence[str]
+    ) -> Transaction:
+        """Start the transaction of a write graph, with the spec its tasks use.
+
+        Under a ``distributed`` client, a backend whose writes are bound to this
+        process (Icechunk's session) ships a fork to the workers instead.
+        """
+        txn = await Transaction.begin(self.spec, base, keys, canonicals)
+        if self.spec.shippable() or not _on_cluster():
+            return txn
+        return dataclasses.replace(txn, spec=await self.spec.for_cluster())
 
     async def map(self, func: Callable[..., Any], *, filters: FilterLike = None) -> dict[str, Any]:
         """``func(partition: Dataset)`` for every selected partition, as one graph.
@@ -482,11 +499,11 @@ class AsyncCollection:
         canonicals = [encode(tuple(int(x) for x in k)) for k in keys]
         if write_immutable:
             canonicals.append(IMMUTABLE_PATH)
-        txn = await Transaction.begin(self.spec, base, keys, canonicals)
+        txn = await self._begin(base, keys, canonicals)
         plan = plan_partitions(keys, rows, small[axis], base, strategy, encode)
         columns = {**prepared.columns, **{k: v for k, v in small.items()}}
         delayed = build_insert_graph(
-            ReadSource(self.spec, self.config),
+            ReadSource(txn.spec, self.config),
             txn,
             strategy,
             plan,
@@ -594,6 +611,15 @@ class AsyncCollection:
         committed = await txn.commit(_Rebuild(listed, base.keys), immutable=immutable)
         self._catalog = committed
         return committed
+
+
+def _on_cluster() -> bool:
+    """Whether ``compute()`` would run on a ``distributed`` client now."""
+    from dask.base import get_scheduler
+
+    scheduler = get_scheduler()
+    owner = getattr(scheduler, "__self__", None)
+    return type(owner).__name__ == "Client"
 
 
 def _trust_committed_rows(listed: Catalog, committed: Catalog) -> Catalog:

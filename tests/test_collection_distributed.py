@@ -211,3 +211,63 @@ def _materialise(blob: bytes) -> int:
 
 def test_worker_count(client: Any) -> None:
     assert len(client.scheduler_info()["workers"]) == 2
+
+
+def _dask_backed(data: dict[str, numpy.ndarray], chunks: int) -> dict[str, Any]:
+    import dask.array as da
+
+    return {k: (v if k == "x_ac" else da.from_array(v, chunks=chunks)) for k, v in data.items()}
+
+
+@pytest.mark.icechunk
+def test_icechunk_writes_on_workers_through_forks_and_one_commit(
+    client: Any, tmp_path: Any
+) -> None:
+    """Each merge-write task writes to a fork session on a worker; one Icechunk commit."""
+    import icechunk
+    from conftest import Factory
+
+    factory = Factory()
+    repo_path = tmp_path / "repo"
+    url = f"icechunk://{repo_path}"
+    col = factory.create(url, schema=factory.schema(chunks=8))
+
+    def history() -> list[str]:
+        repo = icechunk.Repository.open(icechunk.local_filesystem_storage(str(repo_path)))
+        return [s.message for s in repo.ancestry(branch="main")]
+
+    before = history()
+    times = numpy.arange(
+        "2024-01-01", "2024-04-01", numpy.timedelta64(12, "h"), dtype="datetime64[ns]"
+    )
+    data = factory.data(times, seed=5)
+    with distributed.get_task_stream(client) as stream:
+        written = col.insert(_dask_backed(data, 25))
+    assert written == ["year=2024/month=01", "year=2024/month=02", "year=2024/month=03"]
+    ran = {str(t["key"]) for t in stream.data}
+    assert sum("zc-merge-write" in k for k in ran) == 3, sorted(ran)
+    assert any("zc-commit" in k for k in ran)
+    after = history()
+    assert len(after) == len(before) + 1
+    assert after[0].startswith("dask_zcollection write 3 partition(s): year=2024/month=01")
+    factory.assert_dataset(zc.open_collection(url).query(), data)
+
+    # A merge that reads the stored partition on the worker, computed inside a larger graph.
+    extra = factory.data(factory.times("2024-02-10T06:00", "2024-03-31T18:00"), seed=6)
+    lazy = col.insert(_dask_backed(extra, 1), merge="concat", compute=False)
+    (paths,) = dask.compute(lazy)
+    assert paths == ["year=2024/month=02", "year=2024/month=03"]
+    assert len(history()) == len(before) + 2
+    expected = {
+        k: (v if k == "x_ac" else numpy.concatenate([v, extra[k]])) for k, v in data.items()
+    }
+    factory.assert_dataset(zc.open_collection(url).query(), Factory.sorted_rows(expected))
+    # The state before the second insert is still there.
+    factory.assert_dataset(zc.open_collection(url, version=_snapshot(repo_path, 1)).query(), data)
+
+
+def _snapshot(repo_path: Any, back: int) -> str:
+    import icechunk
+
+    repo = icechunk.Repository.open(icechunk.local_filesystem_storage(str(repo_path)))
+    return str(list(repo.ancestry(branch="main"))[back].id)

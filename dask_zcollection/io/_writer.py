@@ -24,6 +24,7 @@ from ..catalog._transaction import LOCK_DIR as _LOCK_DIR
 from ..catalog._transaction import PutPartitions, Transaction, _release_locks
 from ..errors import ConflictError
 from ..merge import AxisRange, MergeStrategy
+from ..store import StoreSpec
 from ._reader import Part, ReadSource, read_partition
 
 __all__ = [
@@ -46,6 +47,16 @@ class WriteContext:
     txn: Transaction
     strategy: MergeStrategy
     variables: tuple[str, ...]
+
+    def on(self, spec: StoreSpec) -> WriteContext:
+        """The same context writing through ``spec`` (a task's own fork session)."""
+        if spec is self.txn.spec:
+            return self
+        return dataclasses.replace(
+            self,
+            source=dataclasses.replace(self.source, spec=spec),
+            txn=dataclasses.replace(self.txn, spec=spec),
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -92,18 +103,24 @@ def merge_write_task(
     plan: PartitionPlan,
     pieces: Sequence[Sequence[Any]],
     indices: Sequence[numpy.ndarray],
-) -> tuple[str, int, Any, Any, str | None]:
+) -> tuple[str, int, Any, Any, str | None, Any]:
     """Merge the inserted rows of one partition with the stored ones and write the result aside.
 
     Returns
     -------
     tuple
-        ``(path, rows, axis_min, axis_max, lock)`` for the commit.
+        ``(path, rows, axis_min, axis_max, lock, changes)`` for the commit;
+        ``changes`` are the task's fork session on a cluster (Icechunk), else ``None``.
     """
     inserted = dict(
         zip(ctx.variables, _gather_rows(pieces, indices, len(ctx.variables)), strict=True)
     )
-    return sync(_merge_write(ctx, plan, inserted))
+    spec = ctx.txn.spec.task_spec()
+    try:
+        written = sync(_merge_write(ctx.on(spec), plan, inserted))
+    finally:
+        changes = spec.end_task()
+    return (*written, changes)
 
 
 def lock_key(canonical: str) -> str:
@@ -126,7 +143,11 @@ async def _merge_write(
     # One writer at a time writes a partition; the others retry. New partitions are
     # locked too: their canonical path may hold a retired version being collected.
     lock = lock_key(plan.canonical)
-    if not await spec.put_if_absent(lock, ctx.txn.txn.encode(), durable=False):
+    # A transactional backend isolates writers by itself (a session is invisible to
+    # the others, its commit detects them): no lock to take.
+    if not spec.transactional and not await spec.put_if_absent(
+        lock, ctx.txn.txn.encode(), durable=False
+    ):
         raise ConflictError(
             f"partition {plan.canonical!r} is being written by another writer; retry"
         )
@@ -152,7 +173,8 @@ async def _merge_write(
             existing = await read_partition(ctx.source, plan.existing, io.partitioned)
         merged = ctx.strategy(existing, inserted, axis=axis)
         path = await ctx.txn.claim(plan.canonical)
-        await io.ensure_parents(path)
+        if not spec.forked:  # forks creating one parent conflict: the commit creates them
+            await io.ensure_parents(path)
         await io.write(path, merged, attrs=attrs)
         if await ctx.txn.aborted():  # the insert failed elsewhere while this task wrote
             await spec.delete_prefix(path)
@@ -220,10 +242,10 @@ async def _append(
     return True
 
 
-def immutable_task(ctx: WriteContext, arrays: dict[str, Any]) -> str:
-    """Write the immutable variables (first insert only); returns their group path."""
+def immutable_task(ctx: WriteContext, arrays: dict[str, Any]) -> tuple[str, Any]:
+    """Write the immutable variables (first insert only); returns their group path, changes."""
 
-    async def run() -> str:
+    async def run(ctx: WriteContext) -> str:
         path = await ctx.txn.claim("_immutable")
         # Stamp the transaction (as partitions are): abort/recover recognise the claim
         # by it, and readers never take it for a reference-format ``_immutable``.
@@ -232,14 +254,19 @@ def immutable_task(ctx: WriteContext, arrays: dict[str, Any]) -> str:
         )
         return path
 
-    return sync(run())
+    spec = ctx.txn.spec.task_spec()
+    try:
+        path = sync(run(ctx.on(spec)))
+    finally:
+        changes = spec.end_task()
+    return path, changes
 
 
 def commit_task(
     ctx: WriteContext,
     keys: numpy.ndarray,
-    results: Sequence[tuple[str, int, Any, Any, str | None]],
-    immutable: str | None,
+    results: Sequence[tuple[str, int, Any, Any, str | None, Any]],
+    immutable: tuple[str, Any] | None,
 ) -> list[str]:
     """Publish every written partition at once (one catalog version); returns canonical paths."""
     dtype = ctx.source.config.schema[ctx.source.config.axis_variable].dtype
@@ -254,8 +281,15 @@ def commit_task(
 
     async def run() -> list[str]:
         try:
+            # The tasks' forks (Icechunk on a cluster) merged into one session.
+            changes = [r[5] for r in results] + ([immutable[1]] if immutable else [])
+            txn = ctx.txn if not ctx.txn.spec.forked else ctx.on(ctx.txn.spec.absorb(changes)).txn
+            if ctx.txn.spec.forked:
+                io = ctx.on(txn.spec).source.io
+                for path in change.paths:
+                    await io.ensure_parents(path)
             # Releases the partition locks (those this transaction holds) once published.
-            await ctx.txn.commit(change, immutable=immutable)
+            await txn.commit(change, immutable=immutable[0] if immutable else None)
         except BaseException:
             await _release_locks(ctx.txn.spec, ctx.txn.txn, ctx.txn.canonicals)
             raise

@@ -109,6 +109,32 @@ class StoreSpec(abc.ABC):
         """Forget the uncommitted changes of the current write operation."""
         return None
 
+    # -- writes from worker processes (Icechunk forks; identity elsewhere) ---------------
+    def shippable(self) -> bool:
+        """Whether write tasks with this spec may run in other processes."""
+        return self.multiprocess_safe
+
+    async def for_cluster(self) -> StoreSpec:
+        """The spec a write graph ships to worker processes (see :meth:`task_spec`)."""
+        return self
+
+    def task_spec(self) -> StoreSpec:
+        """The spec one write task uses; its changes come back by :meth:`end_task`."""
+        return self
+
+    def end_task(self) -> Any:
+        """The changes a task made through this :meth:`task_spec` (``None``: in place)."""
+        return None
+
+    def absorb(self, changes: Iterable[Any]) -> StoreSpec:
+        """The spec of a commit that publishes the tasks' ``changes`` too."""
+        return self
+
+    @property
+    def forked(self) -> bool:
+        """Whether tasks write to private forks merged at the commit."""
+        return False
+
     def __dask_tokenize__(self) -> tuple[Any, ...]:
         return self._cache_key()
 

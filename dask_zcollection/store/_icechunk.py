@@ -31,9 +31,10 @@ import dataclasses
 import fcntl
 import json
 import os
+import pickle
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
 from zarr.abc.store import Store
@@ -170,6 +171,11 @@ class IcechunkStore(StoreSpec):
         The snapshot a read-only spec is pinned to.
     writer : str or None
         Id of this process's writable session (write specs only).
+    fork : bytes or None
+        A pickled ``ForkSession`` of the writing session (the spec a write
+        graph ships to worker processes; each task writes to its own copy).
+    base : str or None
+        The snapshot the fork started from (its commit must start there too).
     """
 
     location: str
@@ -177,6 +183,8 @@ class IcechunkStore(StoreSpec):
     branch: str = "main"
     snapshot: str | None = None
     writer: str | None = None
+    fork: bytes | None = dataclasses.field(default=None, repr=False)
+    base: str | None = None
     schemes: ClassVar[tuple[str, ...]] = SCHEMES
     multiprocess_safe: ClassVar[bool] = False
     transactional: ClassVar[bool] = True
@@ -241,6 +249,7 @@ class IcechunkStore(StoreSpec):
             self.branch,
             self.snapshot,
             self.writer,
+            self.base,
         )
 
     # -- the repository ------------------------------------------------------------------
@@ -322,6 +331,8 @@ class IcechunkStore(StoreSpec):
 
         ``version`` is a snapshot id, a tag or a branch name.
         """
+        if version is None and self.snapshot is not None and self.writer is None:
+            return self  # already pinned: its catalog and its data stay one snapshot
         repo = self.repository()
         if version is None:
             snapshot = repo.lookup_branch(self.branch)
@@ -361,6 +372,56 @@ class IcechunkStore(StoreSpec):
         """Drop the session's uncommitted changes."""
         if self.writer is not None and self.writer in _SESSIONS:
             _SESSIONS[self.writer] = None
+
+    # -- writes from worker processes: fork sessions ------------------------------------
+    def shippable(self) -> bool:
+        return self.fork is not None
+
+    async def for_cluster(self) -> IcechunkStore:
+        """Ship a fork of this process's session (repositories in files or S3 only)."""
+        if self.writer is None or self.location.startswith("object:"):
+            return self
+        session = self._session()
+        return dataclasses.replace(
+            self, writer=None, fork=pickle.dumps(session.fork()), base=session.snapshot_id
+        )
+
+    @property
+    def forked(self) -> bool:
+        return self.base is not None
+
+    def task_spec(self) -> IcechunkStore:
+        if self.fork is None:
+            return self
+        writer = uuid.uuid4().hex
+        _SESSIONS[writer] = pickle.loads(self.fork)
+        return dataclasses.replace(self, writer=writer, fork=None)
+
+    def end_task(self) -> bytes | None:
+        if self.writer is None or not self.forked:
+            return None
+        return pickle.dumps(_SESSIONS.pop(self.writer))
+
+    def absorb(self, changes: Iterable[Any]) -> IcechunkStore:
+        """A writable session at the fork's snapshot holding every task's changes."""
+        import icechunk
+
+        changes = [c for c in changes if c is not None]
+        if not self.forked:
+            return self
+        session = self.repository().writable_session(self.branch)
+        if session.snapshot_id != self.base:
+            raise ConflictError(
+                f"another writer committed to branch {self.branch!r} of {self.url} first; retry"
+            )
+        try:
+            if changes:
+                session.merge(*(pickle.loads(c) for c in changes))
+        except icechunk.IcechunkError as err:
+            raise ConflictError(f"cannot merge the write tasks of {self.url}: {err}") from err
+        writer = uuid.uuid4().hex
+        _SESSIONS[writer] = session
+        return dataclasses.replace(self, writer=writer, fork=None, base=None)
 
     @contextlib.contextmanager
     def _commit_lock(self) -> Iterator[None]:
