@@ -364,17 +364,13 @@ class AsyncCollection:
                 written: list[str] = await asyncio.to_thread(delayed.compute, scheduler=scheduler)
             except ConflictError:
                 await txn.abort()
-                await self.spec.discard()
                 if attempt == retries:
                     raise
                 await asyncio.sleep(random.uniform(0.01, 0.05) * 2**attempt)
                 continue
             except BaseException:
                 await asyncio.shield(txn.abort())
-                await self.spec.discard()
                 raise
-            if txn.spec is not self.spec:  # the tasks' forks were committed by the commit task
-                await self.spec.discard()
             self._catalog = None
             return written
         raise AssertionError("unreachable")
@@ -450,7 +446,12 @@ class AsyncCollection:
         txn = await Transaction.begin(self.spec, base, keys, canonicals)
         if self.spec.shippable() or not _on_cluster():
             return txn
-        return dataclasses.replace(txn, spec=await self.spec.for_cluster())
+        spec = await self.spec.for_cluster()
+        if spec is not self.spec:
+            # The commit task publishes the forks from a session of its own: this
+            # one (holding only the lease) is done, and the next write starts fresh.
+            await self.spec.discard()
+        return dataclasses.replace(txn, spec=spec)
 
     async def map(self, func: Callable[..., Any], *, filters: FilterLike = None) -> dict[str, Any]:
         """``func(partition: Dataset)`` for every selected partition, as one graph.

@@ -271,3 +271,32 @@ def _snapshot(repo_path: Any, back: int) -> str:
 
     repo = icechunk.Repository.open(icechunk.local_filesystem_storage(str(repo_path)))
     return str(list(repo.ancestry(branch="main"))[back].id)
+
+
+@pytest.mark.icechunk
+def test_icechunk_fork_commit_detects_a_concurrent_writer(client: Any, tmp_path: Any) -> None:
+    """A lazy insert planned before another writer's commit fails with ConflictError."""
+    from conftest import Factory
+
+    factory = Factory()
+    url = f"icechunk://{tmp_path / 'repo'}"
+    col = factory.create(url, schema=factory.schema(chunks=8))
+    first = factory.data(factory.times("2024-01-05", "2024-02-05"), seed=1)
+    col.insert(first)
+    lazy = col.insert(
+        _dask_backed(factory.data(factory.times("2024-01-06"), seed=2), 1),
+        merge="concat",
+        compute=False,
+    )
+    other = factory.data(factory.times("2024-03-07"), seed=3)
+    zc.open_collection(url, mode="rw").insert(other)  # commits first
+    with pytest.raises(zc.ConflictError, match="committed to branch 'main'"):
+        dask.compute(lazy)
+    # Nothing of the lost insert is visible; the other writer's rows are.
+    expected = {
+        k: (v if k == "x_ac" else numpy.concatenate([v, other[k]])) for k, v in first.items()
+    }
+    factory.assert_dataset(zc.open_collection(url).query(), expected)
+    # The same insert, planned again, lands.
+    col.insert(_dask_backed(factory.data(factory.times("2024-01-06"), seed=2), 1), merge="concat")
+    assert zc.open_collection(url).catalog().rows.tolist() == [2, 1, 1]
