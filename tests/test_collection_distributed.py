@@ -300,3 +300,72 @@ def test_icechunk_fork_commit_detects_a_concurrent_writer(client: Any, tmp_path:
     # The same insert, planned again, lands.
     col.insert(_dask_backed(factory.data(factory.times("2024-01-06"), seed=2), 1), merge="concat")
     assert zc.open_collection(url).catalog().rows.tolist() == [2, 1, 1]
+
+
+def _fail_on_march(block: numpy.ndarray) -> numpy.ndarray:
+    """Module level (ships to workers): a pipeline step that fails on March's rows."""
+    if (block.astype("datetime64[M]") == numpy.datetime64("2024-03")).any():
+        raise RuntimeError("the pipeline failed on March")
+    return block
+
+
+def test_file_insert_runs_its_tasks_on_the_workers(client: Any, tmp_path: Any) -> None:
+    """A dask-backed insert into ``file://``: the merge-write tasks run on both worker
+    processes, one commit; a lazy insert computed with the pipeline that feeds it lands too."""
+    from conftest import Factory
+
+    factory = Factory()
+    url = f"file://{tmp_path}/col"
+    col = factory.create(url, schema=factory.schema(chunks=8))
+    times = numpy.arange(
+        "2024-01-01", "2024-07-01", numpy.timedelta64(12, "h"), dtype="datetime64[ns]"
+    )
+    data = factory.data(times, seed=21)
+    with distributed.get_task_stream(client) as stream:
+        written = col.insert(_dask_backed(data, 40))
+    assert written == [f"year=2024/month={m:02d}" for m in range(1, 7)]
+    merge_writes = [t for t in stream.data if "zc-merge-write" in str(t["key"])]
+    assert len(merge_writes) == 6
+    assert {t["worker"] for t in merge_writes} == set(client.scheduler_info()["workers"])
+    assert sum("zc-commit" in str(t["key"]) for t in stream.data) == 1
+    factory.assert_dataset(zc.open_collection(url).query(), data)
+
+    extra = factory.data(factory.times("2024-02-10T06:00", "2024-05-31T18:00"), seed=22)
+    source = _dask_backed(extra, 1)
+    lazy = col.insert(source, merge="concat", compute=False)
+    paths, total = dask.compute(lazy, source["quality"].sum())
+    assert paths == ["year=2024/month=02", "year=2024/month=05"]
+    assert total == extra["quality"].sum()
+    expected = {
+        k: (v if k == "x_ac" else numpy.concatenate([v, extra[k]])) for k, v in data.items()
+    }
+    factory.assert_dataset(zc.open_collection(url).query(), Factory.sorted_rows(expected))
+
+
+def test_a_failed_pipeline_chunk_leaves_nothing_visible(client: Any, tmp_path: Any) -> None:
+    """A lazy insert whose input fails on a worker publishes nothing; the next insert lands."""
+    import dask.array as da
+    from conftest import Factory
+
+    factory = Factory()
+    url = f"file://{tmp_path}/col"
+    col = factory.create(url, schema=factory.schema(chunks=8))
+    first = factory.data(factory.times("2024-01-05", "2024-02-05", "2024-03-05"), seed=1)
+    col.insert(first)
+    more = factory.data(
+        factory.times("2024-01-06", "2024-02-06", "2024-03-06", "2024-04-06"), seed=2
+    )
+    source = _dask_backed(more, 1)
+    source["time"] = da.asarray(more["time"], chunks=1).map_blocks(
+        _fail_on_march, meta=numpy.empty(0, "datetime64[ns]")
+    )
+    with pytest.raises(RuntimeError, match="failed on March"):
+        col.insert(source, merge="concat")
+    factory.assert_dataset(zc.open_collection(url).query(), first)
+    assert zc.open_collection(url).catalog().rows.tolist() == [1, 1, 1]
+    # Nothing holds the partitions: the same rows, from a sound pipeline, land.
+    col.insert(_dask_backed(more, 1), merge="concat")
+    expected = {
+        k: (v if k == "x_ac" else numpy.concatenate([v, more[k]])) for k, v in first.items()
+    }
+    factory.assert_dataset(zc.open_collection(url).query(), Factory.sorted_rows(expected))
