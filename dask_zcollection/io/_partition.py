@@ -8,7 +8,6 @@ stamped with each partition's row count: creating a partition is then one
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -91,7 +90,12 @@ class PartitionIO:
         return tuple(chunks), None
 
     async def template(self, path: str, shape: Sequence[int]) -> dict[str, Any]:
-        """The ``zarr.json`` of variable ``path`` for an array of ``shape`` (a fresh dict)."""
+        """The ``zarr.json`` of variable ``path`` for an array of ``shape``.
+
+        A fresh top-level dict whose nested values are shared with the cached
+        template: read them, never mutate them (a deep copy per partition cost
+        a quarter of the CPU of inserting small partitions).
+        """
         chunks, shards = self._chunks(path, shape)
         cache_key = (path, chunks + (shards or ()))
         meta = self._templates.get(cache_key)
@@ -111,9 +115,7 @@ class PartitionIO:
             )
             meta = json.loads(store._store_dict["a/zarr.json"].to_bytes())
             self._templates[cache_key] = meta
-        meta = copy.deepcopy(meta)
-        meta["shape"] = list(shape)
-        return meta
+        return {**meta, "shape": list(shape)}
 
     # -- write --------------------------------------------------------------------------------
     async def write(
