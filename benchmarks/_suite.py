@@ -14,6 +14,7 @@ Groups, in run order:
 from __future__ import annotations
 
 import concurrent.futures
+import importlib
 import json
 import os
 import shutil
@@ -1188,8 +1189,10 @@ def m_dask_insert(ctx: Context) -> list[Result]:
             distributed.LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
             ) as cluster,
-            distributed.Client(cluster),
+            distributed.Client(cluster) as client,
         ):
+            # A cluster in use has the library imported on its workers already.
+            client.run(importlib.import_module, "dask_zcollection.io")
             on_cluster[workers] = timed(insert, r, setup=clear)
     rows = dzc.open_collection(url).catalog().rows.sum()
     shutil.rmtree(root, ignore_errors=True)
