@@ -6,6 +6,12 @@ commit primitive is obstore's conditional put (``mode="create"``, an
 ``If-None-Match`` on Azure): atomic on the server, so of several writers
 creating one key exactly one wins.
 
+Every object up to :data:`SINGLE_PUT_LIMIT` (100 MiB, the size under which
+s3fs and AWS's guidance also use one request) is written with one ``PUT``.
+obstore on its own turns anything over 5 MiB into a multipart upload: a
+12 MB chunk then costs five requests (create, three parts, complete) and two
+extra round trips, for no gain when a write already sends many chunks at once.
+
 ``storage_options`` accepts obstore's own configuration keys
 (``access_key_id``, ``endpoint``, ``region``, ``aws_*``..., plus
 ``client_options`` / ``retry_config`` mappings) and the fsspec spellings used
@@ -22,13 +28,17 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from zarr.abc.store import Store
+from zarr.core.buffer import Buffer
 from zarr.storage import ObjectStore as _ZarrObjectStore
 
 from ..errors import InvalidInputError, StorageError
 from ._base import StoreSpec
 from ._options import Frozen, freeze, redact, thaw
 
-__all__ = ["ObjectStore", "obstore_options"]
+__all__ = ["SINGLE_PUT_LIMIT", "ObjectStore", "obstore_options"]
+
+#: Objects up to this many bytes are uploaded with one request (larger: multipart).
+SINGLE_PUT_LIMIT = 100 * 2**20
 
 #: URL schemes obstore understands, by provider.
 S3_SCHEMES = ("s3", "s3a")
@@ -132,6 +142,19 @@ def obstore_options(url: str, storage_options: Mapping[str, Any] | None) -> dict
     return out
 
 
+class _ZarrStore(_ZarrObjectStore):
+    """zarr's ``ObjectStore``, writing objects up to :data:`SINGLE_PUT_LIMIT` in one request."""
+
+    async def set(self, key: str, value: Buffer) -> None:
+        import obstore
+
+        self._check_writable()
+        data = value.as_buffer_like()
+        # None: obstore's own choice (multipart above its 5 MiB part size).
+        multipart = None if len(value) > SINGLE_PUT_LIMIT else False
+        await obstore.put_async(self.store, key, data, use_multipart=multipart)
+
+
 def _describe_prebuilt(store: Any) -> tuple[str, Frozen]:
     """URL and a value-like identity of a pre-built obstore store."""
     import obstore.store as obs
@@ -202,7 +225,7 @@ class ObjectStore(StoreSpec):
         return (type(self).__name__, self.location, self.options)
 
     def _open_store(self) -> Store:
-        return _ZarrObjectStore(self.obstore(), read_only=False)
+        return _ZarrStore(self.obstore(), read_only=False)
 
     def obstore(self) -> Any:
         """A new obstore store for this spec (the live one is ``zarr_store().store``)."""
