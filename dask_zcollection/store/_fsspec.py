@@ -112,6 +112,11 @@ class FsspecStore(StoreSpec):
 
         options = {"use_listings_cache": False, **thaw(self.options)}
         options.update(asynchronous=True, skip_instance_cache=True)
+        if self.scheme in _S3:
+            # With max_concurrency > 1, s3fs sends a HEAD before every whole-object GET
+            # (to split large objects into ranged GETs): twice the requests per chunk
+            # read, when reads already fetch many chunks at once.
+            options.setdefault("max_concurrency", 1)
         if self.scheme in _S3 and "session" not in options:
             # One botocore session per spec and process: the clients of each loop share
             # its loaded service models (a new session costs ~0.2 s per client).
