@@ -4,7 +4,8 @@ Commands (``python zc_write_worker.py CMD ...``):
 
 ``zygote``
     Imports everything once, then reads JSON commands on stdin; for each one it
-    forks a writer process that runs the operation (``{"url": ..., "op": ...}``),
+    forks a writer process that runs the operation (``{"url": ..., "op": ...,
+    "options": {...}}``, ``options`` being the optional ``storage_options``),
     prints ``{"event": "forked", "pid": N}``, reaps it and prints
     ``{"event": "exit", "pid": N, "status": S}``. The test kills the forked
     writer with SIGKILL at a chosen moment: a fresh interpreter per kill would
@@ -12,7 +13,7 @@ Commands (``python zc_write_worker.py CMD ...``):
 ``serve``
     Reads JSON commands on stdin, one at a time, and prints a JSON summary of each:
     ``{"cmd": "write", "url": ..., "wid": N, "spec": {"batches": [[segment, ...], ...],
-    "merge": "concat"}}`` inserts the batches in order, retrying itself on
+    "merge": "concat"}, "options": {...}}`` inserts the batches in order, retrying itself on
     ``ConflictError`` (:func:`write_batches`); ``{"cmd": "read", "url": ...,
     "stop": FILE, "batch_rows": {tag: rows}}`` loops ``read_collection(url).compute()``
     until ``FILE`` exists, checking every state it sees (:func:`check_state`).
@@ -88,14 +89,14 @@ def with_immutable(data: dict[str, numpy.ndarray]) -> dict[str, numpy.ndarray]:
     return {**data, "xs": numpy.arange(N_X, dtype="int16")}
 
 
-def run_op(url: str, op: Mapping[str, Any]) -> Any:
+def run_op(url: str, op: Mapping[str, Any], options: Mapping[str, Any] | None = None) -> Any:
     """Run one write operation on ``url`` (what a crash-test writer does)."""
     import dask
 
     import dask_zcollection as zc
 
     dask.config.set(scheduler=op.get("scheduler", "threads"))
-    col = zc.open_collection(url, mode="rw")
+    col = zc.open_collection(url, mode="rw", storage_options=options)
     die_at = op.get("die_at")
     if die_at in ("after_catalog", "after_txn_commit"):
         _die_after(die_at)
@@ -188,7 +189,7 @@ def zygote() -> None:
             code = 0
             start = time.perf_counter()
             try:
-                run_op(cmd["url"], cmd["op"])
+                run_op(cmd["url"], cmd["op"], cmd.get("options"))
                 _emit({"event": "done", "elapsed": time.perf_counter() - start})
             except BaseException as err:
                 _emit({"event": "error", "error": repr(err), "tb": traceback.format_exc()})
@@ -199,12 +200,14 @@ def zygote() -> None:
         _emit({"event": "exit", "pid": pid, "status": status})
 
 
-def write_batches(url: str, wid: int, spec: Mapping[str, Any]) -> dict[str, Any]:
+def write_batches(
+    url: str, wid: int, spec: Mapping[str, Any], options: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Insert the batches of ``spec`` one after the other, retrying on ``ConflictError``."""
     import dask_zcollection as zc
     from dask_zcollection.errors import ConflictError
 
-    col = zc.open_collection(url, mode="rw")
+    col = zc.open_collection(url, mode="rw", storage_options=options)
     rng = random.Random(wid)
     summary: dict[str, Any] = {"wid": wid, "conflicts": 0, "inserts": 0, "errors": []}
     start = time.perf_counter()
@@ -244,7 +247,7 @@ def serve() -> None:
             continue
         cmd = json.loads(line)
         if cmd["cmd"] == "write":
-            _emit(write_batches(cmd["url"], cmd["wid"], cmd["spec"]))
+            _emit(write_batches(cmd["url"], cmd["wid"], cmd["spec"], cmd.get("options")))
         else:
             rows = {int(k): v for k, v in cmd["batch_rows"].items()}
             _emit(reader(cmd["url"], cmd["stop"], rows))
