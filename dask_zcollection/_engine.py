@@ -549,7 +549,7 @@ class AsyncCollection:
     async def drop_partitions(self, filters: FilterLike = None) -> list[str]:
         """Delete the partitions matching ``filters`` (all when ``None``); returns their paths."""
         self._check_writable()
-        from .io._writer import lock_key
+        from .catalog._transaction import lock_key, lock_token
 
         encode = self.partitioning.encode
         for attempt in range(DEFAULT_RETRIES + 1):
@@ -569,7 +569,8 @@ class AsyncCollection:
             locks = [lock_key(c) for c in canonicals]
             try:
                 got = await asyncio.gather(
-                    *(self.spec.put_if_absent(k, txn.txn.encode()) for k in locks)
+                    # Done from the start: a drop writes nothing under its locks.
+                    *(self.spec.put_if_absent(k, lock_token(txn.txn, done=True)) for k in locks)
                 )
                 if not all(got):
                     raise ConflictError(f"partitions of {self.url} are being written; retry")

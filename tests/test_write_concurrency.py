@@ -49,20 +49,6 @@ S3 = pytest.param("s3-obstore", marks=pytest.mark.s3)
 BACKENDS = ["file", S3]
 
 
-def abort_bug_on_s3(request: pytest.FixtureRequest, path: Where) -> None:
-    """Expect (not require) a failure of a same-partition race on S3.
-
-    A writer whose insert aborts releases the partition locks of its tasks still
-    running, and one appending in place then rewrites rows another writer committed
-    meanwhile (``test_an_aborted_append_never_touches_rows_committed_meanwhile`` in
-    ``test_write_invariants.py``). On S3, where writes take longer, about one race in
-    four loses or repeats rows that way. Remove this once that test passes.
-    """
-    if isinstance(path, str):
-        reason = "library bug: an aborted insert's task appends into rows committed meanwhile"
-        request.applymarker(pytest.mark.xfail(strict=False, reason=reason))
-
-
 class Worker:
     """A ``serve`` child process (see ``zc_write_worker.serve``)."""
 
@@ -221,10 +207,9 @@ def test_disjoint_partitions_all_land(workers: list[Worker], target: tuple[Where
     indirect=["target"],
 )
 def test_same_partitions_every_row_present(
-    merge: str, workers: list[Worker], target: tuple[Where, Options], request: pytest.FixtureRequest
+    merge: str, workers: list[Worker], target: tuple[Where, Options]
 ) -> None:
     path, options = target
-    abort_bug_on_s3(request, path)
     seeded(path, options)
     # Every writer inserts into the same 3 days, 5 times; writer w's times are offset by w
     # seconds, so each insert both lands after stored rows (append in place) and between
@@ -252,13 +237,12 @@ def upsert_same_keys(w: int, b: int) -> list[list[int]]:
 
 @pytest.mark.parametrize("target", BACKENDS, indirect=True)
 def test_same_keys_upsert_keeps_one_writers_last_value(
-    workers: list[Worker], target: tuple[Where, Options], request: pytest.FixtureRequest
+    workers: list[Worker], target: tuple[Where, Options]
 ) -> None:
     """Four writers upsert the same keys: each key is present once, and its row is whole
     and comes from the last insert covering it of one of the writers (a writer's earlier
     insert never wins over its own later one, and no row mixes two inserts)."""
     path, options = target
-    abort_bug_on_s3(request, path)
     seeded(path, options)
     n_batches = 5
     specs = [

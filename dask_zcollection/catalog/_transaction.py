@@ -52,6 +52,8 @@ __all__ = [
     "PutPartitions",
     "Transaction",
     "collect_garbage",
+    "lock_key",
+    "lock_token",
     "new_txn_id",
     "recover",
     "retention",
@@ -65,6 +67,8 @@ LEASE_TIMEOUT = 3600.0
 #: Seconds an abort marker is kept: tasks of an aborted insert may still be running
 #: (the scheduler does not wait for them) and check it after each write.
 ABORT_MARKER_TTL = 600.0
+#: Seconds an abort waits for the tasks still writing under their partition locks.
+ABORT_WAIT = 120.0
 #: Where superseded partition versions are recorded until they are deleted.
 GARBAGE_DIR = "_garbage"
 #: Default seconds a superseded (or dropped) partition version stays readable
@@ -72,6 +76,22 @@ GARBAGE_DIR = "_garbage"
 DEFAULT_RETENTION = 3600.0
 PENDING_ATTR = "_zc_pending"
 TXN_ATTR = "_zc_txn"
+
+
+def lock_key(canonical: str) -> str:
+    """Key of the lock a writer holds on a partition while it writes it."""
+    return f"{LOCK_DIR}/{canonical}.lock"
+
+
+def lock_token(txn: str, *, done: bool = False) -> bytes:
+    """Content of a partition lock held by ``txn``: a task writing under it, or done.
+
+    A task rewrites its lock as done after its last write. An abort releases
+    only done locks (and waits for the others): a task still writing after its
+    lock was released could write into a partition that another writer locked,
+    and committed, meanwhile.
+    """
+    return f"{txn} done".encode() if done else txn.encode()
 
 
 def new_txn_id() -> str:
@@ -250,21 +270,50 @@ class Transaction:
         """Delete everything this (uncommitted) transaction wrote, then its lease.
 
         The abort marker goes first: a task still writing when this runs sees
-        it after its last write and deletes its own output, so nothing is left.
-        On a transactional backend the session is simply discarded.
+        it after its last write, deletes its own output and releases its lock.
+        The abort waits for those tasks (up to :data:`ABORT_WAIT` seconds), then
+        deletes what the finished ones wrote and releases their locks. A task
+        still writing after that keeps its partition locked and its lease
+        stays: recovery finishes the clean-up. On a transactional backend the
+        session is simply discarded.
         """
         if self.spec.transactional:
             await self.spec.discard()
             return
         await self.spec.put(self._abort_key, json.dumps({"aborted": time.time()}).encode())
+        busy = await self._wait_for_writers(ABORT_WAIT)
         latest = await CatalogLog(self.spec).latest()
         try:
-            await _remove_leftovers(self.spec, self.txn, self.canonicals, latest)
+            await _remove_leftovers(
+                self.spec,
+                self.txn,
+                [c for c in self.canonicals if c not in busy],
+                latest,
+                writing=False,
+            )
         except OSError:
             # Never mask the error that made the insert fail; the lease stays, so
             # recovery finishes the clean-up once this process has ended.
             return
-        await self.spec.delete(self._lease_key)
+        if not busy:
+            await self.spec.delete(self._lease_key)
+
+    async def _wait_for_writers(self, timeout: float) -> set[str]:
+        """Wait until no task of this transaction writes under a partition lock.
+
+        Returns the canonical paths still locked by a writing task at the timeout.
+        """
+        keys = {c: lock_key(c) for c in self.canonicals}
+        writing = lock_token(self.txn)
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            owners = await asyncio.gather(*(self.spec.get(k) for k in keys.values()))
+            busy = {c for c, o in zip(keys, owners, strict=True) if o == writing}
+            if not busy or time.monotonic() >= deadline:
+                return busy
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 0.25)
 
 
 def _message(change: Change, txn: str) -> str:
@@ -307,9 +356,18 @@ def _named(latest: Catalog | None) -> set[str | None]:
 
 
 async def _remove_leftovers(
-    spec: StoreSpec, txn: str, canonicals: Iterable[str], latest: Catalog | None
+    spec: StoreSpec,
+    txn: str,
+    canonicals: Iterable[str],
+    latest: Catalog | None,
+    *,
+    writing: bool = True,
 ) -> None:
-    """Delete what ``txn`` wrote that ``latest`` does not name, and release its locks."""
+    """Delete what ``txn`` wrote that ``latest`` does not name, and release its locks.
+
+    ``writing=False`` leaves the locks of tasks that may still be writing (see
+    :func:`lock_token`): only those of finished tasks are released.
+    """
     named = _named(latest)
     canonicals = list(canonicals)
     mine = await asyncio.gather(*(_claimed_by(spec, c, txn) for c in canonicals))
@@ -319,16 +377,20 @@ async def _remove_leftovers(
         await _delete_prefixes(spec, [p for p in candidates if p not in named])
     finally:
         # Release the partition locks this transaction still holds (whatever happened).
-        await _release_locks(spec, txn, canonicals)
+        await _release_locks(spec, txn, canonicals, writing=writing)
 
 
-async def _release_locks(spec: StoreSpec, txn: str, canonicals: Iterable[str]) -> None:
-    """Delete the partition locks of ``canonicals`` that ``txn`` holds (no one else's)."""
-    locks = [f"{LOCK_DIR}/{c}.lock" for c in canonicals]
+async def _release_locks(
+    spec: StoreSpec, txn: str, canonicals: Iterable[str], *, writing: bool = True
+) -> None:
+    """Delete the partition locks of ``canonicals`` that ``txn`` holds (no one else's).
+
+    ``writing=False``: only those whose task is done writing (:func:`lock_token`).
+    """
+    locks = [lock_key(c) for c in canonicals]
+    mine = {lock_token(txn, done=True)} | ({lock_token(txn)} if writing else set())
     owners = await asyncio.gather(*(spec.get(k) for k in locks))
-    await asyncio.gather(
-        *(spec.delete(k) for k, o in zip(locks, owners, strict=True) if o == txn.encode())
-    )
+    await asyncio.gather(*(spec.delete(k) for k, o in zip(locks, owners, strict=True) if o in mine))
 
 
 async def _json_records(
@@ -398,9 +460,9 @@ async def collect_garbage(spec: StoreSpec, older_than: float | None = None) -> l
     deleted: list[str] = []
     for name, paths in due:
         canonicals = sorted({p.split("@", 1)[0] for p in paths})
-        locks = [f"{LOCK_DIR}/{c}.lock" for c in canonicals]
+        locks = [lock_key(c) for c in canonicals]
         got = await asyncio.gather(
-            *(spec.put_if_absent(k, owner.encode(), durable=False) for k in locks)
+            *(spec.put_if_absent(k, lock_token(owner), durable=False) for k in locks)
         )
         try:
             if not all(got):

@@ -20,8 +20,13 @@ from zarr.storage import StorePath
 
 from .._sync import sync
 from ..catalog import CatalogLog
-from ..catalog._transaction import LOCK_DIR as _LOCK_DIR
-from ..catalog._transaction import PutPartitions, Transaction, _release_locks
+from ..catalog._transaction import (
+    PutPartitions,
+    Transaction,
+    _release_locks,
+    lock_key,
+    lock_token,
+)
 from ..errors import ConflictError
 from ..merge import AxisRange, MergeStrategy
 from ..store import StoreSpec
@@ -32,7 +37,6 @@ __all__ = [
     "WriteContext",
     "commit_task",
     "immutable_task",
-    "lock_key",
     "merge_write_task",
 ]
 
@@ -123,11 +127,6 @@ def merge_write_task(
     return (*written, changes)
 
 
-def lock_key(canonical: str) -> str:
-    """Key of the lock a writer holds on an existing partition while it rewrites it."""
-    return f"{_LOCK_DIR}/{canonical}.lock"
-
-
 async def _merge_write(
     ctx: WriteContext, plan: PartitionPlan, inserted: dict[str, numpy.ndarray]
 ) -> tuple[str, int, Any, Any, str | None]:
@@ -142,15 +141,21 @@ async def _merge_write(
     }
     # One writer at a time writes a partition; the others retry. New partitions are
     # locked too: their canonical path may hold a retired version being collected.
-    lock = lock_key(plan.canonical)
     # A transactional backend isolates writers by itself (a session is invisible to
     # the others, its commit detects them): no lock to take.
-    if not spec.transactional and not await spec.put_if_absent(
-        lock, ctx.txn.txn.encode(), durable=False
+    lock = None if spec.transactional else lock_key(plan.canonical)
+    if lock is not None and not await spec.put_if_absent(
+        lock, lock_token(ctx.txn.txn), durable=False
     ):
         raise ConflictError(
             f"partition {plan.canonical!r} is being written by another writer; retry"
         )
+
+    async def done() -> None:
+        # Nothing more is written under the lock: an abort may now release it.
+        if lock is not None:
+            await spec.put(lock, lock_token(ctx.txn.txn, done=True))
+
     try:
         if await ctx.txn.aborted():  # the insert failed meanwhile
             raise ConflictError(f"transaction {ctx.txn.txn} was aborted")
@@ -163,6 +168,7 @@ async def _merge_write(
             if await _append(ctx, plan.existing, plan.stored.count, merged):
                 if await ctx.txn.aborted():  # rows past the committed count stay invisible
                     raise ConflictError(f"transaction {ctx.txn.txn} was aborted")
+                await done()
                 values = merged[axis]
                 n = plan.stored.count + len(values)
                 lo = plan.stored.min if plan.stored.count else values.min()
@@ -179,11 +185,12 @@ async def _merge_write(
         if await ctx.txn.aborted():  # the insert failed elsewhere while this task wrote
             await spec.delete_prefix(path)
             raise ConflictError(f"transaction {ctx.txn.txn} was aborted")
+        await done()
         values = merged[axis]
         n = len(values)
         return path, n, values.min() if n else None, values.max() if n else None, lock
     except BaseException:
-        # Ours only: an abort may have released it already.
+        # Still ours: an abort waits for the tasks writing under their locks.
         await _release_locks(spec, ctx.txn.txn, [plan.canonical])
         raise
 

@@ -112,6 +112,12 @@ class LocalStore(StoreSpec):
         except OSError as err:
             raise StorageError(f"cannot create {key!r} in {self.url}: {err}") from err
 
+    async def put(self, key: str, data: bytes) -> None:
+        try:
+            await _maybe_inline(len(data), _write_all, self.root, ({key: data},))
+        except OSError as err:
+            raise StorageError(f"cannot write {key!r} to {self.url}: {err}") from err
+
     async def put_many(
         self, items: Mapping[str, bytes], *, last: Mapping[str, bytes] | None = None
     ) -> None:

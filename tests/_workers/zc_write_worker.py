@@ -105,11 +105,28 @@ def run_op(url: str, op: Mapping[str, Any], options: Mapping[str, Any] | None = 
         if op.get("immutable"):
             data = with_immutable(data)
         if die_at == "after_writes":
-            _write_then_die(col, data, op.get("merge"))
+            from dask_zcollection._prepare import prepare_insert
+            from dask_zcollection.merge import resolve
+
+            prepared = prepare_insert(data, col.schema, col.axis)
+            _write_then_die(col.aio._plan_insert(prepared, resolve(op.get("merge"))))
         return col.insert(data, merge=op.get("merge"))
+    if op["kind"] == "update":
+        if die_at == "after_writes":
+            from dask_zcollection._update import UpdateStrategy
+
+            strategy = UpdateStrategy(negative_v, ("v",), col.schema)
+            _write_then_die(col.aio._plan_update(op["filters"], strategy))
+        return col.update(negative_v, filters=op["filters"], variables=["v"])
     if op["kind"] == "drop":
         return col.drop_partitions(op["filters"])
     raise ValueError(op["kind"])
+
+
+def negative_v(ds: Any) -> dict[str, numpy.ndarray]:
+    """The update of the crash tests: ``v`` of every row made negative (``k`` and ``time``
+    kept). Idempotent, as the tests need: a crashed update runs again to the same state."""
+    return {"v": -numpy.abs(numpy.asarray(ds["v"].values))}
 
 
 def _suicide() -> None:
@@ -142,16 +159,14 @@ def _die_after(point: str) -> None:
         Transaction.commit = txn_commit  # type: ignore[method-assign]
 
 
-def _write_then_die(col: Any, data: Mapping[str, Any], merge: Any) -> None:
-    """Run every write task of an insert, then die before the commit task."""
+def _write_then_die(plan: Any) -> None:
+    """Run every write task of a planned write graph (``plan``: a coroutine of the
+    engine's planner), then die before the commit task."""
     import dask
 
-    from dask_zcollection._prepare import prepare_insert
     from dask_zcollection._sync import sync
-    from dask_zcollection.merge import resolve
 
-    prepared = prepare_insert(data, col.schema, col.axis)
-    planned = sync(col.aio._plan_insert(prepared, resolve(merge)))
+    planned = sync(plan)
     assert planned is not None
     delayed, _ = planned
     graph = dict(delayed.__dask_graph__())

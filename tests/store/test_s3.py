@@ -323,3 +323,37 @@ def test_open_and_filter_cost_constant_requests(s3: S3Server) -> None:
     assert measured[10] == measured[200], measured
     assert sum(measured[200].values()) <= 5, measured  # config + listing + catalog + probe
     print(f"requests to open + filter + npartitions: {dict(measured[200])}")
+
+
+def test_fsspec_reads_each_object_with_one_request(
+    s3: S3Server, factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read through fsspec sends one GET per object and no HEAD before it (s3fs does,
+    to split large objects, unless ``max_concurrency`` is 1: the adapter's default)."""
+    import s3fs
+
+    url, opts = s3_prefix(), s3_options(s3, "fsspec")
+    col = factory.create(url, storage_options=opts)
+    data = factory.data(factory.times("2024-01-03", "2024-02-10", "2024-02-11"), seed=3)
+    col.insert(data)
+    calls: collections.Counter[str] = collections.Counter()
+    call_s3 = s3fs.S3FileSystem._call_s3
+
+    async def counted(self: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+        calls[method] += 1
+        return await call_s3(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", counted)
+    got = zc.read_collection(url, storage_options=opts).compute()
+    factory.assert_dataset(got, factory.sorted_rows(data))
+    assert calls["head_object"] == 0, calls
+    assert calls["get_object"] > 0, calls
+    # A user's own setting is kept.
+    spec = resolve_store(url, {**opts, "max_concurrency": 4})
+    assert run(_fs_max_concurrency(spec)) == 4
+
+
+async def _fs_max_concurrency(spec: StoreSpec) -> int:
+    assert isinstance(spec, FsspecStore)
+    fs, _ = spec._fs_root()
+    return int(fs.max_concurrency)
