@@ -229,8 +229,22 @@ class Measurement:
     description: str = ""
 
 
-def timed(fn: Callable[[], Any], repeats: int, *, setup: Callable[[], Any] | None = None) -> Stat:
-    """Run ``fn`` ``repeats`` times (``setup`` before each, untimed); seconds."""
+def timed(
+    fn: Callable[[], Any],
+    repeats: int,
+    *,
+    setup: Callable[[], Any] | None = None,
+    warmup: int = 0,
+) -> Stat:
+    """Run ``fn`` ``repeats`` times (``setup`` before each, untimed); seconds.
+
+    ``warmup`` runs go first, untimed: for short operations whose first runs in a
+    process pay thread pools, allocator growth and first-call imports.
+    """
+    for _ in range(warmup):
+        if setup is not None:
+            setup()
+        fn()
     samples = []
     for _ in range(max(1, repeats)):
         if setup is not None:
