@@ -460,12 +460,17 @@ async def collect_garbage(spec: StoreSpec, older_than: float | None = None) -> l
     deleted: list[str] = []
     for name, paths in due:
         canonicals = sorted({p.split("@", 1)[0] for p in paths})
-        locks = [lock_key(c) for c in canonicals]
-        got = await asyncio.gather(
-            *(spec.put_if_absent(k, lock_token(owner), durable=False) for k in locks)
-        )
+        taken = 0
         try:
-            if not all(got):
+            # One lock after the other, in path order: two collectors of one record
+            # never split its locks between them (and both give up).
+            for canonical in canonicals:
+                if not await spec.put_if_absent(
+                    lock_key(canonical), lock_token(owner), durable=False
+                ):
+                    break
+                taken += 1
+            if taken < len(canonicals):
                 continue
             doomed = [p for p in paths if p not in named]
             await _delete_prefixes(spec, doomed)
