@@ -11,6 +11,7 @@ matching builtin so generic handlers keep working::
     ├─ InvalidInputError(ValueError) SchemaError, FilterError, MergeError
     ├─ ConflictError                a concurrent commit won; retryable
     ├─ StorageError(OSError)        wraps backend errors
+    │  └─ CorruptedDataError        stored bytes fail to decode or verify
     └─ FormatVersionError
 """
 
@@ -20,6 +21,7 @@ __all__ = [
     "AlreadyExistsError",
     "CollectionNotFoundError",
     "ConflictError",
+    "CorruptedDataError",
     "FilterError",
     "FormatVersionError",
     "InvalidInputError",
@@ -89,6 +91,14 @@ class ConflictError(ZCollectionError):
 
 class StorageError(ZCollectionError, OSError):
     """A storage backend failed; the original error is the ``__cause__``."""
+
+
+class CorruptedDataError(StorageError):
+    """Stored bytes are damaged: a checksum, codec or record check failed.
+
+    The message names the object (the store key of the chunk, catalog or
+    metadata document) that failed.
+    """
 
 
 class FormatVersionError(ZCollectionError):
