@@ -361,7 +361,10 @@ class AsyncCollection:
                 # session, memory://) runs them on its threads, even under a
                 # distributed client.
                 scheduler = None if txn.spec.shippable() else "threads"
-                written: list[str] = await asyncio.to_thread(delayed.compute, scheduler=scheduler)
+                async with txn.alive(final=True):  # heartbeats while the graph runs
+                    written: list[str] = await asyncio.to_thread(
+                        delayed.compute, scheduler=scheduler
+                    )
             except ConflictError:
                 await txn.abort()
                 if attempt == retries:
@@ -549,7 +552,7 @@ class AsyncCollection:
     async def drop_partitions(self, filters: FilterLike = None) -> list[str]:
         """Delete the partitions matching ``filters`` (all when ``None``); returns their paths."""
         self._check_writable()
-        from .catalog._transaction import lock_key, lock_token
+        from .catalog._transaction import acquire_lock, lock_token
 
         encode = self.partitioning.encode
         for attempt in range(DEFAULT_RETRIES + 1):
@@ -566,14 +569,11 @@ class AsyncCollection:
             base = await self._writable_base()
             canonicals = [encode(dropped.key_tuple(i)) for i in range(len(dropped))]
             txn = await Transaction.begin(self.spec, base, dropped.keys, canonicals)
-            locks = [lock_key(c) for c in canonicals]
             try:
-                got = await asyncio.gather(
-                    # Done from the start: a drop writes nothing under its locks.
-                    *(self.spec.put_if_absent(k, lock_token(txn.txn, done=True)) for k in locks)
-                )
-                if not all(got):
-                    raise ConflictError(f"partitions of {self.url} are being written; retry")
+                # Done from the start: a drop writes nothing under its locks.
+                token = lock_token(txn.txn, done=True)
+                for canonical in canonicals:
+                    await acquire_lock(self.spec, canonical, token)
                 committed = await txn.commit(DropPartitions(dropped.keys))
             except ConflictError:
                 await txn.abort()
@@ -592,6 +592,8 @@ class AsyncCollection:
     async def vacuum(self, *, older_than: float | None = None) -> list[str]:
         """Delete superseded partition versions retired more than ``older_than`` seconds ago."""
         self._check_writable()
+        # Dead writers' locks first: a lock held by a dead writer blocks collection.
+        await recover(self.spec, locks=True, garbage=False)
         return await collect_garbage(self.spec, older_than)
 
     async def repair(self, *, force: bool = False) -> Catalog:

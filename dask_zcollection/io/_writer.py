@@ -20,13 +20,7 @@ from zarr.storage import StorePath
 
 from .._sync import sync
 from ..catalog import CatalogLog
-from ..catalog._transaction import (
-    PutPartitions,
-    Transaction,
-    _release_locks,
-    lock_key,
-    lock_token,
-)
+from ..catalog._transaction import PutPartitions, Transaction, lock_key
 from ..errors import ConflictError
 from ..merge import AxisRange, MergeStrategy
 from ..store import StoreSpec
@@ -133,32 +127,17 @@ async def _merge_write(
     axis = ctx.source.config.axis_variable
     io = ctx.source.io
     spec = ctx.txn.spec
+    lock = None if spec.transactional else lock_key(plan.canonical)
     attrs = {
         _KEY_ATTR: [
             [n, int(v)] for n, v in zip(ctx.source.config.partitioning.keys, plan.key, strict=True)
         ],
         "_zc_txn": ctx.txn.txn,
     }
-    # One writer at a time writes a partition; the others retry. New partitions are
-    # locked too: their canonical path may hold a retired version being collected.
-    # A transactional backend isolates writers by itself (a session is invisible to
-    # the others, its commit detects them): no lock to take.
-    lock = None if spec.transactional else lock_key(plan.canonical)
-    if lock is not None and not await spec.put_if_absent(
-        lock, lock_token(ctx.txn.txn), durable=False
-    ):
-        raise ConflictError(
-            f"partition {plan.canonical!r} is being written by another writer; retry"
-        )
-
-    async def done() -> None:
-        # Nothing more is written under the lock: an abort may now release it.
-        if lock is not None:
-            await spec.put(lock, lock_token(ctx.txn.txn, done=True))
-
-    try:
-        if await ctx.txn.aborted():  # the insert failed meanwhile
-            raise ConflictError(f"transaction {ctx.txn.txn} was aborted")
+    # One writer at a time writes a partition; the others retry (a dead holder's lock
+    # is recovered). New partitions are locked too: their canonical path may hold a
+    # retired version being collected.
+    async with ctx.txn.writing(plan.canonical) as done:
         if plan.existing is not None:
             # Holding the lock, the planned version cannot be superseded any more; but it
             # may have been before: then this is a lost race, not an error.
@@ -189,10 +168,6 @@ async def _merge_write(
         values = merged[axis]
         n = len(values)
         return path, n, values.min() if n else None, values.max() if n else None, lock
-    except BaseException:
-        # Still ours: an abort waits for the tasks writing under their locks.
-        await _release_locks(spec, ctx.txn.txn, [plan.canonical])
-        raise
 
 
 async def _check_unchanged(ctx: WriteContext, plan: PartitionPlan) -> None:
@@ -296,9 +271,10 @@ def commit_task(
                 for path in change.paths:
                     await io.ensure_parents(path)
             # Releases the partition locks (those this transaction holds) once published.
-            await txn.commit(change, immutable=immutable[0] if immutable else None)
+            async with txn.alive():
+                await txn.commit(change, immutable=immutable[0] if immutable else None)
         except BaseException:
-            await _release_locks(ctx.txn.spec, ctx.txn.txn, ctx.txn.canonicals)
+            await ctx.txn.release_locks()
             raise
         encode = ctx.source.config.partitioning.encode
         return [encode(tuple(int(x) for x in k)) for k in keys]
