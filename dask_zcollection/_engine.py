@@ -12,11 +12,12 @@ import dataclasses
 import json
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy
 
 from ._prepare import Prepared, prepare_insert
+from ._repair import RepairReport, repair
 from ._update import UpdateStrategy
 from .catalog import CATALOG_DIR, Catalog, CatalogLog
 from .catalog._transaction import (
@@ -202,8 +203,9 @@ class AsyncCollection:
         base = listed if listed is not None else await self._with_stats(base)
         immutable = IMMUTABLE_PATH if await self._unnamed_immutable(listed=True) else None
         adopted = dataclasses.replace(base, version=0)
-        adopted = adopted.next_version(new_txn_id(), immutable=immutable)
         await self.log.initialise()
+        await self.log.versions()  # numbered past damaged versions, if any
+        adopted = self.log.numbered(adopted.next_version(new_txn_id(), immutable=immutable))
         if not await self.log.commit(adopted):  # another writer adopted it first
             latest = await self.log.latest()
             assert latest is not None
@@ -596,25 +598,15 @@ class AsyncCollection:
         await recover(self.spec, locks=True, garbage=False)
         return await collect_garbage(self.spec, older_than)
 
-    async def repair(self, *, force: bool = False) -> Catalog:
-        """Rebuild the catalog from a walk of the tree and commit it.
+    async def repair(self, *, force: bool = False, dry_run: bool = False) -> RepairReport:
+        """Make the catalog and the tree agree, never dropping data that can be read.
 
-        Also cleans up after crashed writers (``force=True``: every pending
-        transaction, when no writer can be running).
+        See :meth:`dask_zcollection.Collection.repair`.
         """
         self._check_writable()
-        await recover(self.spec, force=force)
-        current = await self.catalog(refresh=True)
-        paths = await self._walk(frozenset(current.paths))
-        listed = _trust_committed_rows(await self._with_stats(self._listed_catalog(paths)), current)
-        base = await self._writable_base(listed)
-        immutable = base.immutable
-        if immutable is None and await self._unnamed_immutable(listed=True):
-            immutable = IMMUTABLE_PATH
-        txn = await Transaction.begin(self.spec, base, base.keys, [])
-        committed = await txn.commit(_Rebuild(listed, base.keys), immutable=immutable)
-        self._catalog = committed
-        return committed
+        report = await repair(self, force=force, dry_run=dry_run)
+        self._catalog = None
+        return report
 
 
 def _on_cluster() -> bool:
@@ -624,34 +616,6 @@ def _on_cluster() -> bool:
     scheduler = get_scheduler()
     owner = getattr(scheduler, "__self__", None)
     return type(owner).__name__ == "Client"
-
-
-def _trust_committed_rows(listed: Catalog, committed: Catalog) -> Catalog:
-    """Row counts and axis stats of ``committed`` for the partitions both name at one path.
-
-    Rows past a partition's committed count are an aborted in-place append, not
-    data: a rebuilt catalog must not publish them.
-    """
-    if not committed.has_stats or not len(committed) or not len(listed):
-        return listed
-    pos = committed.find(listed.keys)
-    rows, lo, hi = listed.rows.copy(), listed.axis_min.copy(), listed.axis_max.copy()
-    for j, i in enumerate(pos.tolist()):
-        if i >= 0 and committed.paths[i] == listed.paths[j] and 0 <= committed.rows[i] <= rows[j]:
-            rows[j], lo[j], hi[j] = committed.rows[i], committed.axis_min[i], committed.axis_max[i]
-    return dataclasses.replace(listed, rows=rows, axis_min=lo, axis_max=hi)
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class _Rebuild:
-    """Replace the whole catalog by one rebuilt from the tree."""
-
-    verb: ClassVar[str] = "repair"
-    rebuilt: Catalog
-    keys: numpy.ndarray
-
-    def __call__(self, catalog: Catalog) -> Catalog:
-        return dataclasses.replace(self.rebuilt, version=catalog.version)
 
 
 def _materialise(

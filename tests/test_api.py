@@ -866,7 +866,7 @@ def test_failed_insert_changes_nothing_and_repair_ignores_its_rows(protocol_url:
     assert_arrays_identical(after["v"].values, before["v"].values, "v")
     assert col.catalog(refresh=True).version == version
 
-    repaired = zc.open_collection(protocol_url, mode="rw").repair()
+    repaired = zc.open_collection(protocol_url, mode="rw").repair().catalog
     assert repaired.rows.tolist() == [2, 1]
     assert_arrays_identical(
         zc.open_collection(protocol_url).query()["v"].values, before["v"].values, "v"
@@ -899,7 +899,7 @@ def test_repair_keeps_the_committed_version(protocol_url: str) -> None:
             await spec.put(stray + key[len(path) :], data)
 
     asyncio.run(copy())
-    repaired = zc.open_collection(protocol_url, mode="rw").repair()
+    repaired = zc.open_collection(protocol_url, mode="rw").repair().catalog
     assert repaired.paths == committed.paths
     assert repaired.rows.tolist() == committed.rows.tolist()
 
@@ -922,7 +922,7 @@ def test_repair_rebuilds_a_lost_catalog(store_url: str, factory: Factory) -> Non
     assert reader.partitions() == [
         before.paths[i].partition("@")[0] for i in range(len(before))
     ]  # listed by a walk
-    repaired = zc.open_collection(store_url, mode="rw").repair()
+    repaired = zc.open_collection(store_url, mode="rw").repair().catalog
     assert repaired.paths == before.paths
     assert repaired.rows.tolist() == before.rows.tolist()
     assert repaired.axis_min.tolist() == before.axis_min.tolist()

@@ -332,7 +332,7 @@ class Transaction:
                     f"a concurrent writer committed version {latest.version} of {self.spec.url} "
                     f"changing partition(s) {clash[:5]} that this write also changes; retry"
                 )
-            new = change(latest).next_version(self.txn, immutable=immutable)
+            new = log.numbered(change(latest).next_version(self.txn, immutable=immutable))
             named = set(new.paths) | {new.immutable}
             pos = latest.find(change.keys) if len(change.keys) else numpy.empty(0, dtype="intp")
             superseded = [
