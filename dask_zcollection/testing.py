@@ -21,24 +21,33 @@ checks its adapter by subclassing :class:`StoreTests` in its own test suite::
 Where a backend legitimately differs, the subclass declares it (the
 capabilities below) and the same tests check the other behaviour; nothing is
 skipped. This module imports pytest: only test code imports it.
+
+:class:`CountingStore` wraps a zarr store to count its requests by kind (and
+optionally delay each, as a remote store would), so that tests pin the
+requests an operation makes and benchmarks report them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import pickle
-from collections.abc import Coroutine, Iterable
+import threading
+from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
 from typing import Any, ClassVar
 
 import dask.base
 import numpy
 import pytest
+from zarr.abc.store import ByteRequest, Store
+from zarr.core.buffer import Buffer, BufferPrototype
+from zarr.storage import WrapperStore
 
 from .errors import ConflictError
 from .store import StoreSpec, resolve_store
 
-__all__ = ["StoreTests", "run"]
+__all__ = ["CountingStore", "RequestCounter", "StoreTests", "run"]
 
 
 def run[T](coro: Coroutine[Any, Any, T]) -> T:
@@ -360,3 +369,144 @@ class StoreTests:
         pinned = run(store.pinned())
         array = zarr.open_array(store=pinned.zarr_store(), path="a", mode="r")
         assert numpy.asarray(array[:]).tolist() == [1, 2, 3]
+
+
+# -- counting requests -------------------------------------------------------------------------
+class RequestCounter:
+    """Requests of the :class:`CountingStore` instances sharing it (thread-safe).
+
+    ``count`` is the total; ``kinds`` the same requests by kind (``get``,
+    ``put``, ``head``, ``list``, ``delete``); ``keys`` the keys read, in order.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+        self.kinds: collections.Counter[str] = collections.Counter()
+        self.keys: list[str] = []
+
+    def add(self, n: int = 1, kind: str | None = None, keys: Iterable[str] = ()) -> None:
+        """Count ``n`` requests of ``kind`` (reads of ``keys``)."""
+        with self._lock:
+            self.count += n
+            if kind is not None:
+                self.kinds[kind] += n
+            self.keys.extend(keys)
+
+    def reset(self) -> int:
+        """Forget everything; return the total counted since the last reset."""
+        with self._lock:
+            n, self.count = self.count, 0
+            self.kinds.clear()
+            self.keys.clear()
+        return n
+
+    def reads(self) -> list[str]:
+        """The keys read since the last reset, in order."""
+        with self._lock:
+            return list(self.keys)
+
+    def take(self) -> collections.Counter[str]:
+        """The counts by kind since the last reset, and reset."""
+        with self._lock:
+            kinds, self.kinds = self.kinds, collections.Counter()
+            self.count = 0
+            self.keys.clear()
+        return kinds
+
+
+class CountingStore(WrapperStore[Store]):
+    """Wrap a zarr store: count every request, and wait ``latency`` seconds before it.
+
+    The wait is an ``asyncio.sleep``, so concurrent requests overlap as they
+    would over a network. A listing counts (and waits) once per call, a partial
+    read once per range. Use it as the store of a :class:`StoreSpec` subclass
+    (override ``_open_store``) to pin the requests of an operation.
+
+    Parameters
+    ----------
+    store : zarr.abc.store.Store
+        The store wrapped.
+    latency : float
+        Seconds added to every request.
+    counter : RequestCounter, optional
+        Where the requests are counted (shared by stores that pass the same one).
+    """
+
+    def __init__(
+        self, store: Store, latency: float = 0.0, counter: RequestCounter | None = None
+    ) -> None:
+        super().__init__(store)
+        self.latency = float(latency)
+        self.counter = counter if counter is not None else RequestCounter()
+
+    def _with_store(self, store: Store) -> CountingStore:
+        return type(self)(store, self.latency, self.counter)
+
+    @property
+    def _supports_sync_io(self) -> bool:
+        # zarr would otherwise bypass the async methods (uncounted) with *_sync calls.
+        return False
+
+    async def _wait(self, n: int = 1, kind: str | None = None, keys: Iterable[str] = ()) -> None:
+        self.counter.add(n, kind, keys)
+        if self.latency > 0:
+            await asyncio.sleep(self.latency)
+
+    async def get(
+        self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
+    ) -> Buffer | None:
+        await self._wait(kind="get", keys=(key,))
+        return await self._store.get(key, prototype, byte_range)
+
+    async def get_partial_values(
+        self, prototype: BufferPrototype, key_ranges: Iterable[tuple[str, ByteRequest | None]]
+    ) -> list[Buffer | None]:
+        key_ranges = list(key_ranges)
+        await self._wait(len(key_ranges), "get", [k for k, _ in key_ranges])
+        return await self._store.get_partial_values(prototype, key_ranges)
+
+    async def get_ranges(  # type: ignore[override]
+        self, key: str, byte_ranges: Sequence[ByteRequest | None], **kwargs: Any
+    ) -> AsyncIterator[Sequence[tuple[int, Buffer | None]]]:
+        await self._wait(len(byte_ranges), "get", (key,))
+        async for group in self._store.get_ranges(key, byte_ranges, **kwargs):
+            yield group
+
+    async def exists(self, key: str) -> bool:
+        await self._wait(kind="head")
+        return await self._store.exists(key)
+
+    async def set(self, key: str, value: Buffer) -> None:
+        await self._wait(kind="put")
+        await self._store.set(key, value)
+
+    async def set_if_not_exists(self, key: str, value: Buffer) -> None:
+        await self._wait(kind="put")
+        await self._store.set_if_not_exists(key, value)
+
+    async def delete(self, key: str) -> None:
+        await self._wait(kind="delete")
+        await self._store.delete(key)
+
+    async def is_empty(self, prefix: str) -> bool:
+        await self._wait(kind="list")
+        return await self._store.is_empty(prefix)
+
+    async def list(self) -> AsyncIterator[str]:
+        await self._wait(kind="list")
+        async for k in self._store.list():
+            yield k
+
+    async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
+        await self._wait(kind="list")
+        async for k in self._store.list_prefix(prefix):
+            yield k
+
+    async def list_dir(self, prefix: str) -> AsyncIterator[str]:
+        await self._wait(kind="list")
+        async for k in self._store.list_dir(prefix):
+            yield k
+
+    def __repr__(self) -> str:
+        return f"CountingStore({self._store!r}, latency={self.latency})"
