@@ -1,7 +1,8 @@
 """The store adapter contract as a reusable test suite (like ``zarr.testing.store``).
 
-A third party that registers a URL scheme (:func:`dask_zcollection.store.register_scheme`)
-checks its adapter by subclassing :class:`StoreTests` in its own test suite::
+A third party that registers a URL scheme (:func:`dask_zcollection.store.register_scheme`,
+so that ``resolve_store(store.url)`` finds its adapter) checks the adapter by
+subclassing :class:`StoreTests` in its own test suite::
 
     import pytest
     from dask_zcollection.testing import StoreTests
