@@ -277,14 +277,16 @@ async def _plan(
     base: Catalog | None,
     found: list[_Found],
     retired: set[str],
-    lost_versions: bool,
+    floor: str | None,
 ) -> _Plan:
     """Classify each disagreement between the catalog and the tree (reads only).
 
     A group no intact catalog names is adopted when there is no intact catalog,
-    or when it was written after the newest intact one while newer versions are
-    damaged (its commit is lost with them); otherwise it is an uncommitted write
-    (its writer left no lease) and is quarantined, never published.
+    or when its key is not committed and it was written after ``floor`` (the
+    transaction of the newest intact version below a damaged one: its commit
+    was lost with that version). Otherwise it is an uncommitted write (its
+    writer left no lease) or an unnamed version of a committed partition, and
+    is quarantined, never published.
     """
     part = col.partitioning
     plan = _Plan([], [], [], [], [])
@@ -335,16 +337,14 @@ async def _plan(
                 (f, RepairAction(f.path, f"its partition-key attribute says {says}"))
             )
             continue
-        if base is not None and "_zc_txn" in attrs and (f.txn <= base.txn or not lost_versions):
-            pos = int(base.find(numpy.array([key], dtype="int64"))[0])
-            what = (
-                "an unnamed version of a committed partition" if pos >= 0 else "no catalog names it"
-            )
-            when = "before" if f.txn <= base.txn else "after"
-            plan.quarantine_orphan.append(
-                (f, RepairAction(f.path, f"{what}, written {when} catalog version {base.version}"))
-            )
-            continue
+        if base is not None and "_zc_txn" in attrs:
+            named_key = int(base.find(numpy.array([key], dtype="int64"))[0]) >= 0
+            if named_key or floor is None or f.txn <= floor:
+                what = "an unnamed version of a committed partition" if named_key else "uncommitted"
+                plan.quarantine_orphan.append(
+                    (f, RepairAction(f.path, f"{what} (no catalog version names it)"))
+                )
+                continue
         why = await _rows_disagree(col, f.path, key)
         if why is not None:
             plan.quarantine_orphan.append((f, RepairAction(f.path, why)))
@@ -352,7 +352,7 @@ async def _plan(
         if base is None:
             reason = "found in the tree; no intact catalog"
         elif "_zc_txn" in attrs:
-            reason = f"written after catalog version {base.version}, whose successors are damaged"
+            reason = "committed by a damaged catalog version"
         else:
             reason = "found in the tree, written by the reference implementation"
         plan.adopt.append((f, key, RepairAction(f.path, reason)))
@@ -408,10 +408,8 @@ async def repair(col: AsyncCollection, *, force: bool, dry_run: bool) -> RepairR
     """See :meth:`dask_zcollection.Collection.repair`."""
     spec = col.spec
     recovered = () if dry_run else tuple(await recover(spec, force=force, locks=True))
-    log = CatalogLog(spec)
     for attempt in range(_RETRIES + 1):
-        state = await log.state()
-        base = state.latest
+        base, damaged, floor = await _versions(col)
         if base is not None and base.key_names != col.partitioning.keys:
             raise CorruptedDataError(
                 f"the catalog of {spec.url} names partitions by {base.key_names} but "
@@ -419,8 +417,7 @@ async def repair(col: AsyncCollection, *, force: bool, dry_run: bool) -> RepairR
                 "configuration edited? Nothing was changed"
             )
         found = await walk(col)
-        plan = await _plan(col, base, found, await _retired(col), bool(state.damaged))
-        damaged = [RepairAction(version_key(v), why) for v, why in state.damaged]
+        plan = await _plan(col, base, found, await _retired(col), floor)
         if dry_run:
             return _report(plan, damaged, base, recovered=recovered, dry_run=True)
         if base is None:
@@ -432,6 +429,31 @@ async def repair(col: AsyncCollection, *, force: bool, dry_run: bool) -> RepairR
                 raise
             await asyncio.sleep(0.01 * 2**attempt)
     raise AssertionError("unreachable")
+
+
+async def _versions(col: AsyncCollection) -> tuple[Catalog | None, list[RepairAction], str | None]:
+    """The newest intact catalog, every damaged version, and the adoption floor.
+
+    The floor is the transaction of the newest intact version below the oldest
+    damaged one (``""`` when there is none; ``None`` when nothing is damaged).
+    """
+    log = CatalogLog(col.spec)
+    intact: list[Catalog] = []
+    damaged: list[tuple[int, str]] = []
+    for version in await log.versions():
+        try:
+            catalog = await log.read(version)
+        except CorruptedDataError as err:
+            damaged.append((version, str(err)))
+            continue
+        if catalog is not None:  # else pruned meanwhile
+            intact.append(catalog)
+    floor = None
+    if damaged:
+        below = [c for c in intact if c.version < damaged[0][0]]
+        floor = below[-1].txn if below else ""
+    actions = [RepairAction(version_key(v), why) for v, why in damaged]
+    return (intact[-1] if intact else None), actions, floor
 
 
 def _report(
