@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy
 
-from ._prepare import Prepared, prepare_insert
+from ._prepare import Prepared, check_axis, prepare_insert
 from ._repair import RepairReport, repair
 from ._update import UpdateStrategy
 from .catalog import CATALOG_DIR, Catalog, CatalogLog
@@ -50,7 +50,7 @@ from .merge import AxisRange, MergeLike, resolve
 from .partitioning import Partitioning, compile_filter
 from .partitioning._filter import FilterLike
 from .schema import Schema
-from .store import StoreLike, StoreSpec, resolve_store
+from .store import StoreLike, StoreSpec, check_clearable, resolve_store
 
 if TYPE_CHECKING:
     from .collection import LazyCollection
@@ -337,7 +337,8 @@ class AsyncCollection:
         """
         self._check_writable()
         strategy = resolve(merge)
-        prepared = prepare_insert(data, self.schema, self.axis)
+        keys = {self.axis_variable, *self.partitioning.variables}
+        prepared = prepare_insert(data, self.schema, self.axis, keys=keys)
         return await self._run_graph(
             lambda: self._plan_insert(prepared, strategy), retries=retries, compute=compute
         )
@@ -494,6 +495,7 @@ class AsyncCollection:
         small, immutable = await asyncio.to_thread(_materialise, small, prepared.immutable)
         if not prepared.rows:
             return None
+        check_axis(axis, small[axis])
         attrs = {v: self.schema[v].attrs for v in self.partitioning.variables}
         keys, inverse = self.partitioning.split(
             {v: small[v] for v in self.partitioning.variables}, attrs
@@ -667,10 +669,15 @@ async def create_collection(
     ------
     AlreadyExistsError
         When a collection exists at ``store`` and ``overwrite`` is false.
+    InvalidInputError
+        When ``overwrite`` would clear an empty path, a filesystem root, the
+        home directory or a bucket root (nothing is deleted).
     SchemaError
         When the schema, axis and partitioning do not fit together.
     """
     spec = resolve_store(store, storage_options).for_writing()
+    if overwrite:
+        check_clearable(store, spec)
     schema = schema.build().with_axis(axis).with_default_chunks(axis)
     for name in partitioning.variables:
         if name not in schema or schema[name].dimensions != (axis,):
