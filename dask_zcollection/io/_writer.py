@@ -214,9 +214,8 @@ def check_merged(ctx: WriteContext, plan: PartitionPlan, merged: Any) -> dict[st
                     f"{first}, in {other!r})"
                 )
     except InvalidInputError as err:
-        raise MergeError(
-            f"merge strategy {getattr(ctx.strategy, 'name', ctx.strategy)!r} on partition {plan.canonical!r}: {err}"
-        ) from err
+        name = getattr(ctx.strategy, "name", ctx.strategy)
+        raise MergeError(f"merge strategy {name!r} on partition {plan.canonical!r}: {err}") from err
     return columns
 
 

@@ -107,12 +107,7 @@ def check_names(variables: Any, what: str) -> tuple[str, ...]:
         # Each name becomes a path component ``name=value`` of every partition: a
         # Zarr node name that the tree walk takes for a partition ('=' once, and no
         # leading '_' or '.', no '@' which separates a version).
-        if (
-            not isinstance(name, str)
-            or "=" in name
-            or "@" in name
-            or name.startswith(("_", "."))
-        ):
+        if not isinstance(name, str) or "=" in name or "@" in name or name.startswith(("_", ".")):
             raise InvalidInputError(
                 f"{what}: invalid variable name {name!r} (a string without '=' or '@', "
                 "not starting with '_' or '.')"
