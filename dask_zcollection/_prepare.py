@@ -84,7 +84,7 @@ def _unmask(block: Any, path: str, fill: Any, strict: bool) -> Any:
         return numpy.ma.getdata(block)
     if fill is None or strict:
         where = int(numpy.flatnonzero(mask)[0])
-        why = "it has no fill value" if fill is None else "its values cannot be missing"
+        why = "its values cannot be missing" if strict else "it has no fill value"
         raise SchemaError(
             f"variable {path!r}: {int(mask.sum())} masked value(s) (first at flat index "
             f"{where}) cannot be stored: {why}"

@@ -14,7 +14,7 @@ from typing import Any
 import numpy
 
 from ._prepare import columns_to_dataset
-from .data import Dataset
+from .data import Dataset, Variable
 from .errors import MergeError, SchemaError
 from .merge import AxisRange
 from .schema import Schema
@@ -56,7 +56,8 @@ class UpdateStrategy:
         pairs = result.walk() if isinstance(result, Dataset) else dict(result).items()
         for path, value in pairs:
             path = path.strip("/")
-            data = numpy.asarray(getattr(value, "data", value))
+            # A Variable's data; a bare array's ``.data`` is its raw buffer, not its values.
+            data = numpy.asarray(value.data if isinstance(value, Variable) else value)
             if path not in columns:
                 raise SchemaError(
                     f"update returned variable {path!r}, which is not a partitioned "

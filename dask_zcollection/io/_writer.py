@@ -144,7 +144,7 @@ async def _merge_write(
             # may have been before: then this is a lost race, not an error.
             await _check_unchanged(ctx, plan)
         if plan.append and plan.existing is not None and plan.stored is not None:
-            merged = check_merged(ctx, plan, ctx.strategy(None, inserted, axis=axis))
+            merged = merge_checked(ctx, plan, None, inserted)
             if await _append(ctx, plan.existing, plan.stored.count, merged):
                 if await ctx.txn.aborted():  # rows past the committed count stay invisible
                     raise ConflictError(f"transaction {ctx.txn.txn} was aborted")
@@ -157,7 +157,7 @@ async def _merge_write(
         existing = None
         if (plan.read_existing or plan.append) and plan.existing is not None:
             existing = await read_partition(ctx.source, plan.existing, io.partitioned)
-        merged = check_merged(ctx, plan, ctx.strategy(existing, inserted, axis=axis))
+        merged = merge_checked(ctx, plan, existing, inserted)
         path = await ctx.txn.claim(plan.canonical)
         if not spec.forked:  # forks creating one parent conflict: the commit creates them
             await io.ensure_parents(path)
@@ -169,6 +169,28 @@ async def _merge_write(
         values = merged[axis]
         n = len(values)
         return path, n, values.min() if n else None, values.max() if n else None, lock
+
+
+def merge_checked(
+    ctx: WriteContext,
+    plan: PartitionPlan,
+    existing: dict[str, numpy.ndarray] | None,
+    inserted: dict[str, numpy.ndarray],
+) -> dict[str, numpy.ndarray]:
+    """Run the merge strategy and check its result (:func:`check_merged`).
+
+    Raises
+    ------
+    MergeError
+        From the strategy or the check, naming the partition.
+    """
+    axis = ctx.source.config.axis_variable
+    try:
+        merged = ctx.strategy(existing, inserted, axis=axis)
+    except InvalidInputError as err:
+        name = getattr(ctx.strategy, "name", ctx.strategy)
+        raise type(err)(f"merge strategy {name!r} on partition {plan.canonical!r}: {err}") from err
+    return check_merged(ctx, plan, merged)
 
 
 def check_merged(ctx: WriteContext, plan: PartitionPlan, merged: Any) -> dict[str, numpy.ndarray]:

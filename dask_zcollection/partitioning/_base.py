@@ -11,7 +11,7 @@ import numpy
 import numpy.typing as npt
 
 from dask_zcollection.errors import InvalidInputError, SchemaError, VariableNotFoundError
-from dask_zcollection.schema._schema import check_node_name
+from dask_zcollection.schema import check_node_name
 
 __all__ = ["Partitioning"]
 
