@@ -271,6 +271,12 @@ class AsyncCollection:
             return None
         if isinstance(variables, str):
             variables = [variables]
+        if not isinstance(variables, Sequence | set | frozenset) or not all(
+            isinstance(v, str) for v in variables
+        ):
+            raise InvalidInputError(
+                f"variables must be a list of variable paths, got {variables!r}"
+            )
         out = []
         for v in variables:
             key = v.strip("/")

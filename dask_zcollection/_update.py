@@ -53,6 +53,11 @@ class UpdateStrategy:
         rows = len(columns[axis])
         view = {k: v for k, v in columns.items() if self.variables is None or k in self.variables}
         result = self.func(columns_to_dataset(self.schema, view))
+        if not isinstance(result, Dataset | Mapping):
+            raise SchemaError(
+                f"update: the function must return a Dataset or a mapping of variable path "
+                f"to array, got {type(result).__name__}"
+            )
         pairs = result.walk() if isinstance(result, Dataset) else dict(result).items()
         for path, value in pairs:
             path = path.strip("/")

@@ -84,7 +84,10 @@ def resolve_store(store: StoreLike, storage_options: Mapping[str, Any] | None = 
     if not isinstance(store, str | os.PathLike):
         return _from_object(store, storage_options)
     url = os.fspath(store)
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as err:  # e.g. an unbalanced '[' (an IPv6 host)
+        raise InvalidInputError(f"invalid store URL {url!r}: {err}") from err
     if len(parts.scheme) <= 1:  # no scheme, or a Windows drive letter
         return LocalStore(url)
     factory = _FACTORIES.get(parts.scheme)
@@ -138,7 +141,7 @@ def check_clearable(store: StoreLike, spec: StoreSpec) -> None:
     why = None
     if isinstance(store, str | os.PathLike):
         url = os.fspath(store)
-        parts = urlsplit(url)
+        parts = urlsplit(url)  # resolve_store parsed it already
         scheme = parts.scheme if len(parts.scheme) > 1 else ""
         path = (parts.netloc + parts.path) if scheme else url
         if scheme != "memory" and not path.strip().strip("/").strip("."):
