@@ -224,10 +224,16 @@ def check_merged(ctx: WriteContext, plan: PartitionPlan, merged: Any) -> dict[st
             raise SchemaError(f"axis variable {axis!r} is not sorted (row {first} goes back)")
         if len(values):
             attrs = {v: config.schema[v].attrs for v in partitioning.variables}
+            key = numpy.asarray(plan.key, dtype="int64")
+            if tuple(partitioning.variables) == (axis,) and partitioning.name == "date":
+                # Dates map a sorted axis to non-decreasing keys: its ends decide.
+                ends, _ = partitioning.split({axis: values[[0, -1]]}, attrs)
+                if (ends == key).all():
+                    return columns
             found, inverse = partitioning.split(
                 {v: columns[v] for v in partitioning.variables}, attrs
             )
-            outside = (found != numpy.asarray(plan.key, dtype="int64")).any(axis=1)[inverse]
+            outside = (found != key).any(axis=1)[inverse]
             if outside.any():
                 first = int(numpy.flatnonzero(outside)[0])
                 other = partitioning.encode(tuple(int(k) for k in found[inverse[first]]))
