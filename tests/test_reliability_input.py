@@ -575,3 +575,17 @@ def test_odd_insert_input_and_merge_results_raise_typed_errors(
         ds = col.query()
         assert ds["quality"].values.dtype == numpy.uint8
         assert not numpy.isnat(ds["time"].values).any()
+
+
+def test_a_bad_merge_commits_nothing_on_every_backend(store_url: str, factory: Factory) -> None:
+    """Rows moved out of their partition: refused before anything is written, on every store."""
+    col = factory.create(store_url, nested=False, immutable=False)
+    before = factory.data(factory.times("2024-01-05", "2024-01-06"), nested=False, immutable=False)
+    col.insert(before)
+    version = col.catalog(refresh=True).version
+    new = factory.data(factory.times("2024-01-07"), seed=1, nested=False, immutable=False)
+    with pytest.raises(MergeError, match=r"month=01.*belong to another partition.*month=02"):
+        col.insert(new, merge=replaced("time", lambda v: v + numpy.timedelta64(31, "D")))
+    assert col.catalog(refresh=True).version == version
+    assert col.partitions() == ["year=2024/month=01"]
+    factory.assert_dataset(col.query(), before)
