@@ -357,6 +357,8 @@ class AsyncCollection:
         compute: bool,
     ) -> Any:
         """Plan and run a write graph; abort and re-plan on a lost race, abort on failure."""
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise InvalidInputError(f"retries must be an int >= 0, got {retries!r}")
         for attempt in range(retries + 1):
             planned = await plan()
             if planned is None:
@@ -409,6 +411,8 @@ class AsyncCollection:
             Canonical paths of the partitions rewritten (or the lazy update).
         """
         self._check_writable()
+        if not callable(func):
+            raise InvalidInputError(f"update needs a function, got {type(func).__name__}")
         names = self._check_variables(variables)
         strategy = UpdateStrategy(func, None if names is None else tuple(names), self.schema)
         return await self._run_graph(
@@ -474,6 +478,9 @@ class AsyncCollection:
             Canonical partition path -> result, in key order.
         """
         import dask
+
+        if not callable(func):
+            raise InvalidInputError(f"map needs a function, got {type(func).__name__}")
 
         lazy = await self.lazy(filters=filters)
         parts = [dask.delayed(func)(d) for d in lazy.to_delayed()]
@@ -681,6 +688,12 @@ async def create_collection(
     SchemaError
         When the schema, axis and partitioning do not fit together.
     """
+    if not isinstance(schema, Schema):
+        raise InvalidInputError(f"schema must be a dask_zcollection.Schema, got {schema!r}")
+    if not isinstance(partitioning, Partitioning):
+        raise InvalidInputError(
+            f"partitioning must be a partitioning (e.g. partitioning.Date), got {partitioning!r}"
+        )
     spec = resolve_store(store, storage_options).for_writing()
     if overwrite:
         check_clearable(store, spec)

@@ -589,3 +589,46 @@ def test_a_bad_merge_commits_nothing_on_every_backend(store_url: str, factory: F
     assert col.catalog(refresh=True).version == version
     assert col.partitions() == ["year=2024/month=01"]
     factory.assert_dataset(col.query(), before)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda col: col.lazy()[5],
+        lambda col: col.insert({}, retries=-1),
+        lambda col: col.insert({}, retries="3"),
+        lambda col: col.map(5),
+        lambda col: col.update(5),
+        lambda col: zc.create_collection("memory://x", schema=None, axis="t", partitioning=None),
+        lambda col: zc.Schema().with_dimension("t", size="3"),
+        lambda col: zc.Schema().with_dimension("t", chunks=2.5),
+        lambda col: zc.Schema().with_dimension("t").with_variable("v", dtype="f8", dimensions=5),
+        lambda col: (
+            zc.Schema().with_dimension("t").with_variable("v", dtype="f8", dimensions="t", attrs=5)
+        ),
+        lambda col: (
+            zc.Schema().with_dimension("t").with_variable("v", dtype="f8", dimensions="t", codecs=5)
+        ),
+        lambda col: zc.Schema().with_group("/g", attrs=[1]),
+    ],
+    ids=[
+        "lazy[5]",
+        "retries=-1",
+        "retries='3'",
+        "map(5)",
+        "update(5)",
+        "create(None)",
+        "size='3'",
+        "chunks=2.5",
+        "dimensions=5",
+        "attrs=5",
+        "codecs=5",
+        "group attrs",
+    ],
+)
+def test_wrong_argument_types_raise_invalid_input_error(
+    memory_url: str, factory: Factory, call: Any
+) -> None:
+    col = factory.create(memory_url)
+    with pytest.raises(InvalidInputError):
+        call(col)

@@ -247,6 +247,8 @@ def coerce_bound(
     """Convert a user bound (str, datetime, number) to a scalar comparable with the axis."""
     if value is None:
         return None
+    if isinstance(value, str) and value.strip().lower() == "nat":
+        raise InvalidInputError(f"a bound of {name!r} cannot be NaT or NaN, got {value!r}")
     try:
         bound = _coerce_bound(value, dtype, attrs, name, upper=upper)
     except InvalidInputError:

@@ -220,6 +220,8 @@ class Codecs:
         """Accept a :class:`Codecs`, its JSON form, a list of compressors, or ``None``."""
         if value is None or isinstance(value, Codecs):
             return value or cls()
+        if not isinstance(value, Mapping | Sequence) or isinstance(value, str | bytes):
+            raise SchemaError(f"cannot interpret codecs {value!r}")
         if isinstance(value, Mapping):
             if "name" in value:  # a single compressor
                 return cls(bytes_to_bytes=(dict(value),))
@@ -433,6 +435,9 @@ class Schema:
     ) -> Schema:
         """Declare a dimension in ``group`` (root by default)."""
         check_node_name(name, "dimension")
+        for field, value in (("size", size), ("chunks", chunks), ("shards", shards)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise SchemaError(f"dimension {name!r}: {field} must be an int, got {value!r}")
         dim = Dimension(name, size, chunks, shards)
         path = normalize_group_path(group)
 
@@ -459,6 +464,12 @@ class Schema:
         np_dtype = _as_dtype(dtype, name)
         if isinstance(dimensions, str):
             dimensions = (dimensions,)
+        if not isinstance(dimensions, Sequence) or not all(isinstance(d, str) for d in dimensions):
+            raise SchemaError(
+                f"variable {name!r}: dimensions must be a sequence of names, got {dimensions!r}"
+            )
+        if attrs is not None and not isinstance(attrs, Mapping):
+            raise SchemaError(f"variable {name!r}: attrs must be a mapping, got {attrs!r}")
         if np_dtype.kind in "mM" and isinstance(fill_value, numpy.datetime64 | numpy.timedelta64):
             fill_value = fill_value.astype(np_dtype)  # the JSON form counts units of the dtype
         fill = None if fill_value is None else _decode_fill(_json_fill(fill_value), np_dtype)
@@ -482,6 +493,8 @@ class Schema:
     def with_group(self, path: str, *, attrs: Mapping[str, Any] | None = None) -> Schema:
         """Declare a (possibly nested) group, creating its parents as needed."""
         norm = normalize_group_path(path)
+        if attrs is not None and not isinstance(attrs, Mapping):
+            raise SchemaError(f"group {path!r}: attrs must be a mapping, got {attrs!r}")
         if not norm:
             return self.with_attrs(attrs or {})
 
@@ -494,6 +507,8 @@ class Schema:
 
     def with_attrs(self, attrs: Mapping[str, Any], *, group: str | None = None) -> Schema:
         """Set attributes of ``group`` (root by default)."""
+        if not isinstance(attrs, Mapping):
+            raise SchemaError(f"attrs must be a mapping, got {attrs!r}")
 
         def set_attrs(g: GroupSchema) -> GroupSchema:
             return dataclasses.replace(g, attrs={**g.attrs, **attrs})
@@ -530,6 +545,12 @@ class Schema:
                 )
         for d in group.dimensions:
             check_node_name(d.name, "dimension")
+            for field in ("size", "chunks", "shards"):
+                value = getattr(d, field)
+                if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                    raise SchemaError(
+                        f"dimension {d.name!r}: {field} must be an int, got {value!r}"
+                    )
             if d.size is not None and d.size < 0:
                 raise SchemaError(f"dimension {d.name!r}: negative size {d.size}")
             if d.chunks is not None and d.chunks <= 0:
