@@ -632,3 +632,15 @@ def test_wrong_argument_types_raise_invalid_input_error(
     col = factory.create(memory_url)
     with pytest.raises(InvalidInputError):
         call(col)
+
+
+def test_update_results_follow_the_insert_rules(memory_url: str, factory: Factory) -> None:
+    """A narrowing cast (float64 into float32) was accepted by update(), not by insert."""
+    col = factory.create(memory_url, nested=False, immutable=False)
+    data = factory.data(factory.times("2024-01-05", "2024-01-06"), nested=False, immutable=False)
+    col.insert(data)
+    with pytest.raises(MergeError, match=r"month=01.*'ssh': dtype float64 cannot be stored"):
+        col.update(lambda ds: {"ssh": ds["ssh"].values.astype("float64") * 2})
+    factory.assert_dataset(col.query(), data)
+    col.update(lambda ds: {"quality": (ds["quality"].values // 2).astype("uint8")})
+    assert_arrays_identical(col.query()["quality"].values, data["quality"] // 2)
