@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy
 
-from ._prepare import Prepared, prepare_insert
+from ._prepare import Prepared, check_axis, prepare_insert
 from ._repair import RepairReport, repair
 from ._update import UpdateStrategy
 from .catalog import CATALOG_DIR, Catalog, CatalogLog
@@ -50,7 +50,7 @@ from .merge import AxisRange, MergeLike, resolve
 from .partitioning import Partitioning, compile_filter
 from .partitioning._filter import FilterLike
 from .schema import Schema
-from .store import StoreLike, StoreSpec, resolve_store
+from .store import StoreLike, StoreSpec, check_clearable, resolve_store
 
 if TYPE_CHECKING:
     from .collection import LazyCollection
@@ -271,6 +271,12 @@ class AsyncCollection:
             return None
         if isinstance(variables, str):
             variables = [variables]
+        if not isinstance(variables, Sequence | set | frozenset) or not all(
+            isinstance(v, str) for v in variables
+        ):
+            raise InvalidInputError(
+                f"variables must be a list of variable paths, got {variables!r}"
+            )
         out = []
         for v in variables:
             key = v.strip("/")
@@ -337,7 +343,8 @@ class AsyncCollection:
         """
         self._check_writable()
         strategy = resolve(merge)
-        prepared = prepare_insert(data, self.schema, self.axis)
+        keys = {self.axis_variable, *self.partitioning.variables}
+        prepared = prepare_insert(data, self.schema, self.axis, keys=keys)
         return await self._run_graph(
             lambda: self._plan_insert(prepared, strategy), retries=retries, compute=compute
         )
@@ -350,6 +357,8 @@ class AsyncCollection:
         compute: bool,
     ) -> Any:
         """Plan and run a write graph; abort and re-plan on a lost race, abort on failure."""
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise InvalidInputError(f"retries must be an int >= 0, got {retries!r}")
         for attempt in range(retries + 1):
             planned = await plan()
             if planned is None:
@@ -402,6 +411,8 @@ class AsyncCollection:
             Canonical paths of the partitions rewritten (or the lazy update).
         """
         self._check_writable()
+        if not callable(func):
+            raise InvalidInputError(f"update needs a function, got {type(func).__name__}")
         names = self._check_variables(variables)
         strategy = UpdateStrategy(func, None if names is None else tuple(names), self.schema)
         return await self._run_graph(
@@ -468,6 +479,9 @@ class AsyncCollection:
         """
         import dask
 
+        if not callable(func):
+            raise InvalidInputError(f"map needs a function, got {type(func).__name__}")
+
         lazy = await self.lazy(filters=filters)
         parts = [dask.delayed(func)(d) for d in lazy.to_delayed()]
         results = await asyncio.to_thread(dask.compute, parts)
@@ -494,6 +508,7 @@ class AsyncCollection:
         small, immutable = await asyncio.to_thread(_materialise, small, prepared.immutable)
         if not prepared.rows:
             return None
+        check_axis(axis, small[axis])
         attrs = {v: self.schema[v].attrs for v in self.partitioning.variables}
         keys, inverse = self.partitioning.split(
             {v: small[v] for v in self.partitioning.variables}, attrs
@@ -667,10 +682,21 @@ async def create_collection(
     ------
     AlreadyExistsError
         When a collection exists at ``store`` and ``overwrite`` is false.
+    InvalidInputError
+        When ``overwrite`` would clear an empty path, a filesystem root, the
+        home directory or a bucket root (nothing is deleted).
     SchemaError
         When the schema, axis and partitioning do not fit together.
     """
+    if not isinstance(schema, Schema):
+        raise InvalidInputError(f"schema must be a dask_zcollection.Schema, got {schema!r}")
+    if not isinstance(partitioning, Partitioning):
+        raise InvalidInputError(
+            f"partitioning must be a partitioning (e.g. partitioning.Date), got {partitioning!r}"
+        )
     spec = resolve_store(store, storage_options).for_writing()
+    if overwrite:
+        check_clearable(store, spec)
     schema = schema.build().with_axis(axis).with_default_chunks(axis)
     for name in partitioning.variables:
         if name not in schema or schema[name].dimensions != (axis,):
