@@ -544,7 +544,6 @@ async def collect_garbage(spec: StoreSpec, older_than: float | None = None) -> l
             due.append((name, paths))
     if not due:
         return []
-    named = _named(await CatalogLog(spec).latest())
     owner = f"gc-{new_txn_id()}"
     # A lease, like a writer's: if this process dies holding locks, recovery frees them.
     every = sorted({p.split("@", 1)[0] for _, paths in due for p in paths})
@@ -558,6 +557,13 @@ async def collect_garbage(spec: StoreSpec, older_than: float | None = None) -> l
                 # never split its locks between them (and both give up).
                 for canonical in canonicals:
                     await acquire_lock(spec, canonical, lock_token(owner))
+                # Under the locks, no writer can publish these partitions: read the
+                # record and the newest catalog now. Read before, both could be stale:
+                # another collector may have deleted the record's paths meanwhile and a
+                # writer re-created one of them at its canonical path and committed it.
+                if not await spec.exists(f"{GARBAGE_DIR}/{name}"):
+                    continue
+                named = _named(await CatalogLog(spec).latest())
                 doomed = [p for p in paths if p not in named]
                 await _delete_prefixes(spec, doomed)
                 await spec.delete(f"{GARBAGE_DIR}/{name}")
