@@ -357,8 +357,10 @@ class IcechunkStore(StoreSpec):
         if session is None or not session.has_uncommitted_changes:
             return
         try:
-            with self._commit_lock():
-                await asyncio.to_thread(session.commit, message)
+            # The commit lock is taken in the worker thread, never on the event
+            # loop: a publish waiting for it would block the loop, and with it
+            # the publish that holds it (two writers of one process deadlocked).
+            await asyncio.to_thread(self._commit, session, message)
         except icechunk.ConflictError as err:
             raise ConflictError(
                 f"another writer committed to branch {self.branch!r} of {self.url} first; retry"
@@ -422,6 +424,11 @@ class IcechunkStore(StoreSpec):
         writer = uuid.uuid4().hex
         _SESSIONS[writer] = session
         return dataclasses.replace(self, writer=writer, fork=None, base=None)
+
+    def _commit(self, session: Any, message: str) -> None:
+        """Commit ``session`` under the commit lock (blocking: run in a thread)."""
+        with self._commit_lock():
+            session.commit(message)
 
     @contextlib.contextmanager
     def _commit_lock(self) -> Iterator[None]:

@@ -7,10 +7,12 @@ fixture; this module checks what only Icechunk has.
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from conftest import Factory, assert_arrays_identical
 from s3_server import S3Server
 
 import dask_zcollection as zc
+from dask_zcollection._sync import sync
 from dask_zcollection.store import IcechunkStore, StoreSpec, resolve_store
 from dask_zcollection.testing import StoreTests
 
@@ -240,3 +243,105 @@ def test_icechunk_on_s3(s3: S3Server, factory: Factory) -> None:
     assert_arrays_identical(got["ssh"].values, data["ssh"][keep], "ssh")
     old = zc.open_collection(url, storage_options=options)
     assert old.partitions() == [f"year=2024/month={m:02d}" for m in (1, 2, 3)]
+
+
+# -- regressions ---------------------------------------------------------------------------
+def _run_with_timeout(coro: Any, timeout: float = 30) -> Any:
+    """Run ``coro`` on a private event loop in a daemon thread; fail if it hangs.
+
+    A deadlocked loop stays stuck in its own thread instead of hanging the test
+    session (and the library's shared loop stays usable).
+    """
+    result: list[Any] = []
+
+    def main() -> None:
+        try:
+            result.append(asyncio.run(coro))
+        except BaseException as err:  # handed to the test thread
+            result.append(err)
+
+    thread = threading.Thread(target=main, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"hung for {timeout} s (deadlock)"
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0]
+
+
+def test_concurrent_publishes_on_one_loop_do_not_deadlock(tmp_path: Path) -> None:
+    """Two sessions of one process publishing at once on one event loop.
+
+    The commit lock was taken on the loop thread: the second publish blocked the
+    loop, so the first could never finish its commit and release the lock.
+    """
+    store = resolve_store(f"icechunk://{tmp_path}/repo")
+    assert isinstance(store, IcechunkStore)
+    store.repository(create=True)
+
+    async def race() -> list[BaseException | None]:
+        a, b = store.for_writing(), store.for_writing()
+        await a.put("zarr.json", b'{"zarr_format": 3, "node_type": "group", "attributes": {}}')
+        await a.put("k/a", b"from a")
+        await b.put("k/b", b"from b")
+        return await asyncio.gather(a.publish("a"), b.publish("b"), return_exceptions=True)
+
+    outcome = _run_with_timeout(race())
+    # Both started from the same snapshot: Icechunk lets exactly one commit land.
+    losers = [e for e in outcome if e is not None]
+    assert len(losers) == 1 and isinstance(losers[0], zc.errors.ConflictError), outcome
+    won, lost = ("a", "b") if outcome[0] is None else ("b", "a")
+    tip = sync(store.pinned())
+    assert sync(tip.get(f"k/{won}")) == f"from {won}".encode()
+    assert sync(tip.get(f"k/{lost}")) is None
+
+    async def retry() -> None:  # what the write path does on ConflictError
+        writer = store.for_writing()
+        await writer.put(f"k/{lost}", f"from {lost}".encode())
+        await writer.publish(lost)
+
+    _run_with_timeout(retry())
+    tip = sync(store.pinned())
+    assert sync(tip.get("k/a")) == b"from a"
+    assert sync(tip.get("k/b")) == b"from b"
+    messages = [s.message for s in _repo(tmp_path / "repo").ancestry(branch="main")]
+    assert messages == [lost, won, "Repository initialized"]
+
+
+def test_threads_inserting_at_once_in_one_process(tmp_path: Path, factory: Factory) -> None:
+    """Two threads of one process insert other partitions: both land, nothing hangs.
+
+    Run in a child process, so that a deadlock of the library's event loop fails
+    this test (by the timeout) instead of hanging every later one.
+    """
+    url = f"icechunk://{tmp_path}/repo"
+    factory.create(url, immutable=False, nested=False)
+    script = textwrap.dedent(
+        f"""
+        import threading, numpy, dask_zcollection as zc
+
+        def insert(month):
+            t = numpy.array([f"2024-{{month:02d}}-{{d:02d}}" for d in (1, 2, 3)], "M8[ns]")
+            data = {{"time": t, "ssh": numpy.full((3, 3), month, "float32"),
+                     "quality": numpy.full(3, month, "uint8")}}
+            zc.open_collection({url!r}, mode="rw").insert(data, retries=20)
+
+        threads = [threading.Thread(target=insert, args=(m,)) for m in (1, 2, 3, 4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], stderr=subprocess.PIPE, timeout=90, check=False
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    col = zc.open_collection(url)
+    assert col.partitions() == [f"year=2024/month={m:02d}" for m in (1, 2, 3, 4)]
+    ds = col.query()
+    assert ds is not None
+    assert numpy.array_equal(ds["ssh"].values[:, 0], numpy.repeat([1, 2, 3, 4], 3))
+    assert numpy.array_equal(ds["quality"].values, numpy.repeat([1, 2, 3, 4], 3))
+    history = list(_repo(tmp_path / "repo").ancestry(branch="main"))
+    assert sum(s.message.startswith("dask_zcollection write") for s in history) == 4
