@@ -102,6 +102,9 @@ def _blob_meta(n: int) -> bytes:
     return json.dumps(doc).encode()
 
 
+_GROUP = json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}).encode()
+
+
 class _BoundedStore(WrapperStore[Any]):
     """A writable session's store with its operations serialised per event loop.
 
@@ -469,19 +472,31 @@ class IcechunkStore(StoreSpec):
         except Exception as err:
             raise StorageError(f"cannot write {key!r} to {self.url}: {err}") from err
 
+    async def _create_parents(self, node: str) -> None:
+        """Create the missing groups above ``node``, the root group included.
+
+        Icechunk lists only the children of groups that exist (``list_dir("")``
+        is empty without a root ``zarr.json``), so, as Zarr does for an array
+        it creates, every node is written with its parents.
+        """
+        parts = node.split("/")[:-1] if node else []
+        parents = [
+            "zarr.json",
+            *("/".join(parts[: i + 1]) + "/zarr.json" for i in range(len(parts))),
+        ]
+        found = await asyncio.gather(*(self.exists(p) for p in parents))
+        for parent, ok in zip(parents, found, strict=True):
+            if not ok:
+                await self._set(parent, _GROUP)
+
     async def put(self, key: str, data: bytes) -> None:
         if _is_zarr_key(key):
+            if key.endswith("zarr.json"):  # a node: its parents too (a chunk needs its array)
+                await self._create_parents(key.removesuffix("zarr.json").rstrip("/"))
             await self._set(key, data)
             return
         await self.delete_prefix(key)
-        # Icechunk lists only the children of groups that exist: create the parents.
-        parts = key.split("/")[:-1]
-        parents = ["/".join(parts[: i + 1]) + "/zarr.json" for i in range(len(parts))]
-        found = await asyncio.gather(*(self.zarr_store().exists(p) for p in parents))
-        group = json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}).encode()
-        for parent, ok in zip(parents, found, strict=True):
-            if not ok:
-                await self._set(parent, group)
+        await self._create_parents(key)
         await self._set(f"{key}/zarr.json", _blob_meta(len(data)))
         if data:
             await self._set(f"{key}/c/0", data)
@@ -505,14 +520,69 @@ class IcechunkStore(StoreSpec):
 
     async def exists(self, key: str) -> bool:
         probe = key if _is_zarr_key(key) else f"{key}/zarr.json"
-        return await self.zarr_store().exists(probe)
+        with self._errors("check", key):
+            return await self.zarr_store().exists(probe)
 
     async def delete(self, key: str) -> None:
         if _is_zarr_key(key):
-            with contextlib.suppress(FileNotFoundError, KeyError):
+            with self._errors("delete", key), contextlib.suppress(FileNotFoundError, KeyError):
                 await self.zarr_store().delete(key)
         else:
             await self.delete_prefix(key)
+
+    async def delete_prefix(self, prefix: str) -> None:
+        with self._errors("delete", prefix):
+            await super().delete_prefix(prefix)
+
+    async def list_dir(self, prefix: str) -> list[str]:
+        with self._errors("list", prefix):
+            return await super().list_dir(prefix)
+
+    async def list_prefix(self, prefix: str) -> list[str]:
+        import icechunk
+
+        path = prefix.strip("/")
+        with self._errors("list", prefix):
+            try:
+                return await super().list_prefix(path)
+            except icechunk.InvalidInputError:
+                # Icechunk lists only below a node (a group or an array).
+                return await self._list_below_no_node(path)
+
+    async def _list_below_no_node(self, path: str) -> list[str]:
+        """Keys below ``path``, a path that is no node.
+
+        Below the nearest node above it: inside an array, its keys under
+        ``path`` (chunks); inside a group, nothing, as every node is written
+        with its parent groups (:meth:`_create_parents`, and Zarr).
+        """
+        parts = path.split("/")
+        for i in range(len(parts) - 1, 0, -1):
+            node = "/".join(parts[:i])
+            meta = await self._get(f"{node}/zarr.json")
+            if meta is None:
+                continue
+            try:
+                node_type = json.loads(meta).get("node_type")
+            except (ValueError, AttributeError):
+                node_type = None
+            if node_type != "array":
+                return []
+            keys = await super().list_prefix(node)
+            return [k for k in keys if k.startswith(f"{path}/")]
+        return []
+
+    @contextlib.contextmanager
+    def _errors(self, action: str, key: str) -> Iterator[None]:
+        """Icechunk's errors as :class:`StorageError` naming ``key``."""
+        import icechunk
+
+        try:
+            yield
+        except (icechunk.IcechunkError, OSError) as err:
+            if isinstance(err, StorageError):
+                raise
+            raise StorageError(f"cannot {action} {key!r} in {self.url}: {err}") from err
 
     async def clear(self) -> None:
         names = await self.list_dir("")

@@ -8,6 +8,7 @@ fixture; this module checks what only Icechunk has.
 from __future__ import annotations
 
 import asyncio
+import json
 import pickle
 import subprocess
 import sys
@@ -48,16 +49,6 @@ class TestIcechunkStore(StoreTests):
     @pytest.fixture
     def other(self, tmp_path: Path) -> StoreSpec:
         return resolve_store(f"icechunk://{tmp_path}/other")
-
-    # Not a difference of the backend: the adapter lets Icechunk's error through.
-    @pytest.mark.xfail(
-        raises=icechunk.IcechunkError,
-        strict=True,
-        reason="IcechunkStore.list_prefix of a prefix that is no group or array raises "
-        "icechunk.InvalidInputError instead of returning []",
-    )
-    def test_list_prefix_of_nothing(self, store: StoreSpec) -> None:
-        super().test_list_prefix_of_nothing(store)
 
 
 @pytest.mark.s3
@@ -345,3 +336,73 @@ def test_threads_inserting_at_once_in_one_process(tmp_path: Path, factory: Facto
     assert numpy.array_equal(ds["quality"].values, numpy.repeat([1, 2, 3, 4], 3))
     history = list(_repo(tmp_path / "repo").ancestry(branch="main"))
     assert sum(s.message.startswith("dask_zcollection write") for s in history) == 4
+
+
+_GROUP = b'{"zarr_format": 3, "node_type": "group", "attributes": {}}'
+
+
+def test_missing_keys_and_prefixes_are_empty_not_errors(tmp_path: Path) -> None:
+    """Icechunk lists only below a node: a missing prefix is listed as ``[]``.
+
+    Its own errors never leak: a key it refuses is a ``StorageError`` naming it.
+    """
+    store = resolve_store(f"icechunk://{tmp_path}/repo")
+    writer = store.for_writing()
+    sync(writer.put("a/b", b"xyz"))
+    sync(writer.put("a/e/f", b"1"))
+    for spec in (writer, sync(_published(writer))):
+        assert sync(spec.list_prefix("nothing/here")) == []
+        assert sync(spec.list_prefix("_locks")) == []
+        assert sync(spec.list_prefix("a/b/x")) == []  # below a blob (an array)
+        assert sync(spec.list_prefix("a/b/c")) == ["a/b/c/0"]  # the blob's chunk
+        assert sync(spec.list_prefix("a/e/")) == ["a/e/zarr.json", "a/e/f/zarr.json", "a/e/f/c/0"]
+        assert sync(spec.list_dir("nothing/here")) == []
+        assert sync(spec.get("nothing/here")) is None
+        assert sync(spec.get("nothing/zarr.json")) is None
+        assert sync(spec.exists("nothing/here")) is False
+        for call in (spec.exists, spec.get):
+            with pytest.raises(zc.errors.StorageError, match="'a/b/c/0/'") as info:
+                sync(call("a/b/c/0/"))
+            assert isinstance(info.value.__cause__, icechunk.IcechunkError)
+    writer = store.for_writing()
+    sync(writer.delete_prefix("nothing/here"))
+    sync(writer.delete("nothing/here"))
+    sync(writer.delete("nothing/zarr.json"))
+    with pytest.raises(zc.errors.StorageError, match="'a/b/c/0/'") as info:
+        sync(writer.delete("a/b/c/0/"))
+    assert isinstance(info.value.__cause__, icechunk.IcechunkError)
+    assert sync(writer.get("a/b")) == b"xyz"  # nothing was deleted
+    assert sync(writer.get("a/e/f")) == b"1"
+
+
+async def _published(writer: StoreSpec) -> StoreSpec:
+    await writer.publish("test")
+    return await writer.pinned()
+
+
+@pytest.mark.parametrize(
+    ("first", "data", "top"),
+    [("blob", b"x", "blob"), ("a/b/blob", b"x", "a"), ("g/h/zarr.json", _GROUP, "g")],
+    ids=["blob", "nested-blob", "group"],
+)
+def test_the_root_is_listed_whatever_is_written_first(
+    tmp_path: Path, first: str, data: bytes, top: str
+) -> None:
+    """``put`` creates the root group with the parents: ``list_dir("")`` sees the object."""
+    store = resolve_store(f"icechunk://{tmp_path}/repo")
+    assert sync(store.is_empty())
+    writer = store.for_writing()
+    sync(writer.put(first, data))
+    assert sorted(sync(writer.list_dir(""))) == [top, "zarr.json"]
+    assert sync(writer.is_empty()) is False
+    sync(writer.publish("first"))
+    assert sync(store.is_empty()) is False
+    assert sorted(sync(store.list_dir(""))) == [top, "zarr.json"]
+    assert sync(store.get(first)) == data
+    root = json.loads(sync(store.get("zarr.json")) or b"null")
+    assert root == {"zarr_format": 3, "node_type": "group", "attributes": {}}
+    # Emptied again, the repository is empty.
+    writer = store.for_writing()
+    sync(writer.clear())
+    sync(writer.publish("clear"))
+    assert sync(store.is_empty()) is True
