@@ -476,8 +476,8 @@ class IcechunkStore(StoreSpec):
         """Create the missing groups above ``node``, the root group included.
 
         Icechunk lists only the children of groups that exist (``list_dir("")``
-        is empty without a root ``zarr.json``), so, as Zarr does for an array
-        it creates, every node is written with its parents.
+        is empty without a root ``zarr.json``), so, as Zarr does for the nodes
+        it creates, a blob is written with its parents.
         """
         parts = node.split("/")[:-1] if node else []
         parents = [
@@ -491,8 +491,11 @@ class IcechunkStore(StoreSpec):
 
     async def put(self, key: str, data: bytes) -> None:
         if _is_zarr_key(key):
-            if key.endswith("zarr.json"):  # a node: its parents too (a chunk needs its array)
-                await self._create_parents(key.removesuffix("zarr.json").rstrip("/"))
+            if key.count("/") == 1 and key.endswith("/zarr.json"):
+                # A node below the root needs the root group to be listed. Deeper
+                # nodes are written with their parents by the library and Zarr
+                # (creating them here would race with their own metadata).
+                await self._create_parents(key.removesuffix("/zarr.json"))
             await self._set(key, data)
             return
         await self.delete_prefix(key)
@@ -504,10 +507,14 @@ class IcechunkStore(StoreSpec):
     async def put_many(
         self, items: Mapping[str, bytes], *, last: Mapping[str, bytes] | None = None
     ) -> None:
-        # Icechunk takes a chunk only for an existing array: metadata first.
-        meta = {k: v for k, v in items.items() if k.endswith("zarr.json")}
+        # Icechunk takes a chunk only for an existing array: metadata first, the
+        # root group before the others (which would otherwise create an empty one).
+        if "zarr.json" in items:
+            await self.put("zarr.json", items["zarr.json"])
+        meta = {k: v for k, v in items.items() if k.endswith("zarr.json") and k != "zarr.json"}
         await asyncio.gather(*(self.put(k, v) for k, v in meta.items()))
-        await asyncio.gather(*(self.put(k, v) for k, v in items.items() if k not in meta))
+        rest = {k: v for k, v in items.items() if k not in meta and k != "zarr.json"}
+        await asyncio.gather(*(self.put(k, v) for k, v in rest.items()))
         if last:
             await asyncio.gather(*(self.put(k, v) for k, v in last.items()))
 
@@ -553,8 +560,11 @@ class IcechunkStore(StoreSpec):
         """Keys below ``path``, a path that is no node.
 
         Below the nearest node above it: inside an array, its keys under
-        ``path`` (chunks); inside a group, nothing, as every node is written
-        with its parent groups (:meth:`_create_parents`, and Zarr).
+        ``path`` (chunks); inside a group, nothing, as nodes are written with
+        their parent groups (:meth:`_create_parents`, and Zarr). A node written
+        below a missing group is not listed (Icechunk's ``list_dir`` does not
+        show it either), rather than list the whole repository for every
+        missing prefix.
         """
         parts = path.split("/")
         for i in range(len(parts) - 1, 0, -1):

@@ -382,7 +382,7 @@ async def _published(writer: StoreSpec) -> StoreSpec:
 
 @pytest.mark.parametrize(
     ("first", "data", "top"),
-    [("blob", b"x", "blob"), ("a/b/blob", b"x", "a"), ("g/h/zarr.json", _GROUP, "g")],
+    [("blob", b"x", "blob"), ("a/b/blob", b"x", "a"), ("g/zarr.json", _GROUP, "g")],
     ids=["blob", "nested-blob", "group"],
 )
 def test_the_root_is_listed_whatever_is_written_first(
@@ -406,3 +406,19 @@ def test_the_root_is_listed_whatever_is_written_first(
     sync(writer.clear())
     sync(writer.publish("clear"))
     assert sync(store.is_empty()) is True
+
+
+def test_put_many_keeps_the_root_group_it_writes(tmp_path: Path) -> None:
+    """A root ``zarr.json`` among the items is kept, and lists the top-level nodes.
+
+    It is written before the nodes below it, which would otherwise create an
+    empty root group (a race the gate's scheduling happens to hide today).
+    """
+    store = resolve_store(f"icechunk://{tmp_path}/repo")
+    writer = store.for_writing()
+    root = json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {"a": 1}}).encode()
+    items = {"g/zarr.json": _GROUP, "h/zarr.json": _GROUP, "zarr.json": root, "blob": b"1"}
+    sync(writer.put_many(items))
+    assert sync(writer.get("zarr.json")) == root
+    assert sorted(sync(writer.list_dir(""))) == ["blob", "g", "h", "zarr.json"]
+    assert sync(writer.get("blob")) == b"1"
