@@ -40,6 +40,7 @@ from .catalog._transaction import (
     GARBAGE_DIR,
     Transaction,
     _json_records,
+    _records,
     _retire,
     acquire_lock,
     lock_token,
@@ -236,7 +237,7 @@ async def walk(col: AsyncCollection) -> list[_Found]:
 
 async def _retired(col: AsyncCollection) -> set[str]:
     """Paths named by a garbage record (retired, deleted by the collector)."""
-    names = [n for n in await col.spec.list_dir(GARBAGE_DIR) if n.endswith(".json")]
+    names = _records(await col.spec.list_dir(GARBAGE_DIR))
     out: set[str] = set()
     for _, doc in await _json_records(col.spec, GARBAGE_DIR, names):
         if isinstance(doc, dict):

@@ -485,6 +485,11 @@ async def _release_locks(
     await asyncio.gather(*(spec.delete(k) for k, o in zip(locks, owners, strict=True) if o in mine))
 
 
+def _records(names: Iterable[str]) -> list[str]:
+    """The JSON records of a listing (``zarr.json``: the directory's group, on Icechunk)."""
+    return [n for n in names if n.endswith(".json") and n != "zarr.json"]
+
+
 async def _json_records(
     spec: StoreSpec, directory: str, names: Sequence[str]
 ) -> list[tuple[str, Any]]:
@@ -531,7 +536,7 @@ async def collect_garbage(spec: StoreSpec, older_than: float | None = None) -> l
     """
     # Old Icechunk snapshots keep superseded versions for their readers.
     keep = 0.0 if spec.transactional else retention() if older_than is None else older_than
-    names = [n for n in await spec.list_dir(GARBAGE_DIR) if n.endswith(".json")]
+    names = _records(await spec.list_dir(GARBAGE_DIR))
     if not names:
         return []
     now, due = time.time(), []
@@ -649,7 +654,7 @@ async def recover(
         The transaction ids cleaned up.
     """
     listed = await spec.list_dir(LEASE_DIR)
-    txns = {n.removesuffix(".json") for n in listed if n.endswith(".json")}
+    txns = {n.removesuffix(".json") for n in _records(listed)}
     if locks:
         held = [k for k in await spec.list_prefix(LOCK_DIR) if k.endswith(".lock")]
         tokens = await asyncio.gather(*(spec.get(k) for k in held))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import dask
 import dask.array as da
@@ -796,6 +796,8 @@ class Dataset(Group):
     """
 
     __slots__ = ()
+    #: What the repr calls it.
+    KIND: ClassVar[str] = "Dataset"
 
     @classmethod
     def from_xarray(cls, obj: xarray.Dataset | xarray.DataTree) -> Dataset:
@@ -807,7 +809,7 @@ class Dataset(Group):
         """
         from ._xarray import from_xarray
 
-        return from_xarray(cls, obj)
+        return from_xarray(cls, obj, Group, Variable)
 
     def to_xarray(self, *, index: bool | None = None) -> xarray.Dataset | xarray.DataTree:
         """Convert to xarray: a ``DataTree`` with nested groups, else a ``Dataset``.
