@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal
@@ -20,11 +19,11 @@ from ._prepare import Prepared, check_axis, prepare_insert
 from ._repair import RepairReport, repair
 from ._update import UpdateStrategy
 from .catalog import Catalog, CatalogLog
+from .catalog._discovery import IMMUTABLE_PATH, CatalogDiscovery
 from .catalog._transaction import (
     DropPartitions,
     Transaction,
     collect_garbage,
-    new_txn_id,
     recover,
 )
 from .collection import LazyCollection, collection_from
@@ -47,11 +46,7 @@ from .store import StoreSpec
 
 __all__ = ["IMMUTABLE_PATH", "AsyncCollection", "Mode"]
 
-IMMUTABLE_PATH = "_immutable"
 Mode = Literal["r", "rw"]
-_KEY_ATTR = "_zc_partition_key"
-#: Partitions written concurrently by one eager insert.
-WRITE_CONCURRENCY = 8
 #: Times an insert is re-planned after losing a commit race on the same partitions.
 DEFAULT_RETRIES = 3
 
@@ -65,6 +60,13 @@ class AsyncCollection:
         self.mode: Mode = mode
         self.io = PartitionIO(spec, config.schema, config.axis)
         self.log = CatalogLog(spec)
+        axis = config.axis_variable
+        self.discovery = CatalogDiscovery(
+            spec,
+            config.partitioning,
+            config.schema[axis].dtype,
+            lambda path: self.io.axis_stats(path, axis),
+        )
         self._catalog: Catalog | None = None
 
     # -- properties ------------------------------------------------------------------------
@@ -105,103 +107,13 @@ class AsyncCollection:
         """The committed partition index (cached; ``refresh=True`` re-reads it)."""
         if self._catalog is None or refresh:
             await self.spec.refresh()
-            self._catalog = await self._load_catalog()
+            self._catalog = await self.discovery.load()
         return self._catalog
 
-    def _empty_catalog(self) -> Catalog:
-        return Catalog.empty(self.partitioning.keys, self.schema[self.axis_variable].dtype)
-
-    async def _load_catalog(self) -> Catalog:
-        latest = await self.log.latest()
-        if latest is not None:
-            return latest
-        paths = await self.log.legacy_paths()
-        if paths is None:
-            paths = await self._walk()
-        return self._listed_catalog(paths)
-
-    def _listed_catalog(self, paths: Sequence[str]) -> Catalog:
-        """A catalog without stats from partition paths (reference state.json or a walk)."""
-        if not paths:
-            return self._empty_catalog()
-        keys = numpy.array(
-            [self.partitioning.decode(p.partition("@")[0]) for p in paths], dtype="int64"
-        )
-        catalog = self._empty_catalog()
-        n = len(paths)
-        dtype = catalog.axis_min.dtype
-        catalog = catalog.with_partitions(
-            keys, list(paths), numpy.full(n, -1), numpy.zeros(n, dtype), numpy.zeros(n, dtype)
-        )
-        return dataclasses.replace(catalog, has_stats=False)
-
-    async def _walk(self, prefer: frozenset[str] = frozenset()) -> list[str]:
-        """List partition groups by walking the tree (collections without a catalog).
-
-        Of several versions of a partition, one in ``prefer`` (the paths the
-        committed catalog names) wins, else the newest transaction's.
-        """
-        depth = len(self.partitioning.keys)
-        level = [""]
-        for _ in range(depth):
-            children = await asyncio.gather(*(self.spec.list_dir(p) for p in level))
-            level = [
-                f"{parent}/{name}" if parent else name
-                for parent, names in zip(level, children, strict=True)
-                for name in names
-                if "=" in name and not name.startswith((".", "_"))
-            ]
-        # Keep committed-looking groups only (a crashed claim is marked pending).
-        metas = await asyncio.gather(*(self.spec.get(f"{p}/zarr.json") for p in level))
-        best: dict[str, tuple[str, str]] = {}
-        for path, raw in zip(level, metas, strict=True):
-            if raw is None:
-                continue
-            attrs = json.loads(raw).get("attributes", {})
-            if attrs.get("_zc_pending"):
-                continue
-            canonical, _, txn = path.partition("@")
-            rank = "\uffff" if path in prefer else str(attrs.get("_zc_txn", txn))
-            if canonical not in best or rank > best[canonical][0]:
-                best[canonical] = (rank, path)
-        return [p for _, p in best.values()]
-
-    async def _with_stats(self, catalog: Catalog) -> Catalog:
-        """Fill in row counts and axis min/max of a listed catalog (reads the axis)."""
-        if catalog.has_stats:
-            return catalog
-        stats = await asyncio.gather(
-            *(self.io.axis_stats(p, self.axis_variable) for p in catalog.paths)
-        )
-        dtype = catalog.axis_min.dtype
-        rows = numpy.array([s[0] for s in stats], dtype="int64")
-        lo = numpy.array([s[1] if s[0] else numpy.zeros((), dtype) for s in stats], dtype=dtype)
-        hi = numpy.array([s[2] if s[0] else numpy.zeros((), dtype) for s in stats], dtype=dtype)
-        return dataclasses.replace(catalog, rows=rows, axis_min=lo, axis_max=hi, has_stats=True)
-
     async def _writable_base(self, listed: Catalog | None = None) -> Catalog:
-        """The newest catalog, with stats, for a write to plan and commit against.
-
-        A collection written by the reference implementation has no catalog of
-        ours (version 0, listed from ``_catalog/state.json`` or a walk): its
-        listed catalog (or ``listed``) is first published as version 1, so the
-        commit protocol has a version to race on.
-        """
-        base = await self.catalog(refresh=True)
-        if base.version > 0:
-            return await self._with_stats(base)
-        base = listed if listed is not None else await self._with_stats(base)
-        immutable = IMMUTABLE_PATH if await self._unnamed_immutable(listed=True) else None
-        adopted = dataclasses.replace(base, version=0)
-        await self.log.initialise()
-        await self.log.versions()  # numbered past damaged versions, if any
-        adopted = self.log.numbered(adopted.next_version(new_txn_id(), immutable=immutable))
-        if not await self.log.commit(adopted):  # another writer adopted it first
-            latest = await self.log.latest()
-            assert latest is not None
-            adopted = await self._with_stats(latest)
-        self._catalog = adopted
-        return adopted
+        """The newest catalog, with stats, for a write (a listed one is adopted first)."""
+        self._catalog = await self.discovery.adopt(await self.catalog(refresh=True), listed)
+        return self._catalog
 
     async def select(self, filters: FilterLike = None) -> Catalog:
         """The sub-catalog of the partitions matching ``filters``."""
@@ -235,26 +147,11 @@ class AsyncCollection:
         )
         path = catalog.immutable
         listed = catalog.version == 0
-        if path is None and names and await self._unnamed_immutable(listed=listed):
+        if path is None and names and await self.discovery.unnamed_immutable(listed=listed):
             path = IMMUTABLE_PATH  # reference-format collection, or a lost catalog
         if path is None or not names:
             return {}
         return await self.io.read_immutable(path, names)
-
-    async def _unnamed_immutable(self, *, listed: bool) -> bool:
-        """Whether ``_immutable/`` holds a group to trust although no catalog names it.
-
-        A reference-format group (no ``_zc_txn``) always; one of ours (stamped
-        ``_zc_txn``) only when the catalog is listed from the tree (never
-        written, or lost), as partitions found by a walk are; a pending claim never.
-        """
-        raw = await self.spec.get(f"{IMMUTABLE_PATH}/zarr.json")
-        if raw is None:
-            return False
-        attrs = json.loads(raw).get("attributes", {})
-        if attrs.get("_zc_pending"):
-            return False
-        return listed or "_zc_txn" not in attrs
 
     def _check_variables(self, variables: Sequence[str] | None) -> list[str] | None:
         if variables is None:
@@ -414,7 +311,7 @@ class AsyncCollection:
         from .io import ReadSource
         from .io._writer import PartitionPlan
 
-        base = await self._with_stats(await self.catalog(refresh=True))
+        base = await self.discovery.with_stats(await self.catalog(refresh=True))
         predicate = compile_filter(filters, self.partitioning.keys)
         selected = base if predicate is None else base.take(predicate(base.columns, size=len(base)))
         if not len(selected):
@@ -530,7 +427,7 @@ class AsyncCollection:
             if (
                 self.io.immutable
                 and base.immutable is None
-                and not await self._unnamed_immutable(listed=base.version == 0)
+                and not await self.discovery.unnamed_immutable(listed=base.version == 0)
             ):
                 raise SchemaError(
                     f"immutable variable(s) {self.io.immutable} are missing from the first insert"

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy
 
 from .catalog import Catalog, CatalogLog
+from .catalog._discovery import FoundGroup, walk
 from .catalog._log import version_key
 from .catalog._transaction import (
     GARBAGE_DIR,
@@ -137,29 +138,11 @@ class RepairReport:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class _Found:
-    """A partition-looking group found by the walk."""
-
-    path: str
-    attrs: dict[str, Any] | None  # None: no group zarr.json
-    has_data: bool
-
-    @property
-    def canonical(self) -> str:
-        return self.path.partition("@")[0]
-
-    @property
-    def txn(self) -> str:
-        attrs = self.attrs or {}
-        return str(attrs.get("_zc_txn", self.path.partition("@")[2]))
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
 class _Plan:
     rebuild: list[tuple[int, RepairAction]]  # catalog position
-    adopt: list[tuple[_Found, tuple[int, ...], RepairAction]]
+    adopt: list[tuple[FoundGroup, tuple[int, ...], RepairAction]]
     quarantine_named: list[tuple[int, RepairAction]]
-    quarantine_orphan: list[tuple[_Found, RepairAction]]
+    quarantine_orphan: list[tuple[FoundGroup, RepairAction]]
     drop: list[tuple[int, RepairAction]]
 
     def canonicals(self, base: Catalog, encode: Any) -> list[str]:
@@ -190,51 +173,6 @@ class _RepairChange:
         return out
 
 
-async def walk(col: AsyncCollection) -> list[_Found]:
-    """Every partition-looking directory at the partitioning's depth.
-
-    Raises
-    ------
-    CorruptedDataError
-        When a directory's name does not fit the configured partitioning (a
-        key name of another level): the configuration was edited.
-    """
-    spec = col.spec
-    names = col.partitioning.keys
-    level = [""]
-    for depth, name in enumerate(names):
-        children = await asyncio.gather(*(spec.list_dir(p) for p in level))
-        nxt = []
-        for parent, kids in zip(level, children, strict=True):
-            for kid in kids:
-                if "=" not in kid or kid.startswith((".", "_")):
-                    continue
-                label = kid.partition("=")[0]
-                if label != name:
-                    raise CorruptedDataError(
-                        f"{spec.url}/{parent + '/' if parent else ''}{kid}: a directory named "
-                        f"{label!r} where the collection's partitioning "
-                        f"({'/'.join(n + '=...' for n in names)}) has {name!r} at level "
-                        f"{depth + 1}; was _zcollection.json edited? Nothing was changed"
-                    )
-                nxt.append(f"{parent}/{kid}" if parent else kid)
-        level = nxt
-    metas, listings = await asyncio.gather(
-        asyncio.gather(*(spec.get(f"{p}/zarr.json") for p in level)),
-        asyncio.gather(*(spec.list_dir(p) for p in level)),
-    )
-    found = []
-    for path, raw, listing in zip(level, metas, listings, strict=True):
-        attrs: dict[str, Any] | None = None
-        if raw is not None:
-            try:
-                attrs = dict(json.loads(raw).get("attributes", {}))
-            except (ValueError, AttributeError, TypeError):
-                attrs = None
-        found.append(_Found(path, attrs, any(n != "zarr.json" for n in listing)))
-    return found
-
-
 async def _retired(col: AsyncCollection) -> set[str]:
     """Paths named by a garbage record (retired, deleted by the collector)."""
     names = _records(await col.spec.list_dir(GARBAGE_DIR))
@@ -245,7 +183,7 @@ async def _retired(col: AsyncCollection) -> set[str]:
     return out
 
 
-def _key_attr(found: _Found, names: Sequence[str]) -> tuple[int, ...] | None:
+def _key_attr(found: FoundGroup, names: Sequence[str]) -> tuple[int, ...] | None:
     raw = (found.attrs or {}).get(_KEY_ATTR)
     if raw is None:
         return None
@@ -276,7 +214,7 @@ async def _rows_disagree(col: AsyncCollection, path: str, key: tuple[int, ...]) 
 async def _plan(
     col: AsyncCollection,
     base: Catalog | None,
-    found: list[_Found],
+    found: list[FoundGroup],
     retired: set[str],
     floor: str | None,
 ) -> _Plan:
@@ -311,11 +249,11 @@ async def _plan(
                     reason = f"its partition-key attribute says {says}, not {part.encode(key)}"
                     plan.quarantine_named.append((i, RepairAction(path, reason)))
     # The newest version of each partition the catalog does not name.
-    best: dict[str, _Found] = {}
+    best: dict[str, FoundGroup] = {}
     for f in found:
         if f.path in named or f.path in retired or f.attrs is None:
             continue
-        if f.attrs.get("_zc_pending"):
+        if f.pending:
             continue  # a claim: its writer's recovery deletes it
         other = best.get(f.canonical)
         if other is None or f.txn > other.txn:
@@ -417,7 +355,7 @@ async def repair(col: AsyncCollection, *, force: bool, dry_run: bool) -> RepairR
                 f"_zcollection.json's partitioning by {col.partitioning.keys}; was the "
                 "configuration edited? Nothing was changed"
             )
-        found = await walk(col)
+        found = await walk(col.spec, col.partitioning.keys, strict=True, probe_data=True)
         plan = await _plan(col, base, found, await _retired(col), floor)
         if dry_run:
             return _report(plan, damaged, base, recovered=recovered, dry_run=True)
@@ -559,7 +497,7 @@ async def _stats(
     col: AsyncCollection, paths: Sequence[str], keys: Sequence[tuple[int, ...]]
 ) -> Catalog:
     """A catalog of the groups at ``paths`` with stats read from their axis."""
-    empty = col._empty_catalog()
+    empty = col.discovery.empty()
     if not paths:
         return empty
     stats = await asyncio.gather(*(col.io.axis_stats(p, col.axis_variable) for p in paths))

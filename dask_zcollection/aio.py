@@ -108,7 +108,7 @@ async def create_collection(
     log = CatalogLog(spec)
     await log.initialise()
     collection = AsyncCollection(spec, config, "rw")
-    empty = collection._empty_catalog()
+    empty = collection.discovery.empty()
     await log.commit(empty.next_version("create"))
     await spec.publish(f"dask_zcollection create collection (partitioning {partitioning!r})")
     return collection

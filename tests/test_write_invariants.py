@@ -169,7 +169,7 @@ def tree_problems(root: Path) -> list[str]:
         problems.append(f"partition directories the catalog does not name: {sorted(dirs - named)}")
     if named - dirs:
         problems.append(f"catalog names missing directories: {sorted(named - dirs)}")
-    walked = sorted(sync(col.aio._walk()))
+    walked = sorted(sync(col.aio.discovery.newest_versions()))
     if walked != sorted(catalog.paths):
         problems.append(f"tree walk {walked} != catalog {sorted(catalog.paths)}")
     if catalog.immutable is not None and not (root / catalog.immutable / "zarr.json").exists():
@@ -216,7 +216,7 @@ def store_problems(url: str, options: Options) -> list[str]:
     incomplete = sorted(p for p in named if f"{p}/zarr.json" not in keys)
     if incomplete:
         problems.append(f"catalog names groups without zarr.json: {incomplete}")
-    walked = sorted(sync(col.aio._walk()))
+    walked = sorted(sync(col.aio.discovery.newest_versions()))
     if walked != sorted(catalog.paths):
         problems.append(f"walk {walked} != catalog {sorted(catalog.paths)}")
     if catalog.immutable is not None and f"{catalog.immutable}/zarr.json" not in keys:
