@@ -8,37 +8,36 @@ sync callers and :mod:`dask_zcollection.aio` republishes it. The Dask graphs
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 import numpy
 
-from ._prepare import Prepared, check_axis, prepare_insert
+from ._planner import Planned, WritePlanner
+from ._prepare import prepare_insert
 from ._repair import RepairReport, repair
 from ._update import UpdateStrategy
 from .catalog import Catalog, CatalogLog
 from .catalog._discovery import IMMUTABLE_PATH, CatalogDiscovery
 from .catalog._transaction import (
     DropPartitions,
-    Transaction,
+    acquire_lock,
     collect_garbage,
+    lock_token,
     recover,
+    retry_on_conflict,
 )
 from .collection import LazyCollection, collection_from
 from .data import Dataset
 from .errors import (
-    ConflictError,
     InvalidInputError,
     ReadOnlyError,
-    SchemaError,
 )
 from .io import (
     CollectionConfig,
     PartitionIO,
 )
-from .merge import AxisRange, MergeLike, resolve
+from .merge import MergeLike, resolve
 from .partitioning import Partitioning, compile_filter
 from .partitioning._filter import FilterLike
 from .schema import Schema
@@ -67,6 +66,7 @@ class AsyncCollection:
             config.schema[axis].dtype,
             lambda path: self.io.axis_stats(path, axis),
         )
+        self.planner = WritePlanner(spec, config, self.io, self.discovery)
         self._catalog: Catalog | None = None
 
     # -- properties ------------------------------------------------------------------------
@@ -110,11 +110,6 @@ class AsyncCollection:
             self._catalog = await self.discovery.load()
         return self._catalog
 
-    async def _writable_base(self, listed: Catalog | None = None) -> Catalog:
-        """The newest catalog, with stats, for a write (a listed one is adopted first)."""
-        self._catalog = await self.discovery.adopt(await self.catalog(refresh=True), listed)
-        return self._catalog
-
     async def select(self, filters: FilterLike = None) -> Catalog:
         """The sub-catalog of the partitions matching ``filters``."""
         catalog = await self.catalog(refresh=True)
@@ -135,23 +130,6 @@ class AsyncCollection:
         """Read the partitioned variables of partition ``i`` of ``catalog``."""
         rows = int(catalog.rows[i])
         return await self.io.read(catalog.paths[i], variables, stop=None if rows < 0 else rows)
-
-    async def read_immutable(
-        self, catalog: Catalog, variables: Sequence[str] | None = None
-    ) -> dict[str, numpy.ndarray]:
-        """Read the immutable variables (empty when none were written)."""
-        names = (
-            self.io.immutable
-            if variables is None
-            else [v for v in variables if v in self.io.immutable]
-        )
-        path = catalog.immutable
-        listed = catalog.version == 0
-        if path is None and names and await self.discovery.unnamed_immutable(listed=listed):
-            path = IMMUTABLE_PATH  # reference-format collection, or a lost catalog
-        if path is None or not names:
-            return {}
-        return await self.io.read_immutable(path, names)
 
     def _check_variables(self, variables: Sequence[str] | None) -> list[str] | None:
         if variables is None:
@@ -231,12 +209,12 @@ class AsyncCollection:
         keys = {self.axis_variable, *self.partitioning.variables}
         prepared = prepare_insert(data, self.schema, self.axis, keys=keys)
         return await self._run_graph(
-            lambda: self._plan_insert(prepared, strategy), retries=retries, compute=compute
+            lambda: self.planner.insert(prepared, strategy), retries=retries, compute=compute
         )
 
     async def _run_graph(
         self,
-        plan: Callable[[], Awaitable[tuple[Any, Transaction] | None]],
+        plan: Callable[[], Awaitable[Planned | None]],
         *,
         retries: int,
         compute: bool,
@@ -244,35 +222,27 @@ class AsyncCollection:
         """Plan and run a write graph; abort and re-plan on a lost race, abort on failure."""
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise InvalidInputError(f"retries must be an int >= 0, got {retries!r}")
-        for attempt in range(retries + 1):
+        if not compute:
+            planned = await plan()
+            return [] if planned is None else planned.graph
+
+        async def attempt() -> list[str]:
             planned = await plan()
             if planned is None:
                 return []
-            delayed, txn = planned
-            if not compute:
-                return delayed
-            try:
-                # Off the event loop: the graph's tasks use this loop for their I/O.
-                # A backend whose writes cannot leave this process (Icechunk's
-                # session, memory://) runs them on its threads, even under a
-                # distributed client.
-                scheduler = None if txn.spec.shippable() else "threads"
-                async with txn.alive(final=True):  # heartbeats while the graph runs
-                    written: list[str] = await asyncio.to_thread(
-                        delayed.compute, scheduler=scheduler
-                    )
-            except ConflictError:
-                await txn.abort()
-                if attempt == retries:
-                    raise
-                await asyncio.sleep(random.uniform(0.01, 0.05) * 2**attempt)
-                continue
-            except BaseException:
-                await asyncio.shield(txn.abort())
-                raise
+            txn = planned.txn
+            # Off the event loop: the graph's tasks use this loop for their I/O. A
+            # backend whose writes cannot leave this process (Icechunk's session,
+            # memory://) runs them on its threads, even under a distributed client.
+            scheduler = None if txn.spec.shippable() else "threads"
+            async with txn.aborting(), txn.alive(final=True):  # heartbeats while it runs
+                written: list[str] = await asyncio.to_thread(
+                    planned.graph.compute, scheduler=scheduler
+                )
             self._catalog = None
             return written
-        raise AssertionError("unreachable")
+
+        return await retry_on_conflict(attempt, retries)
 
     async def update(
         self,
@@ -301,58 +271,8 @@ class AsyncCollection:
         names = self._check_variables(variables)
         strategy = UpdateStrategy(func, None if names is None else tuple(names), self.schema)
         return await self._run_graph(
-            lambda: self._plan_update(filters, strategy), retries=retries, compute=compute
+            lambda: self.planner.update(filters, strategy), retries=retries, compute=compute
         )
-
-    async def _plan_update(
-        self, filters: FilterLike, strategy: Any
-    ) -> tuple[Any, Transaction] | None:
-        from .expr._write import InsertPlan, build_insert_graph
-        from .io import ReadSource
-        from .io._writer import PartitionPlan
-
-        base = await self.discovery.with_stats(await self.catalog(refresh=True))
-        predicate = compile_filter(filters, self.partitioning.keys)
-        selected = base if predicate is None else base.take(predicate(base.columns, size=len(base)))
-        if not len(selected):
-            return None
-        encode = self.partitioning.encode
-        plans = [
-            PartitionPlan(
-                key=selected.key_tuple(i),
-                canonical=encode(selected.key_tuple(i)),
-                existing=(selected.paths[i], int(selected.rows[i]), True),
-                stored=AxisRange(selected.axis_min[i], selected.axis_max[i], int(selected.rows[i])),
-                read_existing=True,
-                append=False,
-            )
-            for i in range(len(selected))
-        ]
-        txn = await self._begin(base, selected.keys, [p.canonical for p in plans])
-        empty = numpy.empty(0, dtype="intp")
-        plan = InsertPlan(keys=selected.keys, partitions=plans, rows=[empty] * len(plans))
-        delayed = build_insert_graph(
-            ReadSource(txn.spec, self.config), txn, strategy, plan, {}, None
-        )
-        return delayed, txn
-
-    async def _begin(
-        self, base: Catalog, keys: numpy.ndarray, canonicals: Sequence[str]
-    ) -> Transaction:
-        """Start the transaction of a write graph, with the spec its tasks use.
-
-        Under a ``distributed`` client, a backend whose writes are bound to this
-        process (Icechunk's session) ships a fork to the workers instead.
-        """
-        txn = await Transaction.begin(self.spec, base, keys, canonicals)
-        if self.spec.shippable() or not _on_cluster():
-            return txn
-        spec = await self.spec.for_cluster()
-        if spec is not self.spec:
-            # The commit task publishes the forks from a session of its own: this
-            # one (holding only the lease) is done, and the next write starts fresh.
-            await self.spec.discard()
-        return dataclasses.replace(txn, spec=spec)
 
     async def map(self, func: Callable[..., Any], *, filters: FilterLike = None) -> dict[str, Any]:
         """``func(partition: Dataset)`` for every selected partition, as one graph.
@@ -372,124 +292,26 @@ class AsyncCollection:
         results = await asyncio.to_thread(dask.compute, parts)
         return dict(zip(lazy.partitions, results[0], strict=True))
 
-    async def _plan_insert(
-        self, prepared: Prepared, strategy: Any
-    ) -> tuple[Any, Transaction] | None:
-        """Plan from the axis and partitioning variables; record the lease; build the graph."""
-        from .expr._write import build_insert_graph, partition_rows, plan_partitions
-        from .io import ReadSource
-
-        axis = self.axis_variable
-        small = {
-            v: prepared.columns[v]
-            for v in {*self.partitioning.variables, axis}
-            if v in prepared.columns
-        }
-        missing = [v for v in self.partitioning.variables if v not in prepared.columns]
-        if missing:
-            raise SchemaError(
-                f"partitioning variable(s) {missing} are missing from the inserted data"
-            )
-        small, immutable = await asyncio.to_thread(_materialise, small, prepared.immutable)
-        if not prepared.rows:
-            return None
-        check_axis(axis, small[axis])
-        attrs = {v: self.schema[v].attrs for v in self.partitioning.variables}
-        keys, inverse = self.partitioning.split(
-            {v: small[v] for v in self.partitioning.variables}, attrs
-        )
-        rows = partition_rows(inverse, len(keys))
-        base = await self._writable_base()
-        write_immutable = await self._check_immutable(base, immutable)
-        encode = self.partitioning.encode
-        canonicals = [encode(tuple(int(x) for x in k)) for k in keys]
-        if write_immutable:
-            canonicals.append(IMMUTABLE_PATH)
-        txn = await self._begin(base, keys, canonicals)
-        plan = plan_partitions(keys, rows, small[axis], base, strategy, encode)
-        columns = {**prepared.columns, **{k: v for k, v in small.items()}}
-        delayed = build_insert_graph(
-            ReadSource(txn.spec, self.config),
-            txn,
-            strategy,
-            plan,
-            columns,
-            immutable if write_immutable else None,
-        )
-        return delayed, txn
-
-    async def _check_immutable(self, base: Catalog, immutable: Mapping[str, numpy.ndarray]) -> bool:
-        """Immutable variables are written once; later inserts must carry equal values.
-
-        Returns whether this insert writes them (the first one that carries them).
-        """
-        if not immutable:
-            if (
-                self.io.immutable
-                and base.immutable is None
-                and not await self.discovery.unnamed_immutable(listed=base.version == 0)
-            ):
-                raise SchemaError(
-                    f"immutable variable(s) {self.io.immutable} are missing from the first insert"
-                )
-            return False
-        stored = await self.read_immutable(base, list(immutable))
-        if not stored:
-            missing = [p for p in self.io.immutable if p not in immutable]
-            if missing:
-                raise SchemaError(
-                    f"immutable variable(s) {missing} are missing from the first insert"
-                )
-            return True
-        from .data._dataset import _values_equal
-
-        for path, value in immutable.items():
-            if not _values_equal(value, stored[path]):
-                raise SchemaError(
-                    f"immutable variable {path!r} differs from the stored one; "
-                    "immutable variables are written once and never replaced"
-                )
-        return False
-
     async def drop_partitions(self, filters: FilterLike = None) -> list[str]:
         """Delete the partitions matching ``filters`` (all when ``None``); returns their paths."""
         self._check_writable()
-        from .catalog._transaction import acquire_lock, lock_token
 
-        encode = self.partitioning.encode
-        for attempt in range(DEFAULT_RETRIES + 1):
-            base = await self.catalog(refresh=True)
-            predicate = compile_filter(filters, self.partitioning.keys)
-            mask = (
-                numpy.ones(len(base), bool)
-                if predicate is None
-                else predicate(base.columns, size=len(base))
-            )
-            dropped = base.take(mask)
-            if not len(dropped):
+        async def attempt() -> list[str]:
+            planned = await self.planner.drop(filters)
+            if planned is None:
                 return []
-            base = await self._writable_base()
-            canonicals = [encode(dropped.key_tuple(i)) for i in range(len(dropped))]
-            txn = await Transaction.begin(self.spec, base, dropped.keys, canonicals)
-            try:
+            txn, dropped, canonicals = planned
+            async with txn.aborting():
                 # Done from the start: a drop writes nothing under its locks.
                 token = lock_token(txn.txn, done=True)
                 for canonical in canonicals:
                     await acquire_lock(self.spec, canonical, token)
-                committed = await txn.commit(DropPartitions(dropped.keys))
-            except ConflictError:
-                await txn.abort()
-                if attempt == DEFAULT_RETRIES:
-                    raise
-                await asyncio.sleep(random.uniform(0.01, 0.05) * 2**attempt)
-                continue
-            except BaseException:
-                await asyncio.shield(txn.abort())
-                raise
-            # The commit released the locks it held (only those: others may own them now).
-            self._catalog = committed
+                # The commit releases the locks it holds (only those: others may own
+                # them by then).
+                self._catalog = await txn.commit(DropPartitions(dropped.keys))
             return canonicals
-        raise AssertionError("unreachable")
+
+        return await retry_on_conflict(attempt, DEFAULT_RETRIES)
 
     async def vacuum(self, *, older_than: float | None = None) -> list[str]:
         """Delete superseded partition versions retired more than ``older_than`` seconds ago."""
@@ -507,26 +329,3 @@ class AsyncCollection:
         report = await repair(self, force=force, dry_run=dry_run)
         self._catalog = None
         return report
-
-
-def _on_cluster() -> bool:
-    """Whether ``compute()`` would run on a ``distributed`` client now."""
-    from dask.base import get_scheduler
-
-    scheduler = get_scheduler()
-    owner = getattr(scheduler, "__self__", None)
-    return type(owner).__name__ == "Client"
-
-
-def _materialise(
-    columns: Mapping[str, Any], immutable: Mapping[str, Any]
-) -> tuple[dict[str, numpy.ndarray], dict[str, numpy.ndarray]]:
-    """Compute the (small) planning columns and immutable variables of dask-backed input."""
-    import dask
-
-    lazy = {k: v for k, v in {**columns, **immutable}.items() if not isinstance(v, numpy.ndarray)}
-    (done,) = dask.compute(lazy) if lazy else ({},)
-    return (
-        {k: numpy.asarray(done.get(k, v)) for k, v in columns.items()},
-        {k: numpy.asarray(done.get(k, v)) for k, v in immutable.items()},
-    )

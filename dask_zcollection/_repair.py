@@ -47,6 +47,7 @@ from .catalog._transaction import (
     lock_token,
     new_txn_id,
     recover,
+    retry_on_conflict,
 )
 from .errors import ConflictError, CorruptedDataError
 from .io._partition import _KEY_ATTR, group_json
@@ -347,7 +348,8 @@ async def repair(col: AsyncCollection, *, force: bool, dry_run: bool) -> RepairR
     """See :meth:`dask_zcollection.Collection.repair`."""
     spec = col.spec
     recovered = () if dry_run else tuple(await recover(spec, force=force, locks=True))
-    for attempt in range(_RETRIES + 1):
+
+    async def attempt() -> RepairReport:
         base, damaged, floor = await _versions(col)
         if base is not None and base.key_names != col.partitioning.keys:
             raise CorruptedDataError(
@@ -355,19 +357,15 @@ async def repair(col: AsyncCollection, *, force: bool, dry_run: bool) -> RepairR
                 f"_zcollection.json's partitioning by {col.partitioning.keys}; was the "
                 "configuration edited? Nothing was changed"
             )
-        found = await walk(col.spec, col.partitioning.keys, strict=True, probe_data=True)
+        found = await walk(spec, col.partitioning.keys, strict=True, probe_data=True)
         plan = await _plan(col, base, found, await _retired(col), floor)
         if dry_run:
             return _report(plan, damaged, base, recovered=recovered, dry_run=True)
         if base is None:
             return await _adopt_tree(col, plan, damaged, recovered)
-        try:
-            return await _apply(col, base, plan, damaged, recovered)
-        except ConflictError:
-            if attempt == _RETRIES:
-                raise
-            await asyncio.sleep(0.01 * 2**attempt)
-    raise AssertionError("unreachable")
+        return await _apply(col, base, plan, damaged, recovered)
+
+    return await retry_on_conflict(attempt, _RETRIES)
 
 
 async def _versions(col: AsyncCollection) -> tuple[Catalog | None, list[RepairAction], str | None]:
@@ -525,5 +523,5 @@ async def _adopt_tree(
         await _quarantine(col, stamp, [f.path for f, _ in plan.quarantine_orphan])
         await _retire(spec, f"{stamp}-quarantine", [f.path for f, _ in plan.quarantine_orphan])
     listed = await _stats(col, [f.path for f, _, _ in plan.adopt], [k for _, k, _ in plan.adopt])
-    catalog = await col._writable_base(listed)
+    catalog = await col.planner.base(listed)
     return _report(plan, damaged, None, recovered=recovered, catalog=catalog)

@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import random
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -69,6 +70,7 @@ __all__ = [
     "recover",
     "recover_transaction",
     "retention",
+    "retry_on_conflict",
 ]
 
 #: Where writers hold their per-partition locks (``_locks/<canonical>.lock``).
@@ -137,6 +139,22 @@ async def acquire_lock(spec: StoreSpec, canonical: str, token: bytes) -> None:
             # Unreadable lease naming other partitions: this lock is the dead writer's.
             await spec.delete(key)
     raise ConflictError(f"partition {canonical!r} is contended by other writers; retry")
+
+
+async def retry_on_conflict[T](attempt: Callable[[], Awaitable[T]], retries: int) -> T:
+    """Run ``attempt()``; after a ``ConflictError``, back off and run it again.
+
+    At most ``retries`` more times, each after a random delay that doubles
+    (10-50 ms first); the last ``ConflictError`` is raised.
+    """
+    for i in range(retries + 1):
+        try:
+            return await attempt()
+        except ConflictError:
+            if i == retries:
+                raise
+            await asyncio.sleep(random.uniform(0.01, 0.05) * 2**i)
+    raise AssertionError("unreachable")
 
 
 def new_txn_id() -> str:
@@ -252,6 +270,18 @@ class Transaction:
         object is deleted).
         """
         return heartbeat(self.spec, self.txn, final=final)
+
+    @contextlib.asynccontextmanager
+    async def aborting(self) -> AsyncIterator[None]:
+        """Abort the transaction if the block fails (a conflict or any other error)."""
+        try:
+            yield
+        except ConflictError:
+            await self.abort()
+            raise
+        except BaseException:
+            await asyncio.shield(self.abort())
+            raise
 
     @contextlib.asynccontextmanager
     async def writing(self, canonical: str) -> AsyncIterator[Callable[[], Awaitable[None]]]:
