@@ -59,12 +59,8 @@ class AsyncCollection:
         self.mode: Mode = mode
         self.io = PartitionIO(spec, config.schema, config.axis)
         self.log = CatalogLog(spec)
-        axis = config.axis_variable
         self.discovery = CatalogDiscovery(
-            spec,
-            config.partitioning,
-            config.schema[axis].dtype,
-            lambda path: self.io.axis_stats(path, axis),
+            spec, config.partitioning, config.schema[config.axis_variable].dtype
         )
         self.planner = WritePlanner(spec, config, self.io, self.discovery)
         self._catalog: Catalog | None = None

@@ -21,7 +21,7 @@ from dask.delayed import Delayed
 from ._prepare import Prepared, check_axis
 from .catalog import Catalog
 from .catalog._discovery import IMMUTABLE_PATH, CatalogDiscovery
-from .catalog._transaction import Transaction
+from .catalog._transaction import Transaction, new_txn_id
 from .data._dataset import _values_equal
 from .errors import SchemaError
 from .expr._write import build_insert_graph
@@ -71,9 +71,42 @@ class WritePlanner:
         self.discovery = discovery
 
     async def base(self, listed: Catalog | None = None) -> Catalog:
-        """The newest catalog with stats to plan and commit against (adopted if listed)."""
+        """The newest catalog, with stats, for a write to plan and commit against.
+
+        A collection written by the reference implementation has no catalog of
+        ours (version 0, listed from ``state.json`` or a walk): its listed
+        catalog (or ``listed``) is first published as the next version, so the
+        commit protocol has a version to race on.
+        """
         await self.spec.refresh()
-        return await self.discovery.adopt(await self.discovery.load(), listed)
+        current = await self.discovery.load()
+        if current.version > 0:
+            return await self.with_stats(current)
+        log = self.discovery.log
+        base = listed if listed is not None else await self.with_stats(current)
+        immutable = IMMUTABLE_PATH if await self.discovery.unnamed_immutable(listed=True) else None
+        await log.initialise()
+        await log.versions()  # numbered past damaged versions, if any
+        adopted = dataclasses.replace(base, version=0)
+        adopted = log.numbered(adopted.next_version(new_txn_id(), immutable=immutable))
+        if await log.commit(adopted):
+            return adopted
+        latest = await log.latest()  # another writer adopted it first
+        assert latest is not None
+        return await self.with_stats(latest)
+
+    async def with_stats(self, catalog: Catalog) -> Catalog:
+        """Fill in row counts and axis min/max of a listed catalog (reads the axis)."""
+        if catalog.has_stats:
+            return catalog
+        axis = self.config.axis_variable
+        stats = await asyncio.gather(*(self.io.axis_stats(p, axis) for p in catalog.paths))
+        dtype = catalog.axis_min.dtype
+        zero = numpy.zeros((), dtype)
+        rows = numpy.array([s[0] for s in stats], dtype="int64")
+        lo = numpy.array([s[1] if s[0] else zero for s in stats], dtype=dtype)
+        hi = numpy.array([s[2] if s[0] else zero for s in stats], dtype=dtype)
+        return dataclasses.replace(catalog, rows=rows, axis_min=lo, axis_max=hi, has_stats=True)
 
     # -- insert ----------------------------------------------------------------------------
     async def insert(self, prepared: Prepared, strategy: MergeStrategy) -> Planned | None:

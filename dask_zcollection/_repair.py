@@ -475,7 +475,7 @@ async def _apply(
                     await _rebuild(col, base, i)
             adopt = [(f.path, k) for f, k, _ in plan.adopt if ok(f.path)]
             drops = [i for i, _ in plan.drop if ok(base.paths[i])] + named_q
-            put = await _stats(col, [p for p, _ in adopt], [k for _, k in adopt])
+            put = await _stats(col, [p for p, _ in adopt])
             drop = base.keys[drops] if drops else numpy.empty((0, len(base.key_names)), "int64")
             if len(put) or len(drop):
                 catalog = await txn.commit(_RepairChange(put, drop))
@@ -491,23 +491,9 @@ async def _apply(
     )
 
 
-async def _stats(
-    col: AsyncCollection, paths: Sequence[str], keys: Sequence[tuple[int, ...]]
-) -> Catalog:
+async def _stats(col: AsyncCollection, paths: Sequence[str]) -> Catalog:
     """A catalog of the groups at ``paths`` with stats read from their axis."""
-    empty = col.discovery.empty()
-    if not paths:
-        return empty
-    stats = await asyncio.gather(*(col.io.axis_stats(p, col.axis_variable) for p in paths))
-    dtype = empty.axis_min.dtype
-    zero = numpy.zeros((), dtype)
-    return empty.with_partitions(
-        numpy.array(keys, dtype="int64"),
-        list(paths),
-        numpy.array([s[0] for s in stats], dtype="int64"),
-        numpy.array([zero if s[1] is None else s[1] for s in stats], dtype=dtype),
-        numpy.array([zero if s[2] is None else s[2] for s in stats], dtype=dtype),
-    )
+    return await col.planner.with_stats(col.discovery.listed(paths))
 
 
 async def _adopt_tree(
@@ -522,6 +508,6 @@ async def _adopt_tree(
     if plan.quarantine_orphan:
         await _quarantine(col, stamp, [f.path for f, _ in plan.quarantine_orphan])
         await _retire(spec, f"{stamp}-quarantine", [f.path for f, _ in plan.quarantine_orphan])
-    listed = await _stats(col, [f.path for f, _, _ in plan.adopt], [k for _, k, _ in plan.adopt])
+    listed = await _stats(col, [f.path for f, _, _ in plan.adopt])
     catalog = await col.planner.base(listed)
     return _report(plan, damaged, None, recovered=recovered, catalog=catalog)

@@ -208,9 +208,7 @@ def open_collection(
     """
     return Collection(
         sync(
-            aio.open_collection(
-                store, mode=mode, storage_options=storage_options, version=version
-            )
+            aio.open_collection(store, mode=mode, storage_options=storage_options, version=version)
         )
     )
 

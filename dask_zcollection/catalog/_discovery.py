@@ -2,10 +2,9 @@
 
 A collection of ours has a catalog (``_catalog/v<N>.zcat``); a reference
 collection has ``_catalog/state.json`` or nothing. Without a catalog of ours
-the partitions are *listed* (no row counts or axis stats) and the first
-writer *adopts* the listing as version 1, so the commit protocol has a
-version to race on. :func:`walk` is also how ``repair()`` compares the tree
-with the catalog.
+the partitions are *listed* (no row counts or axis stats; the first writer
+adopts the listing, see ``WritePlanner.base``). :func:`walk` is also how
+``repair()`` compares the tree with the catalog.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy
@@ -22,15 +21,12 @@ from ..errors import CorruptedDataError
 from ..store import StoreSpec
 from ._catalog import Catalog
 from ._log import CatalogLog
-from ._transaction import PENDING_ATTR, TXN_ATTR, new_txn_id
+from ._transaction import PENDING_ATTR, TXN_ATTR
 
 __all__ = ["IMMUTABLE_PATH", "CatalogDiscovery", "FoundGroup", "walk"]
 
 #: Where the variables that do not span the partition axis are stored.
 IMMUTABLE_PATH = "_immutable"
-
-#: Row count, min and max of the axis variable of the partition at a path.
-StatsReader = Callable[[str], Awaitable[tuple[int, Any, Any]]]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -125,17 +121,12 @@ class CatalogDiscovery:
         Decodes partition paths.
     axis_dtype : numpy.dtype
         Dtype of the axis statistics.
-    stats : callable
-        ``await stats(path) -> (rows, min, max)`` of a partition's axis variable.
     """
 
-    def __init__(
-        self, spec: StoreSpec, partitioning: Any, axis_dtype: Any, stats: StatsReader
-    ) -> None:
+    def __init__(self, spec: StoreSpec, partitioning: Any, axis_dtype: Any) -> None:
         self.spec = spec
         self.partitioning = partitioning
         self.axis_dtype = axis_dtype
-        self.stats = stats
         self.log = CatalogLog(spec)
 
     def empty(self) -> Catalog:
@@ -181,18 +172,6 @@ class CatalogDiscovery:
                 best[group.canonical] = (rank, group.path)
         return [p for _, p in best.values()]
 
-    async def with_stats(self, catalog: Catalog) -> Catalog:
-        """Fill in row counts and axis min/max of a listed catalog (reads the axis)."""
-        if catalog.has_stats:
-            return catalog
-        stats = await asyncio.gather(*(self.stats(p) for p in catalog.paths))
-        dtype = catalog.axis_min.dtype
-        zero = numpy.zeros((), dtype)
-        rows = numpy.array([s[0] for s in stats], dtype="int64")
-        lo = numpy.array([s[1] if s[0] else zero for s in stats], dtype=dtype)
-        hi = numpy.array([s[2] if s[0] else zero for s in stats], dtype=dtype)
-        return dataclasses.replace(catalog, rows=rows, axis_min=lo, axis_max=hi, has_stats=True)
-
     async def unnamed_immutable(self, *, listed: bool) -> bool:
         """Whether ``_immutable/`` holds a group to trust although no catalog names it.
 
@@ -207,25 +186,3 @@ class CatalogDiscovery:
         if attrs.get(PENDING_ATTR):
             return False
         return listed or TXN_ATTR not in attrs
-
-    async def adopt(self, current: Catalog, listed: Catalog | None = None) -> Catalog:
-        """The catalog, with stats, for a write to plan and commit against.
-
-        A collection written by the reference implementation has no catalog of
-        ours (``current`` is version 0, listed): its listed catalog (or
-        ``listed``) is first published as the next version, so the commit
-        protocol has a version to race on.
-        """
-        if current.version > 0:
-            return await self.with_stats(current)
-        base = listed if listed is not None else await self.with_stats(current)
-        immutable = IMMUTABLE_PATH if await self.unnamed_immutable(listed=True) else None
-        await self.log.initialise()
-        await self.log.versions()  # numbered past damaged versions, if any
-        adopted = dataclasses.replace(base, version=0)
-        adopted = self.log.numbered(adopted.next_version(new_txn_id(), immutable=immutable))
-        if await self.log.commit(adopted):
-            return adopted
-        latest = await self.log.latest()  # another writer adopted it first
-        assert latest is not None
-        return await self.with_stats(latest)

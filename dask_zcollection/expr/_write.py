@@ -102,5 +102,3 @@ def build_insert_graph(
     layer[commit_key] = Task(commit_key, commit_task, ctx_node, plan.keys, results, imm_ref)
     graph = HighLevelGraph.from_collections(commit_name, layer, dependencies=dependencies)
     return Delayed(commit_key, graph, layer=commit_name)
-
-
