@@ -7,7 +7,9 @@ that each need the other, which is how a feature ends up written twice.
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import dask_zcollection
 
@@ -123,3 +125,93 @@ def test_the_circle_check_finds_a_function_local_circle() -> None:
     assert not graph["dask_zcollection.collection"] & forbidden
     graph["dask_zcollection.collection"].add("dask_zcollection._engine")
     assert any("dask_zcollection.collection" in c for c in cycles(graph))
+
+
+# -- calls go down the layers -------------------------------------------------------------------
+#: Rank of each layer, top first (docs/architecture.md). Modules not listed are leaves
+#: (schema, data, partitioning, merge, errors, the sync bridge, input validation):
+#: anyone may call them, and they call no layer.
+LAYERS = {
+    "api": 0,
+    "aio": 0,
+    "_engine": 1,
+    "_planner": 2,
+    "_repair": 2,
+    "collection": 2,
+    "expr": 3,
+    "io": 4,
+    "catalog": 5,
+    "store": 6,
+}
+LEAF = 7
+
+
+def layer_of(module: str) -> int:
+    parts = module.split(".")
+    return LAYERS.get(parts[1], LEAF) if len(parts) > 1 else 0
+
+
+def _calls_during(run: Callable[[], object]) -> set[tuple[str, str]]:
+    """(caller module, callee module) of every call between two package modules.
+
+    A closure or lambda handed down (``retry_on_conflict(attempt)``) runs its
+    own module's code on a lower layer's behalf: not a call up the layers.
+    """
+    import sys
+    import threading
+
+    edges: set[tuple[str, str]] = set()
+
+    def profile(frame: Any, event: str, arg: object) -> None:
+        if event != "call":
+            return
+        callee = frame.f_globals.get("__name__", "")
+        if "<locals>" in frame.f_code.co_qualname or frame.f_code.co_name == "<lambda>":
+            return
+        caller_frame = frame.f_back
+        if caller_frame is None or not callee.startswith(PACKAGE):
+            return
+        caller = caller_frame.f_globals.get("__name__", "")
+        if caller.startswith(PACKAGE) and caller != callee:
+            edges.add((caller, callee))
+
+    threading.setprofile_all_threads(profile)
+    sys.setprofile(profile)
+    try:
+        run()
+    finally:
+        sys.setprofile(None)
+        threading.setprofile_all_threads(None)
+    return edges
+
+
+def test_an_insert_and_a_read_call_down_the_layers_only(tmp_path: Path) -> None:
+    import numpy
+
+    schema = (
+        dask_zcollection.Schema()
+        .with_dimension("time", chunks=8)
+        .with_variable("time", dtype="datetime64[ns]", dimensions=("time",))
+        .with_variable("v", dtype="float64", dimensions=("time",))
+        .build()
+    )
+    url = f"file://{tmp_path}/col"
+    col = dask_zcollection.create_collection(
+        url,
+        schema=schema,
+        axis="time",
+        partitioning=dask_zcollection.partitioning.Date(("time",), "M"),
+    )
+    t = numpy.datetime64("2024-01-30", "ns") + numpy.arange(20) * numpy.timedelta64(6, "h")
+    col.insert({"time": t, "v": numpy.arange(20.0)})  # warm: imports and templates
+
+    def work() -> None:
+        col.insert({"time": t + numpy.timedelta64(1, "m"), "v": numpy.arange(20.0)}, merge="concat")
+        got = dask_zcollection.read_collection(url).filter("month == 2").compute()
+        assert got["v"].values.size == 24
+
+    edges = _calls_during(work)
+    assert ("dask_zcollection._engine", "dask_zcollection._planner") in edges  # it saw the insert
+    assert any(callee.startswith("dask_zcollection.io") for _, callee in edges)
+    upward = sorted((a, b) for a, b in edges if layer_of(b) < layer_of(a))
+    assert upward == []
