@@ -39,6 +39,7 @@ from .catalog._discovery import FoundGroup, walk
 from .catalog._log import version_key
 from .catalog._transaction import (
     GARBAGE_DIR,
+    TXN_ATTR,
     Transaction,
     _json_records,
     _records,
@@ -277,7 +278,7 @@ async def _plan(
                 (f, RepairAction(f.path, f"its partition-key attribute says {says}"))
             )
             continue
-        if base is not None and "_zc_txn" in attrs:
+        if base is not None and TXN_ATTR in attrs:
             named_key = int(base.find(numpy.array([key], dtype="int64"))[0]) >= 0
             if named_key or floor is None or f.txn <= floor:
                 what = "an unnamed version of a committed partition" if named_key else "uncommitted"
@@ -291,7 +292,7 @@ async def _plan(
             continue
         if base is None:
             reason = "found in the tree; no intact catalog"
-        elif "_zc_txn" in attrs:
+        elif TXN_ATTR in attrs:
             reason = "committed by a damaged catalog version"
         else:
             reason = "found in the tree, written by the reference implementation"
@@ -335,7 +336,7 @@ async def _rebuild(col: AsyncCollection, base: Catalog, i: int) -> None:
     attrs = {
         **col.schema.root.attrs,
         _KEY_ATTR: [[n, int(v)] for n, v in zip(col.partitioning.keys, key, strict=True)],
-        "_zc_txn": base.txn,
+        TXN_ATTR: base.txn,
     }
     await spec.put(f"{path}/zarr.json", group_json(attrs))
 

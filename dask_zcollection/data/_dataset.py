@@ -722,17 +722,6 @@ class Group:
         """Return a copy with attributes updated by ``attrs``."""
         return self._new(self.name, self.variables, self.groups, {**self.attrs, **attrs})
 
-    def map_variables(self, func: Callable[[str, Variable], Variable]) -> Self:
-        """Return a copy where each variable is replaced by ``func(path, variable)``."""
-        return self._map("", func)
-
-    def _map(self, prefix: str, func: Callable[[str, Variable], Variable]) -> Self:
-        variables = {name: func(prefix + name, var) for name, var in self.variables.items()}
-        groups = {
-            name: group._map(prefix + name + "/", func) for name, group in self.groups.items()
-        }
-        return self._new(self.name, variables, groups, self.attrs)
-
     def compute(self) -> Self:
         """Return a copy with every dask array computed, in one ``dask.compute`` call."""
         lazy = [(path, var) for path, var in self.walk() if var.is_lazy]

@@ -188,7 +188,6 @@ class IcechunkStore(StoreSpec):
     writer: str | None = None
     fork: bytes | None = dataclasses.field(default=None, repr=False)
     base: str | None = None
-    schemes: ClassVar[tuple[str, ...]] = SCHEMES
     multiprocess_safe: ClassVar[bool] = False
     transactional: ClassVar[bool] = True
 
