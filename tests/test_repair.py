@@ -279,7 +279,7 @@ def test_repair_racing_writers_loses_no_commit(tmp_path: Path) -> None:
         for w in range(2)
     ]
     repairer = subprocess.run(
-        [sys.executable, "-c", _REPAIRER, url, "12"], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", _REPAIRER, url, "6"], capture_output=True, text=True, timeout=300
     )
     outs = [w.communicate(timeout=300) for w in writers]
     for w, (out, err) in zip(writers, outs, strict=True):
