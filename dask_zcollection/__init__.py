@@ -20,6 +20,7 @@ from .errors import (
     StorageError,
     ZCollectionError,
 )
+from .io import VerifyReport
 from .merge import upsert_within
 from .schema import Codecs, Dimension, Schema
 
@@ -43,6 +44,7 @@ __all__ = [
     "SchemaError",
     "StorageError",
     "Variable",
+    "VerifyReport",
     "ZCollectionError",
     "__version__",
     "aio",

@@ -30,6 +30,7 @@ from ..catalog._transaction import (
 from ..errors import ConflictError
 from ..merge import AxisRange, MergeStrategy
 from ..store import StoreSpec
+from ._integrity import RECORD_ATTR, CheckedStore, ChunkRecord, corrupted, grid_of, record_of
 from ._reader import Part, ReadSource, read_partition
 
 __all__ = [
@@ -237,13 +238,32 @@ async def _append(
         meta["shape"] = grown
         metas[name] = meta
 
+    def put_meta(key: str, meta: dict[str, Any], record: ChunkRecord | None) -> Any:
+        if record is not None:
+            meta = {**meta, "attributes": {**meta["attributes"], RECORD_ATTR: record.to_json()}}
+        return store.set(f"{key}/zarr.json", prototype.buffer.from_bytes(json.dumps(meta).encode()))
+
     async def one(name: str, data: numpy.ndarray) -> None:
         key = f"{path}/{name}"
         meta = metas[name]
-        await store.set(f"{key}/zarr.json", prototype.buffer.from_bytes(json.dumps(meta).encode()))
-        arr = AsyncArray(meta, StorePath(store, key), config={"write_empty_chunks": True})  # type: ignore[call-overload]
+        old = ChunkRecord.of(meta)  # None: an array written without a record stays so
+        # The record first says every chunk from the one holding the committed end on
+        # is being rewritten (digest unknown): a reader, or a crash, between the chunk
+        # writes and the final record then never sees a chunk the record rejects.
+        rows = int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
+        grown = None if old is None else old.grown(grid_of(meta), offset // rows)
+        await put_meta(key, meta, grown)
+        # The reads of zarr's read-modify-write of the last chunk are checked against
+        # the committed record; the chunks it writes are noted for the final record.
+        checked = CheckedStore(store, key, meta, old)
+        arr = AsyncArray(meta, StorePath(checked, key), config={"write_empty_chunks": True})  # type: ignore[call-overload]
         if len(data):
-            await arr.setitem(slice(offset, offset + len(data)), data)
+            try:
+                await arr.setitem(slice(offset, offset + len(data)), data)
+            except (ValueError, RuntimeError) as err:  # the stored last chunk is damaged
+                raise corrupted(key, f"cannot append to array {key!r}: {err}") from err
+        if grown is not None:
+            await put_meta(key, meta, record_of(meta, checked.written, base=grown))
 
     await asyncio.gather(*(one(name, data) for name, data in rows.items()))
     return True
