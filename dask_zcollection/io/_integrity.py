@@ -5,9 +5,12 @@ the crc32c of the encoded chunk before them), unless the variable's codecs turn
 checksums off. Each array's ``zarr.json`` also carries, in the attribute
 :data:`RECORD_ATTR`, the record of the chunks written on purpose::
 
-    "_zc_chunks": {"grid": [3, 1], "chunks": [2891336453, 41230533, true]}
+    "_zc_chunks": {"shape": [10, 3], "grid": [3, 1], "chunks": [2891336453, 41230533, true]}
 
-``grid`` is the chunk grid when the record was written; ``chunks`` has one entry
+``shape`` is the array's shape when the record was written: a record whose
+shape is not the array's was left behind by a writer that does not keep
+records (an older version appending in place) and is ignored. ``grid`` is the
+chunk grid of that shape; ``chunks`` has one entry
 per chunk, in C order of the grid (so appending rows appends entries): an
 integer is the chunk's crc32c trailer (the chunk exists and must end with it),
 ``true`` a chunk that exists but whose digest is not known (checksums off, a
@@ -106,23 +109,28 @@ def grid_of(doc: Mapping[str, Any]) -> tuple[int, ...]:
 class ChunkRecord:
     """The record of the chunks of one array written on purpose (see module doc)."""
 
-    __slots__ = ("entries", "grid")
+    __slots__ = ("entries", "grid", "shape")
 
-    def __init__(self, grid: Sequence[int], entries: Sequence[int | bool | None]) -> None:
+    def __init__(
+        self, shape: Sequence[int], grid: Sequence[int], entries: Sequence[int | bool | None]
+    ) -> None:
+        self.shape = tuple(int(n) for n in shape)
         self.grid = tuple(int(g) for g in grid)
         self.entries = list(entries)
 
     @classmethod
     def of(cls, doc: Mapping[str, Any]) -> ChunkRecord | None:
-        """The record in an array's ``zarr.json`` document, ``None`` when it has none."""
+        """The record in an array's ``zarr.json``; ``None`` when it has none or a stale one."""
         raw = (doc.get("attributes") or {}).get(RECORD_ATTR)
-        if not isinstance(raw, Mapping):
+        if not isinstance(raw, Mapping) or list(raw.get("shape") or ()) != list(
+            doc.get("shape") or ()
+        ):
             return None
-        return cls(raw.get("grid") or (), raw.get("chunks") or ())
+        return cls(raw.get("shape") or (), raw.get("grid") or (), raw.get("chunks") or ())
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form stored in ``zarr.json``."""
-        return {"grid": list(self.grid), "chunks": list(self.entries)}
+        return {"shape": list(self.shape), "grid": list(self.grid), "chunks": list(self.entries)}
 
     def index(self, coords: Sequence[int]) -> int:
         """Flat index of chunk ``coords`` (``-1``: outside the recorded grid)."""
@@ -145,17 +153,19 @@ class ChunkRecord:
         """Number of chunks of the recorded grid."""
         return math.prod(self.grid)
 
-    def grown(self, grid: Sequence[int], first_row_chunk: int) -> ChunkRecord:
+    def grown(self, doc: Mapping[str, Any], first_row_chunk: int) -> ChunkRecord:
         """The record of an in-place append in progress.
 
-        The grid grows to ``grid`` (only along the first dimension); every chunk
+        The array grows to the shape of ``doc`` (along the first dimension); every chunk
         from row-chunk ``first_row_chunk`` on is being (re)written: its digest is
         not known yet (``true``), so a reader accepts whichever version it finds.
         """
+        grid = grid_of(doc)
         per_row = math.prod(grid[1:]) if len(grid) > 1 else 1
         keep = min(first_row_chunk * per_row, len(self.entries))
         total = math.prod(grid) if grid else 1
-        return ChunkRecord(grid, [*self.entries[:keep], *([True] * (total - keep))])
+        entries = [*self.entries[:keep], *([True] * (total - keep))]
+        return ChunkRecord(doc.get("shape") or (), grid, entries)
 
 
 def chunk_coords(suffix: str) -> tuple[int, ...] | None:
@@ -187,7 +197,7 @@ def record_of(
     entries: list[int | bool | None] = [None] * total
     if base is not None:
         entries[: min(total, len(base.entries))] = base.entries[:total]
-    record = ChunkRecord(grid, entries)
+    record = ChunkRecord(doc.get("shape") or (), grid, entries)
     for suffix, data in chunks.items():
         coords = chunk_coords(suffix)
         if coords is None:

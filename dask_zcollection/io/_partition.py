@@ -181,9 +181,13 @@ class PartitionIO:
         return chunks
 
     async def _write_array(self, key: str, vpath: str, data: numpy.ndarray) -> None:
-        """Write one array through zarr's pipeline; its ``zarr.json`` (with the record) last."""
+        """Write one array through zarr's pipeline, then its ``zarr.json`` with the record.
+
+        The metadata goes first too: Icechunk takes chunks only for an existing array.
+        """
         meta = await self.template(vpath, data.shape)
         store = CheckedStore(self.spec.zarr_store(), key, meta, None)
+        await store.set(f"{key}/zarr.json", _buffer(json.dumps(meta).encode()))
         if data.size:
             arr = AsyncArray(meta, StorePath(store, key), config=_WRITE_CONFIG)  # type: ignore[call-overload]
             await arr.setitem(Ellipsis, data)

@@ -30,7 +30,7 @@ from ..catalog._transaction import (
 from ..errors import ConflictError
 from ..merge import AxisRange, MergeStrategy
 from ..store import StoreSpec
-from ._integrity import RECORD_ATTR, CheckedStore, ChunkRecord, corrupted, grid_of, record_of
+from ._integrity import RECORD_ATTR, CheckedStore, ChunkRecord, corrupted, record_of
 from ._reader import Part, ReadSource, read_partition
 
 __all__ = [
@@ -228,9 +228,11 @@ async def _append(
         *(store.get(f"{path}/{name}/zarr.json", prototype=prototype) for name in rows)
     )
     metas = {}
+    records = {}
     for (name, data), raw in zip(rows.items(), raws, strict=True):
         assert raw is not None
         meta = json.loads(raw.to_bytes())
+        records[name] = ChunkRecord.of(meta)  # of the stored shape (None: none kept)
         grown = [offset + len(data), *meta["shape"][1:]]
         wanted = (await io.template(name, grown))["chunk_grid"]["configuration"]["chunk_shape"]
         if meta["chunk_grid"]["configuration"]["chunk_shape"] != wanted:
@@ -246,12 +248,12 @@ async def _append(
     async def one(name: str, data: numpy.ndarray) -> None:
         key = f"{path}/{name}"
         meta = metas[name]
-        old = ChunkRecord.of(meta)  # None: an array written without a record stays so
+        old = records[name]  # None: an array written without a record stays so
         # The record first says every chunk from the one holding the committed end on
         # is being rewritten (digest unknown): a reader, or a crash, between the chunk
         # writes and the final record then never sees a chunk the record rejects.
         rows = int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
-        grown = None if old is None else old.grown(grid_of(meta), offset // rows)
+        grown = None if old is None else old.grown(meta, offset // rows)
         await put_meta(key, meta, grown)
         # The reads of zarr's read-modify-write of the last chunk are checked against
         # the committed record; the chunks it writes are noted for the final record.
