@@ -219,6 +219,30 @@ def test_codec_failure_without_checksum_is_corrupted_data(
     assert [k for k, _ in col.verify().damaged] == [key]
 
 
+def test_codec_failure_on_zarrs_path_names_the_array(tmp_path: Path, factory: Factory) -> None:
+    schema = (
+        zc.Schema()
+        .with_dimension("time", chunks=4)
+        .with_dimension("x", size=4, chunks=2)
+        .with_variable("time", dtype="datetime64[ns]", dimensions=("time",))
+        .with_variable(
+            "v",
+            dtype="float64",
+            dimensions=("time", "x"),
+            codecs=zc.Codecs(bytes_to_bytes=({"name": "zstd", "configuration": {"level": 1}},)),
+        )
+        .build()
+        .with_checksums(False)
+    )
+    url = f"file://{tmp_path}/c"
+    col = factory.create(url, schema=schema)
+    col.insert({"time": times(8), "v": numpy.arange(32.0).reshape(8, 4)})
+    path = tmp_path / "c" / JAN / "v" / "c" / "1" / "1"
+    path.write_bytes(path.read_bytes()[:5])
+    assert f"{JAN}/v" in read_error(url)
+    assert [k for k, _ in col.verify().damaged] == [f"{JAN}/v"]
+
+
 def test_truncated_chunk(tmp_path: Path, factory: Factory) -> None:
     url = f"file://{tmp_path}/c"
     month(factory, url)
