@@ -1,9 +1,9 @@
 """Benchmarks of dask_zcollection beside raw zarr-python and xarray.
 
 Run ``python -m benchmarks --help``. Each measurement is a small function
-registered in :func:`benchmarks._suite.registry` with a name and a group;
-those that need the lazy read path (``dask_zcollection.read_collection``)
-report ``n/a (not implemented)`` until it exists.
+with a name and a group, in the module of its group (:mod:`benchmarks.io`,
+:mod:`benchmarks.partitions`...); :func:`benchmarks._suite.registry` lists
+them in run order.
 """
 
 from ._core import Config, Measurement, Result, Stat

@@ -14,12 +14,7 @@ import dask_zcollection as dzc
 from . import _data
 from ._core import Config, Stat
 
-__all__ = ["Context", "lazy_available"]
-
-
-def lazy_available() -> bool:
-    """Whether the lazy Dask read path (``dzc.read_collection``) exists."""
-    return hasattr(dzc, "read_collection")
+__all__ = ["Context"]
 
 
 class Context:

@@ -23,10 +23,14 @@ import dask_zcollection as dzc
 __all__ = [
     "CODECS",
     "EPOCH",
+    "MANY_START",
+    "MONTH_FILTER",
     "codec_chain",
     "day_slices",
+    "du",
     "make_columns",
     "make_schema",
+    "many_columns",
     "numcodecs_codec",
     "partition_name",
     "xarray_read_all",
@@ -39,6 +43,10 @@ __all__ = [
 #: Start of the synthetic time axis.
 EPOCH = numpy.datetime64("2024-01-01T00:00:00", "ns")
 NS_PER_DAY = 86_400 * 10**9
+#: Start of the "many small partitions" data (daily partitions of a few rows).
+MANY_START = numpy.datetime64("2000-01-01T00:00:00", "ns")
+#: The partition filter of the many-partitions figures: the 31 days of January 2000.
+MONTH_FILTER = "year == 2000 and month == 1"
 
 #: Named compressor chains (zarr v3 codec JSON), as accepted by ``Schema.with_variable(codecs=)``.
 CODECS: dict[str, list[dict[str, Any]]] = {
@@ -139,6 +147,11 @@ def make_columns(
     return {"time": time, "ssh": ssh}
 
 
+def many_columns(n: int, rows: int, width: int) -> dict[str, numpy.ndarray]:
+    """``n`` daily partitions of ``rows`` rows from :data:`MANY_START` (seeded by ``n``)."""
+    return make_columns(n * rows, width, start=MANY_START, step_s=86400 / rows, seed=n)
+
+
 def day_slices(time: numpy.ndarray) -> list[tuple[numpy.datetime64, slice]]:
     """``(day, rows)`` of each calendar day present in the sorted ``time``."""
     days = time.astype("datetime64[D]")
@@ -150,6 +163,11 @@ def day_slices(time: numpy.ndarray) -> list[tuple[numpy.datetime64, slice]]:
 def partition_name(day: numpy.datetime64) -> str:
     """Directory of one partition in the raw zarr / xarray layouts."""
     return f"{numpy.datetime_as_string(day, unit='D')}.zarr"
+
+
+def du(path: str) -> int:
+    """Bytes stored in the files below ``path``."""
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
 
 
 def iter_partitions(root: str) -> Iterator[str]:

@@ -69,7 +69,7 @@ def format_table(
             body.append(
                 [
                     r.name,
-                    r.status if r.status != "n/a" else "n/a (not implemented)",
+                    r.status,
                     "",
                     "",
                     "",

@@ -20,8 +20,8 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from ._context import Context, lazy_available
-from ._core import Config, NotImplementedYet, Result, parse_size
+from ._context import Context
+from ._core import Config, Result, parse_size
 from ._report import compare, format_table, load_json, to_json
 from ._suite import GROUPS, registry
 
@@ -37,7 +37,6 @@ def run(
 ) -> list[Result]:
     """Run the measurements of ``cfg`` (those matching ``only``: names, globs or groups)."""
     ctx = Context(cfg, workdir)
-    lazy = lazy_available()
     results: list[Result] = []
     for m in registry(cfg):
         if only and not any(
@@ -45,26 +44,11 @@ def run(
         ):
             continue
         t0 = time.perf_counter()
-        if m.needs_lazy and not lazy:
-            results.append(
-                Result(
-                    m.name,
-                    m.group,
-                    "",
-                    status="n/a",
-                    note="n/a (not implemented): dask_zcollection.read_collection is missing",
-                )
-            )
-            continue
         if verbose:
             _log(f"[bench] {m.name} ...")
         try:
             out = m.fn(ctx)
             results.extend(out if isinstance(out, list) else [out])
-        except NotImplementedYet as err:
-            results.append(
-                Result(m.name, m.group, "", status="n/a", note=f"n/a (not implemented): {err}")
-            )
         except Exception as err:  # a failing measurement must not lose the others
             results.append(
                 Result(m.name, m.group, "", status="error", note=f"{type(err).__name__}: {err}")
@@ -171,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = config_from_args(args)
     if args.list:
         for m in registry(cfg):
-            print(f"{m.group:12s} {m.name}{'  (lazy)' if m.needs_lazy else ''}")
+            print(f"{m.group:12s} {m.name}")
         return 0
     workdir = args.dir or tempfile.mkdtemp(prefix="dzc-bench-", dir="/tmp")
     if args.dir:
@@ -189,7 +173,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "config": dataclasses.asdict(cfg),
         "versions": _versions(),
         "commit": _git_commit(),
-        "lazy_available": lazy_available(),
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

@@ -23,8 +23,8 @@ partition and (e) a compute of the 2 partitions, counted by kind (get, put,
 head, list, delete) twice:
 
 - *adapter calls*: the collection's zarr store is wrapped in
-  :class:`benchmarks._latency.LatencyStore` with no latency (it only counts),
-  and the calls the adapters make beside their zarr store (the conditional
+  :class:`dask_zcollection.testing.CountingStore` with no latency (it only
+  counts), and the calls the adapters make beside their zarr store (the conditional
   put of commits and locks; fsspec's listings and deletions) are counted too;
 - *HTTP requests*: the backend talks to the server through a loopback proxy
   that counts request lines (so a multipart upload shows as its create, parts
@@ -67,8 +67,8 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "store"))
 from s3_server import S3Server, s3_server
 
 import dask_zcollection as zc
-from benchmarks._latency import LatencyStore, RequestCounter
 from dask_zcollection.store import FsspecStore, ObjectStore, StoreSpec
+from dask_zcollection.testing import CountingStore, RequestCounter
 
 KINDS = ("get", "put", "head", "list", "delete")
 BUCKET = "test"
@@ -353,10 +353,10 @@ COUNTERS: collections.defaultdict[str, RequestCounter] = collections.defaultdict
 
 @dataclasses.dataclass(frozen=True, slots=True, repr=False)
 class CountingObjectStore(ObjectStore):
-    """The obstore adapter, its zarr store wrapped in a counting :class:`LatencyStore`."""
+    """The obstore adapter, its zarr store wrapped in a :class:`CountingStore`."""
 
     def _open_store(self) -> Any:
-        return LatencyStore(ObjectStore._open_store(self), 0.0, COUNTERS[self.location])
+        return CountingStore(ObjectStore._open_store(self), 0.0, COUNTERS[self.location])
 
     async def put_if_absent(self, key: str, data: bytes, *, durable: bool = True) -> bool:
         COUNTERS[self.location].add(1, "put")  # straight to obstore, below the zarr store
@@ -374,7 +374,7 @@ class CountingFsspecStore(FsspecStore):
     """The fsspec adapter, counted likewise (its listings and deletions go to s3fs directly)."""
 
     def _open_store(self) -> Any:
-        return LatencyStore(FsspecStore._open_store(self), 0.0, COUNTERS[self.location])
+        return CountingStore(FsspecStore._open_store(self), 0.0, COUNTERS[self.location])
 
     async def put_if_absent(self, key: str, data: bytes, *, durable: bool = True) -> bool:
         COUNTERS[self.location].add(1, "put")
@@ -432,7 +432,7 @@ def _scenario(
 
 def _raw_scenario(wire: WireCounter, o: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     prefix = f"raw-{uuid.uuid4().hex}"
-    store = LatencyStore(zarr.storage.ObjectStore(_s3store(o, prefix)), 0.0, COUNTERS[prefix])
+    store = CountingStore(zarr.storage.ObjectStore(_s3store(o, prefix)), 0.0, COUNTERS[prefix])
     data = rows("2024-01-01", 2 * DAY)
     out: dict[str, dict[str, Any]] = {}
     with _counted(wire, prefix) as out["(c) insert 2 new partitions"]:

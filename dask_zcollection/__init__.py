@@ -5,6 +5,7 @@
 """
 
 from . import aio, errors, merge, partitioning
+from ._repair import RepairAction, RepairReport
 from .api import Collection, create_collection, open_collection
 from .collection import LazyCollection, read_collection
 from .data import Dataset, Group, Variable
@@ -40,6 +41,8 @@ __all__ = [
     "LazyCollection",
     "NotFoundError",
     "ReadOnlyError",
+    "RepairAction",
+    "RepairReport",
     "Schema",
     "SchemaError",
     "StorageError",

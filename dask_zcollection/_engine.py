@@ -12,11 +12,12 @@ import dataclasses
 import json
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy
 
-from ._prepare import Prepared, prepare_insert
+from ._prepare import Prepared, check_axis, prepare_insert
+from ._repair import RepairReport, repair
 from ._update import UpdateStrategy
 from .catalog import CATALOG_DIR, Catalog, CatalogLog
 from .catalog._transaction import (
@@ -50,7 +51,7 @@ from .merge import AxisRange, MergeLike, resolve
 from .partitioning import Partitioning, compile_filter
 from .partitioning._filter import FilterLike
 from .schema import Schema
-from .store import StoreLike, StoreSpec, resolve_store
+from .store import StoreLike, StoreSpec, check_clearable, resolve_store
 
 if TYPE_CHECKING:
     from .collection import LazyCollection
@@ -205,8 +206,9 @@ class AsyncCollection:
         base = listed if listed is not None else await self._with_stats(base)
         immutable = IMMUTABLE_PATH if await self._unnamed_immutable(listed=True) else None
         adopted = dataclasses.replace(base, version=0)
-        adopted = adopted.next_version(new_txn_id(), immutable=immutable)
         await self.log.initialise()
+        await self.log.versions()  # numbered past damaged versions, if any
+        adopted = self.log.numbered(adopted.next_version(new_txn_id(), immutable=immutable))
         if not await self.log.commit(adopted):  # another writer adopted it first
             latest = await self.log.latest()
             assert latest is not None
@@ -272,6 +274,12 @@ class AsyncCollection:
             return None
         if isinstance(variables, str):
             variables = [variables]
+        if not isinstance(variables, Sequence | set | frozenset) or not all(
+            isinstance(v, str) for v in variables
+        ):
+            raise InvalidInputError(
+                f"variables must be a list of variable paths, got {variables!r}"
+            )
         out = []
         for v in variables:
             key = v.strip("/")
@@ -338,7 +346,8 @@ class AsyncCollection:
         """
         self._check_writable()
         strategy = resolve(merge)
-        prepared = prepare_insert(data, self.schema, self.axis)
+        keys = {self.axis_variable, *self.partitioning.variables}
+        prepared = prepare_insert(data, self.schema, self.axis, keys=keys)
         return await self._run_graph(
             lambda: self._plan_insert(prepared, strategy), retries=retries, compute=compute
         )
@@ -351,6 +360,8 @@ class AsyncCollection:
         compute: bool,
     ) -> Any:
         """Plan and run a write graph; abort and re-plan on a lost race, abort on failure."""
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise InvalidInputError(f"retries must be an int >= 0, got {retries!r}")
         for attempt in range(retries + 1):
             planned = await plan()
             if planned is None:
@@ -364,7 +375,10 @@ class AsyncCollection:
                 # session, memory://) runs them on its threads, even under a
                 # distributed client.
                 scheduler = None if txn.spec.shippable() else "threads"
-                written: list[str] = await asyncio.to_thread(delayed.compute, scheduler=scheduler)
+                async with txn.alive(final=True):  # heartbeats while the graph runs
+                    written: list[str] = await asyncio.to_thread(
+                        delayed.compute, scheduler=scheduler
+                    )
             except ConflictError:
                 await txn.abort()
                 if attempt == retries:
@@ -400,6 +414,8 @@ class AsyncCollection:
             Canonical paths of the partitions rewritten (or the lazy update).
         """
         self._check_writable()
+        if not callable(func):
+            raise InvalidInputError(f"update needs a function, got {type(func).__name__}")
         names = self._check_variables(variables)
         strategy = UpdateStrategy(func, None if names is None else tuple(names), self.schema)
         return await self._run_graph(
@@ -466,6 +482,9 @@ class AsyncCollection:
         """
         import dask
 
+        if not callable(func):
+            raise InvalidInputError(f"map needs a function, got {type(func).__name__}")
+
         lazy = await self.lazy(filters=filters)
         parts = [dask.delayed(func)(d) for d in lazy.to_delayed()]
         results = await asyncio.to_thread(dask.compute, parts)
@@ -492,6 +511,7 @@ class AsyncCollection:
         small, immutable = await asyncio.to_thread(_materialise, small, prepared.immutable)
         if not prepared.rows:
             return None
+        check_axis(axis, small[axis])
         attrs = {v: self.schema[v].attrs for v in self.partitioning.variables}
         keys, inverse = self.partitioning.split(
             {v: small[v] for v in self.partitioning.variables}, attrs
@@ -552,7 +572,7 @@ class AsyncCollection:
     async def drop_partitions(self, filters: FilterLike = None) -> list[str]:
         """Delete the partitions matching ``filters`` (all when ``None``); returns their paths."""
         self._check_writable()
-        from .catalog._transaction import lock_key, lock_token
+        from .catalog._transaction import acquire_lock, lock_token
 
         encode = self.partitioning.encode
         for attempt in range(DEFAULT_RETRIES + 1):
@@ -569,14 +589,11 @@ class AsyncCollection:
             base = await self._writable_base()
             canonicals = [encode(dropped.key_tuple(i)) for i in range(len(dropped))]
             txn = await Transaction.begin(self.spec, base, dropped.keys, canonicals)
-            locks = [lock_key(c) for c in canonicals]
             try:
-                got = await asyncio.gather(
-                    # Done from the start: a drop writes nothing under its locks.
-                    *(self.spec.put_if_absent(k, lock_token(txn.txn, done=True)) for k in locks)
-                )
-                if not all(got):
-                    raise ConflictError(f"partitions of {self.url} are being written; retry")
+                # Done from the start: a drop writes nothing under its locks.
+                token = lock_token(txn.txn, done=True)
+                for canonical in canonicals:
+                    await acquire_lock(self.spec, canonical, token)
                 committed = await txn.commit(DropPartitions(dropped.keys))
             except ConflictError:
                 await txn.abort()
@@ -595,6 +612,8 @@ class AsyncCollection:
     async def vacuum(self, *, older_than: float | None = None) -> list[str]:
         """Delete superseded partition versions retired more than ``older_than`` seconds ago."""
         self._check_writable()
+        # Dead writers' locks first: a lock held by a dead writer blocks collection.
+        await recover(self.spec, locks=True, garbage=False)
         return await collect_garbage(self.spec, older_than)
 
     async def verify(
@@ -651,25 +670,15 @@ class AsyncCollection:
             unverifiable=tuple(unverifiable),
         )
 
-    async def repair(self, *, force: bool = False) -> Catalog:
-        """Rebuild the catalog from a walk of the tree and commit it.
+    async def repair(self, *, force: bool = False, dry_run: bool = False) -> RepairReport:
+        """Make the catalog and the tree agree, never dropping data that can be read.
 
-        Also cleans up after crashed writers (``force=True``: every pending
-        transaction, when no writer can be running).
+        See :meth:`dask_zcollection.Collection.repair`.
         """
         self._check_writable()
-        await recover(self.spec, force=force)
-        current = await self.catalog(refresh=True)
-        paths = await self._walk(frozenset(current.paths))
-        listed = _trust_committed_rows(await self._with_stats(self._listed_catalog(paths)), current)
-        base = await self._writable_base(listed)
-        immutable = base.immutable
-        if immutable is None and await self._unnamed_immutable(listed=True):
-            immutable = IMMUTABLE_PATH
-        txn = await Transaction.begin(self.spec, base, base.keys, [])
-        committed = await txn.commit(_Rebuild(listed, base.keys), immutable=immutable)
-        self._catalog = committed
-        return committed
+        report = await repair(self, force=force, dry_run=dry_run)
+        self._catalog = None
+        return report
 
 
 def _on_cluster() -> bool:
@@ -679,34 +688,6 @@ def _on_cluster() -> bool:
     scheduler = get_scheduler()
     owner = getattr(scheduler, "__self__", None)
     return type(owner).__name__ == "Client"
-
-
-def _trust_committed_rows(listed: Catalog, committed: Catalog) -> Catalog:
-    """Row counts and axis stats of ``committed`` for the partitions both name at one path.
-
-    Rows past a partition's committed count are an aborted in-place append, not
-    data: a rebuilt catalog must not publish them.
-    """
-    if not committed.has_stats or not len(committed) or not len(listed):
-        return listed
-    pos = committed.find(listed.keys)
-    rows, lo, hi = listed.rows.copy(), listed.axis_min.copy(), listed.axis_max.copy()
-    for j, i in enumerate(pos.tolist()):
-        if i >= 0 and committed.paths[i] == listed.paths[j] and 0 <= committed.rows[i] <= rows[j]:
-            rows[j], lo[j], hi[j] = committed.rows[i], committed.axis_min[i], committed.axis_max[i]
-    return dataclasses.replace(listed, rows=rows, axis_min=lo, axis_max=hi)
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class _Rebuild:
-    """Replace the whole catalog by one rebuilt from the tree."""
-
-    verb: ClassVar[str] = "repair"
-    rebuilt: Catalog
-    keys: numpy.ndarray
-
-    def __call__(self, catalog: Catalog) -> Catalog:
-        return dataclasses.replace(self.rebuilt, version=catalog.version)
 
 
 def _materialise(
@@ -758,10 +739,21 @@ async def create_collection(
     ------
     AlreadyExistsError
         When a collection exists at ``store`` and ``overwrite`` is false.
+    InvalidInputError
+        When ``overwrite`` would clear an empty path, a filesystem root, the
+        home directory or a bucket root (nothing is deleted).
     SchemaError
         When the schema, axis and partitioning do not fit together.
     """
+    if not isinstance(schema, Schema):
+        raise InvalidInputError(f"schema must be a dask_zcollection.Schema, got {schema!r}")
+    if not isinstance(partitioning, Partitioning):
+        raise InvalidInputError(
+            f"partitioning must be a partitioning (e.g. partitioning.Date), got {partitioning!r}"
+        )
     spec = resolve_store(store, storage_options).for_writing()
+    if overwrite:
+        check_clearable(store, spec)
     schema = schema.build().with_axis(axis).with_default_chunks(axis)
     for name in partitioning.variables:
         if name not in schema or schema[name].dimensions != (axis,):

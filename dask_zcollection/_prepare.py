@@ -9,7 +9,7 @@ with an error naming the variable and leaves the collection untouched.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy
@@ -18,7 +18,7 @@ from .data import Dataset, Variable
 from .errors import InvalidInputError, SchemaError
 from .schema import Schema
 
-__all__ = ["Prepared", "columns_to_dataset", "prepare_insert"]
+__all__ = ["Prepared", "check_axis", "columns_to_dataset", "conform_columns", "prepare_insert"]
 
 InsertLike = Any  # Dataset | xarray.Dataset | xarray.DataTree | Mapping[str, ArrayLike]
 
@@ -67,6 +67,7 @@ def _to_dataset(data: InsertLike, schema: Schema) -> Dataset:
 
 
 def _check_dtype(path: str, got: numpy.dtype[Any], want: numpy.dtype[Any]) -> None:
+    """Accept the schema's dtype or one that casts to it safely (no value changes)."""
     if got == want:
         return
     ok = numpy.can_cast(got, want, casting="safe")
@@ -76,14 +77,129 @@ def _check_dtype(path: str, got: numpy.dtype[Any], want: numpy.dtype[Any]) -> No
         raise SchemaError(f"variable {path!r}: dtype {got} cannot be stored as {want}")
 
 
-def prepare_insert(data: InsertLike, schema: Schema, axis: str) -> Prepared:
-    """Validate ``data`` against ``schema`` and split it into columns.
+def _unmask(block: Any, path: str, fill: Any, strict: bool) -> Any:
+    """A masked array's data with ``fill`` where it is masked; refused without a fill."""
+    mask = numpy.ma.getmaskarray(block)
+    if not mask.any():
+        return numpy.ma.getdata(block)
+    if fill is None or strict:
+        where = int(numpy.flatnonzero(mask)[0])
+        why = "its values cannot be missing" if strict else "it has no fill value"
+        raise SchemaError(
+            f"variable {path!r}: {int(mask.sum())} masked value(s) (first at flat index "
+            f"{where}) cannot be stored: {why}"
+        )
+    return numpy.ma.filled(block, fill)
+
+
+def _cast_block(block: Any, path: str, want: numpy.dtype[Any], fill: Any, strict: bool) -> Any:
+    """One block as ``want``: masked values filled, a time outside ``want``'s range refused."""
+    if isinstance(block, numpy.ma.MaskedArray):
+        block = _unmask(block, path, fill, strict)
+    if block.dtype == want:
+        return block
+    try:
+        return block.astype(want)
+    except OverflowError as err:  # datetime64[s] beyond the [ns] range, ~1678..2262
+        raise SchemaError(
+            f"variable {path!r}: a value of dtype {block.dtype} is outside the range of {want}"
+        ) from err
+
+
+def _conform(
+    path: str,
+    data: Any,
+    schema: Schema,
+    axis: str,
+    *,
+    dimensions: tuple[str, ...] | None = None,
+    strict: bool = False,
+) -> Any:
+    """Check one variable against the schema and return it in the schema's dtype.
+
+    The one check of insert input and of merge results: dimensions (names
+    when given, else their number), dtype (the schema's or a safe cast),
+    fixed sizes; masked values become the fill value (refused without one,
+    or when ``strict``); a cast that overflows is refused.
+    """
+    spec = schema[path]
+    if dimensions is not None and dimensions != spec.dimensions:
+        raise SchemaError(
+            f"variable {path!r}: dimensions {dimensions} differ from the schema's {spec.dimensions}"
+        )
+    shape = tuple(data.shape)
+    if len(shape) != len(spec.dimensions):
+        raise SchemaError(
+            f"variable {path!r}: {len(shape)} dimension(s) (shape {shape}), the schema has "
+            f"{spec.dimensions}"
+        )
+    _check_dtype(path, data.dtype, spec.dtype)
+    dims = schema.variable_dimensions(path)
+    for n, (name, dim) in zip(shape, dims.items(), strict=True):
+        if dim.size is not None and name != axis and n != dim.size:
+            raise SchemaError(
+                f"variable {path!r}: dimension {name!r} has size {n}, schema says {dim.size}"
+            )
+    if isinstance(data, numpy.ndarray):
+        return _cast_block(data, path, spec.dtype, spec.fill_value, strict)
+    masked = isinstance(getattr(data, "_meta", None), numpy.ma.MaskedArray)
+    if data.dtype == spec.dtype and not masked:
+        return data
+    # Dask: the same conversion, block by block, when the graph runs.
+    return data.map_blocks(
+        _cast_block,
+        path,
+        spec.dtype,
+        spec.fill_value,
+        strict,
+        dtype=spec.dtype,
+        meta=numpy.empty((0,) * data.ndim, spec.dtype),
+    )
+
+
+def check_axis(path: str, values: numpy.ndarray) -> None:
+    """Refuse missing values (NaT, NaN) in the axis variable.
+
+    The catalog records each partition's axis range: one NaT or NaN would
+    hide the partition from every time filter.
 
     Raises
     ------
     SchemaError
-        On a missing or unknown variable, a wrong dtype, wrong dimensions or
-        an inconsistent length; the message names the variable.
+        Naming the variable, the count and the first position.
+    """
+    if values.dtype.kind in "mM":
+        missing = numpy.isnat(values)
+    elif values.dtype.kind in "fc":
+        missing = numpy.isnan(values)
+    else:
+        return
+    if missing.any():
+        first = int(numpy.flatnonzero(missing)[0])
+        what = "NaT" if values.dtype.kind in "mM" else "NaN"
+        raise SchemaError(
+            f"axis variable {path!r} holds {int(missing.sum())} {what} value(s) (first at row "
+            f"{first}): every row needs an axis value"
+        )
+
+
+def prepare_insert(
+    data: InsertLike, schema: Schema, axis: str, *, keys: Collection[str] = ()
+) -> Prepared:
+    """Validate ``data`` against ``schema`` and split it into columns.
+
+    Parameters
+    ----------
+    keys
+        Variables that cannot hold missing values (the axis and partitioning
+        variables): a masked value there is refused even with a fill value.
+
+    Raises
+    ------
+    SchemaError
+        On a missing or unknown variable, a wrong dtype, wrong dimensions,
+        an inconsistent length, a masked value without a fill value or a
+        time outside the schema dtype's range; the message names the variable.
     """
     dataset = _to_dataset(data, schema)
     given = dict(dataset.walk())
@@ -99,21 +215,10 @@ def prepare_insert(data: InsertLike, schema: Schema, axis: str) -> Prepared:
     immutable: dict[str, Any] = {}
     rows: int | None = None
     for path, var in given.items():
-        spec = expected[path]
-        if var.dimensions != spec.dimensions:
-            raise SchemaError(
-                f"variable {path!r}: dimensions {var.dimensions} differ from the schema's "
-                f"{spec.dimensions}"
-            )
-        _check_dtype(path, var.dtype, spec.dtype)
-        dims = schema.variable_dimensions(path)
-        for n, (name, dim) in zip(var.shape, dims.items(), strict=True):
-            if dim.size is not None and name != axis and n != dim.size:
-                raise SchemaError(
-                    f"variable {path!r}: dimension {name!r} has size {n}, schema says {dim.size}"
-                )
-        array = var.data if var.dtype == spec.dtype else var.data.astype(spec.dtype)
-        if spec.immutable:
+        array = _conform(
+            path, var.data, schema, axis, dimensions=var.dimensions, strict=path in keys
+        )
+        if expected[path].immutable:
             immutable[path] = array
             continue
         n = var.shape[0]
@@ -123,6 +228,38 @@ def prepare_insert(data: InsertLike, schema: Schema, axis: str) -> Prepared:
             raise SchemaError(f"variable {path!r} has {n} rows along {axis!r}, others have {rows}")
         columns[path] = array
     return Prepared(columns=columns, immutable=immutable, rows=rows or 0)
+
+
+def conform_columns(
+    columns: Mapping[str, Any], schema: Schema, axis: str, *, keys: Collection[str] = ()
+) -> dict[str, numpy.ndarray]:
+    """Check every partitioned variable of ``columns`` as :func:`prepare_insert` checks input.
+
+    Used on a merge strategy's result: exactly the schema's partitioned
+    variables, each as insert input would be accepted, the same row count.
+
+    Raises
+    ------
+    SchemaError
+        Naming the variable.
+    """
+    expected = {p for p, v in schema.walk() if not v.immutable}
+    got = set(columns)
+    if got != expected:
+        raise SchemaError(
+            f"variables differ from the schema's partitioned ones: missing "
+            f"{sorted(expected - got)}, unexpected {sorted(got - expected)}"
+        )
+    out: dict[str, numpy.ndarray] = {}
+    rows: int | None = None
+    for path, value in columns.items():
+        array = _conform(path, numpy.asanyarray(value), schema, axis, strict=path in keys)
+        if rows is None:
+            rows = len(array)
+        elif len(array) != rows:
+            raise SchemaError(f"variable {path!r} has {len(array)} rows, others have {rows}")
+        out[path] = array
+    return out
 
 
 def columns_to_dataset(

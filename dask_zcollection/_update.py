@@ -14,7 +14,7 @@ from typing import Any
 import numpy
 
 from ._prepare import columns_to_dataset
-from .data import Dataset
+from .data import Dataset, Variable
 from .errors import MergeError, SchemaError
 from .merge import AxisRange
 from .schema import Schema
@@ -53,24 +53,29 @@ class UpdateStrategy:
         rows = len(columns[axis])
         view = {k: v for k, v in columns.items() if self.variables is None or k in self.variables}
         result = self.func(columns_to_dataset(self.schema, view))
+        if not isinstance(result, Dataset | Mapping):
+            raise SchemaError(
+                f"update: the function must return a Dataset or a mapping of variable path "
+                f"to array, got {type(result).__name__}"
+            )
         pairs = result.walk() if isinstance(result, Dataset) else dict(result).items()
         for path, value in pairs:
+            if not isinstance(path, str):
+                raise SchemaError(f"update returned a variable named {path!r}, not a path")
             path = path.strip("/")
-            data = numpy.asarray(getattr(value, "data", value))
+            # A Variable's data; a bare array's ``.data`` is its raw buffer, not its values.
+            data = numpy.asanyarray(value.data if isinstance(value, Variable) else value)
             if path not in columns:
                 raise SchemaError(
                     f"update returned variable {path!r}, which is not a partitioned "
                     "variable of the schema"
                 )
-            want = self.schema[path].dtype
             if data.shape[:1] != (rows,) or data.shape[1:] != columns[path].shape[1:]:
                 raise SchemaError(
                     f"update returned variable {path!r} with shape {data.shape}, "
                     f"expected {columns[path].shape}"
                 )
-            if not numpy.can_cast(data.dtype, want, casting="same_kind"):
-                raise SchemaError(
-                    f"update returned variable {path!r} as {data.dtype}, schema says {want}"
-                )
-            columns[path] = data.astype(want, copy=False)
+            # Dtypes, masks and the partition's key range are checked by the writer,
+            # as for every merge result: the rules of insert input (safe casts only).
+            columns[path] = data
         return columns

@@ -7,6 +7,7 @@ from typing import Any
 
 from . import _engine
 from ._engine import AsyncCollection, Mode
+from ._repair import RepairReport
 from ._sync import sync
 from .catalog import Catalog
 from .collection import LazyCollection
@@ -162,9 +163,38 @@ class Collection:
         """
         return sync(self.aio.verify(filters))
 
-    def repair(self) -> Catalog:
-        """Rebuild the catalog from the tree and clean up after crashed writers."""
-        return sync(self.aio.repair())
+    def repair(self, *, force: bool = False, dry_run: bool = False) -> RepairReport:
+        """Make the catalog and the tree agree, never dropping data that can be read.
+
+        Cleans up after dead writers, then compares the newest intact catalog
+        with the tree: rebuilds missing metadata of committed partitions,
+        adopts groups whose commit was lost (no intact catalog, or damaged
+        newer versions), quarantines what disagrees (copies under
+        ``_quarantine/``, never deleted by :meth:`vacuum`), drops committed
+        partitions with nothing left. Each partition is changed under its lock
+        and the result is one commit that conflicts like any other: it never
+        drops a partition committed meanwhile.
+
+        Parameters
+        ----------
+        force : bool
+            Treat every writer as dead (only when none can be running).
+        dry_run : bool
+            Report what would be done; change nothing.
+
+        Returns
+        -------
+        RepairReport
+            What was rebuilt, adopted, quarantined, dropped and skipped, with
+            the reasons, and the catalog after the repair.
+
+        Raises
+        ------
+        CorruptedDataError
+            When the configuration cannot name the committed partitions
+            (``_zcollection.json`` edited); nothing is changed.
+        """
+        return sync(self.aio.repair(force=force, dry_run=dry_run))
 
 
 def create_collection(

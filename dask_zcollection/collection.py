@@ -239,7 +239,9 @@ class LazyCollection(DaskMethodsMixin):
         return (bound(value.start, False), bound(value.stop, True))
 
     def __getitem__(self, key: str | Sequence[str]) -> LazyCollection:
-        names = [key] if isinstance(key, str) else list(key)
+        names = [key] if isinstance(key, str) else key
+        if not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names):
+            raise InvalidInputError(f"select variables by path or a list of paths, got {key!r}")
         schema = self.source.config.schema
         wanted = []
         for name in names:

@@ -1,8 +1,10 @@
 """Shared helpers of the read-path tests (imported with ``pytest_plugins = ["conftest_read"]``).
 
-- :class:`CountingMemoryStore` / :class:`CountingLocalStore`: store specs whose
-  zarr store records the key of every read (``get``, ranged gets), so a test
-  can assert which objects a query touched.
+- :class:`CountingMemoryStore` / :class:`CountingLocalStore` /
+  :class:`CountingIcechunkStore`: store specs whose zarr store is a
+  :class:`dask_zcollection.testing.CountingStore` recording the key of every
+  read (``get``, ranged gets) under a tag, so a test can assert which objects a
+  query touched.
 - Builders of small collections for every partitioning kind (``date_M``,
   ``date_D``, ``sequence``, ``grouped``) with unique axis values, and the
   numpy reference of a read: rows ordered by partition key, then axis.
@@ -14,82 +16,38 @@ import dataclasses
 import itertools
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy
 import pytest
 from dask.callbacks import Callback
-from zarr.abc.store import ByteRequest, Store
-from zarr.core.buffer import Buffer, BufferPrototype
-from zarr.storage import WrapperStore
+from zarr.abc.store import Store
 
 import dask_zcollection as zc
 from dask_zcollection.store import IcechunkStore, LocalStore, MemoryStore
+from dask_zcollection.testing import CountingStore, RequestCounter
 
 # -- counting stores ---------------------------------------------------------------------------
 
-_READS: dict[str, list[str]] = {}
-_READS_LOCK = threading.Lock()
+_COUNTERS: dict[str, RequestCounter] = {}
+_COUNTERS_LOCK = threading.Lock()
+
+
+def _counter(tag: str) -> RequestCounter:
+    with _COUNTERS_LOCK:
+        return _COUNTERS.setdefault(tag, RequestCounter())
 
 
 def reads(tag: str) -> list[str]:
     """Keys read through the counting stores tagged ``tag`` (in order)."""
-    with _READS_LOCK:
-        return list(_READS.get(tag, []))
+    return _counter(tag).reads()
 
 
 def reset_reads(tag: str) -> None:
     """Forget the reads recorded under ``tag``."""
-    with _READS_LOCK:
-        _READS[tag] = []
-
-
-def _record(tag: str, key: str) -> None:
-    with _READS_LOCK:
-        _READS.setdefault(tag, []).append(key)
-
-
-class CountingZarrStore(WrapperStore[Store]):
-    """A zarr store recording the key of every read into ``_READS[tag]``."""
-
-    def __init__(self, store: Store, tag: str = "") -> None:
-        super().__init__(store)
-        self.tag = tag
-
-    def _with_store(self, store: Store) -> CountingZarrStore:
-        return type(self)(store, self.tag)
-
-    @property
-    def _supports_sync_io(self) -> bool:
-        # Route zarr through the async gets below (which record).
-        return False
-
-    async def get(
-        self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
-    ) -> Buffer | None:
-        _record(self.tag, key)
-        return await self._store.get(key, prototype, byte_range)
-
-    async def get_partial_values(
-        self, prototype: BufferPrototype, key_ranges: Iterable[tuple[str, ByteRequest | None]]
-    ) -> list[Buffer | None]:
-        key_ranges = list(key_ranges)
-        for key, _ in key_ranges:
-            _record(self.tag, key)
-        return await self._store.get_partial_values(prototype, key_ranges)
-
-    async def get_ranges(  # type: ignore[override]
-        self, key: str, byte_ranges: Sequence[ByteRequest | None], **kwargs: Any
-    ) -> AsyncIterator[Sequence[tuple[int, Buffer | None]]]:
-        _record(self.tag, key)
-        async for group in self._store.get_ranges(key, byte_ranges, **kwargs):
-            yield group
-
-    def get_sync(self, key: str, **kwargs: Any) -> Buffer | None:  # type: ignore[override]
-        _record(self.tag, key)
-        return super().get_sync(key, **kwargs)
+    _counter(tag).reset()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -103,7 +61,7 @@ class CountingMemoryStore(MemoryStore):
         return (type(self).__name__, self.url, self.tag)
 
     def _open_store(self) -> Store:
-        return CountingZarrStore(MemoryStore._open_store(self), self.tag)
+        return CountingStore(MemoryStore._open_store(self), counter=_counter(self.tag))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -116,7 +74,7 @@ class CountingLocalStore(LocalStore):
         return (type(self).__name__, self.url, self.tag)
 
     def _open_store(self) -> Store:
-        return CountingZarrStore(LocalStore._open_store(self), self.tag)
+        return CountingStore(LocalStore._open_store(self), counter=_counter(self.tag))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +87,7 @@ class CountingIcechunkStore(IcechunkStore):
         return (*IcechunkStore._cache_key(self), self.tag)
 
     def _open_store(self) -> Store:
-        return CountingZarrStore(IcechunkStore._open_store(self), self.tag)
+        return CountingStore(IcechunkStore._open_store(self), counter=_counter(self.tag))
 
 
 def counting_spec(url: str) -> CountingMemoryStore | CountingLocalStore | CountingIcechunkStore:

@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dask_zcollection as zc
+from dask_zcollection.catalog._transaction import new_txn_id
 from dask_zcollection.store import MemoryStore, resolve_store
 
 # -- the quick start of the original description ---------------------------------------------
@@ -853,7 +854,9 @@ def test_failed_insert_changes_nothing_and_repair_ignores_its_rows(protocol_url:
     # Another writer holds February: the insert fails after January may have been
     # appended in place (past its committed row count).
     lock = "_locks/year=2024/month=02.lock"
-    asyncio.run(spec.put(lock, b"another writer"))
+    # A live writer's lock (its lease is not needed: a lock younger than the lease
+    # timeout is never taken for a dead writer's).
+    asyncio.run(spec.put(lock, new_txn_id().encode()))
     t = numpy.array(["2024-01-10", "2024-01-11", "2024-01-12", "2024-02-05"], "datetime64[ns]")
     with pytest.raises(zc.ConflictError, match="month=02"):
         col.insert({"time": t, "v": numpy.arange(4.0) + 10}, merge="concat", retries=0)
@@ -863,7 +866,7 @@ def test_failed_insert_changes_nothing_and_repair_ignores_its_rows(protocol_url:
     assert_arrays_identical(after["v"].values, before["v"].values, "v")
     assert col.catalog(refresh=True).version == version
 
-    repaired = zc.open_collection(protocol_url, mode="rw").repair()
+    repaired = zc.open_collection(protocol_url, mode="rw").repair().catalog
     assert repaired.rows.tolist() == [2, 1]
     assert_arrays_identical(
         zc.open_collection(protocol_url).query()["v"].values, before["v"].values, "v"
@@ -896,7 +899,7 @@ def test_repair_keeps_the_committed_version(protocol_url: str) -> None:
             await spec.put(stray + key[len(path) :], data)
 
     asyncio.run(copy())
-    repaired = zc.open_collection(protocol_url, mode="rw").repair()
+    repaired = zc.open_collection(protocol_url, mode="rw").repair().catalog
     assert repaired.paths == committed.paths
     assert repaired.rows.tolist() == committed.rows.tolist()
 
@@ -919,7 +922,7 @@ def test_repair_rebuilds_a_lost_catalog(store_url: str, factory: Factory) -> Non
     assert reader.partitions() == [
         before.paths[i].partition("@")[0] for i in range(len(before))
     ]  # listed by a walk
-    repaired = zc.open_collection(store_url, mode="rw").repair()
+    repaired = zc.open_collection(store_url, mode="rw").repair().catalog
     assert repaired.paths == before.paths
     assert repaired.rows.tolist() == before.rows.tolist()
     assert repaired.axis_min.tolist() == before.axis_min.tolist()

@@ -139,7 +139,7 @@ def _key_filter(path: str) -> dict[str, int]:
 
 
 def _assert_repaired_equals_walk(col: zc.Collection, root: Path) -> None:
-    repaired = col.repair()
+    repaired = col.repair().catalog
     depth = len(col.partitioning.keys)
     found = [
         p.parent.relative_to(root).as_posix()
@@ -238,7 +238,7 @@ def test_insert_into_reference_sequence_collection(fixtures_dir: Path, copy_of) 
 def test_repair_of_an_untouched_copy(fixtures_dir: Path, copy_of) -> None:
     path = copy_of("date_monthly")
     col = zc.open_collection(path, mode="rw")
-    repaired = col.repair()
+    repaired = col.repair().catalog
     assert repaired.version >= 1
     assert zc.open_collection(path).catalog().version == repaired.version
     assert repaired.paths == tuple(MONTHS)

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import posixpath
 from pathlib import Path
 from typing import Any
 
 import numpy
 import pytest
 from conftest import Factory
+from hypothesis import given
+from hypothesis import strategies as st
 
 import dask_zcollection as zc
-from dask_zcollection.schema import Codecs, Dimension
+from dask_zcollection.schema import Codecs, Dimension, check_node_name
 from dask_zcollection.store import resolve_store
 
 # -- builder and validation ----------------------------------------------------------------------
@@ -384,3 +387,68 @@ def test_float_sequence_keys_are_refused(memory_url: str, declared: str) -> None
     assert _listing(memory_url) == sorted(
         ["zarr.json", "_zcollection.json", "_catalog/zarr.json", "_catalog/v000000000001.zcat"]
     )
+
+
+# -- issue 12: names that would escape their partition or alias another node ----------------
+BAD_NAMES = {
+    "": "empty",
+    ".": "only of periods",
+    "..": "only of periods",
+    "...": "only of periods",
+    "a/b": "separate paths",
+    "a\\b": "separate paths",
+    "__meta": "reserved by Zarr",
+    "zarr.json": "metadata",
+    "nul\x00": "control character",
+    "line\nfeed": "control character",
+    "del\x7f": "control character",
+    "half\ud800": "surrogate",
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_NAMES), ids=[repr(n) for n in BAD_NAMES])
+@pytest.mark.parametrize("kind", ["variable", "dimension", "group", "json"])
+def test_bad_names_raise_schema_error(name: str, kind: str) -> None:
+    why = BAD_NAMES[name]
+    base = zc.Schema().with_dimension("time")
+    if kind == "group" and name.startswith("_"):
+        why = "'_' starts reserved names"
+    with pytest.raises(zc.SchemaError, match=why) as info:
+        if kind == "variable":
+            base.with_variable(name, dtype="f8", dimensions=("time",)).build()
+        elif kind == "dimension":
+            base.with_dimension(name).build()
+        elif kind == "group":
+            if "/" in name or not name.strip("/"):
+                pytest.skip("'/' separates groups in a group path")
+            base.with_group(name).build()
+        else:  # a stored schema: the same rules on read
+            good = base.with_variable("x", dtype="f8", dimensions=("time",)).build().to_dict()
+            good["variables"][0]["name"] = name
+            zc.Schema.from_dict(good)
+    assert repr(name) in str(info.value)
+
+
+def test_sibling_names_differing_by_case_are_refused() -> None:
+    # One directory on macOS and Windows filesystems: two variables, one array.
+    schema = zc.Schema().with_dimension("time").with_variable("ssh", dtype="f4", dimensions="time")
+    with pytest.raises(zc.SchemaError, match="'ssh' and 'SSH'"):
+        schema.with_variable("SSH", dtype="f4", dimensions="time").build()
+    with pytest.raises(zc.SchemaError, match="differ only by case"):
+        schema.with_group("/Ssh").build()
+    # Same name in different groups is fine: different paths.
+    ok = schema.with_group("/g").with_variable("SSH", dtype="f4", dimensions="time", group="/g")
+    assert sorted(ok.build().variables) == ["g/SSH", "ssh"]
+
+
+@given(name=st.text(max_size=8))
+def test_check_node_name_law(name: str) -> None:
+    """An accepted name is one path component that resolves to itself below its parent."""
+    try:
+        check_node_name(name, "variable")
+    except zc.SchemaError:
+        return
+    path = f"year=2024/month=01/{name}"
+    assert posixpath.normpath(path) == path
+    assert posixpath.dirname(path) == "year=2024/month=01"
+    assert name.isprintable() or not any(ord(c) < 32 for c in name)

@@ -47,6 +47,7 @@ from s3_server import S3Server
 
 import dask_zcollection as zc
 from dask_zcollection._sync import sync
+from dask_zcollection.catalog._transaction import new_txn_id
 from dask_zcollection.errors import ConflictError, SchemaError
 from dask_zcollection.store import MemoryStore, resolve_store
 
@@ -690,7 +691,8 @@ def test_an_aborted_append_never_touches_rows_committed_meanwhile() -> None:
         )
         # Days 0 and 1 (day=01, day=02): 10 rows each, a full chunk and a partial one.
         col.insert(both(rows(0, 0, 10, 1), rows(1, 0, 10, 1)))
-        sync(spec.put("_locks/year=2024/month=01/day=03.lock", b"another writer"))
+        # A live writer's lock (younger than the lease timeout).
+        sync(spec.put("_locks/year=2024/month=01/day=03.lock", new_txn_id().encode()))
         a = zc.open_collection(spec, mode="rw")
         b = zc.open_collection(spec, mode="rw")
         _HeldWrite.release.clear()

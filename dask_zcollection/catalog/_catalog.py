@@ -14,13 +14,14 @@ import hashlib
 import json
 import struct
 import time
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy
 from numcodecs import Zstd
 
-from ..errors import FormatVersionError, StorageError
+from ..errors import CorruptedDataError, FormatVersionError
 
 __all__ = ["CATALOG_FORMAT", "Catalog", "decode_catalog", "encode_catalog"]
 
@@ -242,15 +243,36 @@ def encode_catalog(catalog: Catalog) -> bytes:
         "paths": {"offset": offset, "nbytes": len(paths)},
     }
     body = b"".join([*(c.tobytes() for c in columns.values()), paths])
-    head = json.dumps(header).encode()
     # zstd cannot round-trip an empty frame: an empty catalog carries one pad byte.
-    return _MAGIC + struct.pack("<I", len(head)) + head + bytes(_CODEC.encode(body or b"\0"))
+    packed = bytes(_CODEC.encode(body or b"\0"))
+    header["body_crc32"] = zlib.crc32(packed)  # a flipped bit never decodes silently
+    head = json.dumps(header).encode()
+    return _MAGIC + struct.pack("<I", len(head)) + head + packed
 
 
-def decode_catalog(data: bytes) -> Catalog:
-    """Inverse of :func:`encode_catalog`."""
+def decode_catalog(data: bytes, name: str = "catalog object") -> Catalog:
+    """Inverse of :func:`encode_catalog`.
+
+    Raises
+    ------
+    CorruptedDataError
+        When ``data`` is not an intact catalog object (named ``name``).
+    FormatVersionError
+        When it was written by a newer format.
+    """
     if not data.startswith(_MAGIC):
-        raise StorageError("not a dask_zcollection catalog object (bad magic)")
+        raise CorruptedDataError(f"{name} is not a dask_zcollection catalog object (bad magic)")
+    try:
+        return _decode(data)
+    except FormatVersionError:
+        raise
+    except CorruptedDataError as err:
+        raise CorruptedDataError(f"{name} is damaged: {err}") from err
+    except Exception as err:  # any decoding failure of damaged bytes
+        raise CorruptedDataError(f"{name} is damaged: {type(err).__name__}: {err}") from err
+
+
+def _decode(data: bytes) -> Catalog:
     (hlen,) = struct.unpack_from("<I", data, len(_MAGIC))
     start = len(_MAGIC) + 4
     header: Mapping[str, Any] = json.loads(data[start : start + hlen])
@@ -258,7 +280,11 @@ def decode_catalog(data: bytes) -> Catalog:
         raise FormatVersionError(
             f"catalog format {header.get('format')} is newer than this library ({CATALOG_FORMAT})"
         )
-    body = bytes(_CODEC.decode(data[start + hlen :]))
+    packed = data[start + hlen :]
+    crc = header.get("body_crc32")
+    if crc is not None and zlib.crc32(packed) != crc:
+        raise CorruptedDataError("checksum mismatch")
+    body = bytes(_CODEC.decode(packed))
     cols: dict[str, numpy.ndarray] = {}
     for c in header["columns"]:
         dtype = numpy.dtype(c["dtype"])
@@ -269,6 +295,9 @@ def decode_catalog(data: bytes) -> Catalog:
     p = header["paths"]
     text = body[p["offset"] : p["offset"] + p["nbytes"]].decode()
     paths = tuple(text.split("\n")) if text else ()
+    n = len(cols["keys"])
+    if not (len(paths) == n == len(cols["rows"]) == len(cols["axis_min"]) == len(cols["axis_max"])):
+        raise CorruptedDataError("columns of different lengths")
     return Catalog(
         version=int(header["version"]),
         key_names=tuple(header["key_names"]),

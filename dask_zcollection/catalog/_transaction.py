@@ -21,20 +21,20 @@ tasks of an insert graph)
    their retention has passed.
 
 Readers only follow a committed catalog, so they never see data written
-before step 3. After a crash, :func:`recover` deletes the leftovers of a dead
-writer that the newest catalog does not name.
+before step 3. A writer finding a partition locked by a dead writer (see
+:mod:`._lease`) recovers that transaction itself (:func:`recover_transaction`)
+and takes the lock; :func:`recover` does the same for every dead writer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
-import os
 import secrets
-import socket
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, ClassVar, Protocol
 
 import numpy
@@ -42,6 +42,16 @@ import numpy
 from ..errors import ConflictError
 from ..store import StoreSpec
 from ._catalog import Catalog
+from ._lease import (
+    ALIVE_SUFFIX,
+    LEASE_DIR,
+    alive_key,
+    heartbeat,
+    lease_key,
+    lease_timeout,
+    liveness,
+    write_lease,
+)
 from ._log import CatalogLog
 
 __all__ = [
@@ -51,24 +61,26 @@ __all__ = [
     "DropPartitions",
     "PutPartitions",
     "Transaction",
+    "acquire_lock",
     "collect_garbage",
     "lock_key",
     "lock_token",
     "new_txn_id",
     "recover",
+    "recover_transaction",
     "retention",
 ]
 
-LEASE_DIR = "_transactions"
 #: Where writers hold their per-partition locks (``_locks/<canonical>.lock``).
 LOCK_DIR = "_locks"
-#: Leases older than this (seconds) are considered abandoned, whatever the owner.
-LEASE_TIMEOUT = 3600.0
 #: Seconds an abort marker is kept: tasks of an aborted insert may still be running
 #: (the scheduler does not wait for them) and check it after each write.
 ABORT_MARKER_TTL = 600.0
 #: Seconds an abort waits for the tasks still writing under their partition locks.
 ABORT_WAIT = 120.0
+#: Catalog versions a commit tries before giving up (each lost one is another
+#: writer's commit: progress, but never an unbounded loop).
+_COMMIT_ATTEMPTS = 1000
 #: Where superseded partition versions are recorded until they are deleted.
 GARBAGE_DIR = "_garbage"
 #: Default seconds a superseded (or dropped) partition version stays readable
@@ -92,6 +104,39 @@ def lock_token(txn: str, *, done: bool = False) -> bytes:
     and committed, meanwhile.
     """
     return f"{txn} done".encode() if done else txn.encode()
+
+
+def lock_owner(token: bytes) -> str:
+    """The transaction id a lock's content names."""
+    return token.decode("utf-8", "replace").split(" ", 1)[0]
+
+
+async def acquire_lock(spec: StoreSpec, canonical: str, token: bytes) -> None:
+    """Take the lock of the partition at ``canonical``, recovering a dead holder first.
+
+    Raises
+    ------
+    ConflictError
+        When a live writer holds it.
+    """
+    key = lock_key(canonical)
+    for _ in range(3):
+        if await spec.put_if_absent(key, token, durable=False):
+            return
+        holder = await spec.get(key)
+        if holder is None:
+            continue  # released meanwhile
+        txn = lock_owner(holder)
+        state = await liveness(spec, txn)
+        if not state.dead():
+            raise ConflictError(
+                f"partition {canonical!r} is being written by transaction {txn}; retry"
+            )
+        await recover_transaction(spec, txn, [canonical])
+        if await spec.get(key) == holder:
+            # Unreadable lease naming other partitions: this lock is the dead writer's.
+            await spec.delete(key)
+    raise ConflictError(f"partition {canonical!r} is contended by other writers; retry")
 
 
 def new_txn_id() -> str:
@@ -195,10 +240,53 @@ class Transaction:
 
     @property
     def _lease_key(self) -> str:
-        return f"{LEASE_DIR}/{self.txn}.json"
+        return lease_key(self.txn)
 
-    async def _write_lease(self, superseded: Sequence[str]) -> None:
-        await _write_lease(self.spec, self.txn, self.canonicals, superseded)
+    async def _write_lease(self, superseded: Sequence[str]) -> float:
+        return await write_lease(self.spec, self.txn, self.canonicals, superseded)
+
+    def alive(self, *, final: bool = False) -> contextlib.AbstractAsyncContextManager[None]:
+        """Keep the transaction alive (heartbeats) while the block runs.
+
+        ``final=True``: the writer is over when the block ends (its heartbeat
+        object is deleted).
+        """
+        return heartbeat(self.spec, self.txn, final=final)
+
+    @contextlib.asynccontextmanager
+    async def writing(self, canonical: str) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+        """Write the partition at ``canonical`` under its lock.
+
+        Takes the lock (recovering a dead holder), keeps the transaction alive,
+        checks it was not aborted, and yields ``done()``: the writer calls it
+        after its last write, from then on an abort may release the lock. On
+        error the lock is released (still held by a writing task, an abort
+        would wait for it). A transactional backend isolates writers by itself:
+        no lock.
+        """
+
+        async def done() -> None:
+            if not self.spec.transactional:
+                await self.spec.put(lock_key(canonical), lock_token(self.txn, done=True))
+
+        if self.spec.transactional:
+            yield done
+            return
+        await acquire_lock(self.spec, canonical, lock_token(self.txn))
+        try:
+            async with self.alive():
+                if await self.aborted():  # the write failed elsewhere meanwhile
+                    raise ConflictError(f"transaction {self.txn} was aborted")
+                yield done
+        except BaseException:
+            await self.release_locks([canonical])
+            raise
+
+    async def release_locks(self, canonicals: Iterable[str] | None = None) -> None:
+        """Release the locks this transaction holds on ``canonicals`` (default: all)."""
+        await _release_locks(
+            self.spec, self.txn, self.canonicals if canonicals is None else canonicals
+        )
 
     async def claim(self, canonical: str) -> str:
         """Reserve a fresh path for a new version of the partition at ``canonical``."""
@@ -229,7 +317,12 @@ class Transaction:
             When a concurrent commit changed a partition this one touches.
         """
         log = CatalogLog(self.spec)
-        while True:
+        # A writer declared dead (no heartbeat for a lease timeout) is being cleaned
+        # up: it must not publish. Its recoverer puts the abort marker before deleting
+        # anything, and sees no heartbeat newer than a timeout: publishing within half
+        # a timeout of the lease write, after checking the marker, never races it.
+        budget = lease_timeout() / 2
+        for _ in range(_COMMIT_ATTEMPTS):
             latest = await log.latest()
             if latest is None:
                 raise ConflictError(f"the catalog of {self.spec.url} disappeared during the write")
@@ -239,20 +332,33 @@ class Transaction:
                     f"a concurrent writer committed version {latest.version} of {self.spec.url} "
                     f"changing partition(s) {clash[:5]} that this write also changes; retry"
                 )
-            new = change(latest).next_version(self.txn, immutable=immutable)
+            new = log.numbered(change(latest).next_version(self.txn, immutable=immutable))
             named = set(new.paths) | {new.immutable}
             pos = latest.find(change.keys) if len(change.keys) else numpy.empty(0, dtype="intp")
             superseded = [
                 latest.paths[i] for i in pos.tolist() if i >= 0 and latest.paths[i] not in named
             ]
+            signed = time.monotonic()
             await self._write_lease(superseded)
+            if not self.spec.transactional and await self.aborted():
+                raise ConflictError(
+                    f"transaction {self.txn} was aborted (declared dead by another writer); retry"
+                )
+            if time.monotonic() - signed > budget:
+                continue  # too slow to publish safely: sign the lease again
             if await log.commit(new):
                 break
+        else:
+            raise ConflictError(
+                f"could not commit to {self.spec.url} in {_COMMIT_ATTEMPTS} attempts "
+                "(other writers kept committing first); retry"
+            )
         await _retire(self.spec, self.txn, superseded)
         # Release the partition locks while the lease still names them: a crash
         # between the two leaves a lease, which recovery uses to release the locks.
         await _release_locks(self.spec, self.txn, self.canonicals)
         await self.spec.delete(self._lease_key)
+        await self.spec.delete(alive_key(self.txn))
         await log.prune(new.version)
         await collect_garbage(self.spec)
         await self.spec.publish(_message(change, self.txn))
@@ -297,6 +403,7 @@ class Transaction:
             return
         if not busy:
             await self.spec.delete(self._lease_key)
+            await self.spec.delete(alive_key(self.txn))
 
     async def _wait_for_writers(self, timeout: float) -> set[str]:
         """Wait until no task of this transaction writes under a partition lock.
@@ -324,21 +431,6 @@ def _message(change: Change, txn: str) -> str:
     if paths:
         what += ": " + ", ".join(paths[:5]) + (", ..." if len(paths) > 5 else "")
     return f"dask_zcollection {verb} {what} (txn {txn})"
-
-
-async def _write_lease(
-    spec: StoreSpec, txn: str, canonicals: Sequence[str], superseded: Sequence[str]
-) -> None:
-    """Record who holds (or may take) the locks of ``canonicals``, for :func:`recover`."""
-    doc = {
-        "txn": txn,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "started": time.time(),
-        "canonicals": list(canonicals),
-        "superseded": list(superseded),
-    }
-    await spec.put(f"{LEASE_DIR}/{txn}.json", json.dumps(doc).encode())
 
 
 async def _claimed_by(spec: StoreSpec, path: str, txn: str) -> bool:
@@ -452,33 +544,35 @@ async def collect_garbage(spec: StoreSpec, older_than: float | None = None) -> l
             due.append((name, paths))
     if not due:
         return []
-    named = _named(await CatalogLog(spec).latest())
     owner = f"gc-{new_txn_id()}"
     # A lease, like a writer's: if this process dies holding locks, recovery frees them.
     every = sorted({p.split("@", 1)[0] for _, paths in due for p in paths})
-    await _write_lease(spec, owner, every, [])
+    await write_lease(spec, owner, every, [])
     deleted: list[str] = []
-    for name, paths in due:
-        canonicals = sorted({p.split("@", 1)[0] for p in paths})
-        taken = 0
-        try:
-            # One lock after the other, in path order: two collectors of one record
-            # never split its locks between them (and both give up).
-            for canonical in canonicals:
-                if not await spec.put_if_absent(
-                    lock_key(canonical), lock_token(owner), durable=False
-                ):
-                    break
-                taken += 1
-            if taken < len(canonicals):
-                continue
-            doomed = [p for p in paths if p not in named]
-            await _delete_prefixes(spec, doomed)
-            await spec.delete(f"{GARBAGE_DIR}/{name}")
-            deleted += doomed
-        finally:
-            await _release_locks(spec, owner, canonicals)
-    await spec.delete(f"{LEASE_DIR}/{owner}.json")
+    async with heartbeat(spec, owner, final=True):
+        for name, paths in due:
+            canonicals = sorted({p.split("@", 1)[0] for p in paths})
+            try:
+                # One lock after the other, in path order: two collectors of one record
+                # never split its locks between them (and both give up).
+                for canonical in canonicals:
+                    await acquire_lock(spec, canonical, lock_token(owner))
+                # Under the locks, no writer can publish these partitions: read the
+                # record and the newest catalog now. Read before, both could be stale:
+                # another collector may have deleted the record's paths meanwhile and a
+                # writer re-created one of them at its canonical path and committed it.
+                if not await spec.exists(f"{GARBAGE_DIR}/{name}"):
+                    continue
+                named = _named(await CatalogLog(spec).latest())
+                doomed = [p for p in paths if p not in named]
+                await _delete_prefixes(spec, doomed)
+                await spec.delete(f"{GARBAGE_DIR}/{name}")
+                deleted += doomed
+            except ConflictError:
+                continue  # a live writer holds one: a later collection deletes it
+            finally:
+                await _release_locks(spec, owner, canonicals)
+        await spec.delete(lease_key(owner))
     return deleted
 
 
@@ -506,27 +600,48 @@ async def _delete_prefixes(spec: StoreSpec, prefixes: Sequence[str], attempts: i
         await asyncio.sleep(0.01 * 2**attempt)
 
 
-def _owner_dead(lease: dict[str, Any]) -> bool:
-    if time.time() - float(lease.get("started", 0)) > LEASE_TIMEOUT:
-        return True
-    if lease.get("host") != socket.gethostname():
-        return False
-    try:
-        os.kill(int(lease["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, KeyError, ValueError):
-        return False
-    return False
+async def recover_transaction(
+    spec: StoreSpec, txn: str, canonicals: Sequence[str] = (), latest: Catalog | None = None
+) -> None:
+    """Clean up after the dead writer ``txn``: what it wrote and no catalog names, its locks.
+
+    Its abort marker goes first (put-if-absent: one per dead transaction, however
+    many writers recover it), so a writer wrongly declared dead never publishes
+    (see :meth:`Transaction.commit`). A writer that died after its commit had
+    superseded versions: they are retired as usual. ``canonicals`` completes
+    the lease's list (a lease may be missing or unreadable).
+    """
+    await spec.put_if_absent(
+        f"{LEASE_DIR}/{txn}.aborted", json.dumps({"aborted": time.time()}).encode()
+    )
+    state = await liveness(spec, txn)
+    lease = state.lease or {}
+    named_ = lease.get("canonicals", [])
+    every = sorted({*canonicals, *(c for c in named_ if isinstance(c, str))})
+    if latest is None:
+        latest = await CatalogLog(spec).latest()
+    await _remove_leftovers(spec, txn, every, latest)
+    named = _named(latest)
+    superseded = [p for p in lease.get("superseded", []) if isinstance(p, str) and p not in named]
+    await _retire(spec, txn, superseded)
+    await spec.delete(lease_key(txn))
+    await spec.delete(alive_key(txn))
 
 
-async def recover(spec: StoreSpec, *, force: bool = False) -> list[str]:
+async def recover(
+    spec: StoreSpec, *, force: bool = False, locks: bool = False, garbage: bool = True
+) -> list[str]:
     """Clean up after writers that died: delete their unreferenced paths and leases.
 
     Parameters
     ----------
     force : bool
-        Treat every lease as abandoned (only when no writer can be running).
+        Treat every writer as dead (only when no writer can be running).
+    locks : bool
+        Also sweep the partition locks (one listing of them): a lock whose
+        holder is dead, or whose lease is missing or unreadable, is released.
+    garbage : bool
+        Then collect the retired versions past the retention.
 
     Returns
     -------
@@ -534,31 +649,37 @@ async def recover(spec: StoreSpec, *, force: bool = False) -> list[str]:
         The transaction ids cleaned up.
     """
     listed = await spec.list_dir(LEASE_DIR)
-    names = [n for n in listed if n.endswith(".json")]
-    stale = []
-    for name, lease in await _json_records(spec, LEASE_DIR, names):
-        if not isinstance(lease, dict):
-            lease = {"started": 0}  # unreadable: old, hence abandoned
-        if force or _owner_dead(lease):
-            stale.append((name, lease))
-    done: list[str] = []
+    txns = {n.removesuffix(".json") for n in listed if n.endswith(".json")}
+    if locks:
+        held = [k for k in await spec.list_prefix(LOCK_DIR) if k.endswith(".lock")]
+        tokens = await asyncio.gather(*(spec.get(k) for k in held))
+        txns |= {lock_owner(t) for t in tokens if t is not None}
+    states = await asyncio.gather(*(liveness(spec, t) for t in sorted(txns)))
+    stale = [st for st in states if st.dead(force=force)]
     latest = await CatalogLog(spec).latest() if stale else None
-    for name, lease in stale:
-        txn = str(lease.get("txn", name.removesuffix(".json")))
-        await _remove_leftovers(spec, txn, lease.get("canonicals", []), latest)
-        # The writer died after its commit: what it superseded is retired as usual.
-        named = _named(latest)
-        await _retire(spec, txn, [p for p in lease.get("superseded", []) if p not in named])
-        await spec.delete(f"{LEASE_DIR}/{name}")
-        done.append(txn)
+    done: list[str] = []
+    for st in stale:
+        canonicals: list[str] = []
+        if locks:
+            canonicals = [
+                k[len(LOCK_DIR) + 1 : -len(".lock")]
+                for k, t in zip(held, tokens, strict=True)
+                if t is not None and lock_owner(t) == st.txn
+            ]
+        await recover_transaction(spec, st.txn, canonicals, latest)
+        done.append(st.txn)
     # Abort markers outlive their lease (tasks of the aborted insert still running
-    # check them after each write): drop those of ended writers once they are old.
-    live = {n.removesuffix(".json") for n in names} - set(done)
-    markers = [
-        n for n in listed if n.endswith(".aborted") and n.removesuffix(".aborted") not in live
+    # check them after each write): drop those of ended writers once they are old;
+    # a heartbeat left by an ended writer goes with them.
+    live = txns - set(done)
+    leftovers = [
+        n
+        for n in listed
+        if n.endswith((".aborted", ALIVE_SUFFIX)) and n.rpartition(".")[0] not in live
     ]
-    await asyncio.gather(*(_drop_old_marker(spec, f"{LEASE_DIR}/{m}", force) for m in markers))
-    await collect_garbage(spec)
+    await asyncio.gather(*(_drop_old_marker(spec, f"{LEASE_DIR}/{m}", force) for m in leftovers))
+    if garbage:
+        await collect_garbage(spec)
     return done
 
 
@@ -567,8 +688,10 @@ async def _drop_old_marker(spec: StoreSpec, key: str, force: bool) -> None:
     if raw is None:
         return
     try:
-        aborted = float(json.loads(raw)["aborted"])
+        doc = json.loads(raw)
+        aborted = float(doc["aborted"] if "aborted" in doc else doc["heartbeat"])
     except (ValueError, KeyError, TypeError):
         aborted = 0.0  # unreadable or from an older version: old
-    if force or time.time() - aborted > ABORT_MARKER_TTL:
+    ttl = ABORT_MARKER_TTL if key.endswith(".aborted") else lease_timeout()
+    if force or time.time() - aborted > ttl:
         await spec.delete(key)

@@ -7,7 +7,7 @@ import functools
 import json
 from typing import Any
 
-from ..errors import CollectionNotFoundError, FormatVersionError, SchemaError
+from ..errors import CollectionNotFoundError, CorruptedDataError, FormatVersionError, SchemaError
 from ..partitioning import Partitioning, from_dict
 from ..schema import Schema
 from ..store import StoreSpec
@@ -62,7 +62,14 @@ class CollectionConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CollectionConfig:
         """Parse the JSON form (ours or the reference implementation's)."""
-        version = int(data.get("format_version", 1))
+        if not isinstance(data, dict):
+            raise SchemaError(f"{CONFIG_KEY} must hold a JSON object, got {type(data).__name__}")
+        raw_version = data.get("format_version", 1)
+        if isinstance(raw_version, bool) or not isinstance(raw_version, int) or raw_version < 1:
+            raise FormatVersionError(
+                f"collection format version {raw_version!r} is not a positive integer"
+            )
+        version = raw_version
         if version > COLLECTION_FORMAT:
             raise FormatVersionError(
                 f"collection format {version} is newer than this library supports "
@@ -74,6 +81,9 @@ class CollectionConfig:
         axis_variable = data.get("axis_variable") or default_axis_variable(
             schema, axis, partitioning
         )
+        for name in (axis_variable, *partitioning.variables):
+            if name not in schema or schema[name].dimensions != (axis,):
+                raise SchemaError(f"{name!r} is not a 1-D variable along {axis!r} in the schema")
         return cls(
             axis=axis,
             axis_variable=axis_variable,
@@ -113,11 +123,24 @@ async def read_config(spec: StoreSpec) -> CollectionConfig:
     ------
     CollectionNotFoundError
         When there is no collection at ``spec``.
+    CorruptedDataError
+        When the document cannot be parsed (naming the object).
+    FormatVersionError
+        When its version is not one this library reads.
     """
     raw = await spec.get(CONFIG_KEY)
     if raw is None:
         raise CollectionNotFoundError(f"no collection at {spec.url} ({CONFIG_KEY} not found)")
-    return _parse_config(raw)
+    try:
+        return _parse_config(raw)
+    except FormatVersionError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as err:
+        # Truncated, not JSON, a field missing or of the wrong type (JSONDecodeError,
+        # UnicodeDecodeError and the library's InvalidInputError are ValueErrors).
+        raise CorruptedDataError(
+            f"{CONFIG_KEY} of {spec.url} is damaged ({len(raw)} bytes): {type(err).__name__}: {err}"
+        ) from err
 
 
 @functools.lru_cache(maxsize=64)

@@ -251,6 +251,28 @@ def coerce_bound(
     """Convert a user bound (str, datetime, number) to a scalar comparable with the axis."""
     if value is None:
         return None
+    if isinstance(value, str) and value.strip().lower() == "nat":
+        raise InvalidInputError(f"a bound of {name!r} cannot be NaT or NaN, got {value!r}")
+    try:
+        bound = _coerce_bound(value, dtype, attrs, name, upper=upper)
+    except InvalidInputError:
+        raise
+    except (ValueError, TypeError, OverflowError) as err:  # e.g. beyond datetime64[ns]
+        raise InvalidInputError(
+            f"cannot use {value!r} as a bound of {name!r} ({dtype}): {err}"
+        ) from err
+    missing = (
+        numpy.isnat(bound) if dtype.kind in "mM" else dtype.kind in "fc" and numpy.isnan(bound)
+    )
+    if missing:
+        # Nothing compares with NaT or NaN: the range would silently select no row.
+        raise InvalidInputError(f"a bound of {name!r} cannot be NaT or NaN, got {value!r}")
+    return bound
+
+
+def _coerce_bound(
+    value: Any, dtype: numpy.dtype[Any], attrs: dict[str, Any], name: str, *, upper: bool
+) -> Any:
     if dtype.kind == "M":
         try:
             return numpy.datetime64(value).astype(dtype)

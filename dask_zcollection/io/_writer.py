@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy
@@ -18,16 +18,11 @@ from zarr.core.array import AsyncArray
 from zarr.core.buffer import default_buffer_prototype
 from zarr.storage import StorePath
 
+from .._prepare import check_axis, conform_columns
 from .._sync import sync
 from ..catalog import CatalogLog
-from ..catalog._transaction import (
-    PutPartitions,
-    Transaction,
-    _release_locks,
-    lock_key,
-    lock_token,
-)
-from ..errors import ConflictError
+from ..catalog._transaction import PutPartitions, Transaction, lock_key
+from ..errors import ConflictError, InvalidInputError, MergeError, SchemaError
 from ..merge import AxisRange, MergeStrategy
 from ..store import StoreSpec
 from ._integrity import RECORD_ATTR, CheckedStore, ChunkRecord, corrupted, record_of
@@ -134,38 +129,23 @@ async def _merge_write(
     axis = ctx.source.config.axis_variable
     io = ctx.source.io
     spec = ctx.txn.spec
+    lock = None if spec.transactional else lock_key(plan.canonical)
     attrs = {
         _KEY_ATTR: [
             [n, int(v)] for n, v in zip(ctx.source.config.partitioning.keys, plan.key, strict=True)
         ],
         "_zc_txn": ctx.txn.txn,
     }
-    # One writer at a time writes a partition; the others retry. New partitions are
-    # locked too: their canonical path may hold a retired version being collected.
-    # A transactional backend isolates writers by itself (a session is invisible to
-    # the others, its commit detects them): no lock to take.
-    lock = None if spec.transactional else lock_key(plan.canonical)
-    if lock is not None and not await spec.put_if_absent(
-        lock, lock_token(ctx.txn.txn), durable=False
-    ):
-        raise ConflictError(
-            f"partition {plan.canonical!r} is being written by another writer; retry"
-        )
-
-    async def done() -> None:
-        # Nothing more is written under the lock: an abort may now release it.
-        if lock is not None:
-            await spec.put(lock, lock_token(ctx.txn.txn, done=True))
-
-    try:
-        if await ctx.txn.aborted():  # the insert failed meanwhile
-            raise ConflictError(f"transaction {ctx.txn.txn} was aborted")
+    # One writer at a time writes a partition; the others retry (a dead holder's lock
+    # is recovered). New partitions are locked too: their canonical path may hold a
+    # retired version being collected.
+    async with ctx.txn.writing(plan.canonical) as done:
         if plan.existing is not None:
             # Holding the lock, the planned version cannot be superseded any more; but it
             # may have been before: then this is a lost race, not an error.
             await _check_unchanged(ctx, plan)
         if plan.append and plan.existing is not None and plan.stored is not None:
-            merged = ctx.strategy(None, inserted, axis=axis)
+            merged = merge_checked(ctx, plan, None, inserted)
             if await _append(ctx, plan.existing, plan.stored.count, merged):
                 if await ctx.txn.aborted():  # rows past the committed count stay invisible
                     raise ConflictError(f"transaction {ctx.txn.txn} was aborted")
@@ -178,7 +158,7 @@ async def _merge_write(
         existing = None
         if (plan.read_existing or plan.append) and plan.existing is not None:
             existing = await read_partition(ctx.source, plan.existing, io.partitioned)
-        merged = ctx.strategy(existing, inserted, axis=axis)
+        merged = merge_checked(ctx, plan, existing, inserted)
         path = await ctx.txn.claim(plan.canonical)
         if not spec.forked:  # forks creating one parent conflict: the commit creates them
             await io.ensure_parents(path)
@@ -190,10 +170,82 @@ async def _merge_write(
         values = merged[axis]
         n = len(values)
         return path, n, values.min() if n else None, values.max() if n else None, lock
-    except BaseException:
-        # Still ours: an abort waits for the tasks writing under their locks.
-        await _release_locks(spec, ctx.txn.txn, [plan.canonical])
-        raise
+
+
+def merge_checked(
+    ctx: WriteContext,
+    plan: PartitionPlan,
+    existing: dict[str, numpy.ndarray] | None,
+    inserted: dict[str, numpy.ndarray],
+) -> dict[str, numpy.ndarray]:
+    """Run the merge strategy and check its result (:func:`check_merged`).
+
+    Raises
+    ------
+    MergeError
+        From the strategy or the check, naming the partition.
+    """
+    axis = ctx.source.config.axis_variable
+    try:
+        merged = ctx.strategy(existing, inserted, axis=axis)
+    except InvalidInputError as err:
+        name = getattr(ctx.strategy, "name", ctx.strategy)
+        raise type(err)(f"merge strategy {name!r} on partition {plan.canonical!r}: {err}") from err
+    return check_merged(ctx, plan, merged)
+
+
+def check_merged(ctx: WriteContext, plan: PartitionPlan, merged: Any) -> dict[str, numpy.ndarray]:
+    """Hold a merge strategy's result to what an insert accepts, before anything is written.
+
+    The schema as for insert input (:func:`~dask_zcollection._prepare.conform_columns`:
+    the same variables, dtypes or safe casts, shapes, masks), then what the
+    partition needs: an axis without NaT/NaN, sorted, and every row inside
+    this partition's key.
+
+    Raises
+    ------
+    MergeError
+        Naming the strategy, the partition and the variable; the insert aborts.
+    """
+    config = ctx.source.config
+    axis = config.axis_variable
+    partitioning = config.partitioning
+    try:
+        if not isinstance(merged, Mapping):
+            raise SchemaError(
+                f"expected a mapping of variable to array, got {type(merged).__name__}"
+            )
+        columns = conform_columns(
+            merged, config.schema, config.axis, keys={axis, *partitioning.variables}
+        )
+        values = columns[axis]
+        check_axis(axis, values)
+        if len(values) > 1 and (values[1:] < values[:-1]).any():
+            first = int(numpy.flatnonzero(values[1:] < values[:-1])[0]) + 1
+            raise SchemaError(f"axis variable {axis!r} is not sorted (row {first} goes back)")
+        if len(values):
+            attrs = {v: config.schema[v].attrs for v in partitioning.variables}
+            key = numpy.asarray(plan.key, dtype="int64")
+            if tuple(partitioning.variables) == (axis,) and partitioning.name == "date":
+                # Dates map a sorted axis to non-decreasing keys: its ends decide.
+                ends, _ = partitioning.split({axis: values[[0, -1]]}, attrs)
+                if (ends == key).all():
+                    return columns
+            found, inverse = partitioning.split(
+                {v: columns[v] for v in partitioning.variables}, attrs
+            )
+            outside = (found != key).any(axis=1)[inverse]
+            if outside.any():
+                first = int(numpy.flatnonzero(outside)[0])
+                other = partitioning.encode(tuple(int(k) for k in found[inverse[first]]))
+                raise SchemaError(
+                    f"{int(outside.sum())} row(s) belong to another partition (first: row "
+                    f"{first}, in {other!r})"
+                )
+    except InvalidInputError as err:
+        name = getattr(ctx.strategy, "name", ctx.strategy)
+        raise MergeError(f"merge strategy {name!r} on partition {plan.canonical!r}: {err}") from err
+    return columns
 
 
 async def _check_unchanged(ctx: WriteContext, plan: PartitionPlan) -> None:
@@ -318,9 +370,10 @@ def commit_task(
                 for path in change.paths:
                     await io.ensure_parents(path)
             # Releases the partition locks (those this transaction holds) once published.
-            await txn.commit(change, immutable=immutable[0] if immutable else None)
+            async with txn.alive():
+                await txn.commit(change, immutable=immutable[0] if immutable else None)
         except BaseException:
-            await _release_locks(ctx.txn.spec, ctx.txn.txn, ctx.txn.canonicals)
+            await ctx.txn.release_locks()
             raise
         encode = ctx.source.config.partitioning.encode
         return [encode(tuple(int(x) for x in k)) for k in keys]

@@ -106,7 +106,8 @@ def as_columns(data: Columns, *, axis: str, what: str) -> dict[str, npt.NDArray[
         )
     if axis not in data:
         raise MergeError(f"the axis variable {axis!r} is missing from the {what} data")
-    columns = {name: numpy.asarray(array) for name, array in data.items()}
+    # asanyarray: a masked array keeps its mask (the writer stores the fill value there).
+    columns = {name: numpy.asanyarray(array) for name, array in data.items()}
     axis_values = columns[axis]
     if axis_values.ndim != 1:
         raise MergeError(

@@ -11,6 +11,7 @@ import numpy
 import numpy.typing as npt
 
 from dask_zcollection.errors import InvalidInputError, SchemaError, VariableNotFoundError
+from dask_zcollection.schema import check_node_name
 
 __all__ = ["Partitioning"]
 
@@ -103,10 +104,18 @@ def check_names(variables: Any, what: str) -> tuple[str, ...]:
     if not names:
         raise InvalidInputError(f"{what}: at least one variable is required")
     for name in names:
-        if not isinstance(name, str) or not name or "/" in name or "=" in name:
+        # Each name becomes a path component ``name=value`` of every partition: a
+        # Zarr node name that the tree walk takes for a partition ('=' once, and no
+        # leading '_' or '.', no '@' which separates a version).
+        if not isinstance(name, str) or "=" in name or "@" in name or name.startswith(("_", ".")):
             raise InvalidInputError(
-                f"{what}: invalid variable name {name!r} (a non-empty string without '/' or '=')"
+                f"{what}: invalid variable name {name!r} (a string without '=' or '@', "
+                "not starting with '_' or '.')"
             )
+        try:
+            check_node_name(name, "partitioning variable")
+        except SchemaError as err:
+            raise InvalidInputError(f"{what}: {err}") from err
     if len(set(names)) != len(names):
         raise InvalidInputError(f"{what}: duplicate variable names in {names!r}")
     return names

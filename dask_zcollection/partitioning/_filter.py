@@ -21,6 +21,9 @@ from dask_zcollection.errors import FilterError
 __all__ = ["FilterLike", "PartitionFilter", "compile_filter"]
 
 _INT64: Final = numpy.iinfo(numpy.int64)
+#: Deepest nesting of and/or/not a filter may have (checking, rendering and
+#: evaluating recurse; a bound keeps them far from Python's recursion limit).
+MAX_DEPTH: Final = 100
 _COMPARE: Final[dict[type[ast.cmpop], Callable[[Any, Any], Any]]] = {
     ast.Eq: numpy.equal,
     ast.NotEq: numpy.not_equal,
@@ -44,9 +47,15 @@ def _fragment(node: ast.AST) -> str:
         return type(node).__name__
 
 
+def _short(text: str, limit: int = 200) -> str:
+    """``text``, cut to ``limit`` characters for a message."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def _reject(node: ast.AST, source: str, why: str | None = None) -> FilterError:
     hint = why or _HINTS.get(type(node), f"{type(node).__name__} is not allowed")
-    return FilterError(f"invalid partition filter {source!r}: {_fragment(node)!r}: {hint}")
+    fragment = _short(_fragment(node))
+    return FilterError(f"invalid partition filter {_short(source)!r}: {fragment!r}: {hint}")
 
 
 class _Checker:
@@ -60,19 +69,24 @@ class _Checker:
         self.source = source
         self.names: set[str] = set()
 
-    def predicate(self, node: ast.expr) -> ast.expr:
+    def predicate(self, node: ast.expr, depth: int = 0) -> ast.expr:
+        if depth > MAX_DEPTH:
+            raise FilterError(
+                f"invalid partition filter {_short(self.source)!r}: nested deeper than "
+                f"{MAX_DEPTH} levels of and/or/not"
+            )
         if isinstance(node, ast.Constant) and isinstance(node.value, bool):
             return node
         if isinstance(node, ast.BoolOp):
             # Flatten nested and/and, or/or: one canonical tree per meaning of the text.
             values: list[ast.expr] = []
             for value in node.values:
-                checked = self.predicate(value)
+                checked = self.predicate(value, depth + 1)
                 same = isinstance(checked, ast.BoolOp) and type(checked.op) is type(node.op)
                 values.extend(checked.values if same else [checked])  # type: ignore[attr-defined]
             return ast.BoolOp(op=node.op, values=values)
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
-            return ast.UnaryOp(op=node.op, operand=self.predicate(node.operand))
+            return ast.UnaryOp(op=node.op, operand=self.predicate(node.operand, depth + 1))
         if isinstance(node, ast.Compare):
             return self.compare(node)
         if isinstance(node, ast.Name | ast.Constant) or (
@@ -135,7 +149,13 @@ def _parse(source: str) -> tuple[ast.expr, frozenset[str], str]:
     try:
         tree = ast.parse(source.strip(), mode="eval")
     except SyntaxError as err:
-        raise FilterError(f"invalid partition filter {source!r}: {err.msg}") from err
+        raise FilterError(f"invalid partition filter {_short(source)!r}: {err.msg}") from err
+    except (RecursionError, MemoryError) as err:  # the parser's own bound on nesting
+        raise FilterError(
+            f"invalid partition filter {_short(source)!r}: too deeply nested to parse"
+        ) from err
+    except ValueError as err:  # e.g. a NUL character
+        raise FilterError(f"invalid partition filter {_short(source)!r}: {err}") from err
     checker = _Checker(source)
     body = ast.fix_missing_locations(ast.Expression(body=checker.predicate(tree.body))).body
     return body, frozenset(checker.names), _render(body)

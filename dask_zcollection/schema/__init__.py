@@ -7,6 +7,7 @@ from ._schema import (
     GroupSchema,
     Schema,
     VariableSchema,
+    check_node_name,
     normalize_group_path,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "GroupSchema",
     "Schema",
     "VariableSchema",
+    "check_node_name",
     "normalize_group_path",
 ]

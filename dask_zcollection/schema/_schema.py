@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Self
 
@@ -36,6 +37,7 @@ __all__ = [
     "GroupSchema",
     "Schema",
     "VariableSchema",
+    "check_node_name",
     "normalize_group_path",
 ]
 
@@ -53,14 +55,71 @@ _DEFAULT_COMPRESSOR: dict[str, Any] = {
 DEFAULT_CHUNK_BYTES = 16 * 1024 * 1024
 
 
+#: Keys a Zarr v3 node stores beside its children: a child of that name would alias them.
+_RESERVED_NAMES = frozenset({"zarr.json"})
+
+
+def check_node_name(name: Any, what: str) -> str:
+    """Check that ``name`` can be one Zarr v3 node name, and return it.
+
+    Zarr v3's rules (not empty, no ``/``, not only periods such as ``.`` or
+    ``..``, no leading ``__``), plus ours: no control character (NUL
+    included) or unpaired surrogate, no ``\\`` (a path separator on
+    Windows), and not ``zarr.json`` (the key of the parent's metadata).
+    Such names would escape their partition, alias another node or break
+    the store's paths.
+
+    Parameters
+    ----------
+    name
+        The candidate name.
+    what
+        What is named (``"variable"``, ``"group"``...), for the message.
+
+    Raises
+    ------
+    SchemaError
+        Naming ``name`` and the rule it breaks.
+    """
+    if not isinstance(name, str):
+        raise SchemaError(f"invalid {what} name {name!r}: a name must be a str")
+    why = None
+    if not name:
+        why = "a name cannot be empty"
+    elif "/" in name or "\\" in name:
+        why = "'/' and '\\' separate paths; use group= for nested groups"
+    elif not name.strip("."):
+        why = "a name made only of periods ('.', '..') escapes its group"
+    elif name.startswith("__"):
+        why = "names starting with '__' are reserved by Zarr"
+    elif name in _RESERVED_NAMES:
+        why = f"{name!r} is the key of a Zarr node's metadata"
+    else:
+        bad = next((c for c in name if unicodedata.category(c) in ("Cc", "Cs")), None)
+        if bad is not None:
+            why = f"control character or unpaired surrogate {bad!r} at {name.index(bad)}"
+    if why is not None:
+        raise SchemaError(f"invalid {what} name {name!r}: {why}")
+    return name
+
+
+def _folded(name: str) -> str:
+    """The form in which two names alias on a case-insensitive or normalising filesystem."""
+    return unicodedata.normalize("NFKC", name).casefold()
+
+
 def normalize_group_path(group: str | None) -> str:
     """Return ``group`` as ``"a/b"`` (no leading or trailing slash; root is ``""``)."""
     if group is None:
         return ""
+    if not isinstance(group, str):
+        raise SchemaError(f"invalid group path {group!r}: a path must be a str")
     parts = [p for p in group.strip().split("/") if p]
     for p in parts:
-        if p in (".", "..") or p.startswith("_"):
-            raise SchemaError(f"invalid group name {p!r} in {group!r}")
+        if p.startswith("_"):
+            # Beside partitions, names starting with '_' are the library's (_catalog...).
+            raise SchemaError(f"invalid group name {p!r} in {group!r}: '_' starts reserved names")
+        check_node_name(p, "group")
     return "/".join(parts)
 
 
@@ -172,6 +231,8 @@ class Codecs:
         """Accept a :class:`Codecs`, its JSON form, a list of compressors, or ``None``."""
         if value is None or isinstance(value, Codecs):
             return value or cls()
+        if not isinstance(value, Mapping | Sequence) or isinstance(value, str | bytes):
+            raise SchemaError(f"cannot interpret codecs {value!r}")
         if isinstance(value, Mapping):
             if "name" in value:  # a single compressor
                 return cls(bytes_to_bytes=(dict(value),))
@@ -384,6 +445,10 @@ class Schema:
         group: str | None = None,
     ) -> Schema:
         """Declare a dimension in ``group`` (root by default)."""
+        check_node_name(name, "dimension")
+        for field, value in (("size", size), ("chunks", chunks), ("shards", shards)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise SchemaError(f"dimension {name!r}: {field} must be an int, got {value!r}")
         dim = Dimension(name, size, chunks, shards)
         path = normalize_group_path(group)
 
@@ -406,11 +471,16 @@ class Schema:
         group: str | None = None,
     ) -> Schema:
         """Declare a variable in ``group`` (root by default)."""
-        if not name or "/" in name:
-            raise SchemaError(f"invalid variable name {name!r}: use group= for nested groups")
+        check_node_name(name, "variable")
         np_dtype = _as_dtype(dtype, name)
         if isinstance(dimensions, str):
             dimensions = (dimensions,)
+        if not isinstance(dimensions, Sequence) or not all(isinstance(d, str) for d in dimensions):
+            raise SchemaError(
+                f"variable {name!r}: dimensions must be a sequence of names, got {dimensions!r}"
+            )
+        if attrs is not None and not isinstance(attrs, Mapping):
+            raise SchemaError(f"variable {name!r}: attrs must be a mapping, got {attrs!r}")
         if np_dtype.kind in "mM" and isinstance(fill_value, numpy.datetime64 | numpy.timedelta64):
             fill_value = fill_value.astype(np_dtype)  # the JSON form counts units of the dtype
         fill = None if fill_value is None else _decode_fill(_json_fill(fill_value), np_dtype)
@@ -434,6 +504,8 @@ class Schema:
     def with_group(self, path: str, *, attrs: Mapping[str, Any] | None = None) -> Schema:
         """Declare a (possibly nested) group, creating its parents as needed."""
         norm = normalize_group_path(path)
+        if attrs is not None and not isinstance(attrs, Mapping):
+            raise SchemaError(f"group {path!r}: attrs must be a mapping, got {attrs!r}")
         if not norm:
             return self.with_attrs(attrs or {})
 
@@ -446,6 +518,8 @@ class Schema:
 
     def with_attrs(self, attrs: Mapping[str, Any], *, group: str | None = None) -> Schema:
         """Set attributes of ``group`` (root by default)."""
+        if not isinstance(attrs, Mapping):
+            raise SchemaError(f"attrs must be a mapping, got {attrs!r}")
 
         def set_attrs(g: GroupSchema) -> GroupSchema:
             return dataclasses.replace(g, attrs={**g.attrs, **attrs})
@@ -466,7 +540,28 @@ class Schema:
 
     def _validate(self, group: GroupSchema, path: str, inherited: dict[str, Dimension]) -> None:
         dims = dict(inherited)
+        if path:  # the root's name is "/"
+            check_node_name(group.name, "group")
+            if group.name.startswith("_"):
+                raise SchemaError(f"invalid group name {group.name!r}: '_' starts reserved names")
+        children: dict[str, str] = {}
+        for child in (*(v.name for v in group.variables), *(g.name for g in group.groups)):
+            check_node_name(child, "variable or group")
+            # 'SSH' and 'ssh' are one directory on macOS and Windows filesystems.
+            other = children.setdefault(_folded(child), child)
+            if other != child:
+                raise SchemaError(
+                    f"names {other!r} and {child!r} in group '/{path}' differ only by case "
+                    "or Unicode normalisation: they would share one path on some stores"
+                )
         for d in group.dimensions:
+            check_node_name(d.name, "dimension")
+            for field in ("size", "chunks", "shards"):
+                value = getattr(d, field)
+                if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                    raise SchemaError(
+                        f"dimension {d.name!r}: {field} must be an int, got {value!r}"
+                    )
             if d.size is not None and d.size < 0:
                 raise SchemaError(f"dimension {d.name!r}: negative size {d.size}")
             if d.chunks is not None and d.chunks <= 0:
@@ -671,11 +766,13 @@ class Schema:
         """
         try:
             root = GroupSchema.from_dict(data)
-        except (KeyError, TypeError) as err:
+            schema = cls(root=root, format_version=int(data.get("format_version", FORMAT_VERSION)))
+            return schema.build()
+        except SchemaError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
+            # A wrong type or a missing field anywhere in the tree (a damaged document).
             raise SchemaError(f"malformed schema JSON: {err!r}") from err
-        return cls(
-            root=root, format_version=int(data.get("format_version", FORMAT_VERSION))
-        ).build()
 
     def __repr__(self) -> str:
         lines = ["<dask_zcollection.Schema>"]

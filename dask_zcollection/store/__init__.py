@@ -6,7 +6,7 @@ from ._icechunk import IcechunkStore
 from ._local import LocalStore
 from ._memory import MemoryStore
 from ._obstore import ObjectStore
-from ._url import StoreLike, register_scheme, resolve_store
+from ._url import StoreLike, check_clearable, register_scheme, resolve_store
 
 __all__ = [
     "FsspecStore",
@@ -16,6 +16,7 @@ __all__ = [
     "ObjectStore",
     "StoreLike",
     "StoreSpec",
+    "check_clearable",
     "register_scheme",
     "resolve_store",
 ]

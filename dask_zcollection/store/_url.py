@@ -17,7 +17,7 @@ from ._obstore import SCHEMES as _OBSTORE_SCHEMES
 from ._obstore import ObjectStore
 from ._options import pop_backend
 
-__all__ = ["StoreLike", "register_scheme", "resolve_store"]
+__all__ = ["StoreLike", "check_clearable", "register_scheme", "resolve_store"]
 
 #: A URL, a local path, a spec, or a pre-built store object (obstore, zarr, Icechunk).
 StoreLike = str | os.PathLike[str] | StoreSpec | Any
@@ -84,7 +84,10 @@ def resolve_store(store: StoreLike, storage_options: Mapping[str, Any] | None = 
     if not isinstance(store, str | os.PathLike):
         return _from_object(store, storage_options)
     url = os.fspath(store)
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as err:  # e.g. an unbalanced '[' (an IPv6 host)
+        raise InvalidInputError(f"invalid store URL {url!r}: {err}") from err
     if len(parts.scheme) <= 1:  # no scheme, or a Windows drive letter
         return LocalStore(url)
     factory = _FACTORIES.get(parts.scheme)
@@ -120,3 +123,43 @@ def _from_object(store: Any, storage_options: Mapping[str, Any] | None) -> Store
         f"cannot use a {type(store).__name__} as a collection store; pass a URL, a StoreSpec, "
         "an obstore store, or a zarr ObjectStore/FsspecStore/LocalStore"
     )
+
+
+def check_clearable(store: StoreLike, spec: StoreSpec) -> None:
+    """Refuse to delete everything under a root that is not one collection's own.
+
+    ``overwrite=True`` clears the store's root. An empty path (``file://``
+    is the working directory), a filesystem root, the home directory (or
+    one of its parents) and a bucket without a prefix (``s3://bucket``) are
+    refused: clearing them would delete far more than a collection.
+
+    Raises
+    ------
+    InvalidInputError
+        Naming the URL and why; nothing is deleted.
+    """
+    why = None
+    if isinstance(store, str | os.PathLike):
+        url = os.fspath(store)
+        parts = urlsplit(url)  # resolve_store parsed it already
+        scheme = parts.scheme if len(parts.scheme) > 1 else ""
+        path = (parts.netloc + parts.path) if scheme else url
+        if scheme != "memory" and not path.strip().strip("/").strip("."):
+            why = "its path is empty (or '.', '/'): it names a working directory or a root"
+    if why is None and isinstance(spec, LocalStore):
+        root = os.path.realpath(spec.root)
+        home = os.path.realpath(os.path.expanduser("~"))
+        if os.path.dirname(root) == root:
+            why = "it is a filesystem root"
+        elif root == home or home.startswith(root.rstrip(os.sep) + os.sep):
+            why = "it is the home directory or one of its parents"
+    if why is None and spec.url.partition("://")[0] in _OBJECT_SCHEMES:
+        bucket_path = spec.url.partition("://")[2].strip("/")
+        if "/" not in bucket_path:
+            why = "it is a bucket root: give a prefix, e.g. s3://bucket/collection"
+    if why is not None:
+        raise InvalidInputError(f"overwrite=True refuses to clear {spec.url}: {why}")
+
+
+#: Object-store schemes whose first path component is a bucket (container).
+_OBJECT_SCHEMES = frozenset({*_OBSTORE_SCHEMES, "gcs"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import string
 import time
 
 import numpy
@@ -239,3 +240,32 @@ def test_million_partitions_fast() -> None:
     )
     numpy.testing.assert_array_equal(mask, expected)
     assert elapsed < 0.5
+
+
+# -- issue 12: deep or odd filters raise FilterError, never a builtin -------------------------
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("(" * 5000 + "year == 2024" + ")" * 5000, "nested"),
+        ("not " * 5000 + "year == 2024", "nested deeper than 100"),
+        ("not " * 200_000 + "year == 2024", "nested"),
+        ("-" * 5000 + "1 == year", "integer literal"),
+        ("year == 2024 and \x00", "null"),
+    ],
+    ids=["parentheses", "not", "not-200k", "minus", "nul"],
+)
+def test_deep_or_odd_filters_raise_filter_error(text: str, why: str) -> None:
+    with pytest.raises(FilterError, match=why):
+        compile_filter(text, ("year", "month"))
+
+
+@given(text=st.text(alphabet=string.printable + "\x00é", max_size=40))
+@settings(max_examples=300, deadline=None, derandomize=True)
+def test_any_filter_text_gives_a_selection_or_filter_error(text: str) -> None:
+    keys = {"year": numpy.array([2023, 2024]), "month": numpy.array([1, 12])}
+    try:
+        f = compile_filter(text, ("year", "month"))
+    except FilterError:
+        return
+    if f is not None:
+        assert f(keys, size=2).dtype == numpy.bool_

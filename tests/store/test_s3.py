@@ -15,7 +15,6 @@ import dataclasses
 import pickle
 import threading
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 import numpy
@@ -23,10 +22,10 @@ import pytest
 import zarr.storage
 from conftest import Factory, s3_options, s3_prefix
 from s3_server import S3Server
-from test_store import StoreTests, run
 
 import dask_zcollection as zc
 from dask_zcollection.store import FsspecStore, ObjectStore, StoreSpec, resolve_store
+from dask_zcollection.testing import CountingStore, RequestCounter, StoreTests, run
 
 pytestmark = pytest.mark.s3
 
@@ -41,26 +40,18 @@ class _S3StoreTests(StoreTests):
     backend: ClassVar[str]
     scheme = "s3"
 
+    # The URL alone lacks the endpoint and credentials: it resolves with its options.
     @pytest.fixture
-    def store(self, s3: S3Server) -> StoreSpec:
-        return resolve_store(s3_prefix(), s3_options(s3, self.backend))
+    def storage_options(self, s3: S3Server) -> dict[str, Any]:
+        return s3_options(s3, self.backend)
 
     @pytest.fixture
-    def other(self, s3: S3Server) -> StoreSpec:
-        return resolve_store(s3_prefix(), s3_options(s3, self.backend))
+    def store(self, storage_options: dict[str, Any]) -> StoreSpec:
+        return resolve_store(s3_prefix(), storage_options)
 
-    # The URL alone lacks the endpoint and credentials: resolve it with its options.
-    def test_type_and_url(self, store: StoreSpec, s3: S3Server) -> None:
-        assert isinstance(store, self.store_cls)
-        assert store.url.startswith("s3://test/")
-        assert resolve_store(store.url, s3_options(s3, self.backend)) == store
-        assert resolve_store(store) is store
-
-    def test_same_url_same_data(self, store: StoreSpec, s3: S3Server) -> None:
-        run(store.put("k", b"v"))
-        again = resolve_store(store.url + "/", s3_options(s3, self.backend))
-        assert again == store
-        assert run(again.get("k")) == b"v"
+    @pytest.fixture
+    def other(self, storage_options: dict[str, Any]) -> StoreSpec:
+        return resolve_store(s3_prefix(), storage_options)
 
     def test_repr_hides_secrets(self, store: StoreSpec) -> None:
         assert "zc-test-secret" not in repr(store)
@@ -238,53 +229,7 @@ def test_round_trip(s3: S3Server, backend: str, factory: Factory) -> None:
 
 
 # -- request counts: opening and filtering is O(1) ---------------------------------------------
-_COUNTS: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
-
-
-class CountingStore(zarr.storage.WrapperStore[Any]):
-    """Counts every request the wrapped store makes, by kind."""
-
-    def __init__(self, store: Any, counts: collections.Counter[str] | None = None) -> None:
-        super().__init__(store)
-        self.counts = collections.Counter() if counts is None else counts
-
-    def _with_store(self, store: Any) -> CountingStore:
-        return type(self)(store, self.counts)
-
-    async def get(self, key: str, *args: Any, **kwargs: Any) -> Any:
-        self.counts["get"] += 1
-        return await self._store.get(key, *args, **kwargs)
-
-    async def get_partial_values(self, *args: Any, **kwargs: Any) -> Any:
-        self.counts["get"] += 1
-        return await self._store.get_partial_values(*args, **kwargs)
-
-    async def exists(self, key: str) -> bool:
-        self.counts["head"] += 1
-        return await self._store.exists(key)
-
-    async def set(self, key: str, *args: Any, **kwargs: Any) -> None:
-        self.counts["put"] += 1
-        await self._store.set(key, *args, **kwargs)
-
-    async def delete(self, key: str) -> None:
-        self.counts["delete"] += 1
-        await self._store.delete(key)
-
-    async def list_dir(self, prefix: str) -> AsyncIterator[str]:
-        self.counts["list"] += 1
-        async for k in self._store.list_dir(prefix):
-            yield k
-
-    async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
-        self.counts["list"] += 1
-        async for k in self._store.list_prefix(prefix):
-            yield k
-
-    async def list(self) -> AsyncIterator[str]:
-        self.counts["list"] += 1
-        async for k in self._store.list():
-            yield k
+_COUNTS: dict[str, RequestCounter] = collections.defaultdict(RequestCounter)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, repr=False)
@@ -292,16 +237,16 @@ class CountingObjectStore(ObjectStore):
     """An ``s3://`` spec whose zarr store counts its requests."""
 
     def _open_store(self) -> Any:
-        return CountingStore(ObjectStore._open_store(self), _COUNTS[self.location])
+        return CountingStore(ObjectStore._open_store(self), counter=_COUNTS[self.location])
 
 
 def _open_and_filter(spec: StoreSpec) -> tuple[int, collections.Counter[str]]:
-    counts = _COUNTS[spec.url]
-    counts.clear()
+    counter = _COUNTS[spec.url]
+    counter.reset()
     lazy = zc.read_collection(spec).filter("year == 2000 and month <= 3")
     n = lazy.npartitions
     lazy.explain()
-    return n, collections.Counter(counts)
+    return n, counter.take()
 
 
 def test_open_and_filter_cost_constant_requests(s3: S3Server) -> None:

@@ -1,0 +1,590 @@
+"""``repair()``: a commit like any other, that never drops or relabels data it can read.
+
+Repair compares the newest intact catalog with a walk of the tree and, for
+each partition that disagrees, takes the partition's lock (as a writer
+does), checks again against the newest catalog, then acts:
+
+* **rebuilt**: a committed partition whose group or array ``zarr.json`` is
+  missing gets it back from the schema (its data is intact);
+* **adopted**: a partition group found in the tree that no intact catalog
+  names, written after the newest intact catalog (a lost or damaged version)
+  or by the reference implementation, is published with stats read from it;
+* **quarantined**: what disagrees (a group whose partition-key attribute or
+  rows say another partition than its path: a copy or a rename; an unnamed
+  version older than the catalog; a damaged catalog object) is copied under
+  ``_quarantine/<repair txn>/`` (never deleted by ``vacuum``) and the original
+  retired;
+* **dropped**: a committed partition with nothing left at its path;
+* **skipped**: a partition a live writer holds (repair never waits on it).
+
+The catalog change is committed through :class:`Transaction.commit`: it
+conflicts with a concurrent commit touching the same partitions and is
+rebased on every other one, so a partition committed after repair listed the
+tree is never dropped. A configuration that cannot name the committed
+partitions (``_zcollection.json`` edited) is refused before anything changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy
+
+from .catalog import Catalog, CatalogLog
+from .catalog._log import version_key
+from .catalog._transaction import (
+    GARBAGE_DIR,
+    Transaction,
+    _json_records,
+    _retire,
+    acquire_lock,
+    lock_token,
+    new_txn_id,
+    recover,
+)
+from .errors import ConflictError, CorruptedDataError
+from .io._partition import _KEY_ATTR, group_json
+
+if TYPE_CHECKING:
+    from ._engine import AsyncCollection
+
+__all__ = ["QUARANTINE_DIR", "RepairAction", "RepairReport", "repair"]
+
+#: Where repair puts what disagrees (never deleted by ``vacuum``).
+QUARANTINE_DIR = "_quarantine"
+#: Times repair re-plans after a concurrent commit touched its partitions.
+_RETRIES = 5
+#: Objects copied concurrently into the quarantine.
+_COPY_CONCURRENCY = 16
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RepairAction:
+    """One thing repair did (or would do, in a dry run).
+
+    Attributes
+    ----------
+    path : str
+        The partition group or object, relative to the collection root.
+    reason : str
+        Why.
+    """
+
+    path: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RepairReport:
+    """What :meth:`Collection.repair` did.
+
+    Attributes
+    ----------
+    rebuilt : tuple of RepairAction
+        Committed partitions whose missing metadata was written again.
+    adopted : tuple of RepairAction
+        Partition groups found in the tree and published.
+    quarantined : tuple of RepairAction
+        Objects copied under ``_quarantine/`` and retired, with the reason.
+    dropped : tuple of RepairAction
+        Committed partitions with no data left, removed from the catalog.
+    skipped : tuple of RepairAction
+        Partitions a live writer holds: left to the next repair.
+    recovered : tuple of str
+        Transactions of dead writers cleaned up.
+    catalog : Catalog or None
+        The newest catalog after the repair (``None`` in a dry run).
+    dry_run : bool
+        Nothing was changed.
+    """
+
+    rebuilt: tuple[RepairAction, ...] = ()
+    adopted: tuple[RepairAction, ...] = ()
+    quarantined: tuple[RepairAction, ...] = ()
+    dropped: tuple[RepairAction, ...] = ()
+    skipped: tuple[RepairAction, ...] = ()
+    recovered: tuple[str, ...] = ()
+    catalog: Catalog | None = None
+    dry_run: bool = False
+
+    _KINDS: ClassVar[tuple[str, ...]] = ("rebuilt", "adopted", "quarantined", "dropped", "skipped")
+
+    @property
+    def changed(self) -> bool:
+        """Whether anything was (or, in a dry run, would be) changed."""
+        return any(getattr(self, k) for k in self._KINDS[:-1]) or bool(self.recovered)
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{len(getattr(self, k))} {k}" for k in self._KINDS)
+        where = (
+            "dry run"
+            if self.dry_run
+            else (
+                f"catalog version {self.catalog.version}"
+                if self.catalog is not None
+                else "no catalog"
+            )
+        )
+        lines = [f"<RepairReport: {counts}; {len(self.recovered)} dead writer(s); {where}>"]
+        for kind in self._KINDS:
+            lines += [f"  {kind:<12}{a.path}: {a.reason}" for a in getattr(self, kind)]
+        return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Found:
+    """A partition-looking group found by the walk."""
+
+    path: str
+    attrs: dict[str, Any] | None  # None: no group zarr.json
+    has_data: bool
+
+    @property
+    def canonical(self) -> str:
+        return self.path.partition("@")[0]
+
+    @property
+    def txn(self) -> str:
+        attrs = self.attrs or {}
+        return str(attrs.get("_zc_txn", self.path.partition("@")[2]))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Plan:
+    rebuild: list[tuple[int, RepairAction]]  # catalog position
+    adopt: list[tuple[_Found, tuple[int, ...], RepairAction]]
+    quarantine_named: list[tuple[int, RepairAction]]
+    quarantine_orphan: list[tuple[_Found, RepairAction]]
+    drop: list[tuple[int, RepairAction]]
+
+    def canonicals(self, base: Catalog, encode: Any) -> list[str]:
+        paths = {encode(base.key_tuple(i)) for i, _ in self.rebuild + self.drop}
+        paths |= {encode(base.key_tuple(i)) for i, _ in self.quarantine_named}
+        paths |= {f.canonical for f, _, _ in self.adopt}
+        paths |= {f.canonical for f, _ in self.quarantine_orphan}
+        return sorted(paths)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _RepairChange:
+    """Publish adopted partitions and remove dropped ones (rebased like any change)."""
+
+    verb: ClassVar[str] = "repair"
+    put: Catalog
+    drop: numpy.ndarray
+
+    @property
+    def keys(self) -> numpy.ndarray:
+        return numpy.concatenate([self.put.keys, self.drop]) if len(self.drop) else self.put.keys
+
+    def __call__(self, catalog: Catalog) -> Catalog:
+        out = catalog.without(self.drop) if len(self.drop) else catalog
+        if len(self.put):
+            p = self.put
+            out = out.with_partitions(p.keys, p.paths, p.rows, p.axis_min, p.axis_max)
+        return out
+
+
+async def walk(col: AsyncCollection) -> list[_Found]:
+    """Every partition-looking directory at the partitioning's depth.
+
+    Raises
+    ------
+    CorruptedDataError
+        When a directory's name does not fit the configured partitioning (a
+        key name of another level): the configuration was edited.
+    """
+    spec = col.spec
+    names = col.partitioning.keys
+    level = [""]
+    for depth, name in enumerate(names):
+        children = await asyncio.gather(*(spec.list_dir(p) for p in level))
+        nxt = []
+        for parent, kids in zip(level, children, strict=True):
+            for kid in kids:
+                if "=" not in kid or kid.startswith((".", "_")):
+                    continue
+                label = kid.partition("=")[0]
+                if label != name:
+                    raise CorruptedDataError(
+                        f"{spec.url}/{parent + '/' if parent else ''}{kid}: a directory named "
+                        f"{label!r} where the collection's partitioning "
+                        f"({'/'.join(n + '=...' for n in names)}) has {name!r} at level "
+                        f"{depth + 1}; was _zcollection.json edited? Nothing was changed"
+                    )
+                nxt.append(f"{parent}/{kid}" if parent else kid)
+        level = nxt
+    metas, listings = await asyncio.gather(
+        asyncio.gather(*(spec.get(f"{p}/zarr.json") for p in level)),
+        asyncio.gather(*(spec.list_dir(p) for p in level)),
+    )
+    found = []
+    for path, raw, listing in zip(level, metas, listings, strict=True):
+        attrs: dict[str, Any] | None = None
+        if raw is not None:
+            try:
+                attrs = dict(json.loads(raw).get("attributes", {}))
+            except (ValueError, AttributeError, TypeError):
+                attrs = None
+        found.append(_Found(path, attrs, any(n != "zarr.json" for n in listing)))
+    return found
+
+
+async def _retired(col: AsyncCollection) -> set[str]:
+    """Paths named by a garbage record (retired, deleted by the collector)."""
+    names = [n for n in await col.spec.list_dir(GARBAGE_DIR) if n.endswith(".json")]
+    out: set[str] = set()
+    for _, doc in await _json_records(col.spec, GARBAGE_DIR, names):
+        if isinstance(doc, dict):
+            out.update(str(p) for p in doc.get("paths", []) if isinstance(p, str))
+    return out
+
+
+def _key_attr(found: _Found, names: Sequence[str]) -> tuple[int, ...] | None:
+    raw = (found.attrs or {}).get(_KEY_ATTR)
+    if raw is None:
+        return None
+    try:
+        pairs = {str(n): int(v) for n, v in raw}
+        return tuple(pairs[n] for n in names)
+    except (KeyError, TypeError, ValueError):
+        return ()  # present but unreadable: disagrees with any key
+
+
+async def _rows_disagree(col: AsyncCollection, path: str, key: tuple[int, ...]) -> str | None:
+    """Why the rows of the group at ``path`` do not belong to partition ``key`` (or ``None``)."""
+    variables = list(col.partitioning.variables)
+    try:
+        data = await col.io.read(path, variables)
+    except Exception as err:  # unreadable: it cannot be published as this partition
+        return f"unreadable ({type(err).__name__}: {err})"
+    if not len(next(iter(data.values()))):
+        return None
+    attrs = {v: col.schema[v].attrs for v in variables}
+    keys, _ = col.partitioning.split(data, attrs)
+    if keys.shape[0] != 1 or tuple(int(x) for x in keys[0]) != key:
+        got = col.partitioning.encode(tuple(int(x) for x in keys[0]))
+        return f"its rows belong to {got}" + (f" and {len(keys) - 1} more" if len(keys) > 1 else "")
+    return None
+
+
+async def _plan(
+    col: AsyncCollection,
+    base: Catalog | None,
+    found: list[_Found],
+    retired: set[str],
+    floor: str | None,
+) -> _Plan:
+    """Classify each disagreement between the catalog and the tree (reads only).
+
+    A group no intact catalog names is adopted when there is no intact catalog,
+    or when its key is not committed and it was written after ``floor`` (the
+    transaction of the newest intact version below a damaged one: its commit
+    was lost with that version). Otherwise it is an uncommitted write (its
+    writer left no lease) or an unnamed version of a committed partition, and
+    is quarantined, never published.
+    """
+    part = col.partitioning
+    plan = _Plan([], [], [], [], [])
+    by_path = {f.path: f for f in found}
+    named: dict[str, int] = {}
+    if base is not None:
+        named = {p: i for i, p in enumerate(base.paths)}
+        for path, i in named.items():
+            key = base.key_tuple(i)
+            f = by_path.get(path)
+            if f is None or (f.attrs is None and not f.has_data):
+                plan.drop.append((i, RepairAction(path, "nothing left in the store at its path")))
+            elif f.attrs is None:
+                plan.rebuild.append(
+                    (i, RepairAction(path, "group zarr.json missing; arrays intact"))
+                )
+            else:
+                stored = _key_attr(f, part.keys)
+                if stored is not None and stored != key:
+                    says = "unreadable" if stored == () else part.encode(stored)
+                    reason = f"its partition-key attribute says {says}, not {part.encode(key)}"
+                    plan.quarantine_named.append((i, RepairAction(path, reason)))
+    # The newest version of each partition the catalog does not name.
+    best: dict[str, _Found] = {}
+    for f in found:
+        if f.path in named or f.path in retired or f.attrs is None:
+            continue
+        if f.attrs.get("_zc_pending"):
+            continue  # a claim: its writer's recovery deletes it
+        other = best.get(f.canonical)
+        if other is None or f.txn > other.txn:
+            if other is not None:
+                plan.quarantine_orphan.append(
+                    (other, RepairAction(other.path, f"an older version of {f.canonical}"))
+                )
+            best[f.canonical] = f
+        else:
+            plan.quarantine_orphan.append(
+                (f, RepairAction(f.path, f"an older version of {f.canonical}"))
+            )
+    for f in best.values():
+        attrs = f.attrs or {}
+        key = part.decode(f.canonical)
+        stored = _key_attr(f, part.keys)
+        if stored is not None and stored != key:
+            says = "unreadable" if stored == () else part.encode(stored)
+            plan.quarantine_orphan.append(
+                (f, RepairAction(f.path, f"its partition-key attribute says {says}"))
+            )
+            continue
+        if base is not None and "_zc_txn" in attrs:
+            named_key = int(base.find(numpy.array([key], dtype="int64"))[0]) >= 0
+            if named_key or floor is None or f.txn <= floor:
+                what = "an unnamed version of a committed partition" if named_key else "uncommitted"
+                plan.quarantine_orphan.append(
+                    (f, RepairAction(f.path, f"{what} (no catalog version names it)"))
+                )
+                continue
+        why = await _rows_disagree(col, f.path, key)
+        if why is not None:
+            plan.quarantine_orphan.append((f, RepairAction(f.path, why)))
+            continue
+        if base is None:
+            reason = "found in the tree; no intact catalog"
+        elif "_zc_txn" in attrs:
+            reason = "committed by a damaged catalog version"
+        else:
+            reason = "found in the tree, written by the reference implementation"
+        plan.adopt.append((f, key, RepairAction(f.path, reason)))
+    return plan
+
+
+async def _quarantine(col: AsyncCollection, stamp: str, paths: Sequence[str]) -> None:
+    """Copy each prefix (a group or one object) under ``_quarantine/<stamp>/``."""
+    spec = col.spec
+    keys: list[str] = []
+    for path in paths:
+        listed = await spec.list_prefix(path + "/")
+        keys += listed if listed else [path]
+    sem = asyncio.Semaphore(_COPY_CONCURRENCY)
+
+    async def copy(key: str) -> None:
+        async with sem:
+            data = await spec.get(key)
+            if data is not None:
+                await spec.put(f"{QUARANTINE_DIR}/{stamp}/{key}", data)
+
+    await asyncio.gather(*(copy(k) for k in keys))
+
+
+async def _rebuild(col: AsyncCollection, base: Catalog, i: int) -> None:
+    """Write the missing group (and array) ``zarr.json`` of committed partition ``i``."""
+    spec, io = col.spec, col.io
+    path = base.paths[i]
+    key = base.key_tuple(i)
+    for gpath, group in col.schema.walk_groups():
+        if gpath and await spec.get(f"{path}/{gpath}/zarr.json") is None:
+            await spec.put(f"{path}/{gpath}/zarr.json", group_json(group.attrs))
+    rows = int(base.rows[i])
+    if rows >= 0:
+        for vpath in io.partitioned:
+            if await spec.get(f"{path}/{vpath}/zarr.json") is None:
+                shape = [rows if d == col.axis else size for d, size in _shape(col, vpath)]
+                meta = await io.template(vpath, shape)
+                await spec.put(f"{path}/{vpath}/zarr.json", json.dumps(meta).encode())
+    attrs = {
+        **col.schema.root.attrs,
+        _KEY_ATTR: [[n, int(v)] for n, v in zip(col.partitioning.keys, key, strict=True)],
+        "_zc_txn": base.txn,
+    }
+    await spec.put(f"{path}/zarr.json", group_json(attrs))
+
+
+def _shape(col: AsyncCollection, vpath: str) -> list[tuple[str, int]]:
+    return [(d, dim.size or 0) for d, dim in col.schema.variable_dimensions(vpath).items()]
+
+
+async def repair(col: AsyncCollection, *, force: bool, dry_run: bool) -> RepairReport:
+    """See :meth:`dask_zcollection.Collection.repair`."""
+    spec = col.spec
+    recovered = () if dry_run else tuple(await recover(spec, force=force, locks=True))
+    for attempt in range(_RETRIES + 1):
+        base, damaged, floor = await _versions(col)
+        if base is not None and base.key_names != col.partitioning.keys:
+            raise CorruptedDataError(
+                f"the catalog of {spec.url} names partitions by {base.key_names} but "
+                f"_zcollection.json's partitioning by {col.partitioning.keys}; was the "
+                "configuration edited? Nothing was changed"
+            )
+        found = await walk(col)
+        plan = await _plan(col, base, found, await _retired(col), floor)
+        if dry_run:
+            return _report(plan, damaged, base, recovered=recovered, dry_run=True)
+        if base is None:
+            return await _adopt_tree(col, plan, damaged, recovered)
+        try:
+            return await _apply(col, base, plan, damaged, recovered)
+        except ConflictError:
+            if attempt == _RETRIES:
+                raise
+            await asyncio.sleep(0.01 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+async def _versions(col: AsyncCollection) -> tuple[Catalog | None, list[RepairAction], str | None]:
+    """The newest intact catalog, every damaged version, and the adoption floor.
+
+    The floor is the transaction of the newest intact version below the oldest
+    damaged one (``""`` when there is none; ``None`` when nothing is damaged).
+    """
+    log = CatalogLog(col.spec)
+    intact: list[Catalog] = []
+    damaged: list[tuple[int, str]] = []
+    for version in await log.versions():
+        try:
+            catalog = await log.read(version)
+        except CorruptedDataError as err:
+            damaged.append((version, str(err)))
+            continue
+        if catalog is not None:  # else pruned meanwhile
+            intact.append(catalog)
+    floor = None
+    if damaged:
+        below = [c for c in intact if c.version < damaged[0][0]]
+        floor = below[-1].txn if below else ""
+    actions = [RepairAction(version_key(v), why) for v, why in damaged]
+    return (intact[-1] if intact else None), actions, floor
+
+
+def _report(
+    plan: _Plan,
+    damaged: list[RepairAction],
+    base: Catalog | None,
+    *,
+    held: set[str] | None = None,
+    skipped: Sequence[RepairAction] = (),
+    **extra: Any,
+) -> RepairReport:
+    """The report of ``plan``, keeping only partitions whose lock repair held."""
+
+    def ok(path: str) -> bool:
+        return held is None or path.partition("@")[0] in held
+
+    named = base.paths if base is not None else ()
+    return RepairReport(
+        rebuilt=tuple(a for i, a in plan.rebuild if ok(named[i])),
+        adopted=tuple(a for f, _, a in plan.adopt if ok(f.path)),
+        quarantined=tuple(
+            [a for i, a in plan.quarantine_named if ok(named[i])]
+            + [a for f, a in plan.quarantine_orphan if ok(f.path)]
+            + damaged
+        ),
+        dropped=tuple(a for i, a in plan.drop if ok(named[i])),
+        skipped=tuple(skipped),
+        **extra,
+    )
+
+
+async def _apply(
+    col: AsyncCollection,
+    base: Catalog,
+    plan: _Plan,
+    damaged: list[RepairAction],
+    recovered: tuple[str, ...],
+) -> RepairReport:
+    """Take the locks, check the catalog did not move, act, commit.
+
+    Raises
+    ------
+    ConflictError
+        When another commit landed since the plan (repair plans again).
+    """
+    spec = col.spec
+    canonicals = plan.canonicals(base, col.partitioning.encode)
+    if not canonicals and not damaged:
+        return _report(plan, damaged, base, recovered=recovered, catalog=base)
+    keys = numpy.array([col.partitioning.decode(c) for c in canonicals], dtype="int64").reshape(
+        len(canonicals), len(col.partitioning.keys)
+    )
+    txn = await Transaction.begin(spec, base, keys, canonicals)
+    token = lock_token(txn.txn, done=True)  # repair writes no partition data under them
+    skipped: list[RepairAction] = []
+    held: set[str] = set()
+    try:
+        async with txn.alive(final=True):
+            for canonical in canonicals:
+                try:
+                    await acquire_lock(spec, canonical, token)
+                    held.add(canonical)
+                except ConflictError as err:
+                    skipped.append(RepairAction(canonical, str(err)))
+            latest = await CatalogLog(spec).latest()
+            if latest is None or latest.version != base.version:
+                # Another commit landed since the plan: plan again (the locks are released).
+                raise ConflictError("the catalog changed while repair planned")
+
+            def ok(path: str) -> bool:
+                return path.partition("@")[0] in held
+
+            if damaged:
+                await _quarantine(col, txn.txn, [a.path for a in damaged])
+                await asyncio.gather(*(spec.delete(a.path) for a in damaged))
+            named_q = [i for i, _ in plan.quarantine_named if ok(base.paths[i])]
+            orphans = [f.path for f, _ in plan.quarantine_orphan if ok(f.path)]
+            await _quarantine(col, txn.txn, [base.paths[i] for i in named_q] + orphans)
+            await _retire(spec, f"{txn.txn}-quarantine", orphans)
+            for i, _ in plan.rebuild:
+                if ok(base.paths[i]):
+                    await _rebuild(col, base, i)
+            adopt = [(f.path, k) for f, k, _ in plan.adopt if ok(f.path)]
+            drops = [i for i, _ in plan.drop if ok(base.paths[i])] + named_q
+            put = await _stats(col, [p for p, _ in adopt], [k for _, k in adopt])
+            drop = base.keys[drops] if drops else numpy.empty((0, len(base.key_names)), "int64")
+            if len(put) or len(drop):
+                catalog = await txn.commit(_RepairChange(put, drop))
+            else:
+                catalog = latest
+                await txn.release_locks()
+                await spec.delete(f"_transactions/{txn.txn}.json")
+    except BaseException:
+        await asyncio.shield(txn.abort())
+        raise
+    return _report(
+        plan, damaged, base, held=held, skipped=skipped, recovered=recovered, catalog=catalog
+    )
+
+
+async def _stats(
+    col: AsyncCollection, paths: Sequence[str], keys: Sequence[tuple[int, ...]]
+) -> Catalog:
+    """A catalog of the groups at ``paths`` with stats read from their axis."""
+    empty = col._empty_catalog()
+    if not paths:
+        return empty
+    stats = await asyncio.gather(*(col.io.axis_stats(p, col.axis_variable) for p in paths))
+    dtype = empty.axis_min.dtype
+    zero = numpy.zeros((), dtype)
+    return empty.with_partitions(
+        numpy.array(keys, dtype="int64"),
+        list(paths),
+        numpy.array([s[0] for s in stats], dtype="int64"),
+        numpy.array([zero if s[1] is None else s[1] for s in stats], dtype=dtype),
+        numpy.array([zero if s[2] is None else s[2] for s in stats], dtype=dtype),
+    )
+
+
+async def _adopt_tree(
+    col: AsyncCollection, plan: _Plan, damaged: list[RepairAction], recovered: tuple[str, ...]
+) -> RepairReport:
+    """No intact catalog: publish the groups found (the reference format, or all versions lost)."""
+    spec = col.spec
+    stamp = new_txn_id()
+    if damaged:
+        await _quarantine(col, stamp, [a.path for a in damaged])
+        await asyncio.gather(*(spec.delete(a.path) for a in damaged))
+    if plan.quarantine_orphan:
+        await _quarantine(col, stamp, [f.path for f, _ in plan.quarantine_orphan])
+        await _retire(spec, f"{stamp}-quarantine", [f.path for f, _ in plan.quarantine_orphan])
+    listed = await _stats(col, [f.path for f, _, _ in plan.adopt], [k for _, k, _ in plan.adopt])
+    catalog = await col._writable_base(listed)
+    return _report(plan, damaged, None, recovered=recovered, catalog=catalog)
