@@ -1,7 +1,7 @@
 """Cost of chunk checksums, A/B in one process (``python -m benchmarks.checksums``).
 
-Writes and reads the same data (``ssh`` float32 x 240 + ``time``, daily
-partitions, 16384-row chunks) into two ``file://`` collections, one with
+Writes and reads (all, and one day) the same data (``ssh`` float32 x 240 +
+``time``, 4 daily partitions, 16384-row chunks) in two ``file://`` collections, one with
 checksums (crc32c on every chunk and the chunk record, the default) and one
 ``schema.with_checksums(False)``, alternating which goes first in each round
 so load changes on a shared machine fall on both. Prints the medians of wall
@@ -33,15 +33,21 @@ def _timed(fn: Callable[[], object]) -> tuple[float, float]:
 
 
 def run(codec: str, mb: int, rounds: int) -> dict[str, dict[str, tuple[float, float, float]]]:
-    """Median wall, median CPU and min wall seconds of a full write and a full read, on/off."""
+    """Median wall, median CPU and min wall seconds of each operation, checksums on and off.
+
+    Operations: ``write`` (insert all), ``read`` (``query()`` of all), ``one``
+    (``query`` of the first day).
+    """
     width = 240
     rows = mb * 1024 * 1024 // (width * 4)
     columns = make_columns(rows, width, step_s=86400 * 4 / rows)  # 4 daily partitions
     schemas = {"on": make_schema(width, codec, 16384)}
     schemas["off"] = schemas["on"].with_checksums(False)
+    day = columns["time"][0].astype("datetime64[D]").astype(object)
+    first_day = {"year": day.year, "month": day.month, "day": day.day}
     work = tempfile.mkdtemp()
     times: dict[str, dict[str, list[tuple[float, float]]]] = {
-        k: {"write": [], "read": []} for k in ("on", "off")
+        k: {"write": [], "read": [], "one": []} for k in ("on", "off")
     }
     try:
         for r in range(rounds):
@@ -58,7 +64,12 @@ def run(codec: str, mb: int, rounds: int) -> dict[str, dict[str, tuple[float, fl
                 times[which]["write"].append(_timed(lambda c=col: c.insert(columns)))
             for which in order:
                 url = f"file://{work}/{which}"
-                times[which]["read"].append(_timed(lambda u=url: zc.read_collection(u).compute()))
+                times[which]["read"].append(_timed(lambda u=url: zc.open_collection(u).query()))
+            for which in order:
+                url = f"file://{work}/{which}"
+                times[which]["one"].append(
+                    _timed(lambda u=url: zc.open_collection(u).query(filters=first_day))
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {
@@ -86,7 +97,7 @@ def main() -> None:
     print(f"{'cpu on':>7} {'cpu off':>7} {'on/off':>7} {'min on':>7} {'min off':>7} {'on/off':>7}")
     for codec in args.codecs.split(","):
         res = run(codec, args.mb, args.rounds)
-        for op in ("write", "read"):
+        for op in ("write", "read", "one"):
             (won, con, mon), (woff, coff, moff) = res["on"][op], res["off"][op]
             print(
                 f"{codec:<6} {op:<6} {won:6.3f} ({args.mb / won:5.0f}) "

@@ -19,7 +19,7 @@ JAN, FEB = "year=2024/month=01", "year=2024/month=02"
 
 def two_months(factory: Factory, url: str) -> dict[str, numpy.ndarray]:
     """January (10 rows: 3 chunks of 4) and February (5 rows: 2 chunks), immutable and nested."""
-    col = factory.create(url)
+    col = factory.create(url, schema=factory.schema().with_checksums(True))
     t = numpy.concatenate(
         [
             numpy.datetime64("2024-01-01", "ns") + numpy.arange(10) * numpy.timedelta64(1, "h"),

@@ -51,6 +51,9 @@ _DEFAULT_COMPRESSOR: dict[str, Any] = {
     "name": "blosc",
     "configuration": {"cname": "lz4", "clevel": 5, "shuffle": "shuffle", "blocksize": 0},
 }
+#: Whether new variables end their chunks with Zarr v3's ``crc32c`` codec (and reads
+#: verify it). The cost: docs/benchmarks.md, "Checksums".
+DEFAULT_CHECKSUM = True
 #: Default chunk size (bytes of the widest variable) along the partitioned dimension.
 DEFAULT_CHUNK_BYTES = 16 * 1024 * 1024
 
@@ -195,7 +198,7 @@ class Codecs:
     bytes_to_bytes: tuple[dict[str, Any], ...] = (_DEFAULT_COMPRESSOR,)
     sharded: bool = False
     shard_target_bytes: int = 128 * 1024 * 1024
-    checksum: bool = True
+    checksum: bool = DEFAULT_CHECKSUM
 
     def __hash__(self) -> int:
         return hash(repr(self.to_dict()))
@@ -236,7 +239,7 @@ class Codecs:
         if isinstance(value, Mapping):
             if "name" in value:  # a single compressor
                 return cls(bytes_to_bytes=(dict(value),))
-            return cls.from_dict({"checksum": True, **value})  # user input: checksums on
+            return cls.from_dict({"checksum": DEFAULT_CHECKSUM, **value})  # user input
         compressors = []
         for item in value:
             if isinstance(item, Mapping):

@@ -22,6 +22,7 @@ from conftest import Factory, assert_arrays_identical
 import dask_zcollection as zc
 from dask_zcollection.io import ReadSource
 from dask_zcollection.io._integrity import RECORD_ATTR, CheckedStore, ChunkRecord, record_of
+from dask_zcollection.schema._schema import DEFAULT_CHECKSUM
 from dask_zcollection.store import resolve_store
 
 JAN = "year=2024/month=01"
@@ -59,6 +60,8 @@ class Raw:
 
 def month(factory: Factory, url: str, rows: int = 20, **kwargs: Any) -> dict[str, Any]:
     """A collection with one partition (January 2024) of ``rows`` rows, 4-row chunks."""
+    # Checksums explicitly on: these tests hold whatever the default is.
+    kwargs.setdefault("schema", factory.schema().with_checksums(True))
     col = factory.create(url, **kwargs)
     data = factory.data(times(rows))
     col.insert(data)
@@ -91,7 +94,8 @@ def test_chunks_end_with_crc32c_and_the_record_names_each(tmp_path: Path, factor
 
 def test_descriptor_records_the_checksum_choice(factory: Factory) -> None:
     schema = factory.schema()
-    assert all(v.codecs.checksum for _, v in schema.walk())
+    assert all(v.codecs.checksum is DEFAULT_CHECKSUM for _, v in schema.walk())
+    assert DEFAULT_CHECKSUM is True  # on by default (docs/benchmarks.md: its cost)
     off = schema.with_checksums(False)
     assert not any(v.codecs.checksum for _, v in off.walk())
     assert zc.Schema.from_dict(off.to_dict()) == off
@@ -99,13 +103,14 @@ def test_descriptor_records_the_checksum_choice(factory: Factory) -> None:
     doc = schema["ssh"].codecs.to_dict()
     del doc["checksum"]
     assert zc.Codecs.from_dict(doc).checksum is False
-    # User input defaults to checksums on.
-    assert zc.Codecs.coerce({"bytes_to_bytes": [{"name": "zstd"}]}).checksum is True
+    # User input gets the default.
+    assert zc.Codecs.coerce({"bytes_to_bytes": [{"name": "zstd"}]}).checksum is DEFAULT_CHECKSUM
 
 
 def test_checksums_off_per_variable(tmp_path: Path, factory: Factory) -> None:
     schema = (
         factory.schema(immutable=False, nested=False)
+        .with_checksums(True)
         .with_variable(
             "raw",
             dtype="int32",
@@ -166,6 +171,7 @@ def test_bit_flips_on_zarrs_path(tmp_path: Path, factory: Factory) -> None:
         .with_variable("v", dtype="float64", dimensions=("time", "x"))
         .with_variable("label", dtype="<U4", dimensions=("time",))
         .build()
+        .with_checksums(True)
     )
     url = f"file://{tmp_path}/c"
     col = factory.create(url, schema=schema)
