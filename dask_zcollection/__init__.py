@@ -6,8 +6,8 @@
 
 from . import aio, errors, merge, partitioning
 from ._repair import RepairAction, RepairReport
-from .api import Collection, create_collection, open_collection
-from .collection import LazyCollection, read_collection
+from .api import Collection, create_collection, open_collection, read_collection
+from .collection import LazyCollection
 from .data import Dataset, Group, Variable
 from .errors import (
     AlreadyExistsError,

@@ -35,16 +35,20 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy
 
 from .catalog import Catalog, CatalogLog
+from .catalog._discovery import FoundGroup, walk
 from .catalog._log import version_key
 from .catalog._transaction import (
     GARBAGE_DIR,
+    TXN_ATTR,
     Transaction,
     _json_records,
+    _records,
     _retire,
     acquire_lock,
     lock_token,
     new_txn_id,
     recover,
+    retry_on_conflict,
 )
 from .errors import ConflictError, CorruptedDataError
 from .io._partition import _KEY_ATTR, group_json
@@ -136,29 +140,11 @@ class RepairReport:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class _Found:
-    """A partition-looking group found by the walk."""
-
-    path: str
-    attrs: dict[str, Any] | None  # None: no group zarr.json
-    has_data: bool
-
-    @property
-    def canonical(self) -> str:
-        return self.path.partition("@")[0]
-
-    @property
-    def txn(self) -> str:
-        attrs = self.attrs or {}
-        return str(attrs.get("_zc_txn", self.path.partition("@")[2]))
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
 class _Plan:
     rebuild: list[tuple[int, RepairAction]]  # catalog position
-    adopt: list[tuple[_Found, tuple[int, ...], RepairAction]]
+    adopt: list[tuple[FoundGroup, tuple[int, ...], RepairAction]]
     quarantine_named: list[tuple[int, RepairAction]]
-    quarantine_orphan: list[tuple[_Found, RepairAction]]
+    quarantine_orphan: list[tuple[FoundGroup, RepairAction]]
     drop: list[tuple[int, RepairAction]]
 
     def canonicals(self, base: Catalog, encode: Any) -> list[str]:
@@ -189,54 +175,9 @@ class _RepairChange:
         return out
 
 
-async def walk(col: AsyncCollection) -> list[_Found]:
-    """Every partition-looking directory at the partitioning's depth.
-
-    Raises
-    ------
-    CorruptedDataError
-        When a directory's name does not fit the configured partitioning (a
-        key name of another level): the configuration was edited.
-    """
-    spec = col.spec
-    names = col.partitioning.keys
-    level = [""]
-    for depth, name in enumerate(names):
-        children = await asyncio.gather(*(spec.list_dir(p) for p in level))
-        nxt = []
-        for parent, kids in zip(level, children, strict=True):
-            for kid in kids:
-                if "=" not in kid or kid.startswith((".", "_")):
-                    continue
-                label = kid.partition("=")[0]
-                if label != name:
-                    raise CorruptedDataError(
-                        f"{spec.url}/{parent + '/' if parent else ''}{kid}: a directory named "
-                        f"{label!r} where the collection's partitioning "
-                        f"({'/'.join(n + '=...' for n in names)}) has {name!r} at level "
-                        f"{depth + 1}; was _zcollection.json edited? Nothing was changed"
-                    )
-                nxt.append(f"{parent}/{kid}" if parent else kid)
-        level = nxt
-    metas, listings = await asyncio.gather(
-        asyncio.gather(*(spec.get(f"{p}/zarr.json") for p in level)),
-        asyncio.gather(*(spec.list_dir(p) for p in level)),
-    )
-    found = []
-    for path, raw, listing in zip(level, metas, listings, strict=True):
-        attrs: dict[str, Any] | None = None
-        if raw is not None:
-            try:
-                attrs = dict(json.loads(raw).get("attributes", {}))
-            except (ValueError, AttributeError, TypeError):
-                attrs = None
-        found.append(_Found(path, attrs, any(n != "zarr.json" for n in listing)))
-    return found
-
-
 async def _retired(col: AsyncCollection) -> set[str]:
     """Paths named by a garbage record (retired, deleted by the collector)."""
-    names = [n for n in await col.spec.list_dir(GARBAGE_DIR) if n.endswith(".json")]
+    names = _records(await col.spec.list_dir(GARBAGE_DIR))
     out: set[str] = set()
     for _, doc in await _json_records(col.spec, GARBAGE_DIR, names):
         if isinstance(doc, dict):
@@ -244,7 +185,7 @@ async def _retired(col: AsyncCollection) -> set[str]:
     return out
 
 
-def _key_attr(found: _Found, names: Sequence[str]) -> tuple[int, ...] | None:
+def _key_attr(found: FoundGroup, names: Sequence[str]) -> tuple[int, ...] | None:
     raw = (found.attrs or {}).get(_KEY_ATTR)
     if raw is None:
         return None
@@ -275,7 +216,7 @@ async def _rows_disagree(col: AsyncCollection, path: str, key: tuple[int, ...]) 
 async def _plan(
     col: AsyncCollection,
     base: Catalog | None,
-    found: list[_Found],
+    found: list[FoundGroup],
     retired: set[str],
     floor: str | None,
 ) -> _Plan:
@@ -310,11 +251,11 @@ async def _plan(
                     reason = f"its partition-key attribute says {says}, not {part.encode(key)}"
                     plan.quarantine_named.append((i, RepairAction(path, reason)))
     # The newest version of each partition the catalog does not name.
-    best: dict[str, _Found] = {}
+    best: dict[str, FoundGroup] = {}
     for f in found:
         if f.path in named or f.path in retired or f.attrs is None:
             continue
-        if f.attrs.get("_zc_pending"):
+        if f.pending:
             continue  # a claim: its writer's recovery deletes it
         other = best.get(f.canonical)
         if other is None or f.txn > other.txn:
@@ -337,7 +278,7 @@ async def _plan(
                 (f, RepairAction(f.path, f"its partition-key attribute says {says}"))
             )
             continue
-        if base is not None and "_zc_txn" in attrs:
+        if base is not None and TXN_ATTR in attrs:
             named_key = int(base.find(numpy.array([key], dtype="int64"))[0]) >= 0
             if named_key or floor is None or f.txn <= floor:
                 what = "an unnamed version of a committed partition" if named_key else "uncommitted"
@@ -351,7 +292,7 @@ async def _plan(
             continue
         if base is None:
             reason = "found in the tree; no intact catalog"
-        elif "_zc_txn" in attrs:
+        elif TXN_ATTR in attrs:
             reason = "committed by a damaged catalog version"
         else:
             reason = "found in the tree, written by the reference implementation"
@@ -395,7 +336,7 @@ async def _rebuild(col: AsyncCollection, base: Catalog, i: int) -> None:
     attrs = {
         **col.schema.root.attrs,
         _KEY_ATTR: [[n, int(v)] for n, v in zip(col.partitioning.keys, key, strict=True)],
-        "_zc_txn": base.txn,
+        TXN_ATTR: base.txn,
     }
     await spec.put(f"{path}/zarr.json", group_json(attrs))
 
@@ -408,7 +349,8 @@ async def repair(col: AsyncCollection, *, force: bool, dry_run: bool) -> RepairR
     """See :meth:`dask_zcollection.Collection.repair`."""
     spec = col.spec
     recovered = () if dry_run else tuple(await recover(spec, force=force, locks=True))
-    for attempt in range(_RETRIES + 1):
+
+    async def attempt() -> RepairReport:
         base, damaged, floor = await _versions(col)
         if base is not None and base.key_names != col.partitioning.keys:
             raise CorruptedDataError(
@@ -416,19 +358,15 @@ async def repair(col: AsyncCollection, *, force: bool, dry_run: bool) -> RepairR
                 f"_zcollection.json's partitioning by {col.partitioning.keys}; was the "
                 "configuration edited? Nothing was changed"
             )
-        found = await walk(col)
+        found = await walk(spec, col.partitioning.keys, strict=True, probe_data=True)
         plan = await _plan(col, base, found, await _retired(col), floor)
         if dry_run:
             return _report(plan, damaged, base, recovered=recovered, dry_run=True)
         if base is None:
             return await _adopt_tree(col, plan, damaged, recovered)
-        try:
-            return await _apply(col, base, plan, damaged, recovered)
-        except ConflictError:
-            if attempt == _RETRIES:
-                raise
-            await asyncio.sleep(0.01 * 2**attempt)
-    raise AssertionError("unreachable")
+        return await _apply(col, base, plan, damaged, recovered)
+
+    return await retry_on_conflict(attempt, _RETRIES)
 
 
 async def _versions(col: AsyncCollection) -> tuple[Catalog | None, list[RepairAction], str | None]:
@@ -538,7 +476,7 @@ async def _apply(
                     await _rebuild(col, base, i)
             adopt = [(f.path, k) for f, k, _ in plan.adopt if ok(f.path)]
             drops = [i for i, _ in plan.drop if ok(base.paths[i])] + named_q
-            put = await _stats(col, [p for p, _ in adopt], [k for _, k in adopt])
+            put = await _stats(col, [p for p, _ in adopt])
             drop = base.keys[drops] if drops else numpy.empty((0, len(base.key_names)), "int64")
             if len(put) or len(drop):
                 catalog = await txn.commit(_RepairChange(put, drop))
@@ -554,23 +492,9 @@ async def _apply(
     )
 
 
-async def _stats(
-    col: AsyncCollection, paths: Sequence[str], keys: Sequence[tuple[int, ...]]
-) -> Catalog:
+async def _stats(col: AsyncCollection, paths: Sequence[str]) -> Catalog:
     """A catalog of the groups at ``paths`` with stats read from their axis."""
-    empty = col._empty_catalog()
-    if not paths:
-        return empty
-    stats = await asyncio.gather(*(col.io.axis_stats(p, col.axis_variable) for p in paths))
-    dtype = empty.axis_min.dtype
-    zero = numpy.zeros((), dtype)
-    return empty.with_partitions(
-        numpy.array(keys, dtype="int64"),
-        list(paths),
-        numpy.array([s[0] for s in stats], dtype="int64"),
-        numpy.array([zero if s[1] is None else s[1] for s in stats], dtype=dtype),
-        numpy.array([zero if s[2] is None else s[2] for s in stats], dtype=dtype),
-    )
+    return await col.planner.with_stats(col.discovery.listed(paths))
 
 
 async def _adopt_tree(
@@ -585,6 +509,6 @@ async def _adopt_tree(
     if plan.quarantine_orphan:
         await _quarantine(col, stamp, [f.path for f, _ in plan.quarantine_orphan])
         await _retire(spec, f"{stamp}-quarantine", [f.path for f, _ in plan.quarantine_orphan])
-    listed = await _stats(col, [f.path for f, _, _ in plan.adopt], [k for _, k, _ in plan.adopt])
-    catalog = await col._writable_base(listed)
+    listed = await _stats(col, [f.path for f, _, _ in plan.adopt])
+    catalog = await col.planner.base(listed)
     return _report(plan, damaged, None, recovered=recovered, catalog=catalog)

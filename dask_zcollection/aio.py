@@ -1,5 +1,174 @@
-"""The async API: ``await dask_zcollection.aio.open_collection(url)`` and friends."""
+"""The async API: ``await dask_zcollection.aio.open_collection(url)`` and friends.
 
-from ._engine import AsyncCollection, create_collection, open_collection
+The front door of the async core: the openers live here (and, wrapped by the
+one sync bridge, in :mod:`dask_zcollection.api`); the engine
+(:class:`AsyncCollection`) and the lazy collection never know how a
+collection is opened.
+"""
 
-__all__ = ["AsyncCollection", "create_collection", "open_collection"]
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ._engine import AsyncCollection, Mode
+from .catalog import CatalogLog
+from .catalog._transaction import recover
+from .collection import LazyCollection, collection_from
+from .errors import AlreadyExistsError, InvalidInputError, SchemaError
+from .io import (
+    CONFIG_KEY,
+    CollectionConfig,
+    default_axis_variable,
+    forget_collection,
+    read_config,
+    write_config,
+)
+from .partitioning import Partitioning
+from .partitioning._filter import FilterLike
+from .schema import Schema
+from .store import StoreLike, check_clearable, resolve_store
+
+__all__ = ["AsyncCollection", "create_collection", "open_collection", "read_collection"]
+
+
+async def create_collection(
+    store: StoreLike,
+    *,
+    schema: Schema,
+    axis: str,
+    partitioning: Partitioning,
+    axis_variable: str | None = None,
+    overwrite: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+) -> AsyncCollection:
+    """Create an empty collection and return it open for writing.
+
+    Parameters
+    ----------
+    store : str or StoreSpec
+        ``file:///path``, ``memory://name``, a local path or a store spec.
+    schema : Schema
+        The variables, dimensions and groups of every partition.
+    axis : str
+        The partitioned dimension (e.g. ``"time"``).
+    partitioning : Partitioning
+        How rows map to partitions, e.g. ``partitioning.Date(("time",), resolution="M")``.
+    axis_variable : str, optional
+        1-D variable along ``axis`` used for stats and merges (default: the
+        variable named like ``axis``, else the Date variable, else a datetime).
+    overwrite : bool
+        Replace an existing collection (all of it) instead of failing.
+    storage_options : dict, optional
+        Backend options.
+
+    Raises
+    ------
+    AlreadyExistsError
+        When a collection exists at ``store`` and ``overwrite`` is false.
+    InvalidInputError
+        When ``overwrite`` would clear an empty path, a filesystem root, the
+        home directory or a bucket root (nothing is deleted).
+    SchemaError
+        When the schema, axis and partitioning do not fit together.
+    """
+    if not isinstance(schema, Schema):
+        raise InvalidInputError(f"schema must be a dask_zcollection.Schema, got {schema!r}")
+    if not isinstance(partitioning, Partitioning):
+        raise InvalidInputError(
+            f"partitioning must be a partitioning (e.g. partitioning.Date), got {partitioning!r}"
+        )
+    spec = resolve_store(store, storage_options).for_writing()
+    if overwrite:
+        check_clearable(store, spec)
+    schema = schema.build().with_axis(axis).with_default_chunks(axis)
+    for name in partitioning.variables:
+        if name not in schema or schema[name].dimensions != (axis,):
+            raise SchemaError(
+                f"partitioning variable {name!r} must be a 1-D variable along {axis!r} "
+                "in the schema"
+            )
+    if partitioning.dimension != axis:
+        raise SchemaError(
+            f"the partitioning splits dimension {partitioning.dimension!r} but axis is {axis!r}"
+        )
+    if axis_variable is None:
+        axis_variable = default_axis_variable(schema, axis, partitioning)
+    elif axis_variable not in schema or schema[axis_variable].dimensions != (axis,):
+        raise SchemaError(f"axis_variable {axis_variable!r} must be a 1-D variable along {axis!r}")
+    config = CollectionConfig(
+        axis=axis, axis_variable=axis_variable, partitioning=partitioning, schema=schema
+    )
+    if await spec.exists(CONFIG_KEY) or not await spec.is_empty():
+        if not overwrite:
+            raise AlreadyExistsError(f"a collection (or other data) already exists at {spec.url}")
+        await spec.clear()
+        forget_collection(spec.url)
+    await write_config(spec, config)
+    log = CatalogLog(spec)
+    await log.initialise()
+    collection = AsyncCollection(spec, config, "rw")
+    empty = collection.discovery.empty()
+    await log.commit(empty.next_version("create"))
+    await spec.publish(f"dask_zcollection create collection (partitioning {partitioning!r})")
+    return collection
+
+
+async def open_collection(
+    store: StoreLike,
+    *,
+    mode: Mode = "r",
+    storage_options: Mapping[str, Any] | None = None,
+    version: str | None = None,
+) -> AsyncCollection:
+    """Open an existing collection.
+
+    Parameters
+    ----------
+    store : str or StoreSpec
+        Where the collection lives.
+    mode : {"r", "rw"}
+        Read-only, or read-write (which also cleans up after crashed writers).
+    version : str, optional
+        Icechunk only: read the collection as of a snapshot id, tag or branch.
+
+    Raises
+    ------
+    CollectionNotFoundError
+        When there is no collection at ``store``.
+    """
+    if mode not in ("r", "rw"):
+        raise InvalidInputError(f"mode must be 'r' or 'rw', got {mode!r}")
+    spec = resolve_store(store, storage_options)
+    if mode == "rw":
+        if version is not None:
+            raise InvalidInputError("version= reads the past: open it with mode='r'")
+        spec = spec.for_writing()
+    else:
+        spec = await spec.pinned(version)
+    config = await read_config(spec)
+    collection = AsyncCollection(spec, config, mode)
+    if mode == "rw":
+        await recover(spec)
+    return collection
+
+
+async def read_collection(
+    store: StoreLike,
+    *,
+    variables: Sequence[str] | None = None,
+    filters: FilterLike = None,
+    storage_options: Mapping[str, Any] | None = None,
+    version: str | None = None,
+) -> LazyCollection:
+    """Open a collection lazily, as a Dask collection (async twin of
+    :func:`dask_zcollection.read_collection`).
+
+    Reads the collection descriptor and the catalog (never a listing of every
+    partition when the catalog exists).
+    """
+    collection = await open_collection(
+        store, mode="r", storage_options=storage_options, version=version
+    )
+    catalog = await collection.catalog()
+    return collection_from(collection.spec, collection.config, catalog, variables, filters)

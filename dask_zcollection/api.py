@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from . import _engine
+from . import _engine, aio
 from ._engine import AsyncCollection, Mode
 from ._repair import RepairReport
 from ._sync import sync
@@ -210,7 +210,7 @@ def create_collection(
     """Create an empty collection (see :func:`dask_zcollection.aio.create_collection`)."""
     return Collection(
         sync(
-            _engine.create_collection(
+            aio.create_collection(
                 store,
                 schema=schema,
                 axis=axis,
@@ -237,8 +237,49 @@ def open_collection(
     """
     return Collection(
         sync(
-            _engine.open_collection(
-                store, mode=mode, storage_options=storage_options, version=version
-            )
+            aio.open_collection(store, mode=mode, storage_options=storage_options, version=version)
+        )
+    )
+
+
+def read_collection(
+    store: StoreLike,
+    *,
+    variables: Sequence[str] | None = None,
+    filters: FilterLike = None,
+    storage_options: Mapping[str, Any] | None = None,
+    version: str | None = None,
+) -> LazyCollection:
+    """Open a collection lazily, as a Dask collection.
+
+    Reads the collection descriptor and the catalog (never a listing of every
+    partition when the catalog exists) and returns a :class:`LazyCollection`.
+
+    Parameters
+    ----------
+    store : str or StoreSpec
+        ``file:///path``, ``memory://name``, a local path or a store spec.
+    variables : list of str, optional
+        Variable paths to read (all by default).
+    filters : str or mapping, optional
+        A partition-key filter, as for :meth:`LazyCollection.filter`.
+    storage_options : dict, optional
+        Backend options.
+    version : str, optional
+        Icechunk only: the snapshot id, tag or branch to read (time travel).
+
+    Examples
+    --------
+    >>> import dask_zcollection as dzc
+    >>> ds = dzc.read_collection("file:///data/altimetry").filter("year == 2024")  # doctest: +SKIP
+    >>> ds.compute()                                                             # doctest: +SKIP
+    """
+    return sync(  # one trip to the event loop
+        aio.read_collection(
+            store,
+            variables=variables,
+            filters=filters,
+            storage_options=storage_options,
+            version=version,
         )
     )

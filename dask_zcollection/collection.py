@@ -505,50 +505,6 @@ def _get_immutable(ds: Dataset, name: str) -> numpy.ndarray:
     return ds[name].values  # type: ignore[union-attr]
 
 
-def read_collection(
-    store: Any,
-    *,
-    variables: Sequence[str] | None = None,
-    filters: FilterLike = None,
-    storage_options: Mapping[str, Any] | None = None,
-    version: str | None = None,
-) -> LazyCollection:
-    """Open a collection lazily, as a Dask collection.
-
-    Reads the collection descriptor and the catalog (never a listing of every
-    partition when the catalog exists) and returns a :class:`LazyCollection`.
-
-    Parameters
-    ----------
-    store : str or StoreSpec
-        ``file:///path``, ``memory://name``, a local path or a store spec.
-    variables : list of str, optional
-        Variable paths to read (all by default).
-    filters : str or mapping, optional
-        A partition-key filter, as for :meth:`LazyCollection.filter`.
-    storage_options : dict, optional
-        Backend options.
-    version : str, optional
-        Icechunk only: the snapshot id, tag or branch to read (time travel).
-
-    Examples
-    --------
-    >>> import dask_zcollection as dzc
-    >>> ds = dzc.read_collection("file:///data/altimetry").filter("year == 2024")  # doctest: +SKIP
-    >>> ds.compute()                                                             # doctest: +SKIP
-    """
-    from ._engine import open_collection
-
-    async def load() -> tuple[Any, Catalog]:
-        collection = await open_collection(
-            store, mode="r", storage_options=storage_options, version=version
-        )
-        return collection, await collection.catalog()
-
-    collection, catalog = sync(load())  # one trip to the event loop
-    return collection_from(collection.spec, collection.config, catalog, variables, filters)
-
-
 def collection_from(
     spec: Any,
     config: Any,

@@ -96,7 +96,7 @@ def snapshot(path: Where, options: Options = None) -> dict[str, dict[str, numpy.
     for i, canonical in enumerate(col.partitions()):
         ds = sync(col.aio.read_partition(catalog, i))
         out[canonical] = {k: numpy.asarray(ds[k]) for k in ("time", "v", "k")}
-    imm = sync(col.aio.read_immutable(catalog))
+    imm = sync(col.aio.planner.stored_immutable(catalog))
     if imm:
         out["_immutable"] = {k: numpy.asarray(v) for k, v in imm.items()}
     return out
@@ -169,7 +169,7 @@ def tree_problems(root: Path) -> list[str]:
         problems.append(f"partition directories the catalog does not name: {sorted(dirs - named)}")
     if named - dirs:
         problems.append(f"catalog names missing directories: {sorted(named - dirs)}")
-    walked = sorted(sync(col.aio._walk()))
+    walked = sorted(sync(col.aio.discovery.newest_versions()))
     if walked != sorted(catalog.paths):
         problems.append(f"tree walk {walked} != catalog {sorted(catalog.paths)}")
     if catalog.immutable is not None and not (root / catalog.immutable / "zarr.json").exists():
@@ -216,7 +216,7 @@ def store_problems(url: str, options: Options) -> list[str]:
     incomplete = sorted(p for p in named if f"{p}/zarr.json" not in keys)
     if incomplete:
         problems.append(f"catalog names groups without zarr.json: {incomplete}")
-    walked = sorted(sync(col.aio._walk()))
+    walked = sorted(sync(col.aio.discovery.newest_versions()))
     if walked != sorted(catalog.paths):
         problems.append(f"walk {walked} != catalog {sorted(catalog.paths)}")
     if catalog.immutable is not None and f"{catalog.immutable}/zarr.json" not in keys:
@@ -624,11 +624,10 @@ def test_task_running_after_abort_cleans_up(merge: str, tmp_path: Path) -> None:
     col = zc.open_collection(url_of(path), mode="rw")
     data = W.make_rows([[0, 3, HALF, HALF + 3600, STEP, 0, 7], [20, 2, 0, 3600, STEP, 0, 7]])
     prepared = prepare_insert(data, col.schema, col.axis)
-    planned = sync(col.aio._plan_insert(prepared, resolve(merge)))
+    planned = sync(col.aio.planner.insert(prepared, resolve(merge)))
     assert planned is not None
-    delayed, txn = planned
-    sync(txn.abort())  # the insert failed elsewhere before these tasks ran
-    graph = dict(delayed.__dask_graph__())
+    sync(planned.txn.abort())  # the insert failed elsewhere before these tasks ran
+    graph = dict(planned.graph.__dask_graph__())
     for key in [k for k in graph if str(k[0]).startswith("zc-merge-write")]:
         with pytest.raises(ConflictError, match="aborted"):
             dask.get(graph, key)

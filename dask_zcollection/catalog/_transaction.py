@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import random
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -69,6 +70,7 @@ __all__ = [
     "recover",
     "recover_transaction",
     "retention",
+    "retry_on_conflict",
 ]
 
 #: Where writers hold their per-partition locks (``_locks/<canonical>.lock``).
@@ -137,6 +139,22 @@ async def acquire_lock(spec: StoreSpec, canonical: str, token: bytes) -> None:
             # Unreadable lease naming other partitions: this lock is the dead writer's.
             await spec.delete(key)
     raise ConflictError(f"partition {canonical!r} is contended by other writers; retry")
+
+
+async def retry_on_conflict[T](attempt: Callable[[], Awaitable[T]], retries: int) -> T:
+    """Run ``attempt()``; after a ``ConflictError``, back off and run it again.
+
+    At most ``retries`` more times, each after a random delay that doubles
+    (10-50 ms first); the last ``ConflictError`` is raised.
+    """
+    for i in range(retries + 1):
+        try:
+            return await attempt()
+        except ConflictError:
+            if i == retries:
+                raise
+            await asyncio.sleep(random.uniform(0.01, 0.05) * 2**i)
+    raise AssertionError("unreachable")
 
 
 def new_txn_id() -> str:
@@ -252,6 +270,18 @@ class Transaction:
         object is deleted).
         """
         return heartbeat(self.spec, self.txn, final=final)
+
+    @contextlib.asynccontextmanager
+    async def aborting(self) -> AsyncIterator[None]:
+        """Abort the transaction if the block fails (a conflict or any other error)."""
+        try:
+            yield
+        except ConflictError:
+            await self.abort()
+            raise
+        except BaseException:
+            await asyncio.shield(self.abort())
+            raise
 
     @contextlib.asynccontextmanager
     async def writing(self, canonical: str) -> AsyncIterator[Callable[[], Awaitable[None]]]:
@@ -485,6 +515,11 @@ async def _release_locks(
     await asyncio.gather(*(spec.delete(k) for k, o in zip(locks, owners, strict=True) if o in mine))
 
 
+def _records(names: Iterable[str]) -> list[str]:
+    """The JSON records of a listing (``zarr.json``: the directory's group, on Icechunk)."""
+    return [n for n in names if n.endswith(".json") and n != "zarr.json"]
+
+
 async def _json_records(
     spec: StoreSpec, directory: str, names: Sequence[str]
 ) -> list[tuple[str, Any]]:
@@ -531,7 +566,7 @@ async def collect_garbage(spec: StoreSpec, older_than: float | None = None) -> l
     """
     # Old Icechunk snapshots keep superseded versions for their readers.
     keep = 0.0 if spec.transactional else retention() if older_than is None else older_than
-    names = [n for n in await spec.list_dir(GARBAGE_DIR) if n.endswith(".json")]
+    names = _records(await spec.list_dir(GARBAGE_DIR))
     if not names:
         return []
     now, due = time.time(), []
@@ -649,7 +684,7 @@ async def recover(
         The transaction ids cleaned up.
     """
     listed = await spec.list_dir(LEASE_DIR)
-    txns = {n.removesuffix(".json") for n in listed if n.endswith(".json")}
+    txns = {n.removesuffix(".json") for n in _records(listed)}
     if locks:
         held = [k for k in await spec.list_prefix(LOCK_DIR) if k.endswith(".lock")]
         tokens = await asyncio.gather(*(spec.get(k) for k in held))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import dask
 import dask.array as da
@@ -722,17 +722,6 @@ class Group:
         """Return a copy with attributes updated by ``attrs``."""
         return self._new(self.name, self.variables, self.groups, {**self.attrs, **attrs})
 
-    def map_variables(self, func: Callable[[str, Variable], Variable]) -> Self:
-        """Return a copy where each variable is replaced by ``func(path, variable)``."""
-        return self._map("", func)
-
-    def _map(self, prefix: str, func: Callable[[str, Variable], Variable]) -> Self:
-        variables = {name: func(prefix + name, var) for name, var in self.variables.items()}
-        groups = {
-            name: group._map(prefix + name + "/", func) for name, group in self.groups.items()
-        }
-        return self._new(self.name, variables, groups, self.attrs)
-
     def compute(self) -> Self:
         """Return a copy with every dask array computed, in one ``dask.compute`` call."""
         lazy = [(path, var) for path, var in self.walk() if var.is_lazy]
@@ -796,6 +785,8 @@ class Dataset(Group):
     """
 
     __slots__ = ()
+    #: What the repr calls it.
+    KIND: ClassVar[str] = "Dataset"
 
     @classmethod
     def from_xarray(cls, obj: xarray.Dataset | xarray.DataTree) -> Dataset:
@@ -807,7 +798,7 @@ class Dataset(Group):
         """
         from ._xarray import from_xarray
 
-        return from_xarray(cls, obj)
+        return from_xarray(cls, obj, Group, Variable)
 
     def to_xarray(self, *, index: bool | None = None) -> xarray.Dataset | xarray.DataTree:
         """Convert to xarray: a ``DataTree`` with nested groups, else a ``Dataset``.

@@ -221,9 +221,7 @@ def _group_entries(group: Group) -> list[tuple[str, Group, dict[str, Any]]]:
 
 
 def _header(group: Group) -> str:
-    from ._dataset import Dataset
-
-    if isinstance(group, Dataset):
+    if getattr(group, "KIND", "Group") == "Dataset":
         return f"<dask_zcollection.Dataset> Size: {format_bytes(group.nbytes)}"
     return f"<dask_zcollection.Group {group.name!r}> Size: {format_bytes(group.nbytes)}"
 

@@ -9,17 +9,18 @@ import dask.array as da
 import numpy
 
 from ..errors import InvalidInputError
-from ._dataset import Group, Variable
 
 if TYPE_CHECKING:
     import xarray
 
-    from ._dataset import Dataset
+    from ._dataset import Dataset, Group, Variable
 
 __all__ = ["from_xarray", "to_xarray"]
 
 
-def _variable_from_xarray(name: str, var: xarray.Variable) -> Variable:
+def _variable_from_xarray(
+    name: str, var: xarray.Variable, variable_cls: type[Variable]
+) -> Variable:
     data: Any = var.data
     if not isinstance(data, numpy.ndarray | da.Array):
         # Index coordinates and other duck arrays: their numpy values.
@@ -29,37 +30,48 @@ def _variable_from_xarray(name: str, var: xarray.Variable) -> Variable:
     attr_fill = attrs.pop("_FillValue", None)
     if fill_value is None:
         fill_value = attr_fill
-    return Variable._new(str(name), data, tuple(str(d) for d in var.dims), attrs, fill_value)
+    return variable_cls._new(str(name), data, tuple(str(d) for d in var.dims), attrs, fill_value)
 
 
 def _attrs(attrs: Mapping[Any, Any]) -> dict[str, Any]:
     return {str(key): value for key, value in attrs.items()}
 
 
-def _variables_from_xarray(ds: xarray.Dataset) -> dict[str, Variable]:
-    return {str(key): _variable_from_xarray(str(key), var) for key, var in ds.variables.items()}
+def _variables_from_xarray(ds: xarray.Dataset, variable_cls: type[Variable]) -> dict[str, Variable]:
+    return {
+        str(key): _variable_from_xarray(str(key), var, variable_cls)
+        for key, var in ds.variables.items()
+    }
 
 
-def from_xarray[D: Dataset](cls: type[D], obj: xarray.Dataset | xarray.DataTree) -> D:
-    """Build ``cls`` (a Dataset type) from an xarray Dataset or DataTree."""
+def from_xarray[D: Dataset](
+    cls: type[D],
+    obj: xarray.Dataset | xarray.DataTree,
+    group_cls: type[Group],
+    variable_cls: type[Variable],
+) -> D:
+    """Build ``cls`` (a Dataset type) from an xarray Dataset or DataTree.
+
+    The classes are given by the caller (this module never imports the data model).
+    """
     import xarray
 
     if isinstance(obj, xarray.Dataset):
-        return cls._new("/", _variables_from_xarray(obj), {}, _attrs(obj.attrs))
+        return cls._new("/", _variables_from_xarray(obj, variable_cls), {}, _attrs(obj.attrs))
     if not isinstance(obj, xarray.DataTree):
         raise InvalidInputError(
             f"expected an xarray.Dataset or xarray.DataTree, got {type(obj).__name__}"
         )
-    return cls._new("/", *_tree_parts(obj))
+    return cls._new("/", *_tree_parts(obj, group_cls, variable_cls))
 
 
 def _tree_parts(
-    node: xarray.DataTree,
+    node: xarray.DataTree, group_cls: type[Group], variable_cls: type[Variable]
 ) -> tuple[dict[str, Variable], dict[str, Group], dict[str, Any]]:
-    variables = _variables_from_xarray(node.to_dataset(inherit=False))
+    variables = _variables_from_xarray(node.to_dataset(inherit=False), variable_cls)
     groups: dict[str, Group] = {}
     for name, child in node.children.items():
-        groups[str(name)] = Group._new(str(name), *_tree_parts(child))
+        groups[str(name)] = group_cls._new(str(name), *_tree_parts(child, group_cls, variable_cls))
     return variables, groups, _attrs(node.attrs)
 
 

@@ -16,7 +16,6 @@ larger ``dask.compute`` together with the pipeline producing the data.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,68 +24,13 @@ from dask.base import tokenize
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
-from ..catalog import Catalog
 from ..catalog._transaction import Transaction
 from ..io._reader import ReadSource
-from ..io._writer import PartitionPlan, WriteContext, commit_task, immutable_task, merge_write_task
-from ..merge import AxisRange, MergeStrategy
+from ..io._writer import InsertPlan, WriteContext, commit_task, immutable_task, merge_write_task
+from ..merge import MergeStrategy
 from ._dask import DataNode, List, Task, TaskRef
 
-__all__ = ["InsertPlan", "build_insert_graph", "plan_partitions"]
-
-
-@dataclasses.dataclass(frozen=True)
-class InsertPlan:
-    """Everything the graph needs, computed on the client.
-
-    Attributes
-    ----------
-    keys : numpy.ndarray
-        ``(n, k)`` keys of the destination partitions, in key order.
-    partitions : list of PartitionPlan
-        One per destination partition.
-    rows : list of numpy.ndarray
-        Global row positions of each destination partition, in input order.
-    """
-
-    keys: numpy.ndarray
-    partitions: list[PartitionPlan]
-    rows: list[numpy.ndarray]
-
-
-def plan_partitions(
-    keys: numpy.ndarray,
-    rows: list[numpy.ndarray],
-    axis_values: numpy.ndarray,
-    base: Catalog,
-    strategy: MergeStrategy,
-    encode: Any,
-) -> InsertPlan:
-    """Join the input's partitions with the catalog and ask the strategy what each needs."""
-    pos = base.find(keys)
-    plans = []
-    for j, key in enumerate(keys):
-        values = axis_values[rows[j]]
-        inserted = AxisRange.from_array(values)
-        existing = stored = None
-        read = append = False
-        if pos[j] >= 0:
-            i = int(pos[j])
-            stored = AxisRange(base.axis_min[i], base.axis_max[i], int(base.rows[i]))
-            existing = (base.paths[i], int(base.rows[i]), True)
-            read = strategy.needs_existing(stored, inserted)
-            append = stored.count > 0 and strategy.appends(stored, inserted)
-        plans.append(
-            PartitionPlan(
-                key=tuple(int(x) for x in key),
-                canonical=encode(tuple(int(x) for x in key)),
-                existing=existing,
-                stored=stored,
-                read_existing=read,
-                append=append,
-            )
-        )
-    return InsertPlan(keys=keys, partitions=plans, rows=rows)
+__all__ = ["build_insert_graph"]
 
 
 def _slices(rows: numpy.ndarray) -> Any:
@@ -158,13 +102,3 @@ def build_insert_graph(
     layer[commit_key] = Task(commit_key, commit_task, ctx_node, plan.keys, results, imm_ref)
     graph = HighLevelGraph.from_collections(commit_name, layer, dependencies=dependencies)
     return Delayed(commit_key, graph, layer=commit_name)
-
-
-def partition_rows(inverse: numpy.ndarray, n: int) -> list[numpy.ndarray]:
-    """Row positions of each partition (input order kept inside each)."""
-    order = numpy.argsort(inverse, kind="stable")
-    bounds = numpy.cumsum(numpy.bincount(inverse, minlength=n))[:-1]
-    return list(numpy.split(order, bounds))
-
-
-__all__ += ["partition_rows"]

@@ -29,6 +29,7 @@ from ._integrity import RECORD_ATTR, CheckedStore, ChunkRecord, corrupted, recor
 from ._reader import Part, ReadSource, read_partition
 
 __all__ = [
+    "InsertPlan",
     "PartitionPlan",
     "WriteContext",
     "commit_task",
@@ -85,6 +86,25 @@ class PartitionPlan:
     stored: AxisRange | None
     read_existing: bool
     append: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InsertPlan:
+    """Everything the graph needs, computed on the client.
+
+    Attributes
+    ----------
+    keys : numpy.ndarray
+        ``(n, k)`` keys of the destination partitions, in key order.
+    partitions : list of PartitionPlan
+        One per destination partition.
+    rows : list of numpy.ndarray
+        Global row positions of each destination partition, in input order.
+    """
+
+    keys: numpy.ndarray
+    partitions: list[PartitionPlan]
+    rows: list[numpy.ndarray]
 
 
 def _gather_rows(

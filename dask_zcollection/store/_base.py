@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 
 from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
-from zarr.storage import StorePath
 
 from ..errors import StorageError
 
@@ -45,8 +44,6 @@ class StoreSpec(abc.ABC):
     zarr store) and :meth:`put_if_absent` (the atomic create used to commit).
     """
 
-    #: URL schemes handled by the adapter (``"file"``, ``"memory"``...).
-    schemes: ClassVar[tuple[str, ...]] = ()
     #: Whether concurrent commits from several processes are safe.
     multiprocess_safe: ClassVar[bool] = True
     #: Whether the backend has transactions of its own (Icechunk): a write
@@ -76,10 +73,6 @@ class StoreSpec(abc.ABC):
                 if store is None:
                     store = _LIVE[key] = self._open_store()
         return store
-
-    def path(self, key: str = "") -> StorePath:
-        """A zarr ``StorePath`` at ``key`` below the root."""
-        return StorePath(self.zarr_store(), key)
 
     # -- transactions (no-ops unless :attr:`transactional`) -----------------------------
     def for_writing(self) -> StoreSpec:

@@ -21,7 +21,7 @@ import dataclasses
 import errno
 import weakref
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 from zarr.abc.store import Store
 from zarr.storage import FsspecStore as _ZarrFsspecStore
@@ -66,7 +66,6 @@ class FsspecStore(StoreSpec):
 
     location: str
     options: Frozen = ()
-    schemes: ClassVar[tuple[str, ...]] = SCHEMES
 
     def __post_init__(self) -> None:
         scheme = self.location.partition("://")[0].lower()

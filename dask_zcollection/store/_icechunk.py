@@ -102,6 +102,9 @@ def _blob_meta(n: int) -> bytes:
     return json.dumps(doc).encode()
 
 
+_GROUP = json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}).encode()
+
+
 class _BoundedStore(WrapperStore[Any]):
     """A writable session's store with its operations serialised per event loop.
 
@@ -185,7 +188,6 @@ class IcechunkStore(StoreSpec):
     writer: str | None = None
     fork: bytes | None = dataclasses.field(default=None, repr=False)
     base: str | None = None
-    schemes: ClassVar[tuple[str, ...]] = SCHEMES
     multiprocess_safe: ClassVar[bool] = False
     transactional: ClassVar[bool] = True
 
@@ -357,8 +359,10 @@ class IcechunkStore(StoreSpec):
         if session is None or not session.has_uncommitted_changes:
             return
         try:
-            with self._commit_lock():
-                await asyncio.to_thread(session.commit, message)
+            # The commit lock is taken in the worker thread, never on the event
+            # loop: a publish waiting for it would block the loop, and with it
+            # the publish that holds it (two writers of one process deadlocked).
+            await asyncio.to_thread(self._commit, session, message)
         except icechunk.ConflictError as err:
             raise ConflictError(
                 f"another writer committed to branch {self.branch!r} of {self.url} first; retry"
@@ -423,6 +427,11 @@ class IcechunkStore(StoreSpec):
         _SESSIONS[writer] = session
         return dataclasses.replace(self, writer=writer, fork=None, base=None)
 
+    def _commit(self, session: Any, message: str) -> None:
+        """Commit ``session`` under the commit lock (blocking: run in a thread)."""
+        with self._commit_lock():
+            session.commit(message)
+
     @contextlib.contextmanager
     def _commit_lock(self) -> Iterator[None]:
         # Icechunk on a local filesystem loses concurrent commits of several
@@ -462,19 +471,34 @@ class IcechunkStore(StoreSpec):
         except Exception as err:
             raise StorageError(f"cannot write {key!r} to {self.url}: {err}") from err
 
+    async def _create_parents(self, node: str) -> None:
+        """Create the missing groups above ``node``, the root group included.
+
+        Icechunk lists only the children of groups that exist (``list_dir("")``
+        is empty without a root ``zarr.json``), so, as Zarr does for the nodes
+        it creates, a blob is written with its parents.
+        """
+        parts = node.split("/")[:-1] if node else []
+        parents = [
+            "zarr.json",
+            *("/".join(parts[: i + 1]) + "/zarr.json" for i in range(len(parts))),
+        ]
+        found = await asyncio.gather(*(self.exists(p) for p in parents))
+        for parent, ok in zip(parents, found, strict=True):
+            if not ok:
+                await self._set(parent, _GROUP)
+
     async def put(self, key: str, data: bytes) -> None:
         if _is_zarr_key(key):
+            if key.count("/") == 1 and key.endswith("/zarr.json"):
+                # A node below the root needs the root group to be listed. Deeper
+                # nodes are written with their parents by the library and Zarr
+                # (creating them here would race with their own metadata).
+                await self._create_parents(key.removesuffix("/zarr.json"))
             await self._set(key, data)
             return
         await self.delete_prefix(key)
-        # Icechunk lists only the children of groups that exist: create the parents.
-        parts = key.split("/")[:-1]
-        parents = ["/".join(parts[: i + 1]) + "/zarr.json" for i in range(len(parts))]
-        found = await asyncio.gather(*(self.zarr_store().exists(p) for p in parents))
-        group = json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}).encode()
-        for parent, ok in zip(parents, found, strict=True):
-            if not ok:
-                await self._set(parent, group)
+        await self._create_parents(key)
         await self._set(f"{key}/zarr.json", _blob_meta(len(data)))
         if data:
             await self._set(f"{key}/c/0", data)
@@ -482,10 +506,14 @@ class IcechunkStore(StoreSpec):
     async def put_many(
         self, items: Mapping[str, bytes], *, last: Mapping[str, bytes] | None = None
     ) -> None:
-        # Icechunk takes a chunk only for an existing array: metadata first.
-        meta = {k: v for k, v in items.items() if k.endswith("zarr.json")}
+        # Icechunk takes a chunk only for an existing array: metadata first, the
+        # root group before the others (which would otherwise create an empty one).
+        if "zarr.json" in items:
+            await self.put("zarr.json", items["zarr.json"])
+        meta = {k: v for k, v in items.items() if k.endswith("zarr.json") and k != "zarr.json"}
         await asyncio.gather(*(self.put(k, v) for k, v in meta.items()))
-        await asyncio.gather(*(self.put(k, v) for k, v in items.items() if k not in meta))
+        rest = {k: v for k, v in items.items() if k not in meta and k != "zarr.json"}
+        await asyncio.gather(*(self.put(k, v) for k, v in rest.items()))
         if last:
             await asyncio.gather(*(self.put(k, v) for k, v in last.items()))
 
@@ -498,14 +526,72 @@ class IcechunkStore(StoreSpec):
 
     async def exists(self, key: str) -> bool:
         probe = key if _is_zarr_key(key) else f"{key}/zarr.json"
-        return await self.zarr_store().exists(probe)
+        with self._errors("check", key):
+            return await self.zarr_store().exists(probe)
 
     async def delete(self, key: str) -> None:
         if _is_zarr_key(key):
-            with contextlib.suppress(FileNotFoundError, KeyError):
+            with self._errors("delete", key), contextlib.suppress(FileNotFoundError, KeyError):
                 await self.zarr_store().delete(key)
         else:
             await self.delete_prefix(key)
+
+    async def delete_prefix(self, prefix: str) -> None:
+        with self._errors("delete", prefix):
+            await super().delete_prefix(prefix)
+
+    async def list_dir(self, prefix: str) -> list[str]:
+        with self._errors("list", prefix):
+            return await super().list_dir(prefix)
+
+    async def list_prefix(self, prefix: str) -> list[str]:
+        import icechunk
+
+        path = prefix.strip("/")
+        with self._errors("list", prefix):
+            try:
+                return await super().list_prefix(path)
+            except icechunk.InvalidInputError:
+                # Icechunk lists only below a node (a group or an array).
+                return await self._list_below_no_node(path)
+
+    async def _list_below_no_node(self, path: str) -> list[str]:
+        """Keys below ``path``, a path that is no node.
+
+        Below the nearest node above it: inside an array, its keys under
+        ``path`` (chunks); inside a group, nothing, as nodes are written with
+        their parent groups (:meth:`_create_parents`, and Zarr). A node written
+        below a missing group is not listed (Icechunk's ``list_dir`` does not
+        show it either), rather than list the whole repository for every
+        missing prefix.
+        """
+        parts = path.split("/")
+        for i in range(len(parts) - 1, 0, -1):
+            node = "/".join(parts[:i])
+            meta = await self._get(f"{node}/zarr.json")
+            if meta is None:
+                continue
+            try:
+                node_type = json.loads(meta).get("node_type")
+            except (ValueError, AttributeError):
+                node_type = None
+            if node_type != "array":
+                return []
+            keys = await super().list_prefix(node)
+            return [k for k in keys if k.startswith(f"{path}/")]
+        return []
+
+    @contextlib.contextmanager
+    def _errors(self, action: str, key: str) -> Iterator[None]:
+        """Icechunk's errors as :class:`StorageError` naming ``key``."""
+        import icechunk
+
+        try:
+            yield
+        except (icechunk.IcechunkError, OSError) as err:
+            if isinstance(err, StorageError):
+                raise
+            raise StorageError(f"cannot {action} {key!r} in {self.url}: {err}") from err
 
     async def clear(self) -> None:
         names = await self.list_dir("")

@@ -7,7 +7,7 @@ import dataclasses
 import os
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 from zarr.abc.store import Store
 from zarr.storage import LocalStore as _ZarrLocalStore
@@ -84,7 +84,6 @@ class LocalStore(StoreSpec):
     """
 
     root: str
-    schemes: ClassVar[tuple[str, ...]] = ("file", "")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", os.path.abspath(os.path.expanduser(self.root)))

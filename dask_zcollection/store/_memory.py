@@ -34,7 +34,6 @@ class MemoryStore(StoreSpec):
     """
 
     name: str
-    schemes: ClassVar[tuple[str, ...]] = ("memory",)
     multiprocess_safe: ClassVar[bool] = False
 
     @property

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 from zarr.abc.store import Store
 from zarr.core.buffer import Buffer
@@ -203,7 +203,6 @@ class ObjectStore(StoreSpec):
     location: str
     options: Frozen = ()
     prebuilt: Any = dataclasses.field(default=None, compare=False, hash=False)
-    schemes: ClassVar[tuple[str, ...]] = SCHEMES
 
     @classmethod
     def from_url(cls, url: str, storage_options: Mapping[str, Any] | None = None) -> ObjectStore:

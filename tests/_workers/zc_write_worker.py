@@ -109,14 +109,14 @@ def run_op(url: str, op: Mapping[str, Any], options: Mapping[str, Any] | None = 
             from dask_zcollection.merge import resolve
 
             prepared = prepare_insert(data, col.schema, col.axis)
-            _write_then_die(col.aio._plan_insert(prepared, resolve(op.get("merge"))))
+            _write_then_die(col.aio.planner.insert(prepared, resolve(op.get("merge"))))
         return col.insert(data, merge=op.get("merge"))
     if op["kind"] == "update":
         if die_at == "after_writes":
             from dask_zcollection._update import UpdateStrategy
 
             strategy = UpdateStrategy(negative_v, ("v",), col.schema)
-            _write_then_die(col.aio._plan_update(op["filters"], strategy))
+            _write_then_die(col.aio.planner.update(op["filters"], strategy))
         return col.update(negative_v, filters=op["filters"], variables=["v"])
     if op["kind"] == "drop":
         return col.drop_partitions(op["filters"])
@@ -168,8 +168,7 @@ def _write_then_die(plan: Any) -> None:
 
     planned = sync(plan)
     assert planned is not None
-    delayed, _ = planned
-    graph = dict(delayed.__dask_graph__())
+    graph = dict(planned.graph.__dask_graph__())
     keys = [
         k
         for k in graph

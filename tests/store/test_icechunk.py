@@ -7,10 +7,13 @@ fixture; this module checks what only Icechunk has.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import pickle
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from conftest import Factory, assert_arrays_identical
 from s3_server import S3Server
 
 import dask_zcollection as zc
+from dask_zcollection._sync import sync
 from dask_zcollection.store import IcechunkStore, StoreSpec, resolve_store
 from dask_zcollection.testing import StoreTests
 
@@ -45,16 +49,6 @@ class TestIcechunkStore(StoreTests):
     @pytest.fixture
     def other(self, tmp_path: Path) -> StoreSpec:
         return resolve_store(f"icechunk://{tmp_path}/other")
-
-    # Not a difference of the backend: the adapter lets Icechunk's error through.
-    @pytest.mark.xfail(
-        raises=icechunk.IcechunkError,
-        strict=True,
-        reason="IcechunkStore.list_prefix of a prefix that is no group or array raises "
-        "icechunk.InvalidInputError instead of returning []",
-    )
-    def test_list_prefix_of_nothing(self, store: StoreSpec) -> None:
-        super().test_list_prefix_of_nothing(store)
 
 
 @pytest.mark.s3
@@ -240,3 +234,191 @@ def test_icechunk_on_s3(s3: S3Server, factory: Factory) -> None:
     assert_arrays_identical(got["ssh"].values, data["ssh"][keep], "ssh")
     old = zc.open_collection(url, storage_options=options)
     assert old.partitions() == [f"year=2024/month={m:02d}" for m in (1, 2, 3)]
+
+
+# -- regressions ---------------------------------------------------------------------------
+def _run_with_timeout(coro: Any, timeout: float = 30) -> Any:
+    """Run ``coro`` on a private event loop in a daemon thread; fail if it hangs.
+
+    A deadlocked loop stays stuck in its own thread instead of hanging the test
+    session (and the library's shared loop stays usable).
+    """
+    result: list[Any] = []
+
+    def main() -> None:
+        try:
+            result.append(asyncio.run(coro))
+        except BaseException as err:  # handed to the test thread
+            result.append(err)
+
+    thread = threading.Thread(target=main, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"hung for {timeout} s (deadlock)"
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0]
+
+
+def test_concurrent_publishes_on_one_loop_do_not_deadlock(tmp_path: Path) -> None:
+    """Two sessions of one process publishing at once on one event loop.
+
+    The commit lock was taken on the loop thread: the second publish blocked the
+    loop, so the first could never finish its commit and release the lock.
+    """
+    store = resolve_store(f"icechunk://{tmp_path}/repo")
+    assert isinstance(store, IcechunkStore)
+    store.repository(create=True)
+
+    async def race() -> list[BaseException | None]:
+        a, b = store.for_writing(), store.for_writing()
+        await a.put("zarr.json", b'{"zarr_format": 3, "node_type": "group", "attributes": {}}')
+        await a.put("k/a", b"from a")
+        await b.put("k/b", b"from b")
+        return await asyncio.gather(a.publish("a"), b.publish("b"), return_exceptions=True)
+
+    outcome = _run_with_timeout(race())
+    # Both started from the same snapshot: Icechunk lets exactly one commit land.
+    losers = [e for e in outcome if e is not None]
+    assert len(losers) == 1 and isinstance(losers[0], zc.errors.ConflictError), outcome
+    won, lost = ("a", "b") if outcome[0] is None else ("b", "a")
+    tip = sync(store.pinned())
+    assert sync(tip.get(f"k/{won}")) == f"from {won}".encode()
+    assert sync(tip.get(f"k/{lost}")) is None
+
+    async def retry() -> None:  # what the write path does on ConflictError
+        writer = store.for_writing()
+        await writer.put(f"k/{lost}", f"from {lost}".encode())
+        await writer.publish(lost)
+
+    _run_with_timeout(retry())
+    tip = sync(store.pinned())
+    assert sync(tip.get("k/a")) == b"from a"
+    assert sync(tip.get("k/b")) == b"from b"
+    messages = [s.message for s in _repo(tmp_path / "repo").ancestry(branch="main")]
+    assert messages == [lost, won, "Repository initialized"]
+
+
+def test_threads_inserting_at_once_in_one_process(tmp_path: Path, factory: Factory) -> None:
+    """Two threads of one process insert other partitions: both land, nothing hangs.
+
+    Run in a child process, so that a deadlock of the library's event loop fails
+    this test (by the timeout) instead of hanging every later one.
+    """
+    url = f"icechunk://{tmp_path}/repo"
+    factory.create(url, immutable=False, nested=False)
+    script = textwrap.dedent(
+        f"""
+        import threading, numpy, dask_zcollection as zc
+
+        def insert(month):
+            t = numpy.array([f"2024-{{month:02d}}-{{d:02d}}" for d in (1, 2, 3)], "M8[ns]")
+            data = {{"time": t, "ssh": numpy.full((3, 3), month, "float32"),
+                     "quality": numpy.full(3, month, "uint8")}}
+            zc.open_collection({url!r}, mode="rw").insert(data, retries=20)
+
+        threads = [threading.Thread(target=insert, args=(m,)) for m in (1, 2, 3, 4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], stderr=subprocess.PIPE, timeout=90, check=False
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    col = zc.open_collection(url)
+    assert col.partitions() == [f"year=2024/month={m:02d}" for m in (1, 2, 3, 4)]
+    ds = col.query()
+    assert ds is not None
+    assert numpy.array_equal(ds["ssh"].values[:, 0], numpy.repeat([1, 2, 3, 4], 3))
+    assert numpy.array_equal(ds["quality"].values, numpy.repeat([1, 2, 3, 4], 3))
+    history = list(_repo(tmp_path / "repo").ancestry(branch="main"))
+    assert sum(s.message.startswith("dask_zcollection write") for s in history) == 4
+
+
+_GROUP = b'{"zarr_format": 3, "node_type": "group", "attributes": {}}'
+
+
+def test_missing_keys_and_prefixes_are_empty_not_errors(tmp_path: Path) -> None:
+    """Icechunk lists only below a node: a missing prefix is listed as ``[]``.
+
+    Its own errors never leak: a key it refuses is a ``StorageError`` naming it.
+    """
+    store = resolve_store(f"icechunk://{tmp_path}/repo")
+    writer = store.for_writing()
+    sync(writer.put("a/b", b"xyz"))
+    sync(writer.put("a/e/f", b"1"))
+    for spec in (writer, sync(_published(writer))):
+        assert sync(spec.list_prefix("nothing/here")) == []
+        assert sync(spec.list_prefix("_locks")) == []
+        assert sync(spec.list_prefix("a/b/x")) == []  # below a blob (an array)
+        assert sync(spec.list_prefix("a/b/c")) == ["a/b/c/0"]  # the blob's chunk
+        assert sync(spec.list_prefix("a/e/")) == ["a/e/zarr.json", "a/e/f/zarr.json", "a/e/f/c/0"]
+        assert sync(spec.list_dir("nothing/here")) == []
+        assert sync(spec.get("nothing/here")) is None
+        assert sync(spec.get("nothing/zarr.json")) is None
+        assert sync(spec.exists("nothing/here")) is False
+        for call in (spec.exists, spec.get):
+            with pytest.raises(zc.errors.StorageError, match="'a/b/c/0/'") as info:
+                sync(call("a/b/c/0/"))
+            assert isinstance(info.value.__cause__, icechunk.IcechunkError)
+    writer = store.for_writing()
+    sync(writer.delete_prefix("nothing/here"))
+    sync(writer.delete("nothing/here"))
+    sync(writer.delete("nothing/zarr.json"))
+    with pytest.raises(zc.errors.StorageError, match="'a/b/c/0/'") as info:
+        sync(writer.delete("a/b/c/0/"))
+    assert isinstance(info.value.__cause__, icechunk.IcechunkError)
+    assert sync(writer.get("a/b")) == b"xyz"  # nothing was deleted
+    assert sync(writer.get("a/e/f")) == b"1"
+
+
+async def _published(writer: StoreSpec) -> StoreSpec:
+    await writer.publish("test")
+    return await writer.pinned()
+
+
+@pytest.mark.parametrize(
+    ("first", "data", "top"),
+    [("blob", b"x", "blob"), ("a/b/blob", b"x", "a"), ("g/zarr.json", _GROUP, "g")],
+    ids=["blob", "nested-blob", "group"],
+)
+def test_the_root_is_listed_whatever_is_written_first(
+    tmp_path: Path, first: str, data: bytes, top: str
+) -> None:
+    """``put`` creates the root group with the parents: ``list_dir("")`` sees the object."""
+    store = resolve_store(f"icechunk://{tmp_path}/repo")
+    assert sync(store.is_empty())
+    writer = store.for_writing()
+    sync(writer.put(first, data))
+    assert sorted(sync(writer.list_dir(""))) == [top, "zarr.json"]
+    assert sync(writer.is_empty()) is False
+    sync(writer.publish("first"))
+    assert sync(store.is_empty()) is False
+    assert sorted(sync(store.list_dir(""))) == [top, "zarr.json"]
+    assert sync(store.get(first)) == data
+    root = json.loads(sync(store.get("zarr.json")) or b"null")
+    assert root == {"zarr_format": 3, "node_type": "group", "attributes": {}}
+    # Emptied again, the repository is empty.
+    writer = store.for_writing()
+    sync(writer.clear())
+    sync(writer.publish("clear"))
+    assert sync(store.is_empty()) is True
+
+
+def test_put_many_keeps_the_root_group_it_writes(tmp_path: Path) -> None:
+    """A root ``zarr.json`` among the items is kept, and lists the top-level nodes.
+
+    It is written before the nodes below it, which would otherwise create an
+    empty root group (a race the gate's scheduling happens to hide today).
+    """
+    store = resolve_store(f"icechunk://{tmp_path}/repo")
+    writer = store.for_writing()
+    root = json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {"a": 1}}).encode()
+    items = {"g/zarr.json": _GROUP, "h/zarr.json": _GROUP, "zarr.json": root, "blob": b"1"}
+    sync(writer.put_many(items))
+    assert sync(writer.get("zarr.json")) == root
+    assert sorted(sync(writer.list_dir(""))) == ["blob", "g", "h", "zarr.json"]
+    assert sync(writer.get("blob")) == b"1"
