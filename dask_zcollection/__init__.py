@@ -21,6 +21,7 @@ from .errors import (
     StorageError,
     ZCollectionError,
 )
+from .io import VerifyReport
 from .merge import upsert_within
 from .schema import Codecs, Dimension, Schema
 
@@ -46,6 +47,7 @@ __all__ = [
     "SchemaError",
     "StorageError",
     "Variable",
+    "VerifyReport",
     "ZCollectionError",
     "__version__",
     "aio",

@@ -12,6 +12,7 @@ from ._sync import sync
 from .catalog import Catalog
 from .collection import LazyCollection
 from .data import Dataset
+from .io import VerifyReport
 from .merge import MergeLike
 from .partitioning import Partitioning
 from .partitioning._filter import FilterLike
@@ -133,6 +134,34 @@ class Collection:
         paths deleted.
         """
         return sync(self.aio.vacuum(older_than=older_than))
+
+    def verify(self, filters: FilterLike = None) -> VerifyReport:
+        """Read every chunk of the selected partitions and report damage.
+
+        Each chunk is checked against its crc32c checksum and the record of
+        the chunks written (see ``docs/format.md``): bit flips, truncations,
+        swapped and missing chunks are listed in ``report.damaged`` by store
+        key. Partitions written without checksums (the reference format) are
+        listed in ``report.unverifiable``. Memory holds a few chunks at a time.
+
+        Parameters
+        ----------
+        filters : str, mapping or None
+            Filter on partition keys (all partitions and the immutable group
+            by default).
+
+        Returns
+        -------
+        VerifyReport
+            ``report.ok`` is true when nothing is damaged.
+
+        Examples
+        --------
+        >>> report = collection.verify()  # doctest: +SKIP
+        >>> report.ok, report.damaged  # doctest: +SKIP
+        (True, ())
+        """
+        return sync(self.aio.verify(filters))
 
     def repair(self, *, force: bool = False, dry_run: bool = False) -> RepairReport:
         """Make the catalog and the tree agree, never dropping data that can be read.

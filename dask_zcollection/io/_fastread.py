@@ -6,6 +6,11 @@ chunk that lies wholly inside the requested rows is decompressed directly into
 its place in the result: no intermediate array, no copy on the event loop
 thread. (De)compression runs on a small thread pool (zstd, blosc and zlib
 release the GIL). Anything else goes through zarr's own pipeline.
+
+Both paths check what they read (``_integrity``): the crc32c trailer of a
+chain that ends with one, and the array's record of written chunks. A chunk
+that fails either, or that its codec cannot decode, raises
+:class:`~dask_zcollection.errors.CorruptedDataError` naming its key.
 """
 
 from __future__ import annotations
@@ -16,14 +21,25 @@ import json
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
+import google_crc32c
 import numcodecs
 import numpy
 from zarr.core.array import AsyncArray
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.indexing import BasicIndexer
 from zarr.storage import StorePath
+
+from ..errors import CorruptedDataError
+from ._integrity import (
+    _DIGEST_RETRIES,
+    CheckedStore,
+    ChunkRecord,
+    corrupted,
+    reread_record,
+    split_trailer,
+)
 
 __all__ = ["ArrayHandle", "encode_chunks", "simple_layout"]
 
@@ -60,8 +76,15 @@ def _compressor(codec: dict[str, Any]) -> Any:
     raise NotImplementedError(name)
 
 
-def simple_layout(doc: dict[str, Any], dtype: numpy.dtype[Any]) -> Any:
-    """The numcodecs compressor of a simple array layout (see module doc), else ``None``."""
+class Layout(NamedTuple):
+    """A simple layout's compressor, and whether its chunks end with a crc32c trailer."""
+
+    compressor: Any
+    crc: bool
+
+
+def simple_layout(doc: dict[str, Any], dtype: numpy.dtype[Any]) -> Layout | None:
+    """The codecs of a simple array layout (see module doc), else ``None``."""
     grid = doc.get("chunk_grid") or {}
     if grid.get("name") != "regular" or doc.get("zarr_format") != 3:
         return None
@@ -78,19 +101,22 @@ def simple_layout(doc: dict[str, Any], dtype: numpy.dtype[Any]) -> Any:
     if dtype.kind not in "biufcmM" or dtype.hasobject:
         return None
     codecs = doc.get("codecs") or []
+    crc = bool(codecs) and codecs[-1].get("name") == "crc32c"
+    if crc:
+        codecs = codecs[:-1]
     if len(codecs) != 2 or codecs[0].get("name") != "bytes":
         return None
     endian = (codecs[0].get("configuration") or {}).get("endian", "little")
     if dtype.itemsize > 1 and endian != sys.byteorder:
         return None
     try:
-        return _compressor(codecs[1])
+        return Layout(_compressor(codecs[1]), crc)
     except NotImplementedError:
         return None
 
 
 @functools.lru_cache(maxsize=256)
-def _cached_layout(text: str, dtype: str) -> Any:
+def _cached_layout(text: str, dtype: str) -> Layout | None:
     return simple_layout(json.loads(text), numpy.dtype(dtype))
 
 
@@ -105,11 +131,13 @@ class ArrayHandle:
         "_array",
         "chunk_rows",
         "compressor",
+        "crc",
         "doc",
         "dtype",
         "fill",
         "key",
         "ndim",
+        "record",
         "shape",
         "store",
     )
@@ -121,34 +149,48 @@ class ArrayHandle:
         self.shape: tuple[int, ...] = tuple(doc.get("shape") or ())
         self.ndim = len(self.shape)
         self.compressor: Any = None
+        self.crc = False
         self.chunk_rows = 0
+        #: The record of written chunks (``None``: an array written without one).
+        self.record = ChunkRecord.of(doc)
         if self.ndim:
             layout = {
                 k: doc.get(k) for k in ("chunk_grid", "chunk_key_encoding", "codecs", "zarr_format")
             }
             layout["shape"] = [0, *self.shape[1:]]
-            self.compressor = _cached_layout(json.dumps(layout, sort_keys=True), dtype.str)
-            if self.compressor is not None:
+            simple = _cached_layout(json.dumps(layout, sort_keys=True), dtype.str)
+            if simple is not None:
+                self.compressor, self.crc = simple
                 self.chunk_rows = int(doc["chunk_grid"]["configuration"]["chunk_shape"][0])
         self._array: AsyncArray[Any] | None = None
 
     def zarr_array(self) -> AsyncArray[Any]:
-        """The zarr array (built on first use)."""
+        """The zarr array (built on first use), reading through a :class:`CheckedStore`."""
         if self._array is None:
-            self._array = AsyncArray(self.doc, StorePath(self.store, self.key))  # type: ignore[call-overload]
+            checked = CheckedStore(self.store, self.key, self.doc, self.record)
+            self._array = AsyncArray(self.doc, StorePath(checked, self.key))  # type: ignore[call-overload]
         return self._array
 
     async def read(self, start: int = 0, stop: int | None = None) -> numpy.ndarray:
         """Rows ``start:stop`` as a new array (the whole value of a 0-d array)."""
         if not self.ndim:
-            return numpy.asarray(await self.zarr_array().getitem(()))
+            try:
+                return numpy.asarray(await self.zarr_array().getitem(()))
+            except (ValueError, RuntimeError) as err:
+                raise corrupted(self.key, f"cannot decode array {self.key!r}: {err}") from err
         stop = self.shape[0] if stop is None else min(stop, self.shape[0])
         out = numpy.empty((max(0, stop - start), *self.shape[1:]), dtype=self.dtype)
         await self.read_into(start, stop, out)
         return out
 
     async def read_into(self, start: int, stop: int, out: numpy.ndarray) -> None:
-        """Decode rows ``start:stop`` into ``out`` (C-contiguous for the fast path)."""
+        """Decode rows ``start:stop`` into ``out`` (C-contiguous for the fast path).
+
+        Raises
+        ------
+        CorruptedDataError
+            When a chunk is damaged, swapped or missing (see ``_integrity``).
+        """
         if stop <= start:
             return
         if self.compressor is None or not out.flags.c_contiguous:
@@ -156,9 +198,14 @@ class ArrayHandle:
             prototype = default_buffer_prototype()
             selection = (slice(start, stop),) + (slice(None),) * (self.ndim - 1)
             indexer = BasicIndexer(selection, arr.shape, arr._chunk_grid)
-            await arr._get_selection(
-                indexer, prototype=prototype, out=prototype.nd_buffer.from_numpy_array(out)
-            )
+            try:
+                await arr._get_selection(
+                    indexer, prototype=prototype, out=prototype.nd_buffer.from_numpy_array(out)
+                )
+            except (ValueError, RuntimeError) as err:  # a codec failed on damaged bytes
+                raise corrupted(
+                    self.key, f"cannot decode rows {start}:{stop} of array {self.key!r}: {err}"
+                ) from err
             return
         c = self.chunk_rows
         loop = asyncio.get_running_loop()
@@ -166,31 +213,97 @@ class ArrayHandle:
         sem = asyncio.Semaphore(_READ_CONCURRENCY)
         prototype = default_buffer_prototype()
         tail = "/0" * (self.ndim - 1)
+        coords_tail = (0,) * (self.ndim - 1)
 
         async def one(i: int) -> None:
             lo, hi = i * c, min((i + 1) * c, self.shape[0])
             a, b = max(lo, start), min(hi, stop)
             target = out[a - start : b - start]
-            async with sem:
-                raw = await self.store.get(f"{self.key}/c/{i}{tail}", prototype=prototype)
-            if raw is None:  # zarr semantics: a missing chunk holds the fill value
-                target[...] = self.fill if self.fill is not None else 0
-                return
-            await loop.run_in_executor(
-                pool, self._decode, raw.as_numpy_array(), target, a - lo, b - lo
+            key = f"{self.key}/c/{i}{tail}"
+            for attempt in range(_DIGEST_RETRIES + 1):
+                async with sem:
+                    raw = await self.store.get(key, prototype=prototype)
+                entry = None if self.record is None else self.record.entry((i, *coords_tail))
+                if raw is None:  # zarr semantics: a missing chunk holds the fill value
+                    if entry is not None:
+                        raise corrupted(
+                            key, f"chunk {key!r} is missing (the record says it was written)"
+                        )
+                    target[...] = self.fill if self.fill is not None else 0
+                    return
+                if await loop.run_in_executor(
+                    pool, self._decode, raw.as_numpy_array(), target, a - lo, b - lo, key, entry
+                ):
+                    return
+                if attempt < _DIGEST_RETRIES:
+                    # An in-place append may have rewritten the chunk since the
+                    # record was read: read both again.
+                    await asyncio.sleep(0.02 * (attempt + 1))
+                    self.record = await reread_record(self.store, self.key) or self.record
+            raise corrupted(
+                key, f"chunk {key!r} is not the chunk written at this index (swapped or replaced)"
             )
 
         await asyncio.gather(*(one(i) for i in range(start // c, (stop - 1) // c + 1)))
 
-    def _decode(self, data: numpy.ndarray, target: numpy.ndarray, a: int, b: int) -> None:
+    async def check(self, stop: int) -> tuple[int, list[tuple[str, str]]]:
+        """Read rows ``[0, stop)`` chunk by chunk (one row of chunks at a time).
+
+        Returns
+        -------
+        tuple
+            The number of chunk rows read, and the damaged ones as ``(key, reason)``.
+        """
+        if not self.ndim:
+            try:
+                await self.read()
+            except CorruptedDataError as err:
+                return 1, [(getattr(err, "key", self.key), str(err))]
+            return 1, []
+        grid = self.doc["chunk_grid"]["configuration"]["chunk_shape"]
+        step = self.chunk_rows or int(grid[0])
+        damaged: list[tuple[str, str]] = []
+        sem = asyncio.Semaphore(4)  # a few chunks in memory at a time
+
+        async def one(i: int) -> None:
+            lo, hi = i * step, min((i + 1) * step, stop)
+            out = numpy.empty((hi - lo, *self.shape[1:]), dtype=self.dtype)
+            async with sem:
+                try:
+                    await self.read_into(lo, hi, out)
+                except CorruptedDataError as err:
+                    damaged.append((getattr(err, "key", self.key), str(err)))
+
+        count = -(-stop // step) if step else 0
+        await asyncio.gather(*(one(i) for i in range(count)))
+        return count, sorted(damaged)
+
+    def _decode(
+        self,
+        data: numpy.ndarray,
+        target: numpy.ndarray,
+        a: int,
+        b: int,
+        key: str,
+        entry: int | bool | None,
+    ) -> bool:
+        """Decode rows ``a:b`` of one chunk into ``target``; ``False``: not the recorded chunk."""
+        if self.crc:
+            data, digest = split_trailer(data, key)
+            if entry is not None and entry is not True and entry != digest:
+                return False
         full = self.chunk_rows
-        if a == 0 and b == full:
-            # The whole chunk lands in place: decompress straight into the result.
-            self.compressor.decode(data, out=target.view(numpy.uint8).reshape(-1))
-            return
-        chunk = numpy.empty((full, *self.shape[1:]), dtype=self.dtype)
-        self.compressor.decode(data, out=chunk.view(numpy.uint8).reshape(-1))
+        try:
+            if a == 0 and b == full:
+                # The whole chunk lands in place: decompress straight into the result.
+                self.compressor.decode(data, out=target.view(numpy.uint8).reshape(-1))
+                return True
+            chunk = numpy.empty((full, *self.shape[1:]), dtype=self.dtype)
+            self.compressor.decode(data, out=chunk.view(numpy.uint8).reshape(-1))
+        except (ValueError, RuntimeError) as err:
+            raise corrupted(key, f"cannot decode chunk {key!r}: {err}") from err
         target[...] = chunk[a:b]
+        return True
 
 
 async def encode_chunks(
@@ -201,9 +314,10 @@ async def encode_chunks(
     Edge chunks are padded with ``fill`` as zarr does; large arrays are
     compressed on the codec thread pool.
     """
-    compressor = simple_layout(doc, data.dtype)
-    if compressor is None:
+    layout = simple_layout(doc, data.dtype)
+    if layout is None:
         return None
+    compressor, crc = layout
     c = int(doc["chunk_grid"]["configuration"]["chunk_shape"][0])
     n = data.shape[0]
     tail = "/0" * (data.ndim - 1)
@@ -215,7 +329,11 @@ async def encode_chunks(
             padded[: len(block)] = block
             padded[len(block) :] = fill if fill is not None else 0
             block = padded
-        return f"c/{i}{tail}", bytes(compressor.encode(numpy.ascontiguousarray(block)))
+        encoded = compressor.encode(numpy.ascontiguousarray(block))
+        if crc:  # Zarr v3's crc32c codec: the checksum of the bytes, little-endian, after them
+            digest = google_crc32c.value(encoded).to_bytes(4, "little")
+            return f"c/{i}{tail}", bytes(encoded) + digest
+        return f"c/{i}{tail}", bytes(encoded)
 
     count = -(-n // c)
     if data.nbytes < (1 << 20):

@@ -17,10 +17,18 @@ from zarr.core.array import AsyncArray, init_array
 from zarr.core.buffer import default_buffer_prototype
 from zarr.storage import MemoryStore, StorePath
 
-from ..errors import PartitionNotFoundError, StorageError
+from ..errors import CorruptedDataError, PartitionNotFoundError, StorageError
 from ..schema import Schema, VariableSchema
 from ..store import StoreSpec
 from ._fastread import ArrayHandle, encode_chunks
+from ._integrity import (
+    CRC32C,
+    RECORD_ATTR,
+    CheckedStore,
+    ChunkRecord,
+    has_checksum,
+    record_of,
+)
 
 __all__ = ["PartitionIO", "group_json"]
 
@@ -41,11 +49,19 @@ def _buffer(data: bytes) -> Any:
 
 def _zarr_codec_args(var: VariableSchema) -> dict[str, Any]:
     codecs = var.codecs
+    compressors = [dict(c) for c in codecs.bytes_to_bytes]
+    if codecs.checksum and not (compressors and compressors[-1].get("name") == "crc32c"):
+        compressors.append(dict(CRC32C))  # last in the chain: it covers the stored bytes
     return {
         "filters": list(codecs.array_to_array) or None,
         "serializer": dict(codecs.array_to_bytes) if var.dtype.kind not in "U" else "auto",
-        "compressors": list(codecs.bytes_to_bytes) or None,
+        "compressors": compressors or None,
     }
+
+
+def _with_record(meta: dict[str, Any], record: ChunkRecord) -> dict[str, Any]:
+    """``meta`` (a template: its nested values are shared) with the record of its chunks."""
+    return {**meta, "attributes": {**meta.get("attributes", {}), RECORD_ATTR: record.to_json()}}
 
 
 class PartitionIO:
@@ -161,16 +177,22 @@ class PartitionIO:
         chunks = await encode_chunks(meta, data, self.schema[vpath].fill_value)
         if chunks is None:
             return None
-        chunks["zarr.json"] = json.dumps(meta).encode()
+        chunks["zarr.json"] = json.dumps(_with_record(meta, record_of(meta, chunks))).encode()
         return chunks
 
     async def _write_array(self, key: str, vpath: str, data: numpy.ndarray) -> None:
+        """Write one array through zarr's pipeline, then its ``zarr.json`` with the record.
+
+        The metadata goes first too: Icechunk takes chunks only for an existing array.
+        """
         meta = await self.template(vpath, data.shape)
-        store = self.spec.zarr_store()
+        store = CheckedStore(self.spec.zarr_store(), key, meta, None)
         await store.set(f"{key}/zarr.json", _buffer(json.dumps(meta).encode()))
         if data.size:
             arr = AsyncArray(meta, StorePath(store, key), config=_WRITE_CONFIG)  # type: ignore[call-overload]
             await arr.setitem(Ellipsis, data)
+        doc = _with_record(meta, record_of(meta, store.written))
+        await store.set(f"{key}/zarr.json", _buffer(json.dumps(doc).encode()))
 
     async def ensure_parents(self, path: str) -> None:
         """Write ``zarr.json`` of the intermediate groups of ``path`` (``year=2024/``).
@@ -225,27 +247,80 @@ class PartitionIO:
     ) -> dict[str, numpy.ndarray]:
         """Read rows ``start:stop`` of the partition variables at ``path``."""
         names = list(self.partitioned if variables is None else variables)
-        arrays = await asyncio.gather(
-            *(self._read_array(f"{path}/{v}", start, stop) for v in names)
-        )
+        arrays = await asyncio.gather(*(self._read_array(path, v, start, stop) for v in names))
         return dict(zip(names, arrays, strict=True))
 
-    async def _read_array(self, key: str, start: int, stop: int | None) -> numpy.ndarray:
-        arr = await self.open_array(key)
-        sel: Any = slice(start, stop) if arr.ndim else ()
+    async def _read_array(
+        self, path: str, name: str, start: int, stop: int | None
+    ) -> numpy.ndarray:
+        key = f"{path}/{name}"
+        arr = await self.open_handle(key, name)
         try:
-            data = await arr.getitem(sel)
+            return await arr.read(start, stop)
+        except CorruptedDataError:
+            raise
         except OSError as err:
             raise StorageError(f"cannot read {key!r} from {self.spec.url}: {err}") from err
-        return numpy.asarray(data)
 
     async def read_immutable(
         self, path: str, variables: Iterable[str] | None = None
     ) -> dict[str, numpy.ndarray]:
         """Read the immutable variables stored at ``path``."""
         names = list(self.immutable if variables is None else variables)
-        arrays = await asyncio.gather(*(self._read_array(f"{path}/{v}", 0, None) for v in names))
+        arrays = await asyncio.gather(*(self._read_array(path, v, 0, None) for v in names))
         return dict(zip(names, arrays, strict=True))
+
+    async def check(
+        self, path: str, names: Iterable[str], rows: int = -1
+    ) -> tuple[int, list[tuple[str, str]], list[str]]:
+        """Read rows ``[0, rows)`` of the arrays ``names`` of the group at ``path``, chunk by chunk.
+
+        ``rows < 0``: every row of each array. Returns the chunk rows read, the
+        damaged objects as ``(key, reason)``, and why the group cannot be fully
+        verified (arrays without a record or without checksums).
+        """
+        count = 0
+        damaged: list[tuple[str, str]] = []
+        unrecorded: list[str] = []
+        unsummed: list[str] = []
+        group = await self.spec.get(f"{path}/zarr.json")
+        if group is None:
+            damaged.append((f"{path}/zarr.json", "the group's zarr.json is missing"))
+        for name in names:  # one array at a time: memory stays a few chunks
+            key = f"{path}/{name}"
+            try:
+                arr = await self.open_handle(key, name)
+            except PartitionNotFoundError:
+                damaged.append((f"{key}/zarr.json", "the array's zarr.json is missing"))
+                continue
+            except ValueError as err:  # JSONDecodeError
+                damaged.append((f"{key}/zarr.json", f"the array's zarr.json is unreadable: {err}"))
+                continue
+            stop = arr.shape[0] if arr.ndim else 0
+            if arr.ndim and rows >= 0:
+                if arr.shape[0] < rows:
+                    damaged.append(
+                        (f"{key}/zarr.json", f"holds {arr.shape[0]} rows, the catalog {rows}")
+                    )
+                stop = min(rows, arr.shape[0])
+            if arr.record is None:
+                unrecorded.append(name)
+            elif not has_checksum(arr.doc):
+                unsummed.append(name)
+            try:
+                n, bad = await arr.check(stop)
+            except OSError as err:
+                raise StorageError(f"cannot read {key!r} from {self.spec.url}: {err}") from err
+            count += n
+            damaged += bad
+        reasons = []
+        if unrecorded:
+            reasons.append(
+                "no record of written chunks (written before checksums): " + ", ".join(unrecorded)
+            )
+        if unsummed:
+            reasons.append("checksums off, only chunk presence checked: " + ", ".join(unsummed))
+        return count, damaged, reasons
 
     async def axis_stats(self, path: str, axis: str) -> tuple[int, Any, Any]:
         """Row count, min and max of the axis variable of one partition (reads it)."""

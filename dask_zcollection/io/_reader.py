@@ -18,7 +18,7 @@ from typing import Any
 import numpy
 
 from ..catalog import Catalog
-from ..errors import InvalidInputError, StorageError
+from ..errors import CorruptedDataError, InvalidInputError, StorageError
 from ..store import StoreSpec
 from ._config import CollectionConfig
 from ._fastread import ArrayHandle
@@ -221,6 +221,8 @@ async def _fill(arr: ArrayHandle, start: int, stop: int, target: numpy.ndarray) 
     """Decode rows ``start:stop`` of ``arr`` into ``target``."""
     try:
         await arr.read_into(start, stop, target)
+    except CorruptedDataError:
+        raise  # names the chunk already
     except OSError as err:
         raise StorageError(f"cannot read {arr.key!r}: {err}") from err
 
@@ -237,6 +239,8 @@ async def read_block(
         if source.config.schema[name].immutable:
             return await arr.read()
         return await arr.read(start, stop)
+    except CorruptedDataError:
+        raise
     except OSError as err:
         raise StorageError(f"cannot read {arr.key!r}: {err}") from err
 

@@ -25,6 +25,7 @@ from ..catalog._transaction import PutPartitions, Transaction, lock_key
 from ..errors import ConflictError, InvalidInputError, MergeError, SchemaError
 from ..merge import AxisRange, MergeStrategy
 from ..store import StoreSpec
+from ._integrity import RECORD_ATTR, CheckedStore, ChunkRecord, corrupted, record_of
 from ._reader import Part, ReadSource, read_partition
 
 __all__ = [
@@ -299,9 +300,11 @@ async def _append(
         *(store.get(f"{path}/{name}/zarr.json", prototype=prototype) for name in rows)
     )
     metas = {}
+    records = {}
     for (name, data), raw in zip(rows.items(), raws, strict=True):
         assert raw is not None
         meta = json.loads(raw.to_bytes())
+        records[name] = ChunkRecord.of(meta)  # of the stored shape (None: none kept)
         grown = [offset + len(data), *meta["shape"][1:]]
         wanted = (await io.template(name, grown))["chunk_grid"]["configuration"]["chunk_shape"]
         if meta["chunk_grid"]["configuration"]["chunk_shape"] != wanted:
@@ -309,13 +312,32 @@ async def _append(
         meta["shape"] = grown
         metas[name] = meta
 
+    def put_meta(key: str, meta: dict[str, Any], record: ChunkRecord | None) -> Any:
+        if record is not None:
+            meta = {**meta, "attributes": {**meta["attributes"], RECORD_ATTR: record.to_json()}}
+        return store.set(f"{key}/zarr.json", prototype.buffer.from_bytes(json.dumps(meta).encode()))
+
     async def one(name: str, data: numpy.ndarray) -> None:
         key = f"{path}/{name}"
         meta = metas[name]
-        await store.set(f"{key}/zarr.json", prototype.buffer.from_bytes(json.dumps(meta).encode()))
-        arr = AsyncArray(meta, StorePath(store, key), config={"write_empty_chunks": True})  # type: ignore[call-overload]
+        old = records[name]  # None: an array written without a record stays so
+        # The record first says every chunk from the one holding the committed end on
+        # is being rewritten (digest unknown): a reader, or a crash, between the chunk
+        # writes and the final record then never sees a chunk the record rejects.
+        rows = int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
+        grown = None if old is None else old.grown(meta, offset // rows)
+        await put_meta(key, meta, grown)
+        # The reads of zarr's read-modify-write of the last chunk are checked against
+        # the committed record; the chunks it writes are noted for the final record.
+        checked = CheckedStore(store, key, meta, old)
+        arr = AsyncArray(meta, StorePath(checked, key), config={"write_empty_chunks": True})  # type: ignore[call-overload]
         if len(data):
-            await arr.setitem(slice(offset, offset + len(data)), data)
+            try:
+                await arr.setitem(slice(offset, offset + len(data)), data)
+            except (ValueError, RuntimeError) as err:  # the stored last chunk is damaged
+                raise corrupted(key, f"cannot append to array {key!r}: {err}") from err
+        if grown is not None:
+            await put_meta(key, meta, record_of(meta, checked.written, base=grown))
 
     await asyncio.gather(*(one(name, data) for name, data in rows.items()))
     return True

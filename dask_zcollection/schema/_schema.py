@@ -51,6 +51,9 @@ _DEFAULT_COMPRESSOR: dict[str, Any] = {
     "name": "blosc",
     "configuration": {"cname": "lz4", "clevel": 5, "shuffle": "shuffle", "blocksize": 0},
 }
+#: Whether new variables end their chunks with Zarr v3's ``crc32c`` codec (and reads
+#: verify it). The cost: docs/benchmarks.md, "Checksums".
+DEFAULT_CHECKSUM = True
 #: Default chunk size (bytes of the widest variable) along the partitioned dimension.
 DEFAULT_CHUNK_BYTES = 16 * 1024 * 1024
 
@@ -179,6 +182,13 @@ class Codecs:
         Whether arrays are sharded (shard shape from the dimensions' ``shards``).
     shard_target_bytes : int
         Target size of a shard when a dimension gives no explicit shard size.
+    checksum : bool
+        Whether every chunk ends with Zarr v3's ``crc32c`` codec, appended
+        after ``bytes_to_bytes`` when the chain does not end with it (on by
+        default; reads then detect damaged, swapped and missing chunks).
+        ``Codecs(checksum=False)``, ``{"checksum": False, ...}`` or
+        :meth:`Schema.with_checksums` turn it off. A descriptor written without
+        this field (reference format, older versions) means ``False``.
     """
 
     array_to_array: tuple[dict[str, Any], ...] = ()
@@ -188,6 +198,7 @@ class Codecs:
     bytes_to_bytes: tuple[dict[str, Any], ...] = (_DEFAULT_COMPRESSOR,)
     sharded: bool = False
     shard_target_bytes: int = 128 * 1024 * 1024
+    checksum: bool = DEFAULT_CHECKSUM
 
     def __hash__(self) -> int:
         return hash(repr(self.to_dict()))
@@ -200,6 +211,7 @@ class Codecs:
             "bytes_to_bytes": [dict(c) for c in self.bytes_to_bytes],
             "sharded": self.sharded,
             "shard_target_bytes": self.shard_target_bytes,
+            "checksum": self.checksum,
         }
 
     @classmethod
@@ -213,6 +225,8 @@ class Codecs:
             bytes_to_bytes=tuple(data.get("bytes_to_bytes", ())),
             sharded=bool(data.get("sharded", False)),
             shard_target_bytes=int(data.get("shard_target_bytes", 128 * 1024 * 1024)),
+            # Absent: written before checksums existed; keep writing such arrays as they were.
+            checksum=bool(data.get("checksum", False)),
         )
 
     @classmethod
@@ -225,7 +239,7 @@ class Codecs:
         if isinstance(value, Mapping):
             if "name" in value:  # a single compressor
                 return cls(bytes_to_bytes=(dict(value),))
-            return cls.from_dict(value)
+            return cls.from_dict({"checksum": DEFAULT_CHECKSUM, **value})  # user input
         compressors = []
         for item in value:
             if isinstance(item, Mapping):
@@ -697,6 +711,26 @@ class Schema:
                 dimensions=tuple(
                     dataclasses.replace(d, chunks=rows) if d.name == dimension else d
                     for d in g.dimensions
+                ),
+                groups=tuple(fix(c) for c in g.groups),
+            )
+
+        return dataclasses.replace(self, root=fix(self.root))
+
+    def with_checksums(self, enabled: bool = True) -> Schema:
+        """Return the schema with chunk checksums on (or off) for every variable.
+
+        Checksums (Zarr v3's ``crc32c`` codec, last in each chain) are on by
+        default; ``schema.with_checksums(False)`` turns them off everywhere,
+        ``codecs=Codecs(..., checksum=False)`` for one variable.
+        """
+
+        def fix(g: GroupSchema) -> GroupSchema:
+            return dataclasses.replace(
+                g,
+                variables=tuple(
+                    dataclasses.replace(v, codecs=dataclasses.replace(v.codecs, checksum=enabled))
+                    for v in g.variables
                 ),
                 groups=tuple(fix(c) for c in g.groups),
             )
