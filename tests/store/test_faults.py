@@ -54,7 +54,7 @@ pytestmark = pytest.mark.s3
 
 SOAK = os.environ.get("ZC_SOAK", "") not in ("", "0")
 #: Operations per backend (fsspec's retries back off longer: fewer operations).
-N_OPS = {"obstore": 400, "fsspec": 200} if SOAK else {"obstore": 24, "fsspec": 10}
+N_OPS = {"obstore": 400, "fsspec": 200} if SOAK else {"obstore": 16, "fsspec": 6}
 #: Probability of each fault per request (about one request in twelve is hit).
 RATES = {"reset": 0.02, "500": 0.015, "503": 0.015, "slow": 0.015, "lost": 0.02}
 #: Seconds one operation may take, retries included.
