@@ -32,13 +32,14 @@ import json
 import os
 import random
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy
 import pytest
 import test_write_invariants as WI
+from _figures import report
 from conftest import s3_options, s3_prefix
 from test_write_invariants import (  # noqa: F401  (fixtures)
     OPS,
@@ -67,12 +68,12 @@ FIGURES: collections.Counter[str] = collections.Counter()
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _report(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    line = "kill campaign: " + ", ".join(f"{k} {v}" for k, v in sorted(FIGURES.items()))
-    if reporter is not None:
-        reporter.write_line(line)
+def _report(request: pytest.FixtureRequest) -> None:
+    report(
+        request.config,
+        "kill campaign",
+        lambda: [", ".join(f"{k} {v}" for k, v in sorted(FIGURES.items()))] if FIGURES else [],
+    )
 
 
 def new_target(

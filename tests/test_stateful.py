@@ -28,6 +28,7 @@ from typing import Any
 import dask.array as da
 import numpy
 import pytest
+from _figures import report
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -325,9 +326,12 @@ def make_machine(base_url: str) -> type[RuleBasedStateMachine]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _figures() -> Any:
-    yield
-    print(f"\nstateful steps: {dict(sorted(FIGURES.items()))}")
+def _figures(request: pytest.FixtureRequest) -> None:
+    report(
+        request.config,
+        "stateful test: steps by rule (all backends)",
+        lambda: [", ".join(f"{k} {v}" for k, v in sorted(FIGURES.items()))] if FIGURES else [],
+    )
 
 
 def test_writes_match_the_model(store_url: str, request: pytest.FixtureRequest) -> None:

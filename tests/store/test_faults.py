@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy
 import pytest
+from _figures import report
 from conftest import s3_options, s3_prefix
 from fault_proxy import FaultProxy
 from s3_server import S3Server
@@ -66,17 +67,15 @@ FIGURES: dict[str, collections.Counter[str]] = collections.defaultdict(collectio
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _report(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    for backend, figures in FIGURES.items():
-        line = f"faults on the wire ({backend}): " + ", ".join(
-            f"{k} {v}" for k, v in sorted(figures.items())
-        )
-        if reporter is not None:
-            reporter.write_line(line)
-        else:  # pragma: no cover
-            print(line)
+def _report(request: pytest.FixtureRequest) -> None:
+    report(
+        request.config,
+        "faults on the wire",
+        lambda: [
+            f"{backend}: " + ", ".join(f"{k} {v}" for k, v in sorted(figures.items()))
+            for backend, figures in FIGURES.items()
+        ],
+    )
 
 
 @pytest.fixture
