@@ -310,6 +310,11 @@ class ObjectStore(StoreSpec):
                 if attempt + 1 < CREATE_ATTEMPTS and _in_transit(err):
                     await asyncio.sleep(0.05 * 2**attempt)
                     continue
+                # Before reporting a failure, look: one of the attempts may have landed
+                # (its answer lost). Reporting a landed catalog commit as failed would
+                # make a caller insert the same rows twice.
+                if _in_transit(err) and await _holds(self, key, data):
+                    return True
                 raise StorageError(f"cannot create {key!r} in {self.url}: {_short(err)}") from err
             return True
         raise AssertionError("unreachable")
@@ -319,6 +324,14 @@ class ObjectStore(StoreSpec):
         shown.pop("prebuilt", None)
         extra = f", {shown}" if shown and self.prebuilt is None else ""
         return f"{type(self).__name__}({self.location!r}{extra})"
+
+
+async def _holds(spec: StoreSpec, key: str, data: bytes) -> bool:
+    """Whether ``key`` holds ``data`` (``False`` when that cannot be read either)."""
+    try:
+        return await spec.get(key) == data
+    except StorageError:
+        return False
 
 
 def _in_transit(err: BaseException) -> bool:

@@ -290,3 +290,37 @@ def test_insert_survives_a_fault_at_each_protocol_step(
     assert (
         zc.open_collection(url, storage_options=direct).catalog(refresh=True).version == version + 1
     )
+
+
+@pytest.mark.parametrize("step", ["partition lock", "catalog commit"])
+def test_a_create_whose_answers_stay_lost_reports_what_landed(
+    step: str, s3: S3Server, proxy: FaultProxy
+) -> None:
+    """Every attempt of a create-if-absent loses its answer (more than the adapter
+    retries): the adapter looks before reporting a failure, so a commit that landed is
+    reported as landed (it raised before, and a caller retrying inserted twice), and a
+    lock that landed is held, not left behind for 120 s of abort wait and a
+    ``ConflictError`` for the next insert."""
+    from dask_zcollection.store._obstore import CREATE_ATTEMPTS
+
+    url = f"{s3_prefix()}/col"
+    col = zc.create_collection(
+        url,
+        schema=schema(3),
+        axis="time",
+        partitioning=zc.partitioning.Date(("time",), resolution="D"),
+        storage_options=through(proxy, s3, "obstore"),
+    )
+    first, second = batch(numpy.random.default_rng(1), 0), batch(numpy.random.default_rng(2), 100)
+    col.insert(first, merge="concat")
+    proxy.plan("lost", method="PUT", contains=STEPS[step], times=CREATE_ATTEMPTS)
+    start = time.monotonic()
+    col.insert(second, merge="concat")
+    assert time.monotonic() - start < 10
+    assert proxy.planned_left() == 0
+    third = batch(numpy.random.default_rng(3), 200)
+    col.insert(third, merge="concat")  # nothing left blocks the next insert
+    expected: dict[int, list[Row]] = {}
+    for data in (first, second, third):
+        expected = apply_insert(expected, data, "concat")
+    assert stored_rows(url, s3_options(s3, "obstore")) == model_rows(expected)
