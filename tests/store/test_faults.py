@@ -50,6 +50,7 @@ from test_stateful import (
 )
 
 import dask_zcollection as zc
+from dask_zcollection.errors import StorageError
 
 pytestmark = pytest.mark.s3
 
@@ -324,3 +325,39 @@ def test_a_create_whose_answers_stay_lost_reports_what_landed(
     for data in (first, second, third):
         expected = apply_insert(expected, data, "concat")
     assert stored_rows(url, s3_options(s3, "obstore")) == model_rows(expected)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=StorageError,
+    reason="issue 12 (catalog/_transaction.py, Transaction.commit): an error of the clean-up "
+    "after the catalog commit (releasing the partition locks, deleting the lease) is raised "
+    "by the insert although its commit landed; recovery would finish the clean-up",
+)
+def test_a_clean_up_failing_after_the_commit_does_not_fail_the_insert(
+    s3: S3Server, proxy: FaultProxy
+) -> None:
+    from dask_zcollection.store._obstore import DELETE_ATTEMPTS
+
+    url = f"{s3_prefix()}/col"
+    direct = s3_options(s3, "obstore")
+    col = zc.create_collection(
+        url,
+        schema=schema(3),
+        axis="time",
+        partitioning=zc.partitioning.Date(("time",), resolution="D"),
+        storage_options=through(proxy, s3, "obstore"),
+    )
+    first, second = batch(numpy.random.default_rng(1), 0), batch(numpy.random.default_rng(2), 100)
+    col.insert(first, merge="concat")
+    version = col.catalog(refresh=True).version
+    # Every attempt of the next delete (the release of a lock, after the commit) is reset.
+    proxy.plan("reset", method="POST", contains="?delete", times=DELETE_ATTEMPTS)
+    try:
+        col.insert(second, merge="concat")
+    finally:
+        # Whatever the insert said, it landed, once.
+        committed = zc.open_collection(url, storage_options=direct).catalog(refresh=True)
+        assert committed.version == version + 1
+        expected = apply_insert(apply_insert({}, first, "concat"), second, "concat")
+        assert stored_rows(url, direct) == model_rows(expected)
