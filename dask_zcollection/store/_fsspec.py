@@ -200,6 +200,15 @@ class FsspecStore(StoreSpec):
                     # 409 ConditionalRequestConflict: another create of this key is in flight.
                     await asyncio.sleep(0.05 * 2**attempt)
                     continue
+                # Before reporting a failure, look: a retried attempt may have landed
+                # with its answer lost (a landed catalog commit reported as failed would
+                # make a caller insert the same rows twice).
+                try:
+                    landed = await self.get(key) == data
+                except OSError:
+                    landed = False
+                if landed:
+                    return True
                 raise StorageError(f"cannot create {key!r} in {self.url}: {err}") from err
             else:
                 return True

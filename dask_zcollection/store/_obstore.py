@@ -23,6 +23,7 @@ Anything not given comes from the environment (``AWS_*``, ``GOOGLE_*``,
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Mapping
 from typing import Any
@@ -39,6 +40,9 @@ __all__ = ["SINGLE_PUT_LIMIT", "ObjectStore", "obstore_options"]
 
 #: Objects up to this many bytes are uploaded with one request (larger: multipart).
 SINGLE_PUT_LIMIT = 100 * 2**20
+#: Attempts of a delete or a conditional put that fails in transit (obstore does not
+#: retry those itself: it cannot know that they are safe to send again).
+DELETE_ATTEMPTS = CREATE_ATTEMPTS = 6
 
 #: URL schemes obstore understands, by provider.
 S3_SCHEMES = ("s3", "s3a")
@@ -153,6 +157,28 @@ class _ZarrStore(_ZarrObjectStore):
         # None: obstore's own choice (multipart above its 5 MiB part size).
         multipart = None if len(value) > SINGLE_PUT_LIMIT else False
         await obstore.put_async(self.store, key, data, use_multipart=multipart)
+
+    async def delete(self, key: str) -> None:
+        """Delete ``key``, retrying a request lost in transit (a bounded number of times).
+
+        obstore sends a delete on S3 as a ``POST ?delete`` (DeleteObjects), which
+        its client does not retry after a connection error, as it retries other
+        requests: it cannot know that POST is idempotent. A delete is: sending
+        it again is safe. Without this, a connection reset while a committed
+        write deletes its lease made the write report a failure.
+        """
+        import obstore.exceptions as oe
+
+        for attempt in range(DELETE_ATTEMPTS):
+            try:
+                await _ZarrObjectStore.delete(self, key)
+                return
+            except (oe.NotFoundError, FileNotFoundError):
+                return
+            except (OSError, oe.BaseError) as err:
+                if attempt + 1 == DELETE_ATTEMPTS or not _in_transit(err):
+                    raise StorageError(f"cannot delete {key!r}: {_short(err)}") from err
+                await asyncio.sleep(0.05 * 2**attempt)
 
 
 def _describe_prebuilt(store: Any) -> tuple[str, Frozen]:
@@ -269,21 +295,57 @@ class ObjectStore(StoreSpec):
         import obstore
         import obstore.exceptions as oe
 
-        try:
-            await obstore.put_async(self._raw(), key, data, mode="create")
-        except (FileExistsError, oe.AlreadyExistsError, oe.PreconditionError):
-            # A retried request whose first attempt landed finds its own bytes there:
-            # that is a success (callers always write unique payloads).
-            return await self.get(key) == data
-        except (OSError, oe.BaseError) as err:
-            raise StorageError(f"cannot create {key!r} in {self.url}: {_short(err)}") from err
-        return True
+        # obstore does not retry a conditional PUT that failed in transit (it cannot know
+        # whether the server got it): retry here. Sending it again is safe: if the first
+        # request landed, the next one finds the key, holding our own bytes.
+        for attempt in range(CREATE_ATTEMPTS):
+            try:
+                await obstore.put_async(self._raw(), key, data, mode="create")
+            except (FileExistsError, oe.AlreadyExistsError, oe.PreconditionError):
+                # A retried request whose first attempt landed finds its own bytes there:
+                # that is a success (callers always write unique payloads).
+                return await self.get(key) == data
+            except (OSError, oe.BaseError) as err:
+                if attempt + 1 < CREATE_ATTEMPTS and _in_transit(err):
+                    await asyncio.sleep(0.05 * 2**attempt)
+                    continue
+                # Before reporting a failure, look: one of the attempts may have landed
+                # (its answer lost). Reporting a landed catalog commit as failed would
+                # make a caller insert the same rows twice.
+                if _in_transit(err) and await _holds(self, key, data):
+                    return True
+                raise StorageError(f"cannot create {key!r} in {self.url}: {_short(err)}") from err
+            return True
+        raise AssertionError("unreachable")
 
     def __repr__(self) -> str:
         shown = redact(thaw(self.options))
         shown.pop("prebuilt", None)
         extra = f", {shown}" if shown and self.prebuilt is None else ""
         return f"{type(self).__name__}({self.location!r}{extra})"
+
+
+async def _holds(spec: StoreSpec, key: str, data: bytes) -> bool:
+    """Whether ``key`` holds ``data`` (``False`` when that cannot be read either)."""
+    try:
+        return await spec.get(key) == data
+    except StorageError:
+        return False
+
+
+def _in_transit(err: BaseException) -> bool:
+    """Whether ``err`` is a request that failed on the way (reset, refused, timed out, 5xx)."""
+    text = str(err)
+    return any(
+        sign in text
+        for sign in (
+            "error sending request",
+            "Connection reset",
+            "connection closed",
+            "timed out",
+            "Server returned non-2xx status code: 5",
+        )
+    )
 
 
 def _short(err: BaseException) -> str:

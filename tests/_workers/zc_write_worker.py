@@ -25,6 +25,7 @@ The tests load this module by path for :func:`make_rows`, :func:`schema` and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -120,6 +121,10 @@ def run_op(url: str, op: Mapping[str, Any], options: Mapping[str, Any] | None = 
         return col.update(negative_v, filters=op["filters"], variables=["v"])
     if op["kind"] == "drop":
         return col.drop_partitions(op["filters"])
+    if op["kind"] == "repair":
+        return col.repair()
+    if op["kind"] == "vacuum":
+        return col.vacuum(older_than=0)
     raise ValueError(op["kind"])
 
 
@@ -198,6 +203,9 @@ def zygote() -> None:
         if not line.strip():
             continue
         cmd = json.loads(line)
+        if "cmd" in cmd:  # a process of the kill campaign (see ``campaign``)
+            _campaign_command(cmd)
+            continue
         pid = os.fork()
         if pid == 0:  # the writer
             code = 0
@@ -212,6 +220,113 @@ def zygote() -> None:
         _emit({"event": "forked", "pid": pid})
         _, status = os.waitpid(pid, 0)
         _emit({"event": "exit", "pid": pid, "status": status})
+
+
+# -- the kill campaign: processes that run concurrently, killed and respawned ---------------
+def _campaign_command(cmd: Mapping[str, Any]) -> None:
+    """``spawn`` a campaign process (not waited for), ``kill`` one (SIGKILL, then reap it) or
+    ``poll`` one (reap it if it ended). Only the zygote reaps its children, and only when
+    told: a pid the test holds is never reused behind its back."""
+    if cmd["cmd"] == "spawn":
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                campaign(cmd["role"])
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+            os._exit(code)
+        _emit({"event": "spawned", "pid": pid})
+        return
+    pid = int(cmd["pid"])
+    if cmd["cmd"] == "kill":
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        _emit({"event": "exit", "pid": pid, "status": status})
+    elif cmd["cmd"] == "poll":
+        done, status = os.waitpid(pid, os.WNOHANG)
+        _emit({"event": "exit" if done else "running", "pid": pid, "status": status})
+    else:
+        raise ValueError(cmd["cmd"])
+
+
+def campaign_rows(wid: int, seq: int) -> dict[str, numpy.ndarray]:
+    """Insert ``seq`` of writer ``wid`` in the kill campaign: 3 rows in each of days ``seq``
+    and ``seq + 1`` (an existing partition and, most often, a new one), times unique to the
+    pair, tag ``1000 * (wid + 1) + seq``."""
+    tag = 1000 * (wid + 1) + seq
+    return make_rows(
+        [[seq, 1, 0, 60, STEP, wid * 5, tag], [seq + 1, 1, 100, 160, STEP, wid * 5, tag]]
+    )
+
+
+STEP = 20
+
+
+def campaign(role: Mapping[str, Any]) -> None:
+    """Run one campaign process until ``role["stop"]`` exists, noting in ``role["journal"]``
+    (one line per event, written before anything else happens) what returned normally.
+
+    ``writer``: inserts ``campaign_rows(wid, seq)`` for ``seq`` in ``role["seqs"]``
+    (``concat``), retrying on ``ConflictError`` for at most ``role["stuck_after"]``
+    seconds per insert (then notes ``stuck``). ``maintainer``: calls ``repair()`` and
+    ``vacuum(older_than=0)`` in turn, forever.
+    """
+    import dask
+
+    import dask_zcollection as zc
+    from dask_zcollection.errors import ConflictError
+
+    dask.config.set(scheduler="threads")
+    rng = random.Random(role.get("seed", 0))
+    journal = open(role["journal"], "a", buffering=1)  # noqa: SIM115 - the process ends first
+
+    def note(*words: Any) -> None:
+        journal.write(" ".join(str(w) for w in words) + "\n")
+
+    col = zc.open_collection(role["url"], mode="rw", storage_options=role.get("options"))
+    stop = role["stop"]
+    if role["kind"] == "writer":
+        wid = role["wid"]
+        for seq in range(*role["seqs"]):
+            if os.path.exists(stop):
+                break
+            tag = 1000 * (wid + 1) + seq
+            data = campaign_rows(wid, seq)
+            note("begin", tag)
+            deadline = time.monotonic() + role.get("stuck_after", 30.0)
+            while True:
+                try:
+                    col.insert(data, merge="concat", retries=3)
+                    note("ok", tag)
+                    break
+                except ConflictError as err:
+                    if time.monotonic() > deadline:
+                        note("stuck", tag, repr(err).replace("\n", " "))
+                        return
+                    time.sleep(rng.uniform(0.005, 0.05))
+                except Exception as err:
+                    note("error", tag, repr(err).replace("\n", " "))
+                    break
+        note("done")
+        return
+    i = 0
+    while not os.path.exists(stop):
+        what = role["ops"][i % len(role["ops"])]
+        i += 1
+        try:
+            if what == "repair":
+                col.repair()
+            else:
+                col.vacuum(older_than=0)
+            note("ok", what)
+        except ConflictError:
+            note("conflict", what)
+        except Exception as err:
+            note("error", what, repr(err).replace("\n", " "))
+        time.sleep(rng.uniform(0.0, role.get("pause", 0.05)))
 
 
 def write_batches(
