@@ -155,18 +155,8 @@ def test_sigkill_at_remaining_protocol_steps_on_s3(
 
 
 # -- repair and vacuum killed ----------------------------------------------------------------------
-#: Seen on file:// (the window is a few ms wide, so not at every run: not strict).
-LEAKED_VERSION = pytest.mark.xfail(
-    strict=False,
-    reason="issue 12 item 2: repair()/vacuum() killed while recovering a dead writer (abort "
-    "marker written, lease and locks still there): the next rw open releases the locks and "
-    "deletes the lease but leaves the dead writer's chunks (group zarr.json gone), which no "
-    "recovery or repair() ever deletes",
-)
-
-
 @pytest.mark.parametrize(
-    "backend", [pytest.param("file", marks=LEAKED_VERSION), pytest.param("s3", marks=S3)]
+    "backend", ["file", pytest.param("s3", marks=S3)]
 )
 @pytest.mark.parametrize("kind", ["repair", "vacuum"])
 def test_sigkill_during_repair_and_vacuum(

@@ -335,14 +335,6 @@ def _figures(request: pytest.FixtureRequest) -> None:
 
 
 def test_writes_match_the_model(store_url: str, request: pytest.FixtureRequest) -> None:
-    if request.node.callspec.params["store_url"] == "icechunk":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="issue 12 item 2: vacuum() on Icechunk raises icechunk's own "
-                "InvalidInputError (bad key prefix '_locks': the dead-lock sweep lists it)",
-            )
-        )
     machine = make_machine(store_url)
     machine.TestCase.settings = settings(
         max_examples=EXAMPLES,

@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import random
 import secrets
 import time
@@ -72,6 +73,8 @@ __all__ = [
     "retention",
     "retry_on_conflict",
 ]
+
+_log = logging.getLogger("dask_zcollection")
 
 #: Where writers hold their per-partition locks (``_locks/<canonical>.lock``).
 LOCK_DIR = "_locks"
@@ -383,16 +386,40 @@ class Transaction:
                 f"could not commit to {self.spec.url} in {_COMMIT_ATTEMPTS} attempts "
                 "(other writers kept committing first); retry"
             )
-        await _retire(self.spec, self.txn, superseded)
+        if self.spec.transactional:
+            await self._clean_up(log, new, superseded)
+            await self.spec.publish(_message(change, self.txn))  # this is the commit
+            return new
+        # The commit landed: a failing clean-up must not report it as failed (a caller
+        # retrying a concat would insert twice). What is left is recovered: the lease
+        # names the superseded versions and the locks, and a lock without its lease
+        # is taken for a dead writer's after the lease timeout.
+        try:
+            await self._clean_up(log, new, superseded)
+        except OSError as err:
+            _log.warning("clean-up after commit %s of %s failed: %s", self.txn, self.spec.url, err)
+        return new
+
+    async def _clean_up(self, log: CatalogLog, new: Catalog, superseded: list[str]) -> None:
+        """Retire what the commit superseded, release the locks, delete the lease, collect."""
+        errors: list[OSError] = []
+
+        async def attempt(step: Awaitable[Any]) -> None:
+            try:
+                await step
+            except OSError as err:
+                errors.append(err)
+
+        await attempt(_retire(self.spec, self.txn, superseded))
         # Release the partition locks while the lease still names them: a crash
         # between the two leaves a lease, which recovery uses to release the locks.
-        await _release_locks(self.spec, self.txn, self.canonicals)
-        await self.spec.delete(self._lease_key)
-        await self.spec.delete(alive_key(self.txn))
-        await log.prune(new.version)
-        await collect_garbage(self.spec)
-        await self.spec.publish(_message(change, self.txn))
-        return new
+        await attempt(_release_locks(self.spec, self.txn, self.canonicals))
+        await attempt(self.spec.delete(self._lease_key))
+        await attempt(self.spec.delete(alive_key(self.txn)))
+        await attempt(log.prune(new.version))
+        await attempt(collect_garbage(self.spec))
+        if errors:
+            raise errors[0]
 
     @property
     def _abort_key(self) -> str:
@@ -493,10 +520,26 @@ async def _remove_leftovers(
     named = _named(latest)
     canonicals = list(canonicals)
     mine = await asyncio.gather(*(_claimed_by(spec, c, txn) for c in canonicals))
-    candidates = [f"{c}@{txn}" for c in canonicals]
-    candidates += [c for c, ok in zip(canonicals, mine, strict=True) if ok]
+    claimed = [c for c, ok in zip(canonicals, mine, strict=True) if ok and c not in named]
     try:
-        await _delete_prefixes(spec, [p for p in candidates if p not in named])
+        await _delete_prefixes(
+            spec, [f"{c}@{txn}" for c in canonicals if f"{c}@{txn}" not in named]
+        )
+        # A claimed canonical path is known as this transaction's by its group
+        # zarr.json: delete it last, so a clean-up killed half-way is finished by the
+        # next recovery instead of leaving chunks nobody claims.
+        children = await asyncio.gather(*(spec.list_dir(c) for c in claimed))
+        await _delete_prefixes(
+            spec,
+            [
+                f"{c}/{k}"
+                for c, ks in zip(claimed, children, strict=True)
+                for k in ks
+                if k != "zarr.json"
+            ],
+        )
+        await asyncio.gather(*(spec.delete(f"{c}/zarr.json") for c in claimed))
+        await _delete_prefixes(spec, claimed)
     finally:
         # Release the partition locks this transaction still holds (whatever happened).
         await _release_locks(spec, txn, canonicals, writing=writing)

@@ -50,7 +50,6 @@ from test_stateful import (
 )
 
 import dask_zcollection as zc
-from dask_zcollection.errors import StorageError
 
 pytestmark = pytest.mark.s3
 
@@ -327,13 +326,6 @@ def test_a_create_whose_answers_stay_lost_reports_what_landed(
     assert stored_rows(url, s3_options(s3, "obstore")) == model_rows(expected)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=StorageError,
-    reason="issue 12 (catalog/_transaction.py, Transaction.commit): an error of the clean-up "
-    "after the catalog commit (releasing the partition locks, deleting the lease) is raised "
-    "by the insert although its commit landed; recovery would finish the clean-up",
-)
 def test_a_clean_up_failing_after_the_commit_does_not_fail_the_insert(
     s3: S3Server, proxy: FaultProxy
 ) -> None:
