@@ -139,6 +139,62 @@ class Catalog:
             axis_max=self.axis_max[idx],
         )
 
+    # -- pruning (the one place a predicate and a time range select partitions) -------------
+    def matching(self, predicate: Any) -> numpy.ndarray:
+        """Mask of the partitions whose keys satisfy ``predicate`` (``None``: all).
+
+        ``predicate`` is a compiled filter (:func:`~dask_zcollection.partitioning.compile_filter`),
+        evaluated vectorised on the key columns.
+        """
+        if predicate is None:
+            return numpy.ones(len(self), dtype=bool)
+        return numpy.asarray(predicate(self.columns, size=len(self)), dtype=bool)
+
+    def overlapping(self, time_range: tuple[Any, Any] | None) -> numpy.ndarray:
+        """Mask of the partitions that may hold rows in ``time_range`` (inclusive bounds).
+
+        A partition without stats (row count unknown) is kept: only its rows
+        can tell. An empty partition with stats never overlaps.
+        """
+        mask = numpy.ones(len(self), dtype=bool)
+        if time_range is None or not self.has_stats:
+            return mask
+        lo, hi = time_range
+        known = self.rows >= 0
+        if lo is not None:
+            mask &= ~known | (self.axis_max >= lo)
+        if hi is not None:
+            mask &= ~known | (self.axis_min <= hi)
+        mask &= ~known | (self.rows > 0)
+        return mask
+
+    def inside(self, time_range: tuple[Any, Any] | None) -> numpy.ndarray:
+        """Mask of the partitions whose rows all lie in ``time_range`` (by their stats)."""
+        if time_range is None:
+            return numpy.ones(len(self), dtype=bool)
+        mask = numpy.full(len(self), self.has_stats, dtype=bool) & (self.rows >= 0)
+        lo, hi = time_range
+        if lo is not None:
+            mask &= self.axis_min >= lo
+        if hi is not None:
+            mask &= self.axis_max <= hi
+        return mask
+
+    def select(self, predicate: Any = None, time_range: tuple[Any, Any] | None = None) -> Catalog:
+        """The sub-catalog of the partitions matching ``predicate`` that overlap ``time_range``."""
+        mask = self.matching(predicate) & self.overlapping(time_range)
+        return self if mask.all() else self.take(mask)
+
+    def bounds(self, time_range: tuple[Any, Any] | None) -> tuple[numpy.ndarray, numpy.ndarray]:
+        """Per partition, the axis range of its rows in ``time_range`` (by the stats)."""
+        lo, hi = self.axis_min, self.axis_max
+        if time_range is not None:
+            if time_range[0] is not None:
+                lo = numpy.maximum(lo, time_range[0])
+            if time_range[1] is not None:
+                hi = numpy.minimum(hi, time_range[1])
+        return lo, hi
+
     def find(self, keys: numpy.ndarray) -> numpy.ndarray:
         """Position of each key row of ``keys`` in the catalog, ``-1`` when absent."""
         keys = numpy.asarray(keys, dtype="int64").reshape(-1, len(self.key_names))
