@@ -7,6 +7,15 @@ dask's internals is fixed in one place (and pinned by tests/expr/test_dask_contr
 from __future__ import annotations
 
 from dask._expr import Expr, FinalizeCompute
-from dask._task_spec import Alias, DataNode, List, Task, TaskRef
+from dask._task_spec import Alias, DataNode, GraphNode, List, Task, TaskRef
 
-__all__ = ["Alias", "DataNode", "Expr", "FinalizeCompute", "List", "Task", "TaskRef"]
+__all__ = [
+    "Alias",
+    "DataNode",
+    "Expr",
+    "FinalizeCompute",
+    "GraphNode",
+    "List",
+    "Task",
+    "TaskRef",
+]

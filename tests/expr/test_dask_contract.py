@@ -34,7 +34,16 @@ from dask.local import get_sync
 import dask_zcollection as zc
 from dask_zcollection.collection import LazyCollection
 from dask_zcollection.expr import _dask
-from dask_zcollection.expr._dask import Alias, DataNode, Expr, FinalizeCompute, List, Task, TaskRef
+from dask_zcollection.expr._dask import (
+    Alias,
+    DataNode,
+    Expr,
+    FinalizeCompute,
+    GraphNode,
+    List,
+    Task,
+    TaskRef,
+)
 from dask_zcollection.store import MemoryStore
 
 
@@ -89,6 +98,7 @@ def test_the_private_names_we_import_exist() -> None:
         "DataNode",
         "Expr",
         "FinalizeCompute",
+        "GraphNode",
         "List",
         "Task",
         "TaskRef",
@@ -241,6 +251,8 @@ def test_task_spec_nodes() -> None:
         "e": Task("e", len, DataNode(None, [1, 2, 3])),
     }
     assert get_sync(graph, ["a", "b", "c", "d", "e"]) == (3, 7, 7, 17, 3)
+    # Every node is a GraphNode (what the tests of to_dask_array's graph check).
+    assert all(isinstance(node, GraphNode) for node in graph.values())
 
 
 # -- the same behaviours, through LazyCollection -----------------------------------------------
