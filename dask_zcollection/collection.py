@@ -6,8 +6,10 @@
 
 Every method returns a new collection wrapping a bigger expression; nothing is
 read until ``compute``/``persist`` (or a dask array/dataframe built from it is
-computed). Filters and projections are folded into the read while the graph is
-planned, so only the selected partitions and variables are touched.
+computed; building the arrays of ``to_xarray`` reads only what sizes their
+blocks and the catalog does not tell, see :meth:`LazyCollection.to_dask_array`).
+Filters and projections are folded into the read while the graph is planned, so
+only the selected partitions and variables are touched.
 """
 
 from __future__ import annotations
@@ -355,7 +357,8 @@ class LazyCollection(DaskMethodsMixin):
         reads nothing else. Building the array reads the axis variable of the
         partitions at the ends of a time range to size their blocks (and the
         axis array's metadata of partitions whose catalog has no row count);
-        nothing else.
+        nothing else. Over a persisted collection, blocks slice the persisted
+        partitions and nothing is read.
         """
         return self._dask_arrays([name])[name]
 

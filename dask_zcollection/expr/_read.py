@@ -5,6 +5,8 @@ starts as ``Finalize(Project(Filter(ReadPartitions)))``; simplification folds
 the filter and the projection into ``ReadPartitions`` (evaluating the predicate
 on the catalog's key columns, vectorised), so the graph holds one read task per
 selected partition, or one task that decodes all of them into one result.
+``ReadBlocks`` / ``PersistedBlocks`` are the graphs of ``to_dask_array``: a
+task per zarr chunk of one variable inside each partition.
 """
 
 from __future__ import annotations
