@@ -40,6 +40,7 @@ from .expr import (
     ReadPartitions,
     ZExpr,
 )
+from .expr._dask import array_from_graph
 from .expr._read import row_count_task
 from .io import ReadSource, TimeRange, coerce_bound, parts_of, row_range
 from .partitioning import compile_filter
@@ -393,7 +394,7 @@ class LazyCollection(DaskMethodsMixin):
                 out[name] = da.empty(tuple(sum(c) for c in blocks.chunks), dtype=spec.dtype)
                 continue
             graph = blocks.__dask_graph__()
-            out[name] = da.Array(graph, blocks._name, chunks=blocks.chunks, dtype=spec.dtype)
+            out[name] = array_from_graph(graph, blocks._name, blocks.chunks, spec.dtype)
         return out
 
     def to_xarray(self) -> Any:
@@ -403,7 +404,20 @@ class LazyCollection(DaskMethodsMixin):
         the axis variable of the partitions at the ends of a time range to size
         their blocks (and the axis array's metadata of partitions whose catalog
         has no row count); nothing else. Values are read when computed.
+
+        Raises
+        ------
+        InvalidInputError
+            When dask's array expressions are on (``array.query-planning``):
+            xarray takes their arrays for objects (use :meth:`to_dask_array`).
         """
+        import dask.array as da
+
+        if da.array_expr_enabled():
+            raise InvalidInputError(
+                "to_xarray needs dask's classic arrays: xarray does not wrap dask array "
+                "expressions (array.query-planning is on); use to_dask_array(name) or compute()"
+            )
         arrays = self._dask_arrays(list(self.variables))
         from .data import Variable
 

@@ -193,3 +193,63 @@ def test_persisted_time_range_sizes_blocks_from_the_results(monthly: tuple[str, 
         assert persisted.to_dask_array("ssh").shape == (int(mask.sum()), 3)
         assert_arrays(persisted, data, mask)
     assert log.reads() == []
+
+
+_ARRAY_EXPR_SCRIPT = """
+import sys
+import dask.array as da
+import numpy
+import dask_zcollection as zc
+from conftest import Factory
+
+assert da.array_expr_enabled()
+factory = Factory()
+url = "memory://array-expr"
+times = numpy.arange("2024-01-01", "2024-03-01", numpy.timedelta64(12, "h"), dtype="M8[ns]")
+data = factory.data(times, seed=1)
+factory.create(url).insert(data)
+lo, hi = numpy.datetime64("2024-01-10"), numpy.datetime64("2024-02-10T12")
+mask = (times >= lo) & (times <= hi)
+lazy = zc.read_collection(url).filter(time=slice(lo, hi))
+for collection in (lazy, lazy.persist()):
+    ssh = collection.to_dask_array("ssh")
+    assert type(ssh) is da.Array and ssh.name.startswith("zc-block-ssh-"), ssh.name
+    assert numpy.array_equal(ssh.compute(), data["ssh"][mask], equal_nan=True)
+    total = collection.to_dask_array("quality").astype("int64").sum().compute()
+    assert int(total) == int(data["quality"][mask].astype("int64").sum())
+    assert numpy.array_equal(collection.to_dask_array("x_ac").compute(), data["x_ac"])
+    # xarray takes array-expression arrays for objects: a clear error, not object arrays.
+    try:
+        collection.to_xarray()
+    except zc.errors.InvalidInputError as err:
+        assert "array.query-planning" in str(err)
+    else:
+        raise AssertionError("to_xarray built object arrays")
+print("ok")
+"""
+
+
+def test_to_dask_array_with_dask_array_expressions() -> None:
+    # dask 2026.8 builds arrays from expressions when ``array.query-planning`` is
+    # on (read once, at import: hence a fresh interpreter).
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).parent
+    env = {
+        **os.environ,
+        "DASK_ARRAY__QUERY_PLANNING": "True",
+        "PYTHONPATH": os.pathsep.join([str(tests.parent), str(tests)]),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", _ARRAY_EXPR_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "ok"
