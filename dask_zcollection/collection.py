@@ -377,7 +377,8 @@ class LazyCollection(DaskMethodsMixin):
         for n in names:
             if n not in schema:
                 raise VariableNotFoundError(f"variable {n!r} is not in the collection")
-        expr, ranges = self._block_ranges()
+        expr, rows = self._block_ranges()
+        ranges = numpy.asarray(rows, dtype="int64").reshape(-1, 2)
         out: dict[str, Any] = {}
         for name in names:
             spec = schema[name]

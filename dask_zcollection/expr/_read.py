@@ -606,7 +606,8 @@ class Finalize(ZExpr):
 
 
 # -- blocks of one variable (dask arrays) ----------------------------------------------------------
-RowRanges = tuple[tuple[int, int], ...]
+#: Rows ``[start, stop)`` kept of each partition: ``int64`` ``(n, 2)`` (tokenised fast).
+RowRanges = numpy.ndarray
 
 
 class _Blocks(ZExpr):
@@ -658,7 +659,7 @@ class _Blocks(ZExpr):
         dims = self.source.config.schema.all_dimensions()
         chunk = dims[self._spec.dimensions[0]].chunks or 0
         blocks = []
-        for i, (start, stop) in enumerate(self.ranges):
+        for i, (start, stop) in enumerate(self.ranges.tolist()):
             # Split each partition on the zarr chunk boundaries of the stored array.
             edges = sorted(
                 {start, stop, *range((start // chunk + 1) * chunk, stop, chunk)}
@@ -699,8 +700,8 @@ class ReadBlocks(_Blocks):
     catalog : Catalog
         The selected partitions.
     variable : str
-    ranges : tuple of (int, int)
-        Rows kept of each partition of ``catalog``.
+    ranges : numpy.ndarray
+        Rows ``[start, stop)`` kept of each partition of ``catalog`` (``int64``, ``(n, 2)``).
     """
 
     _parameters = ["source", "catalog", "variable", "ranges"]
@@ -739,8 +740,8 @@ class PersistedBlocks(_Blocks):
     ---------------------
     frame : Persisted
     variable : str
-    ranges : tuple of (int, int)
-        Rows of each persisted partition (``(0, rows)``).
+    ranges : numpy.ndarray
+        Rows ``[0, rows)`` of each persisted partition (``int64``, ``(n, 2)``).
     """
 
     _parameters = ["frame", "variable", "ranges"]
@@ -751,9 +752,10 @@ class PersistedBlocks(_Blocks):
             key = self._key(0)
             return {key: Task(key, values_task, TaskRef((frame_name, 0)), name)}
         layer: dict[Any, Any] = {}
+        starts = self.ranges[:, 0].tolist()
         for j, (i, a, b) in enumerate(self._blocks):
             key = self._key(j)
-            start = self.ranges[i][0]
+            start = starts[i]
             layer[key] = Task(
                 key, slice_rows_task, TaskRef((frame_name, i)), name, a - start, b - start
             )
