@@ -2,8 +2,9 @@
 
 Write it, read it whole, read one partition, a 3-day range, and open it: the
 eager API (``open_collection().query()``) and the lazy one
-(``read_collection()...compute()``, rows ending in ``.lazy``) against the same
-baselines, measured once per run.
+(``read_collection()...compute()``, rows ending in ``.lazy``; through
+``to_xarray()``, rows ending in ``.xarray``) against the same baselines,
+measured once per run.
 """
 
 from __future__ import annotations
@@ -83,6 +84,12 @@ def m_full_read_lazy(ctx: Context) -> Result:
     ctx.ensure_written()
     stat = timed(lambda: dzc.read_collection(ctx.dzc_url).compute(), ctx.cfg.repeats)
     return _full_read_result(ctx, "io.full_read.lazy", stat)
+
+
+def m_full_read_xarray(ctx: Context) -> Result:
+    ctx.ensure_written()
+    stat = timed(lambda: dzc.read_collection(ctx.dzc_url).to_xarray().load(), ctx.cfg.repeats)
+    return _full_read_result(ctx, "io.full_read.xarray", stat)
 
 
 def _one_day(ctx: Context) -> numpy.datetime64:
@@ -216,6 +223,16 @@ def m_range_lazy(ctx: Context) -> Result:
     return Result("io.range_3day.lazy", "io", "s", {"dzc": stat, **_baseline_range(ctx)})  # type: ignore[dict-item]
 
 
+def m_range_xarray(ctx: Context) -> Result:
+    ctx.ensure_written()
+    a, b = _range(ctx)
+    stat = timed(
+        lambda: dzc.read_collection(ctx.dzc_url).filter(time=slice(a, b)).to_xarray().load(),
+        ctx.cfg.repeats,
+    )
+    return Result("io.range_3day.xarray", "io", "s", {"dzc": stat, **_baseline_range(ctx)})  # type: ignore[dict-item]
+
+
 def _zarr_open_all(root: str) -> list[Any]:
     import zarr
 
@@ -253,16 +270,38 @@ def m_open_lazy(ctx: Context) -> Result:
     return Result("io.open.lazy", "io", "s", {"dzc": stat, **_baseline_open(ctx)})  # type: ignore[dict-item]
 
 
+def m_open_xarray(ctx: Context) -> Result:
+    ctx.ensure_written()
+    a, b = _range(ctx)
+
+    def build() -> Any:
+        # The dask graphs of a whole and of a time-ranged collection (no value read).
+        dzc.read_collection(ctx.dzc_url).to_xarray()
+        return dzc.read_collection(ctx.dzc_url).filter(time=slice(a, b)).to_xarray()
+
+    stat = timed(build, max(3, ctx.cfg.repeats))
+    return Result(
+        "io.open.xarray",
+        "io",
+        "s",
+        {"dzc": stat, **_baseline_open(ctx)},  # type: ignore[dict-item]
+        note="dzc: to_xarray() of all and of a 3-day range, built, not computed",
+    )
+
+
 def measurements(cfg: Config) -> list[Measurement]:
     """Every ``io`` row, eager then lazy."""
     return [
         Measurement("io.write", "io", m_write),
         Measurement("io.full_read", "io", m_full_read),
         Measurement("io.full_read.lazy", "io", m_full_read_lazy),
+        Measurement("io.full_read.xarray", "io", m_full_read_xarray),
         Measurement("io.one_partition", "io", m_one_partition),
         Measurement("io.one_partition.lazy", "io", m_one_partition_lazy),
         Measurement("io.range_3day", "io", m_range),
         Measurement("io.range_3day.lazy", "io", m_range_lazy),
+        Measurement("io.range_3day.xarray", "io", m_range_xarray),
         Measurement("io.open", "io", m_open),
         Measurement("io.open.lazy", "io", m_open_lazy),
+        Measurement("io.open.xarray", "io", m_open_xarray),
     ]

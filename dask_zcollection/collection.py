@@ -6,14 +6,16 @@
 
 Every method returns a new collection wrapping a bigger expression; nothing is
 read until ``compute``/``persist`` (or a dask array/dataframe built from it is
-computed). Filters and projections are folded into the read while the graph is
-planned, so only the selected partitions and variables are touched.
+computed; building the arrays of ``to_xarray`` reads only what sizes their
+blocks and the catalog does not tell, see :meth:`LazyCollection.to_dask_array`).
+Filters and projections are folded into the read while the graph is planned, so
+only the selected partitions and variables are touched.
 """
 
 from __future__ import annotations
 
+import asyncio
 import html
-import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -27,8 +29,20 @@ from ._sync import sync
 from .catalog import Catalog
 from .data import Dataset
 from .errors import FilterError, InvalidInputError, VariableNotFoundError
-from .expr import Filter, Finalize, MapPartitions, Persisted, Project, ReadPartitions, ZExpr
-from .io import ReadSource, TimeRange, coerce_bound, row_range
+from .expr import (
+    Filter,
+    Finalize,
+    MapPartitions,
+    Persisted,
+    PersistedBlocks,
+    Project,
+    ReadBlocks,
+    ReadPartitions,
+    ZExpr,
+)
+from .expr._dask import array_from_graph
+from .expr._read import row_count_task
+from .io import ReadSource, TimeRange, coerce_bound, parts_of, row_range
 from .partitioning import compile_filter
 from .partitioning._filter import FilterLike
 
@@ -269,27 +283,40 @@ class LazyCollection(DaskMethodsMixin):
 
     # -- interop -----------------------------------------------------------------------------------
     def to_delayed(self) -> list[Delayed]:
-        """One :class:`dask.delayed.Delayed` per partition (a ``Dataset`` each)."""
-        expr = self._optimized_partitions()
-        graph = expr.__dask_graph__()
+        """One :class:`dask.delayed.Delayed` per partition (a ``Dataset`` each).
+
+        They share the graph of the optimised read expression (as dask's own
+        ``DataFrame.to_delayed`` does); nothing is read until they are computed.
+        """
         from dask.highlevelgraph import HighLevelGraph
 
-        hlg = HighLevelGraph.from_collections(expr._name, dict(graph), dependencies=())
-        return [Delayed(k, hlg, layer=expr._name) for k in expr.__dask_keys__()]
-
-    def _partition_rows(self) -> tuple[ZExpr, list[tuple[int, int]]]:
-        """Optimised expression and the row range of each partition (trimmed boundary rows)."""
         expr = self._optimized_partitions()
-        if not isinstance(expr, (ReadPartitions, Persisted)):
+        layer = f"delayed-{expr._name}"
+        hlg = HighLevelGraph.from_collections(layer, dict(expr.__dask_graph__()), dependencies=())
+        return [Delayed(k, hlg, layer=layer) for k in expr.__dask_keys__()]
+
+    def _block_ranges(self) -> tuple[ReadPartitions | Persisted, tuple[tuple[int, int], ...]]:
+        """The optimised expression and the rows ``[start, stop)`` kept of each partition.
+
+        What sizes the blocks of :meth:`to_dask_array`. Reads on the client only
+        what the catalog does not tell: the row count (the axis array's metadata)
+        of a partition the catalog has none for (``rows == -1``: listed
+        catalogs), and the axis variable of a partition at an end of a time
+        range (of every partition of a time range when the catalog has no
+        stats). Persisted partitions are measured where they are held.
+        """
+        expr = self._optimized_partitions()
+        if isinstance(expr, Persisted):
+            return expr, self._persisted_ranges(expr)
+        if not isinstance(expr, ReadPartitions):
             raise InvalidInputError(
                 "to_xarray/to_dask_array need the row count of every partition: call them "
                 "before map_partitions, and before a time filter on a persisted collection"
             )
-        catalog = expr.catalog
-        time_range = expr.operand("time_range") if isinstance(expr, ReadPartitions) else None
-        from .io import parts_of
-
-        parts = parts_of(catalog, time_range)
+        time_range = expr.operand("time_range")
+        parts = parts_of(expr.catalog, time_range)
+        if all(n >= 0 and inside for _, n, inside in parts):
+            return expr, tuple((0, n) for _, n, _ in parts)  # the catalog tells everything
         io = self.source.io
         axis = self.source.config.axis_variable
 
@@ -297,93 +324,101 @@ class LazyCollection(DaskMethodsMixin):
             path, n, inside = part
             if n < 0:
                 n = await io.row_count(path, axis)
-            if inside or time_range is None:
+            if inside:
                 return 0, n
             values = (await io.read(path, [axis], stop=n))[axis]
             return row_range(values, time_range)
 
-        import asyncio
-
         async def gather() -> list[tuple[int, int]]:
             return list(await asyncio.gather(*(rows(p) for p in parts)))
 
-        return expr, sync(gather())
+        return expr, tuple(sync(gather()))
+
+    @staticmethod
+    def _persisted_ranges(expr: Persisted) -> tuple[tuple[int, int], ...]:
+        """Rows of each persisted partition: counted on the results, never read again.
+
+        (The catalog's counts are the stored ones, not those of a partition a
+        time range trimmed before ``persist``.)
+        """
+        layer, dim = expr.operand("layer"), expr.source.config.axis
+        values = [layer[k] for k in expr.operand("keys")]
+        if all(isinstance(v, Dataset) for v in values):
+            counts = [row_count_task(v, dim) for v in values]
+        else:  # held elsewhere (futures of a distributed client): count them there
+            delayed = LazyCollection(expr).to_delayed()
+            counts = list(dask.compute(*(dask.delayed(row_count_task)(d, dim) for d in delayed)))
+        return tuple((0, n) for n in counts)
 
     def to_dask_array(self, name: str) -> Any:
         """One variable as a :class:`dask.array.Array`.
 
-        Chunks are aligned with partitions and zarr chunks.
+        A block per zarr chunk inside each partition: a block reads only its
+        rows of its variable, so a reduction streams and computing one variable
+        reads nothing else. Building the array reads the axis variable of the
+        partitions at the ends of a time range to size their blocks (and the
+        axis array's metadata of partitions whose catalog has no row count);
+        nothing else. Over a persisted collection, blocks slice the persisted
+        partitions and nothing is read.
         """
         return self._dask_arrays([name])[name]
 
     def _dask_arrays(self, names: Sequence[str]) -> dict[str, Any]:
-        """One dask array per variable, a block per zarr chunk inside each partition.
+        """One dask array per variable, each over one block expression.
 
-        Over a read, each block reads only its rows of its variable (so a
-        reduction streams, and computing one variable reads nothing else);
-        over a persisted collection, blocks slice the persisted partitions.
+        Over a read, :class:`~dask_zcollection.expr.ReadBlocks` (a task per
+        block reading its rows from the store); over a persisted collection,
+        :class:`~dask_zcollection.expr.PersistedBlocks` (slicing the persisted
+        partitions).
         """
         import dask.array as da
-        from dask.highlevelgraph import HighLevelGraph
 
-        config = self.source.config
-        schema = config.schema
+        schema = self.source.config.schema
         for n in names:
             if n not in schema:
                 raise VariableNotFoundError(f"variable {n!r} is not in the collection")
-        expr, ranges = self._partition_rows()
-        reading = isinstance(expr, ReadPartitions)
-        graph: dict[Any, Any] = {} if reading else dict(expr.__dask_graph__())
-        paths = expr.catalog.paths
-        dims = schema.all_dimensions()
-        source = self.source
+        expr, rows = self._block_ranges()
+        ranges = numpy.asarray(rows, dtype="int64").reshape(-1, 2)
         out: dict[str, Any] = {}
         for name in names:
             spec = schema[name]
-            trailing = tuple(dims[d].size or 0 for d in spec.dimensions[1:])
-            aname = f"zc-array-{name.replace('/', '.')}-{dask.base.tokenize(expr._name, name)}"
-            layer: dict[Any, Any] = {}
-            if spec.immutable:
-                shape = tuple(dims[d].size or 0 for d in spec.dimensions)
-                key = (aname,) + (0,) * len(shape)
-                if reading:
-                    path = expr.catalog.immutable or "_immutable"
-                    layer[key] = (_read_block, source, path, name, 0, 0)
-                elif len(expr.catalog):
-                    layer[key] = (_get_immutable, (expr._name, 0), name)
-                else:
-                    raise InvalidInputError(f"no partition selected: cannot build {name!r}")
-                hlg = HighLevelGraph.from_collections(aname, {**graph, **layer}, dependencies=())
-                out[name] = da.Array(
-                    hlg, aname, chunks=tuple((s,) for s in shape), dtype=spec.dtype
-                )
+            blocks: ZExpr
+            if isinstance(expr, ReadPartitions):
+                blocks = ReadBlocks(self.source, expr.catalog, name, ranges)
+            elif spec.immutable and not len(expr.catalog):
+                raise InvalidInputError(f"no partition selected: cannot build {name!r}")
+            else:
+                blocks = PersistedBlocks(expr, name, ranges)
+            blocks = blocks.optimize(fuse=False)  # type: ignore[assignment]
+            assert isinstance(blocks, (ReadBlocks, PersistedBlocks))
+            if not blocks.npartitions:
+                out[name] = da.empty(tuple(sum(c) for c in blocks.chunks), dtype=spec.dtype)
                 continue
-            chunk = dims[spec.dimensions[0]].chunks or 0
-            row_chunks: list[int] = []
-            for i, (start, stop) in enumerate(ranges):
-                # Split each partition on the zarr chunk boundaries of the stored array.
-                edges = sorted(
-                    {start, stop, *range((start // chunk + 1) * chunk, stop, chunk)}
-                    if chunk
-                    else {start, stop}
-                )
-                for a, b in itertools.pairwise(edges):
-                    key = (aname, len(row_chunks)) + (0,) * len(trailing)
-                    if reading:
-                        layer[key] = (_read_block, source, paths[i], name, a, b)
-                    else:
-                        layer[key] = (_get_rows, (expr._name, i), name, a - start, b - start)
-                    row_chunks.append(b - a)
-            if not row_chunks:
-                out[name] = da.empty((0, *trailing), dtype=spec.dtype)
-                continue
-            hlg = HighLevelGraph.from_collections(aname, {**graph, **layer}, dependencies=())
-            chunks = (tuple(row_chunks), *((s,) for s in trailing))
-            out[name] = da.Array(hlg, aname, chunks=chunks, dtype=spec.dtype)
+            graph = blocks.__dask_graph__()
+            out[name] = array_from_graph(graph, blocks._name, blocks.chunks, spec.dtype)
         return out
 
     def to_xarray(self) -> Any:
-        """A dask-backed ``xarray.Dataset`` (``DataTree`` with nested groups); nothing is read."""
+        """A dask-backed ``xarray.Dataset`` (``DataTree`` with nested groups).
+
+        Each variable is the array of :meth:`to_dask_array`. Building it reads
+        the axis variable of the partitions at the ends of a time range to size
+        their blocks (and the axis array's metadata of partitions whose catalog
+        has no row count); nothing else. Values are read when computed.
+
+        Raises
+        ------
+        InvalidInputError
+            When dask's array expressions are on (``array.query-planning``):
+            xarray takes their arrays for objects (use :meth:`to_dask_array`).
+        """
+        import dask.array as da
+
+        if da.array_expr_enabled():
+            raise InvalidInputError(
+                "to_xarray needs dask's classic arrays: xarray does not wrap dask array "
+                "expressions (array.query-planning is on); use to_dask_array(name) or compute()"
+            )
         arrays = self._dask_arrays(list(self.variables))
         from .data import Variable
 
@@ -489,20 +524,6 @@ class _DataFrameReader:
         )
         frame = pandas.DataFrame(sync(read_partition(self.source, part, names, self.time_range)))
         return frame.set_index(self.index) if self.index else frame
-
-
-def _get_rows(ds: Dataset, name: str, start: int, stop: int) -> numpy.ndarray:
-    return ds[name].values[start:stop]  # type: ignore[union-attr]
-
-
-def _read_block(source: ReadSource, path: str, name: str, start: int, stop: int) -> numpy.ndarray:
-    from .io import read_block
-
-    return sync(read_block(source, path, name, start, stop))
-
-
-def _get_immutable(ds: Dataset, name: str) -> numpy.ndarray:
-    return ds[name].values  # type: ignore[union-attr]
 
 
 def collection_from(

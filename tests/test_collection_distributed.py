@@ -124,6 +124,20 @@ def test_persist_then_filter(client: Any, stored: tuple[str, Any]) -> None:
     )
 
 
+def test_persisted_time_range_to_dask_array(client: Any, stored: tuple[str, Any]) -> None:
+    # Persisted results are futures here: the row counts sizing the blocks are
+    # counted on the workers (the catalog holds the stored, untrimmed counts).
+    url, data = stored
+    t = data["time"]
+    persisted = zc.read_collection(url).filter(time=slice("2024-02-10", "2024-03-10")).persist()
+    mask = (t >= numpy.datetime64("2024-02-10")) & (t <= numpy.datetime64("2024-03-10"))
+    arr = persisted.to_dask_array("quality")
+    assert arr.shape == (int(mask.sum()),)
+    numpy.testing.assert_array_equal(arr.compute(), data["quality"][mask])
+    tree = persisted.to_xarray()
+    numpy.testing.assert_array_equal(tree.to_dataset()["time"].values, t[mask])
+
+
 def test_compute_two_projections_together(client: Any, stored: tuple[str, Any]) -> None:
     url, data = stored
     lazy = zc.read_collection(url).filter("month <= 2")

@@ -5,11 +5,14 @@ starts as ``Finalize(Project(Filter(ReadPartitions)))``; simplification folds
 the filter and the projection into ``ReadPartitions`` (evaluating the predicate
 on the catalog's key columns, vectorised), so the graph holds one read task per
 selected partition, or one task that decodes all of them into one result.
+``ReadBlocks`` / ``PersistedBlocks`` are the graphs of ``to_dask_array``: a
+task per zarr chunk of one variable inside each partition.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -18,7 +21,15 @@ import numpy
 from .._sync import sync
 from ..catalog import Catalog
 from ..data import Dataset
-from ..io import ReadSource, TimeRange, parts_of, read_concat, read_partition, row_range
+from ..io import (
+    ReadSource,
+    TimeRange,
+    parts_of,
+    read_block,
+    read_concat,
+    read_partition,
+    row_range,
+)
 from ..partitioning import PartitionFilter
 from ._dask import Alias, DataNode, Expr, List, Task, TaskRef
 
@@ -27,7 +38,9 @@ __all__ = [
     "Finalize",
     "MapPartitions",
     "Persisted",
+    "PersistedBlocks",
     "Project",
+    "ReadBlocks",
     "ReadPartitions",
     "ZExpr",
     "intersect_ranges",
@@ -136,6 +149,28 @@ def map_task(
 ) -> Dataset:
     """Apply a user function to one partition."""
     return func(ds, *args, **kwargs)
+
+
+def read_block_task(
+    source: ReadSource, path: str, variable: str, start: int, stop: int
+) -> numpy.ndarray:
+    """Rows ``start:stop`` of one variable of one partition (an immutable one whole)."""
+    return sync(read_block(source, path, variable, start, stop))
+
+
+def slice_rows_task(ds: Dataset, variable: str, start: int, stop: int) -> numpy.ndarray:
+    """Rows ``start:stop`` of one variable of a persisted partition."""
+    return ds[variable].values[start:stop]  # type: ignore[union-attr,no-any-return]
+
+
+def values_task(ds: Dataset, variable: str) -> numpy.ndarray:
+    """The whole values of one variable of a persisted partition (immutable variables)."""
+    return ds[variable].values  # type: ignore[union-attr,no-any-return]
+
+
+def row_count_task(ds: Dataset, dim: str) -> int:
+    """Rows of a persisted partition along the partition axis."""
+    return int(ds.dimensions.get(dim, 0))
 
 
 # -- expressions ---------------------------------------------------------------------------------
@@ -567,4 +602,161 @@ class Finalize(ZExpr):
                 layer[k] = Task(k, concat_task, List(*group), dim)
                 refs.append(TaskRef(k))
         layer[key] = Task(key, concat_task, List(*refs), dim)
+        return layer
+
+
+# -- blocks of one variable (dask arrays) ----------------------------------------------------------
+#: Rows ``[start, stop)`` kept of each partition: ``int64`` ``(n, 2)`` (tokenised fast).
+RowRanges = numpy.ndarray
+
+
+class _Blocks(ZExpr):
+    """One variable as the blocks of a dask array: a task per zarr chunk inside each partition.
+
+    ``ranges`` holds the rows ``[start, stop)`` kept of each partition of the
+    catalog (the committed rows, trimmed to a time range); each is split on the
+    zarr chunk edges of the stored array, so a block reads only its chunks. An
+    immutable variable is one block. Keys are ``(name, i, 0, ...)``, the keys of
+    a :class:`dask.array.Array` named ``_name`` with :attr:`chunks`.
+    """
+
+    _prefix = "zc-block"
+
+    @functools.cached_property
+    def _funcname(self) -> str:
+        # Readable keys: ``zc-block-data_01.ku.power-<token>``.
+        return f"{self._prefix}-{self.variable.replace('/', '.')}"
+
+    @property
+    def variable(self) -> str:
+        """The variable path."""
+        return self.operand("variable")  # type: ignore[no-any-return]
+
+    @property
+    def ranges(self) -> RowRanges:
+        """Rows ``[start, stop)`` kept of each partition."""
+        return self.operand("ranges")  # type: ignore[no-any-return]
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return (self.variable,)
+
+    @functools.cached_property
+    def _spec(self) -> Any:
+        return self.source.config.schema[self.variable]
+
+    @functools.cached_property
+    def _shape_tail(self) -> tuple[int, ...]:
+        """Sizes of the dimensions after the partition axis (every one when immutable)."""
+        dims = self.source.config.schema.all_dimensions()
+        spec = self._spec
+        names = spec.dimensions if spec.immutable else spec.dimensions[1:]
+        return tuple(dims[d].size or 0 for d in names)
+
+    @functools.cached_property
+    def _blocks(self) -> list[tuple[int, int, int]]:
+        """``(partition index, start, stop)`` of every block along the axis."""
+        dims = self.source.config.schema.all_dimensions()
+        chunk = dims[self._spec.dimensions[0]].chunks or 0
+        blocks = []
+        for i, (start, stop) in enumerate(self.ranges.tolist()):
+            # Split each partition on the zarr chunk boundaries of the stored array.
+            edges = sorted(
+                {start, stop, *range((start // chunk + 1) * chunk, stop, chunk)}
+                if chunk
+                else {start, stop}
+            )
+            blocks += [(i, a, b) for a, b in itertools.pairwise(edges)]
+        return blocks
+
+    @property
+    def npartitions(self) -> int:
+        return 1 if self._spec.immutable else len(self._blocks)
+
+    @property
+    def chunks(self) -> tuple[tuple[int, ...], ...]:
+        """The chunks of the dask array (rows of each block, then the other dimensions)."""
+        if self._spec.immutable:
+            return tuple((s,) for s in self._shape_tail)
+        return (tuple(b - a for _, a, b in self._blocks), *((s,) for s in self._shape_tail))
+
+    def __dask_keys__(self) -> list[Any]:
+        return [self._key(i) for i in range(self.npartitions)]
+
+    def _key(self, i: int) -> tuple[Any, ...]:
+        zeros = (0,) * len(self._shape_tail)
+        return (self._name, *zeros) if self._spec.immutable else (self._name, i, *zeros)
+
+    def describe(self) -> list[str]:
+        return [f"Blocks of {self.variable}: {self.npartitions}"]
+
+
+class ReadBlocks(_Blocks):
+    """Blocks of one variable read from the store (nothing else is read).
+
+    Parameters (operands)
+    ---------------------
+    source : ReadSource
+    catalog : Catalog
+        The selected partitions.
+    variable : str
+    ranges : numpy.ndarray
+        Rows ``[start, stop)`` kept of each partition of ``catalog`` (``int64``, ``(n, 2)``).
+    """
+
+    _parameters = ["source", "catalog", "variable", "ranges"]
+
+    @property
+    def source(self) -> ReadSource:
+        return self.operand("source")  # type: ignore[no-any-return]
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.operand("catalog")  # type: ignore[no-any-return]
+
+    @property
+    def total(self) -> int:
+        return len(self.catalog)
+
+    def _layer(self) -> dict[Any, Any]:
+        src = DataNode(None, self.source)
+        name = self.variable
+        if self._spec.immutable:
+            key = self._key(0)
+            path = self.catalog.immutable or "_immutable"  # reference-format collections
+            return {key: Task(key, read_block_task, src, path, name, 0, 0)}
+        paths = self.catalog.paths
+        layer: dict[Any, Any] = {}
+        for j, (i, a, b) in enumerate(self._blocks):
+            key = self._key(j)
+            layer[key] = Task(key, read_block_task, src, paths[i], name, a, b)
+        return layer
+
+
+class PersistedBlocks(_Blocks):
+    """Blocks of one variable sliced from persisted partitions (nothing is read).
+
+    Parameters (operands)
+    ---------------------
+    frame : Persisted
+    variable : str
+    ranges : numpy.ndarray
+        Rows ``[0, rows)`` of each persisted partition (``int64``, ``(n, 2)``).
+    """
+
+    _parameters = ["frame", "variable", "ranges"]
+
+    def _layer(self) -> dict[Any, Any]:
+        frame_name, name = self.frame._name, self.variable
+        if self._spec.immutable:
+            key = self._key(0)
+            return {key: Task(key, values_task, TaskRef((frame_name, 0)), name)}
+        layer: dict[Any, Any] = {}
+        starts = self.ranges[:, 0].tolist()
+        for j, (i, a, b) in enumerate(self._blocks):
+            key = self._key(j)
+            start = starts[i]
+            layer[key] = Task(
+                key, slice_rows_task, TaskRef((frame_name, i)), name, a - start, b - start
+            )
         return layer

@@ -12,7 +12,10 @@ If dask changes one of these, this file fails first and names what moved:
 - ``dask.persist`` calls ``__dask_postpersist__`` and rebuilds with the results
   keyed by the optimised expression's keys;
 - ``_pickle_functools_cache = False`` keeps cached properties out of pickles;
-- ``Task``, ``TaskRef``, ``Alias``, ``DataNode``, ``List`` keep their meaning.
+- ``Task``, ``TaskRef``, ``Alias``, ``DataNode``, ``List`` keep their meaning;
+- a classic ``dask.array.Array(graph, name, chunks, dtype)`` takes our graph as is;
+  with ``array.query-planning`` on, ``dask.array._array_expr._collection.from_graph``
+  wraps it (``array_from_graph``).
 """
 
 from __future__ import annotations
@@ -34,7 +37,16 @@ from dask.local import get_sync
 import dask_zcollection as zc
 from dask_zcollection.collection import LazyCollection
 from dask_zcollection.expr import _dask
-from dask_zcollection.expr._dask import Alias, DataNode, Expr, FinalizeCompute, List, Task, TaskRef
+from dask_zcollection.expr._dask import (
+    Alias,
+    DataNode,
+    Expr,
+    FinalizeCompute,
+    GraphNode,
+    List,
+    Task,
+    TaskRef,
+)
 from dask_zcollection.store import MemoryStore
 
 
@@ -89,9 +101,11 @@ def test_the_private_names_we_import_exist() -> None:
         "DataNode",
         "Expr",
         "FinalizeCompute",
+        "GraphNode",
         "List",
         "Task",
         "TaskRef",
+        "array_from_graph",
     }
     from dask import _expr, _task_spec
 
@@ -241,6 +255,25 @@ def test_task_spec_nodes() -> None:
         "e": Task("e", len, DataNode(None, [1, 2, 3])),
     }
     assert get_sync(graph, ["a", "b", "c", "d", "e"]) == (3, 7, 7, 17, 3)
+    # Every node is a GraphNode (what the tests of to_dask_array's graph check).
+    assert all(isinstance(node, GraphNode) for node in graph.values())
+
+
+def test_array_from_graph() -> None:
+    # Classic arrays (dask's default) take our graph as is: the array's keys are ours.
+    import dask.array as da
+
+    graph = {
+        ("zc-x", 0, 0): DataNode(("zc-x", 0, 0), numpy.arange(6).reshape(2, 3)),
+        ("zc-x", 1, 0): Task(("zc-x", 1, 0), numpy.ones, (1, 3), dtype="int64"),
+    }
+    assert not da.array_expr_enabled()
+    arr = _dask.array_from_graph(graph, "zc-x", ((2, 1), (3,)), numpy.dtype("int64"))
+    assert isinstance(arr, da.Array) and arr.name == "zc-x"
+    numpy.testing.assert_array_equal(arr.compute(), [[0, 1, 2], [3, 4, 5], [1, 1, 1]])
+    # With array expressions on, dask's ``from_graph`` (FromGraph) wraps it: pinned
+    # in a fresh interpreter by tests/test_collection_blocks.py (the mode is
+    # chosen once per process, at the first import of dask.array).
 
 
 # -- the same behaviours, through LazyCollection -----------------------------------------------
