@@ -112,10 +112,7 @@ class AsyncCollection:
     async def select(self, filters: FilterLike = None) -> Catalog:
         """The sub-catalog of the partitions matching ``filters``."""
         catalog = await self.catalog(refresh=True)
-        predicate = compile_filter(filters, self.partitioning.keys)
-        if predicate is None:
-            return catalog
-        return catalog.take(predicate(catalog.columns))
+        return catalog.select(compile_filter(filters, self.partitioning.keys))
 
     async def partitions(self, filters: FilterLike = None) -> list[str]:
         """Canonical paths (``year=2024/month=03``) of the partitions, in key order."""

@@ -202,8 +202,7 @@ class WritePlanner:
         """Plan the rewrite of the partitions selected by ``filters``; record the lease."""
         part = self.config.partitioning
         base = await self.base()
-        predicate = compile_filter(filters, part.keys)
-        selected = base if predicate is None else base.take(predicate(base.columns, size=len(base)))
+        selected = base.select(compile_filter(filters, part.keys))
         if not len(selected):
             return None
         plans = [
@@ -228,13 +227,7 @@ class WritePlanner:
         """The transaction, sub-catalog and canonical paths of the partitions to drop."""
         part = self.config.partitioning
         base = await self.base()
-        predicate = compile_filter(filters, part.keys)
-        mask = (
-            numpy.ones(len(base), bool)
-            if predicate is None
-            else predicate(base.columns, size=len(base))
-        )
-        dropped = base.take(mask)
+        dropped = base.select(compile_filter(filters, part.keys))
         if not len(dropped):
             return None
         canonicals = [part.encode(dropped.key_tuple(i)) for i in range(len(dropped))]

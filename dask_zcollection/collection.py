@@ -42,8 +42,8 @@ from .expr import (
 )
 from .expr._dask import array_from_graph
 from .expr._read import row_count_task
-from .io import ReadSource, TimeRange, coerce_bound, parts_of, row_range
-from .partitioning import compile_filter
+from .io import ReadSource, TimeRange, parts_of, row_range
+from .partitioning import compile_filter, time_bound
 from .partitioning._filter import FilterLike
 
 __all__ = ["LazyCollection"]
@@ -57,10 +57,13 @@ class LazyCollection(DaskMethodsMixin):
     in key order), or ``None`` when no partition is selected.
     """
 
-    __slots__ = ("_expr",)
+    __slots__ = ("_expr", "_optimized", "_simplified")
 
     def __init__(self, expr: ZExpr) -> None:
         self._expr = expr
+        # The expression never changes: simplify and optimise it once.
+        self._simplified: ZExpr | None = None
+        self._optimized: ZExpr | None = None
 
     # -- dask collection protocol -------------------------------------------------------------
     @property
@@ -101,11 +104,21 @@ class LazyCollection(DaskMethodsMixin):
 
     def _optimized_partitions(self) -> ZExpr:
         """The optimised expression, one output key per partition (no fusion)."""
-        return self._expr.optimize(fuse=False).lower_completely()  # type: ignore[return-value]
+        if self._optimized is None:
+            self._optimized = self._expr.optimize(fuse=False).lower_completely()  # type: ignore[assignment]
+        assert self._optimized is not None
+        return self._optimized
+
+    def _simple(self) -> ZExpr:
+        """The simplified expression (filters absorbed)."""
+        if self._simplified is None:
+            self._simplified = self._expr.simplify()  # type: ignore[assignment]
+        assert self._simplified is not None
+        return self._simplified
 
     def optimize(self) -> LazyCollection:
         """A collection over the simplified expression (filters absorbed)."""
-        return LazyCollection(self._expr.simplify())  # type: ignore[arg-type]
+        return LazyCollection(self._simple())
 
     # -- introspection -----------------------------------------------------------------------------
     @property
@@ -116,7 +129,7 @@ class LazyCollection(DaskMethodsMixin):
     @property
     def catalog(self) -> Catalog:
         """The selected partitions (after optimisation)."""
-        return self._expr.simplify().catalog
+        return self._simple().catalog
 
     @property
     def npartitions(self) -> int:
@@ -176,7 +189,7 @@ class LazyCollection(DaskMethodsMixin):
         return (
             f"<dask_zcollection.LazyCollection {self.source.spec.url!r}>\n"
             f"  partitioning: {config.partitioning!r}\n"
-            f"  partitions:   {len(cat)} selected of {self._expr.simplify().total}\n"
+            f"  partitions:   {len(cat)} selected of {self._simple().total}\n"
             f"  variables:    {', '.join(self.variables)}\n"
             f"  size:         {format_bytes(size) if size >= 0 else 'unknown'}"
         )
@@ -248,7 +261,7 @@ class LazyCollection(DaskMethodsMixin):
             raise FilterError("a time range takes no step")
 
         def bound(v: Any, upper: bool) -> Any:
-            return coerce_bound(v, spec.dtype, spec.attrs, config.axis_variable, upper=upper)
+            return time_bound(v, spec.dtype, spec.attrs, config.axis_variable, upper=upper)
 
         return (bound(value.start, False), bound(value.stop, True))
 
@@ -477,12 +490,7 @@ class LazyCollection(DaskMethodsMixin):
             meta = meta.set_index(index)
         divisions: Any = None
         if index is not None and catalog.has_stats and len(catalog) and (catalog.rows > 0).all():
-            lo, hi = catalog.axis_min, catalog.axis_max
-            if time_range is not None:
-                if time_range[0] is not None:
-                    lo = numpy.maximum(lo, time_range[0])
-                if time_range[1] is not None:
-                    hi = numpy.minimum(hi, time_range[1])
+            lo, hi = catalog.bounds(time_range)
             if (lo[1:] > hi[:-1]).all():
                 divisions = (
                     *[pandas.Timestamp(x) if lo.dtype.kind == "M" else x.item() for x in lo],

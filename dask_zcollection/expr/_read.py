@@ -322,26 +322,15 @@ class ReadPartitions(ZExpr):
         self, predicate: PartitionFilter | None, time_range: TimeRange | None
     ) -> ReadPartitions:
         """This read restricted by a key predicate and/or a time range."""
-        catalog = self.catalog
-        mask = numpy.ones(len(catalog), dtype=bool)
         filters = list(self.operand("filters"))
         if predicate is not None:
-            mask &= predicate(catalog.columns, size=len(catalog))
             filters.append(str(predicate.source))
-        if time_range is not None and catalog.has_stats:
-            lo, hi = time_range
-            known = catalog.rows >= 0
-            if lo is not None:
-                mask &= ~known | (catalog.axis_max >= lo)
-            if hi is not None:
-                mask &= ~known | (catalog.axis_min <= hi)
-            mask &= ~known | (catalog.rows > 0)
         if time_range is not None:
             axis = self.source.config.axis_variable
             filters.append(f"{axis} in [{time_range[0]}, {time_range[1]}]")
         return ReadPartitions(
             self.source,
-            catalog if mask.all() else catalog.take(mask),
+            self.catalog.select(predicate, time_range),
             self.total,
             self.variables,
             intersect_ranges(self.operand("time_range"), time_range),
@@ -403,18 +392,9 @@ class Filter(ZExpr):
             return Project(Filter(frame.frame, predicate, time_range), frame.operand("variables"))
         return None
 
-    @functools.cached_property
-    def _mask(self) -> numpy.ndarray:
-        catalog = self.frame.catalog
-        mask = numpy.ones(len(catalog), dtype=bool)
-        predicate = self.operand("predicate")
-        if predicate is not None:
-            mask &= predicate(catalog.columns, size=len(catalog))
-        return mask
-
     @property
     def catalog(self) -> Catalog:
-        return self.frame.catalog.take(self._mask)
+        return self.frame.catalog.select(self.operand("predicate"))
 
     def describe(self) -> list[str]:
         p, t = self.operand("predicate"), self.operand("time_range")
@@ -423,7 +403,8 @@ class Filter(ZExpr):
         ] + ["  " + line for line in self.frame.describe()]
 
     def _layer(self) -> dict[Any, Any]:
-        selected = numpy.flatnonzero(self._mask).tolist()
+        mask = self.frame.catalog.matching(self.operand("predicate"))
+        selected = numpy.flatnonzero(mask).tolist()
         time_range = self.operand("time_range")
         config = self.source.config
         name, frame_name = self._name, self.frame._name
@@ -544,7 +525,7 @@ class Persisted(ZExpr):
         if not isinstance(parent, Filter) or parent.operand("predicate") is None:
             return None
         catalog = self.catalog
-        mask = parent.operand("predicate")(catalog.columns, size=len(catalog))
+        mask = catalog.matching(parent.operand("predicate"))
         keys = [k for k, keep in zip(self.operand("keys"), mask.tolist(), strict=True) if keep]
         layer = self.operand("layer")
         below = Persisted(

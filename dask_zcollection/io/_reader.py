@@ -18,7 +18,7 @@ from typing import Any
 import numpy
 
 from ..catalog import Catalog
-from ..errors import CorruptedDataError, InvalidInputError, StorageError
+from ..errors import CorruptedDataError, StorageError
 from ..store import StoreSpec
 from ._config import CollectionConfig
 from ._fastread import ArrayHandle
@@ -28,7 +28,6 @@ __all__ = [
     "Part",
     "ReadSource",
     "TimeRange",
-    "coerce_bound",
     "parts_of",
     "read_concat",
     "read_block",
@@ -102,16 +101,7 @@ Part = tuple[str, int, bool]
 
 def parts_of(catalog: Catalog, time_range: TimeRange | None = None) -> list[Part]:
     """The :data:`Part` of every partition of ``catalog`` (vectorised)."""
-    n = len(catalog)
-    inside = numpy.ones(n, dtype=bool)
-    if time_range is not None:
-        inside[:] = catalog.has_stats
-        lo, hi = time_range
-        if lo is not None:
-            inside &= catalog.axis_min >= lo
-        if hi is not None:
-            inside &= catalog.axis_max <= hi
-        inside &= catalog.rows >= 0
+    inside = catalog.inside(time_range)
     return list(zip(catalog.paths, catalog.rows.tolist(), inside.tolist(), strict=True))
 
 
@@ -243,54 +233,3 @@ async def read_block(
         raise
     except OSError as err:
         raise StorageError(f"cannot read {arr.key!r}: {err}") from err
-
-
-def coerce_bound(
-    value: Any, dtype: numpy.dtype[Any], attrs: dict[str, Any], name: str, *, upper: bool
-) -> Any:
-    """Convert a user bound (str, datetime, number) to a scalar comparable with the axis."""
-    if value is None:
-        return None
-    if isinstance(value, str) and value.strip().lower() == "nat":
-        raise InvalidInputError(f"a bound of {name!r} cannot be NaT or NaN, got {value!r}")
-    try:
-        bound = _coerce_bound(value, dtype, attrs, name, upper=upper)
-    except InvalidInputError:
-        raise
-    except (ValueError, TypeError, OverflowError) as err:  # e.g. beyond datetime64[ns]
-        raise InvalidInputError(
-            f"cannot use {value!r} as a bound of {name!r} ({dtype}): {err}"
-        ) from err
-    missing = (
-        numpy.isnat(bound) if dtype.kind in "mM" else dtype.kind in "fc" and numpy.isnan(bound)
-    )
-    if missing:
-        # Nothing compares with NaT or NaN: the range would silently select no row.
-        raise InvalidInputError(f"a bound of {name!r} cannot be NaT or NaN, got {value!r}")
-    return bound
-
-
-def _coerce_bound(
-    value: Any, dtype: numpy.dtype[Any], attrs: dict[str, Any], name: str, *, upper: bool
-) -> Any:
-    if dtype.kind == "M":
-        try:
-            return numpy.datetime64(value).astype(dtype)
-        except (ValueError, TypeError) as err:
-            raise InvalidInputError(f"cannot interpret {value!r} as a time of {name!r}") from err
-    if isinstance(value, (str, numpy.datetime64)) or hasattr(value, "isoformat"):
-        if dtype.kind not in "iu":
-            raise InvalidInputError(
-                f"variable {name!r} ({dtype}) cannot be compared with {value!r}"
-            )
-        from ..partitioning._date import _parse_cf_units
-
-        when = numpy.datetime64(value, "ns")
-        units = attrs.get("units")
-        if units:
-            unit, ref = _parse_cf_units(str(units), name)
-            delta = (when - ref.astype("datetime64[ns]")) / numpy.timedelta64(1, unit)  # type: ignore[call-overload]
-            # Inclusive bounds: round inwards so no value outside the range is kept.
-            return dtype.type(int(numpy.floor(delta) if upper else numpy.ceil(delta)))
-        return dtype.type(when.astype("int64"))
-    return numpy.asarray(value).astype(dtype)[()]

@@ -7,7 +7,7 @@ turns a user predicate into a vectorised :class:`PartitionFilter` over key colum
 """
 
 from dask_zcollection.partitioning._base import Partitioning
-from dask_zcollection.partitioning._date import Date, Resolution
+from dask_zcollection.partitioning._date import Date, Resolution, time_bound
 from dask_zcollection.partitioning._dict import from_dict
 from dask_zcollection.partitioning._filter import FilterLike, PartitionFilter, compile_filter
 from dask_zcollection.partitioning._sequence import GroupedSequence, Sequence
@@ -22,4 +22,5 @@ __all__ = [
     "Sequence",
     "compile_filter",
     "from_dict",
+    "time_bound",
 ]

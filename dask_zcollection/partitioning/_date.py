@@ -19,7 +19,7 @@ from dask_zcollection.partitioning._base import (
     unique_int,
 )
 
-__all__ = ["Date", "Resolution"]
+__all__ = ["Date", "Resolution", "time_bound"]
 
 Resolution = Literal["Y", "M", "D", "h", "m", "s"]
 
@@ -355,3 +355,85 @@ def _decompose(counts: npt.NDArray[numpy.int64], date: Date) -> npt.NDArray[nump
         divisor //= factor
         keys[:, column], rest = numpy.divmod(rest, divisor)
     return keys
+
+
+def time_bound(
+    value: Any,
+    dtype: numpy.dtype[Any],
+    attrs: Mapping[str, Any] | None = None,
+    name: str = "time",
+    *,
+    upper: bool = False,
+) -> Any:
+    """A user's time bound as a scalar comparable with an axis variable of ``dtype``.
+
+    Parameters
+    ----------
+    value : str, datetime, numpy.datetime64 or number
+        The bound (``None``: open).
+    dtype : numpy.dtype
+        The axis variable's dtype: ``datetime64`` or an integer time with CF
+        ``units`` in ``attrs`` (``"seconds since 2000-01-01"``).
+    attrs : mapping, optional
+        The axis variable's attributes.
+    name : str
+        The variable's name, for messages.
+    upper : bool
+        An upper bound: integer times round down (inclusive bounds never keep
+        a value outside the range), lower bounds round up.
+
+    Raises
+    ------
+    InvalidInputError
+        When the value cannot be read as a time of ``dtype``, is outside its
+        range, or is NaT / NaN (nothing compares with them).
+
+    Examples
+    --------
+    >>> time_bound("2024-03-01", numpy.dtype("int64"), {"units": "days since 2024-01-01"})
+    np.int64(60)
+    """
+    attrs = dict(attrs or {})
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lower() == "nat":
+        raise InvalidInputError(f"a bound of {name!r} cannot be NaT or NaN, got {value!r}")
+    try:
+        bound = _time_bound(value, dtype, attrs, name, upper=upper)
+    except InvalidInputError:
+        raise
+    except (ValueError, TypeError, OverflowError) as err:  # e.g. beyond datetime64[ns]
+        raise InvalidInputError(
+            f"cannot use {value!r} as a bound of {name!r} ({dtype}): {err}"
+        ) from err
+    missing = (
+        numpy.isnat(bound) if dtype.kind in "mM" else dtype.kind in "fc" and numpy.isnan(bound)
+    )
+    if missing:
+        # Nothing compares with NaT or NaN: the range would silently select no row.
+        raise InvalidInputError(f"a bound of {name!r} cannot be NaT or NaN, got {value!r}")
+    return bound
+
+
+def _time_bound(
+    value: Any, dtype: numpy.dtype[Any], attrs: dict[str, Any], name: str, *, upper: bool
+) -> Any:
+    if dtype.kind == "M":
+        try:
+            return numpy.datetime64(value).astype(dtype)
+        except (ValueError, TypeError) as err:
+            raise InvalidInputError(f"cannot interpret {value!r} as a time of {name!r}") from err
+    if isinstance(value, (str, numpy.datetime64)) or hasattr(value, "isoformat"):
+        if dtype.kind not in "iu":
+            raise InvalidInputError(
+                f"variable {name!r} ({dtype}) cannot be compared with {value!r}"
+            )
+        when = numpy.datetime64(value, "ns")
+        units = attrs.get("units")
+        if units:
+            unit, ref = _parse_cf_units(str(units), name)
+            delta = (when - ref.astype("datetime64[ns]")) / numpy.timedelta64(1, unit)  # type: ignore[call-overload]
+            # Inclusive bounds: round inwards so no value outside the range is kept.
+            return dtype.type(int(numpy.floor(delta) if upper else numpy.ceil(delta)))
+        return dtype.type(when.astype("int64"))
+    return numpy.asarray(value).astype(dtype)[()]

@@ -327,3 +327,47 @@ def test_legacy_state_json() -> None:
         asyncio.run(scenario())
     finally:
         MemoryStore.forget(name)
+
+
+def test_pruning_methods_agree_with_a_row_by_row_reference() -> None:
+    """Catalog.select/overlapping/inside/bounds: the one place partitions are pruned."""
+    from dask_zcollection.partitioning import compile_filter
+
+    rng = numpy.random.default_rng(7)
+    n = 200
+    keys = numpy.stack([numpy.full(n, 2024), numpy.arange(n)], axis=1).astype("int64")
+    lo = numpy.sort(rng.integers(0, 10_000, n))
+    hi = lo + rng.integers(0, 300, n)
+    rows = rng.integers(-1, 5, n)  # -1: unknown, 0: empty
+    catalog = Catalog.empty(("year", "n"), "int64").with_partitions(
+        keys, [f"year=2024/n={i}" for i in range(n)], rows, lo, hi
+    )
+    predicate = compile_filter("n % 3 != 0", ("year", "n"))
+    for time_range in [(None, None), (2_000, None), (None, 5_000), (3_000, 3_100), (9_999, 1)]:
+        selected = catalog.select(predicate, time_range)
+        expected = [
+            i
+            for i in range(n)
+            if i % 3 != 0
+            and (
+                rows[i] < 0
+                or (
+                    rows[i] > 0
+                    and (time_range[0] is None or hi[i] >= time_range[0])
+                    and (time_range[1] is None or lo[i] <= time_range[1])
+                )
+            )
+        ]
+        assert selected.keys[:, 1].tolist() == expected
+        inside = catalog.inside(time_range)
+        assert inside.tolist() == [
+            bool(
+                rows[i] >= 0
+                and (time_range[0] is None or lo[i] >= time_range[0])
+                and (time_range[1] is None or hi[i] <= time_range[1])
+            )
+            for i in range(n)
+        ]
+        b_lo, b_hi = catalog.bounds(time_range)
+        assert (b_lo >= lo).all() and (b_hi <= hi).all()
+    assert catalog.select() is catalog  # nothing to prune: the same object
