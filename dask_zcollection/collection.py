@@ -23,11 +23,11 @@ import dask
 import numpy
 from dask.base import DaskMethodsMixin
 from dask.delayed import Delayed
-from dask.utils import format_bytes
 
 from ._sync import sync
 from .catalog import Catalog
 from .data import Dataset
+from .data._repr import format_bytes
 from .errors import FilterError, InvalidInputError, VariableNotFoundError
 from .expr import (
     Filter,
