@@ -41,8 +41,8 @@ from typing import Any, ClassVar
 import dask.base
 import numpy
 import pytest
+from zarr.abc.buffer import Buffer, BufferPrototype
 from zarr.abc.store import ByteRequest, Store
-from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import WrapperStore
 
 from .errors import ConflictError

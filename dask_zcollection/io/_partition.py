@@ -13,10 +13,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy
-from zarr.core.array import AsyncArray, init_array
-from zarr.core.buffer import default_buffer_prototype
+from zarr.api.asynchronous import create_array
+from zarr.buffer import default_buffer_prototype
 from zarr.storage import MemoryStore, StorePath
 
+from .._zarr import AsyncArray, array_from_metadata
 from ..errors import CorruptedDataError, PartitionNotFoundError, StorageError
 from ..schema import Schema, VariableSchema
 from ..store import StoreSpec
@@ -118,8 +119,9 @@ class PartitionIO:
         if meta is None:
             var = self.schema[path]
             store = MemoryStore()
-            await init_array(
-                store_path=StorePath(store, "a"),
+            await create_array(
+                store,
+                name="a",
                 shape=tuple(shape),
                 dtype=var.dtype,
                 chunks=chunks,
@@ -129,7 +131,9 @@ class PartitionIO:
                 dimension_names=var.dimensions,
                 **_zarr_codec_args(var),
             )
-            meta = json.loads(store._store_dict["a/zarr.json"].to_bytes())
+            buf = await store.get("a/zarr.json", prototype=default_buffer_prototype())
+            assert buf is not None  # written by create_array just above
+            meta = json.loads(buf.to_bytes())
             self._templates[cache_key] = meta
         return {**meta, "shape": list(shape)}
 
@@ -189,7 +193,7 @@ class PartitionIO:
         store = CheckedStore(self.spec.zarr_store(), key, meta, None)
         await store.set(f"{key}/zarr.json", _buffer(json.dumps(meta).encode()))
         if data.size:
-            arr = AsyncArray(meta, StorePath(store, key), config=_WRITE_CONFIG)  # type: ignore[call-overload]
+            arr = array_from_metadata(meta, StorePath(store, key), _WRITE_CONFIG)
             await arr.setitem(Ellipsis, data)
         doc = _with_record(meta, record_of(meta, store.written))
         await store.set(f"{key}/zarr.json", _buffer(json.dumps(doc).encode()))
@@ -235,7 +239,7 @@ class PartitionIO:
         buf = await store.get(f"{key}/zarr.json", prototype=default_buffer_prototype())
         if buf is None:
             raise PartitionNotFoundError(f"array {key!r} is missing from {self.spec.url}")
-        return AsyncArray(json.loads(buf.to_bytes()), StorePath(store, key))  # type: ignore[call-overload]
+        return array_from_metadata(json.loads(buf.to_bytes()), StorePath(store, key))
 
     async def read(
         self,

@@ -14,12 +14,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy
-from zarr.core.array import AsyncArray
-from zarr.core.buffer import default_buffer_prototype
+from zarr.buffer import default_buffer_prototype
 from zarr.storage import StorePath
 
 from .._prepare import check_axis, conform_columns
 from .._sync import sync
+from .._zarr import array_from_metadata
 from ..catalog import CatalogLog
 from ..catalog._transaction import PutPartitions, Transaction, lock_key
 from ..errors import ConflictError, InvalidInputError, MergeError, SchemaError
@@ -330,7 +330,7 @@ async def _append(
         # The reads of zarr's read-modify-write of the last chunk are checked against
         # the committed record; the chunks it writes are noted for the final record.
         checked = CheckedStore(store, key, meta, old)
-        arr = AsyncArray(meta, StorePath(checked, key), config={"write_empty_chunks": True})  # type: ignore[call-overload]
+        arr = array_from_metadata(meta, StorePath(checked, key), {"write_empty_chunks": True})
         if len(data):
             try:
                 await arr.setitem(slice(offset, offset + len(data)), data)
