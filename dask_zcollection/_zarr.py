@@ -37,8 +37,8 @@ __all__ = ["AsyncArray", "array_from_metadata", "event_loop", "read_selection_in
 def sync[T](coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` on zarr's event loop thread and return its result (``zarr.core.sync.sync``).
 
-    Raises ``zarr.core.sync.SyncError`` (a ``RuntimeError``) when called on
-    that loop's own thread.
+    Raises ``zarr.core.sync.SyncError`` when called on that loop's own thread
+    (:func:`dask_zcollection._sync.sync` checks first and raises a clear error).
     """
     return _sync(coro)
 

@@ -21,6 +21,7 @@ from .._zarr import AsyncArray, array_from_metadata
 from ..errors import CorruptedDataError, PartitionNotFoundError, StorageError
 from ..schema import Schema, VariableSchema
 from ..store import StoreSpec
+from ..store._base import group_json
 from ._fastread import ArrayHandle, encode_chunks
 from ._integrity import (
     CRC32C,
@@ -31,17 +32,12 @@ from ._integrity import (
     record_of,
 )
 
-__all__ = ["PartitionIO", "group_json"]
+__all__ = ["PARTITION_KEY_ATTR", "PartitionIO", "group_json"]
 
 _WRITE_CONFIG = {"write_empty_chunks": True}
-_KEY_ATTR = "_zc_partition_key"
-
-
-def group_json(attrs: Mapping[str, Any] | None = None) -> bytes:
-    """The ``zarr.json`` document of a group."""
-    return json.dumps(
-        {"attributes": dict(attrs or {}), "zarr_format": 3, "node_type": "group"}
-    ).encode()
+#: Group attribute of a partition holding its key, ``[[name, value], ...]``: written
+#: with every partition, read back by repair to re-file a group at its path.
+PARTITION_KEY_ATTR = "_zc_partition_key"
 
 
 def _buffer(data: bytes) -> Any:
@@ -343,7 +339,7 @@ class PartitionIO:
         raw = await self.spec.get(f"{path}/zarr.json")
         if raw is None:
             return None
-        return json.loads(raw).get("attributes", {}).get(_KEY_ATTR)
+        return json.loads(raw).get("attributes", {}).get(PARTITION_KEY_ATTR)
 
 
 def _json_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:

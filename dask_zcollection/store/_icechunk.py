@@ -47,7 +47,7 @@ from ..errors import (
     InvalidInputError,
     StorageError,
 )
-from ._base import StoreSpec
+from ._base import StoreSpec, group_json
 from ._options import Frozen, freeze, thaw
 
 __all__ = ["IcechunkStore"]
@@ -102,7 +102,7 @@ def _blob_meta(n: int) -> bytes:
     return json.dumps(doc).encode()
 
 
-_GROUP = json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}).encode()
+_GROUP = group_json()
 
 
 class _BoundedStore(WrapperStore[Any]):
