@@ -1,4 +1,4 @@
-"""Pins the zarr-python behaviours the package relies on (``dask_zcollection._zarr`` and the layout).
+"""Pins the zarr-python behaviours the package relies on (``_zarr.py`` and the chunk layout).
 
 If a zarr upgrade changes one of these, this file fails first and names what moved:
 - ``zarr.core.sync.sync`` runs a coroutine on one loop on a daemon thread, the
