@@ -193,3 +193,22 @@ def test_buffers_wrap_bytes() -> None:
     assert buf.to_bytes() == b"abc"
     assert isinstance(_PROTO, BufferPrototype)
     assert zarr.AsyncArray is _zarr.AsyncArray
+
+
+def test_only_the_zarr_module_touches_zarr_internals() -> None:
+    """``zarr.core`` and zarr's private attributes appear in ``_zarr.py`` only."""
+    import re
+    from pathlib import Path
+
+    import dask_zcollection
+
+    root = Path(dask_zcollection.__file__).parent
+    private = re.compile(r"zarr\.core|\._get_selection|\._chunk_grid|_store_dict|_get_loop")
+    offenders = [
+        f"{path.relative_to(root)}:{n}"
+        for path in sorted(root.rglob("*.py"))
+        if path.name != "_zarr.py"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if private.search(line)
+    ]
+    assert offenders == []
