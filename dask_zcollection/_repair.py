@@ -51,7 +51,8 @@ from .catalog._transaction import (
     retry_on_conflict,
 )
 from .errors import ConflictError, CorruptedDataError
-from .io._partition import _KEY_ATTR, group_json
+from .io._partition import PARTITION_KEY_ATTR as _KEY_ATTR
+from .io._partition import group_json
 
 if TYPE_CHECKING:
     from ._engine import AsyncCollection

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
-from zarr.core.sync import sync as _zarr_sync
+from ._zarr import sync as _zarr_sync
 
 __all__ = ["sync"]
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import pickle
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
@@ -41,12 +40,13 @@ from typing import Any, ClassVar
 import dask.base
 import numpy
 import pytest
+from zarr.abc.buffer import Buffer, BufferPrototype
 from zarr.abc.store import ByteRequest, Store
-from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import WrapperStore
 
 from .errors import ConflictError
 from .store import StoreSpec, resolve_store
+from .store._base import group_json
 
 __all__ = ["CountingStore", "RequestCounter", "StoreTests", "run"]
 
@@ -57,7 +57,7 @@ def run[T](coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _group_json(**attributes: Any) -> bytes:
-    return json.dumps({"zarr_format": 3, "node_type": "group", "attributes": attributes}).encode()
+    return group_json(attributes)
 
 
 _ROOT_GROUP = _group_json()

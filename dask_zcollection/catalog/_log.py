@@ -26,6 +26,7 @@ import warnings
 
 from ..errors import CorruptedDataError, StorageError, ZCollectionWarning
 from ..store import StoreSpec
+from ..store._base import group_json
 from ._catalog import Catalog, decode_catalog, encode_catalog
 
 __all__ = ["CATALOG_DIR", "CatalogLog", "CatalogState"]
@@ -158,12 +159,8 @@ class CatalogLog:
 
     async def initialise(self) -> None:
         """Write the ``_catalog`` group marker."""
-        doc = {
-            "attributes": {"zcollection_catalog": {"format": 1}},
-            "zarr_format": 3,
-            "node_type": "group",
-        }
-        await self.spec.put(f"{CATALOG_DIR}/zarr.json", json.dumps(doc).encode())
+        doc = group_json({"zcollection_catalog": {"format": 1}})
+        await self.spec.put(f"{CATALOG_DIR}/zarr.json", doc)
 
     async def commit(self, catalog: Catalog) -> bool:
         """Publish ``catalog`` as its version; ``False`` when that version exists already."""

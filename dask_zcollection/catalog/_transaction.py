@@ -43,6 +43,7 @@ import numpy
 
 from ..errors import ConflictError
 from ..store import StoreSpec
+from ..store._base import group_json
 from ._catalog import Catalog
 from ._lease import (
     ALIVE_SUFFIX,
@@ -174,12 +175,7 @@ def retention() -> float:
 
 
 def _pending_group(txn: str) -> bytes:
-    doc = {
-        "attributes": {PENDING_ATTR: True, TXN_ATTR: txn},
-        "zarr_format": 3,
-        "node_type": "group",
-    }
-    return json.dumps(doc).encode()
+    return group_json({PENDING_ATTR: True, TXN_ATTR: txn})
 
 
 class Change(Protocol):

@@ -26,11 +26,10 @@ from typing import Any, NamedTuple
 import google_crc32c
 import numcodecs
 import numpy
-from zarr.core.array import AsyncArray
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.indexing import BasicIndexer
+from zarr.buffer import default_buffer_prototype
 from zarr.storage import StorePath
 
+from .._zarr import AsyncArray, array_from_metadata, read_selection_into
 from ..errors import CorruptedDataError
 from ._integrity import (
     _DIGEST_RETRIES,
@@ -168,7 +167,7 @@ class ArrayHandle:
         """The zarr array (built on first use), reading through a :class:`CheckedStore`."""
         if self._array is None:
             checked = CheckedStore(self.store, self.key, self.doc, self.record)
-            self._array = AsyncArray(self.doc, StorePath(checked, self.key))  # type: ignore[call-overload]
+            self._array = array_from_metadata(self.doc, StorePath(checked, self.key))
         return self._array
 
     async def read(self, start: int = 0, stop: int | None = None) -> numpy.ndarray:
@@ -194,14 +193,9 @@ class ArrayHandle:
         if stop <= start:
             return
         if self.compressor is None or not out.flags.c_contiguous:
-            arr = self.zarr_array()
-            prototype = default_buffer_prototype()
             selection = (slice(start, stop),) + (slice(None),) * (self.ndim - 1)
-            indexer = BasicIndexer(selection, arr.shape, arr._chunk_grid)
             try:
-                await arr._get_selection(
-                    indexer, prototype=prototype, out=prototype.nd_buffer.from_numpy_array(out)
-                )
+                await read_selection_into(self.zarr_array(), selection, out)
             except (ValueError, RuntimeError) as err:  # a codec failed on damaged bytes
                 raise corrupted(
                     self.key, f"cannot decode rows {start}:{stop} of array {self.key!r}: {err}"

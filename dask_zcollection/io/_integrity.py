@@ -34,7 +34,7 @@ from typing import Any
 
 import google_crc32c
 import numpy
-from zarr.core.buffer import default_buffer_prototype
+from zarr.buffer import default_buffer_prototype
 from zarr.storage import WrapperStore
 
 from ..errors import CorruptedDataError

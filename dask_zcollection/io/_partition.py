@@ -13,13 +13,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy
-from zarr.core.array import AsyncArray, init_array
-from zarr.core.buffer import default_buffer_prototype
+from zarr.api.asynchronous import create_array
+from zarr.buffer import default_buffer_prototype
 from zarr.storage import MemoryStore, StorePath
 
+from .._zarr import AsyncArray, array_from_metadata
 from ..errors import CorruptedDataError, PartitionNotFoundError, StorageError
 from ..schema import Schema, VariableSchema
 from ..store import StoreSpec
+from ..store._base import group_json
 from ._fastread import ArrayHandle, encode_chunks
 from ._integrity import (
     CRC32C,
@@ -30,17 +32,12 @@ from ._integrity import (
     record_of,
 )
 
-__all__ = ["PartitionIO", "group_json"]
+__all__ = ["PARTITION_KEY_ATTR", "PartitionIO", "group_json"]
 
 _WRITE_CONFIG = {"write_empty_chunks": True}
-_KEY_ATTR = "_zc_partition_key"
-
-
-def group_json(attrs: Mapping[str, Any] | None = None) -> bytes:
-    """The ``zarr.json`` document of a group."""
-    return json.dumps(
-        {"attributes": dict(attrs or {}), "zarr_format": 3, "node_type": "group"}
-    ).encode()
+#: Group attribute of a partition holding its key, ``[[name, value], ...]``: written
+#: with every partition, read back by repair to re-file a group at its path.
+PARTITION_KEY_ATTR = "_zc_partition_key"
 
 
 def _buffer(data: bytes) -> Any:
@@ -118,8 +115,9 @@ class PartitionIO:
         if meta is None:
             var = self.schema[path]
             store = MemoryStore()
-            await init_array(
-                store_path=StorePath(store, "a"),
+            await create_array(
+                store,
+                name="a",
                 shape=tuple(shape),
                 dtype=var.dtype,
                 chunks=chunks,
@@ -129,7 +127,9 @@ class PartitionIO:
                 dimension_names=var.dimensions,
                 **_zarr_codec_args(var),
             )
-            meta = json.loads(store._store_dict["a/zarr.json"].to_bytes())
+            buf = await store.get("a/zarr.json", prototype=default_buffer_prototype())
+            assert buf is not None  # written by create_array just above
+            meta = json.loads(buf.to_bytes())
             self._templates[cache_key] = meta
         return {**meta, "shape": list(shape)}
 
@@ -189,7 +189,7 @@ class PartitionIO:
         store = CheckedStore(self.spec.zarr_store(), key, meta, None)
         await store.set(f"{key}/zarr.json", _buffer(json.dumps(meta).encode()))
         if data.size:
-            arr = AsyncArray(meta, StorePath(store, key), config=_WRITE_CONFIG)  # type: ignore[call-overload]
+            arr = array_from_metadata(meta, StorePath(store, key), _WRITE_CONFIG)
             await arr.setitem(Ellipsis, data)
         doc = _with_record(meta, record_of(meta, store.written))
         await store.set(f"{key}/zarr.json", _buffer(json.dumps(doc).encode()))
@@ -235,7 +235,7 @@ class PartitionIO:
         buf = await store.get(f"{key}/zarr.json", prototype=default_buffer_prototype())
         if buf is None:
             raise PartitionNotFoundError(f"array {key!r} is missing from {self.spec.url}")
-        return AsyncArray(json.loads(buf.to_bytes()), StorePath(store, key))  # type: ignore[call-overload]
+        return array_from_metadata(json.loads(buf.to_bytes()), StorePath(store, key))
 
     async def read(
         self,
@@ -339,7 +339,7 @@ class PartitionIO:
         raw = await self.spec.get(f"{path}/zarr.json")
         if raw is None:
             return None
-        return json.loads(raw).get("attributes", {}).get(_KEY_ATTR)
+        return json.loads(raw).get("attributes", {}).get(PARTITION_KEY_ATTR)
 
 
 def _json_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:

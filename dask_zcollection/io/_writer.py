@@ -14,18 +14,20 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy
-from zarr.core.array import AsyncArray
-from zarr.core.buffer import default_buffer_prototype
+from zarr.buffer import default_buffer_prototype
 from zarr.storage import StorePath
 
 from .._prepare import check_axis, conform_columns
 from .._sync import sync
+from .._zarr import array_from_metadata
 from ..catalog import CatalogLog
-from ..catalog._transaction import PutPartitions, Transaction, lock_key
+from ..catalog._discovery import IMMUTABLE_PATH
+from ..catalog._transaction import TXN_ATTR, PutPartitions, Transaction, lock_key
 from ..errors import ConflictError, InvalidInputError, MergeError, SchemaError
 from ..merge import AxisRange, MergeStrategy
 from ..store import StoreSpec
 from ._integrity import RECORD_ATTR, CheckedStore, ChunkRecord, corrupted, record_of
+from ._partition import PARTITION_KEY_ATTR
 from ._reader import Part, ReadSource, read_partition
 
 __all__ = [
@@ -36,8 +38,6 @@ __all__ = [
     "immutable_task",
     "merge_write_task",
 ]
-
-_KEY_ATTR = "_zc_partition_key"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -151,10 +151,10 @@ async def _merge_write(
     spec = ctx.txn.spec
     lock = None if spec.transactional else lock_key(plan.canonical)
     attrs = {
-        _KEY_ATTR: [
+        PARTITION_KEY_ATTR: [
             [n, int(v)] for n, v in zip(ctx.source.config.partitioning.keys, plan.key, strict=True)
         ],
-        "_zc_txn": ctx.txn.txn,
+        TXN_ATTR: ctx.txn.txn,
     }
     # One writer at a time writes a partition; the others retry (a dead holder's lock
     # is recovered). New partitions are locked too: their canonical path may hold a
@@ -330,7 +330,7 @@ async def _append(
         # The reads of zarr's read-modify-write of the last chunk are checked against
         # the committed record; the chunks it writes are noted for the final record.
         checked = CheckedStore(store, key, meta, old)
-        arr = AsyncArray(meta, StorePath(checked, key), config={"write_empty_chunks": True})  # type: ignore[call-overload]
+        arr = array_from_metadata(meta, StorePath(checked, key), {"write_empty_chunks": True})
         if len(data):
             try:
                 await arr.setitem(slice(offset, offset + len(data)), data)
@@ -347,11 +347,11 @@ def immutable_task(ctx: WriteContext, arrays: dict[str, Any]) -> tuple[str, Any]
     """Write the immutable variables (first insert only); returns their group path, changes."""
 
     async def run(ctx: WriteContext) -> str:
-        path = await ctx.txn.claim("_immutable")
+        path = await ctx.txn.claim(IMMUTABLE_PATH)
         # Stamp the transaction (as partitions are): abort/recover recognise the claim
         # by it, and readers never take it for a reference-format ``_immutable``.
         await ctx.source.io.write(
-            path, {k: numpy.asarray(v) for k, v in arrays.items()}, attrs={"_zc_txn": ctx.txn.txn}
+            path, {k: numpy.asarray(v) for k, v in arrays.items()}, attrs={TXN_ATTR: ctx.txn.txn}
         )
         return path
 

@@ -177,7 +177,8 @@ class Codecs:
     array_to_bytes : dict
         The serializer (``bytes`` by default).
     bytes_to_bytes : tuple of dict
-        Compressors, applied last. zstd level 3 by default.
+        Compressors, applied last. Blosc lz4 with byte shuffle by default
+        (``typesize`` from the dtype).
     sharded : bool
         Whether arrays are sharded (shard shape from the dimensions' ``shards``).
     shard_target_bytes : int

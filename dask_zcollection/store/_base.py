@@ -11,17 +11,31 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import json
 import os
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 from zarr.abc.store import Store
-from zarr.core.buffer import default_buffer_prototype
+from zarr.buffer import default_buffer_prototype
 
 from ..errors import StorageError
 
-__all__ = ["StoreSpec"]
+__all__ = ["StoreSpec", "group_json"]
+
+
+def group_json(attrs: Mapping[str, Any] | None = None) -> bytes:
+    """The ``zarr.json`` document of a Zarr v3 group with attributes ``attrs``.
+
+    The one place the package spells a group's metadata: partitions, their
+    parent groups, the catalog marker, pending claims and the adapters' implicit
+    parents all use it.
+    """
+    return json.dumps(
+        {"attributes": dict(attrs or {}), "zarr_format": 3, "node_type": "group"}
+    ).encode()
+
 
 _LIVE: dict[tuple[Any, ...], Store] = {}
 _LIVE_LOCK = threading.Lock()

@@ -47,9 +47,9 @@ def _current_loop() -> asyncio.AbstractEventLoop:
     try:
         return asyncio.get_running_loop()
     except RuntimeError:
-        from zarr.core.sync import _get_loop
+        from .._zarr import event_loop
 
-        return _get_loop()  # where zarr's sync API runs coroutines
+        return event_loop()  # where zarr's sync API runs coroutines
 
 
 @dataclasses.dataclass(frozen=True, slots=True, repr=False)

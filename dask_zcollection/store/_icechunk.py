@@ -38,7 +38,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
 from zarr.abc.store import Store
-from zarr.core.buffer import default_buffer_prototype
+from zarr.buffer import default_buffer_prototype
 from zarr.storage import WrapperStore
 
 from ..errors import (
@@ -47,7 +47,7 @@ from ..errors import (
     InvalidInputError,
     StorageError,
 )
-from ._base import StoreSpec
+from ._base import StoreSpec, group_json
 from ._options import Frozen, freeze, thaw
 
 __all__ = ["IcechunkStore"]
@@ -102,7 +102,7 @@ def _blob_meta(n: int) -> bytes:
     return json.dumps(doc).encode()
 
 
-_GROUP = json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}).encode()
+_GROUP = group_json()
 
 
 class _BoundedStore(WrapperStore[Any]):

@@ -6,8 +6,9 @@ import dataclasses
 import threading
 from typing import ClassVar
 
+from zarr.abc.buffer import Buffer
 from zarr.abc.store import Store
-from zarr.core.buffer import Buffer, default_buffer_prototype
+from zarr.buffer import default_buffer_prototype
 from zarr.storage import MemoryStore as _ZarrMemoryStore
 
 from ._base import _LIVE, _LIVE_LOCK, StoreSpec

@@ -28,8 +28,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from zarr.abc.buffer import Buffer
 from zarr.abc.store import Store
-from zarr.core.buffer import Buffer
 from zarr.storage import ObjectStore as _ZarrObjectStore
 
 from ..errors import InvalidInputError, StorageError
