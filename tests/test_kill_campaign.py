@@ -155,9 +155,7 @@ def test_sigkill_at_remaining_protocol_steps_on_s3(
 
 
 # -- repair and vacuum killed ----------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "backend", ["file", pytest.param("s3", marks=S3)]
-)
+@pytest.mark.parametrize("backend", ["file", pytest.param("s3", marks=S3)])
 @pytest.mark.parametrize("kind", ["repair", "vacuum"])
 def test_sigkill_during_repair_and_vacuum(
     kind: str, backend: str, zygote: Zygote, tmp_path: Path, request: pytest.FixtureRequest
