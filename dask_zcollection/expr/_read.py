@@ -20,6 +20,7 @@ import numpy
 
 from .._sync import sync
 from ..catalog import Catalog
+from ..catalog._discovery import IMMUTABLE_PATH
 from ..data import Dataset
 from ..io import (
     ReadSource,
@@ -344,7 +345,7 @@ class ReadPartitions(ZExpr):
         key = (f"{self._name}-immutable", 0)
         path = self.catalog.immutable
         if path is None:
-            path = "_immutable"  # reference-format collections
+            path = IMMUTABLE_PATH  # reference-format collections
         return key, Task(key, read_immutable_task, DataNode(None, self.source), path, imm)
 
     def _layer(self) -> dict[Any, Any]:
@@ -704,7 +705,7 @@ class ReadBlocks(_Blocks):
         name = self.variable
         if self._spec.immutable:
             key = self._key(0)
-            path = self.catalog.immutable or "_immutable"  # reference-format collections
+            path = self.catalog.immutable or IMMUTABLE_PATH  # reference-format collections
             return {key: Task(key, read_block_task, src, path, name, 0, 0)}
         paths = self.catalog.paths
         layer: dict[Any, Any] = {}
