@@ -498,6 +498,14 @@ class LazyCollection(DaskMethodsMixin):
                 )
         if not parts:
             return dd.from_pandas(meta, npartitions=1)
+        if isinstance(expr, Persisted):
+            # The persisted partitions are the data (a time range applied before
+            # persist() trimmed them): frames of those, never a second read of the store.
+            frames = [
+                dask.delayed(_frame_of, pure=True)(part, tuple(names), index)
+                for part in self.to_delayed()
+            ]
+            return dd.from_delayed(frames, meta=meta, verify_meta=False)
         return dd.from_map(
             _DataFrameReader(self.source, tuple(names), time_range, index),
             parts,
@@ -506,6 +514,14 @@ class LazyCollection(DaskMethodsMixin):
             label="zc-read-frame",
             enforce_metadata=False,
         )
+
+
+def _frame_of(ds: Dataset, names: tuple[str, ...], index: str | None) -> Any:
+    """One persisted partition as a pandas DataFrame."""
+    import pandas
+
+    frame = pandas.DataFrame({n: ds[n].values for n in names})  # type: ignore[union-attr]
+    return frame.set_index(index) if index else frame
 
 
 class _DataFrameReader:

@@ -324,9 +324,19 @@ def test_persist_then_filter(monthly: tuple[str, Any]) -> None:
         tree = march.to_xarray()
         numpy.testing.assert_array_equal(tree.to_dataset()["time"].values, t[mar])
     assert log.reads() == []
-    # (to_dask_dataframe reads the partitions from the store again, persisted or not.)
-    frame = march.to_dask_dataframe(["time", "quality"]).compute()
+    with TaskLog() as log:  # frames of the persisted partitions: nothing read again
+        frame = march.to_dask_dataframe(["time", "quality"]).compute()
+    assert log.reads() == []
     numpy.testing.assert_array_equal(frame["quality"].values, data["quality"][mar])
+    numpy.testing.assert_array_equal(frame.index.values, t[mar])
+    # Persisted after a time range: the frame holds the trimmed rows (it re-read the
+    # whole partitions from the store: 120 rows for 59).
+    lo, hi = numpy.datetime64("2024-02-10"), numpy.datetime64("2024-03-10")
+    trimmed = zc.read_collection(url).filter(time=slice(str(lo), str(hi))).persist()
+    frame = trimmed.to_dask_dataframe(["time", "quality"]).compute()
+    inside = (t >= lo) & (t <= hi)
+    numpy.testing.assert_array_equal(frame.index.values, t[inside])
+    numpy.testing.assert_array_equal(frame["quality"].values, data["quality"][inside])
     assert march.filter(month=2).compute() is None
 
 
