@@ -49,6 +49,23 @@ ALIVE_SUFFIX = ".alive"
 #: Default seconds without a heartbeat after which a writer is dead.
 DEFAULT_LEASE_TIMEOUT = 60.0
 _HOST = socket.gethostname()
+
+
+def _node() -> str | None:
+    """This machine's boot and pid namespace: a pid means this process only there.
+
+    Two containers (or machines) may share a host name; they never share both
+    a boot id and a pid namespace (``None`` where ``/proc`` does not tell).
+    """
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        return f"{boot}:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return None
+
+
+_NODE = _node()
 #: A writer whose process still runs on this host is dead only after this many timeouts.
 _SAME_HOST_CAP = 60
 
@@ -85,7 +102,15 @@ def txn_started(txn: str) -> float | None:
 
 
 def _owner() -> dict[str, Any]:
-    return {"host": _HOST, "pid": os.getpid()}
+    return {"host": _HOST, "node": _NODE, "pid": os.getpid()}
+
+
+def _here(doc: dict[str, Any]) -> bool:
+    """Whether the process a record names would be a process of this machine and namespace."""
+    if doc.get("host") != _HOST:
+        return False
+    node = doc.get("node")
+    return node is None or _NODE is None or node == _NODE
 
 
 async def write_lease(
@@ -113,8 +138,8 @@ async def beat(spec: StoreSpec, txn: str) -> float:
 
 
 def _pid_gone(doc: dict[str, Any]) -> bool:
-    """Whether the process a record names is provably gone (same host, no such pid)."""
-    if doc.get("host") != _HOST:
+    """Whether the process a record names is provably gone (here, no such pid)."""
+    if not _here(doc):
         return False
     try:
         os.kill(int(doc["pid"]), 0)
@@ -168,7 +193,7 @@ class Liveness:
         last = self.last_sign
         age = float("inf") if last is None else time.time() - last
         owners = [d for d in (self.lease, self.alive_doc) if d is not None]
-        if any(d.get("host") == _HOST and not _pid_gone(d) for d in owners):
+        if any(_here(d) and not _pid_gone(d) for d in owners):
             # A process of this host that signed it still runs (a lazy write waiting
             # for its tasks to be scheduled beats only while they run); a reused
             # pid is not trusted forever.

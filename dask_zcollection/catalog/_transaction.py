@@ -138,7 +138,10 @@ async def acquire_lock(spec: StoreSpec, canonical: str, token: bytes) -> None:
             raise ConflictError(
                 f"partition {canonical!r} is being written by transaction {txn}; retry"
             )
-        await recover_transaction(spec, txn, [canonical])
+        if not await recover_transaction(spec, txn, [canonical]):
+            raise ConflictError(
+                f"partition {canonical!r} is being written by transaction {txn}; retry"
+            )
         if await spec.get(key) == holder:
             # Unreadable lease naming other partitions: this lock is the dead writer's.
             await spec.delete(key)
@@ -295,8 +298,13 @@ class Transaction:
         """
 
         async def done() -> None:
-            if not self.spec.transactional:
-                await self.spec.put(lock_key(canonical), lock_token(self.txn, done=True))
+            if self.spec.transactional:
+                return
+            key = lock_key(canonical)
+            if await self.spec.get(key) != lock_token(self.txn):
+                # Recovered as dead meanwhile: the lock may be another writer's now.
+                raise ConflictError(f"transaction {self.txn} lost its lock on {canonical!r}")
+            await self.spec.put(key, lock_token(self.txn, done=True))
 
         if self.spec.transactional:
             yield done
@@ -367,6 +375,12 @@ class Transaction:
             superseded = [
                 latest.paths[i] for i in pos.tolist() if i >= 0 and latest.paths[i] not in named
             ]
+            if not self.spec.transactional and not await self.spec.exists(self._lease_key):
+                # Only a recovery deletes the lease of a running writer (after its
+                # abort marker, which may have expired since): never publish.
+                raise ConflictError(
+                    f"transaction {self.txn} was recovered as dead (its lease is gone); retry"
+                )
             signed = time.monotonic()
             await self._write_lease(superseded)
             if not self.spec.transactional and await self.aborted():
@@ -675,8 +689,8 @@ async def _delete_prefixes(spec: StoreSpec, prefixes: Sequence[str], attempts: i
 
 
 async def recover_transaction(
-    spec: StoreSpec, txn: str, canonicals: Sequence[str] = (), latest: Catalog | None = None
-) -> None:
+    spec: StoreSpec, txn: str, canonicals: Sequence[str] = (), *, force: bool = False
+) -> bool:
     """Clean up after the dead writer ``txn``: what it wrote and no catalog names, its locks.
 
     Its abort marker goes first (put-if-absent: one per dead transaction, however
@@ -684,22 +698,34 @@ async def recover_transaction(
     (see :meth:`Transaction.commit`). A writer that died after its commit had
     superseded versions: they are retired as usual. ``canonicals`` completes
     the lease's list (a lease may be missing or unreadable).
+
+    The verdict is made again once the marker is there, and the newest catalog
+    read after it: a writer that signed its lease between the first verdict and
+    the marker is alive (it stops at the marker: nothing is deleted under it),
+    and one that committed before the marker has its paths named.
+
+    Returns
+    -------
+    bool
+        Whether the transaction was cleaned up (``False``: alive after all).
     """
     await spec.put_if_absent(
         f"{LEASE_DIR}/{txn}.aborted", json.dumps({"aborted": time.time()}).encode()
     )
     state = await liveness(spec, txn)
+    if not state.dead(force=force):
+        return False
     lease = state.lease or {}
     named_ = lease.get("canonicals", [])
     every = sorted({*canonicals, *(c for c in named_ if isinstance(c, str))})
-    if latest is None:
-        latest = await CatalogLog(spec).latest()
+    latest = await CatalogLog(spec).latest()
     await _remove_leftovers(spec, txn, every, latest)
     named = _named(latest)
     superseded = [p for p in lease.get("superseded", []) if isinstance(p, str) and p not in named]
     await _retire(spec, txn, superseded)
     await spec.delete(lease_key(txn))
     await spec.delete(alive_key(txn))
+    return True
 
 
 async def recover(
@@ -730,7 +756,6 @@ async def recover(
         txns |= {lock_owner(t) for t in tokens if t is not None}
     states = await asyncio.gather(*(liveness(spec, t) for t in sorted(txns)))
     stale = [st for st in states if st.dead(force=force)]
-    latest = await CatalogLog(spec).latest() if stale else None
     done: list[str] = []
     for st in stale:
         canonicals: list[str] = []
@@ -740,8 +765,8 @@ async def recover(
                 for k, t in zip(held, tokens, strict=True)
                 if t is not None and lock_owner(t) == st.txn
             ]
-        await recover_transaction(spec, st.txn, canonicals, latest)
-        done.append(st.txn)
+        if await recover_transaction(spec, st.txn, canonicals, force=force):
+            done.append(st.txn)
     # Abort markers outlive their lease (tasks of the aborted insert still running
     # check them after each write): drop those of ended writers once they are old;
     # a heartbeat left by an ended writer goes with them.

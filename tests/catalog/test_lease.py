@@ -223,7 +223,8 @@ def test_a_writer_declared_dead_never_publishes(tmp_path: Path) -> None:
     base = col.catalog(refresh=True)
     keys = numpy.array([[2024, 6]], dtype="int64")
     txn = sync(Transaction.begin(spec, base, keys, ["year=2024/month=06"]))
-    sync(recover_transaction(spec, txn.txn, ["year=2024/month=06"]))
+    # Wrongly declared dead (forced): recovered, its lease deleted.
+    assert sync(recover_transaction(spec, txn.txn, ["year=2024/month=06"], force=True))
     assert not sync(liveness(spec, txn.txn)).lease_present
     from dask_zcollection.catalog._transaction import PutPartitions
 
@@ -234,9 +235,60 @@ def test_a_writer_declared_dead_never_publishes(tmp_path: Path) -> None:
         axis_min=numpy.array([numpy.datetime64("2024-06-01", "ns")]),
         axis_max=numpy.array([numpy.datetime64("2024-06-01", "ns")]),
     )
-    with pytest.raises(ConflictError, match="aborted"):
+    with pytest.raises(ConflictError, match="recovered as dead"):
         sync(txn.commit(change))
     assert col.catalog(refresh=True).version == base.version
+    # Even once its abort marker has expired (a pause longer than its TTL): the
+    # missing lease alone stops the commit.
+    for marker in (path / "_transactions").glob("*.aborted"):
+        marker.unlink()
+    with pytest.raises(ConflictError, match="recovered as dead"):
+        sync(txn.commit(change))
+    assert col.catalog(refresh=True).version == base.version
+
+
+def test_a_recovery_racing_a_commit_never_deletes_what_it_publishes(tmp_path: Path) -> None:
+    """A recoverer whose verdict predates the writer's signature, running between the
+    writer's marker check and its publication: it judges again after its marker, finds
+    the writer alive and deletes nothing (it deleted the claimed partition, and the
+    published catalog named a path that no longer existed)."""
+    from dask_zcollection.catalog import _log
+    from dask_zcollection.catalog._transaction import PutPartitions, acquire_lock
+
+    path = tmp_path / "col"
+    col = _create(path)
+    col.insert(_rows(5, 2, 0.0))
+    spec = col.aio.spec
+    base = col.catalog(refresh=True)
+    keys = numpy.array([[2024, 6]], dtype="int64")
+    canonical = "year=2024/month=06"
+    txn = sync(Transaction.begin(spec, base, keys, [canonical]))
+    sync(acquire_lock(spec, canonical, lock_token(txn.txn, done=True)))
+    claimed = sync(txn.claim(canonical))
+    (path / canonical / "v" / "c").mkdir(parents=True)
+    (path / canonical / "v" / "c" / "0").write_bytes(b"data")
+    original = _log.CatalogLog.commit
+    recovered: list[bool] = []
+
+    async def recovery_first(self: object, catalog: object) -> bool:
+        recovered.append(await recover_transaction(spec, txn.txn, [canonical]))
+        return await original(self, catalog)  # type: ignore[arg-type]
+
+    _log.CatalogLog.commit = recovery_first  # type: ignore[method-assign]
+    try:
+        change = PutPartitions(
+            keys=keys,
+            paths=(claimed,),
+            rows=numpy.array([1]),
+            axis_min=numpy.array([numpy.datetime64("2024-06-01", "ns")]),
+            axis_max=numpy.array([numpy.datetime64("2024-06-01", "ns")]),
+        )
+        sync(txn.commit(change))
+    finally:
+        _log.CatalogLog.commit = original  # type: ignore[method-assign]
+    assert recovered == [False]  # alive: nothing deleted
+    assert col.catalog(refresh=True).paths[-1] == canonical
+    assert (path / canonical / "v" / "c" / "0").read_bytes() == b"data"
 
 
 def test_liveness_verdicts(tmp_path: Path) -> None:
