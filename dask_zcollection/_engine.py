@@ -17,7 +17,7 @@ from ._planner import Planned, WritePlanner
 from ._prepare import prepare_insert
 from ._repair import RepairReport, repair
 from ._update import UpdateStrategy
-from .catalog import Catalog, CatalogLog
+from .catalog import Catalog
 from .catalog._discovery import IMMUTABLE_PATH, CatalogDiscovery
 from .catalog._transaction import (
     DropPartitions,
@@ -61,7 +61,6 @@ class AsyncCollection:
         self.config = config
         self.mode: Mode = mode
         self.io = PartitionIO(spec, config.schema, config.axis)
-        self.log = CatalogLog(spec)
         self.discovery = CatalogDiscovery(
             spec, config.partitioning, config.schema[config.axis_variable].dtype
         )
@@ -347,9 +346,7 @@ class AsyncCollection:
             for i in range(len(catalog))
         ]
         if self.io.immutable and filters is None:
-            path = catalog.immutable
-            if path is None and await self.discovery.unnamed_immutable(listed=catalog.version == 0):
-                path = IMMUTABLE_PATH
+            path = await self.discovery.immutable_path(catalog)
             if path is not None:
                 groups.append((path, self.io.immutable, -1))
 

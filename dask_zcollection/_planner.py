@@ -152,11 +152,7 @@ class WritePlanner:
         """
         expected = self.io.immutable
         if not immutable:
-            if (
-                expected
-                and base.immutable is None
-                and not await self.discovery.unnamed_immutable(listed=base.version == 0)
-            ):
+            if expected and await self.discovery.immutable_path(base) is None:
                 raise SchemaError(
                     f"immutable variable(s) {expected} are missing from the first insert"
                 )
@@ -186,16 +182,10 @@ class WritePlanner:
             if variables is None
             else [v for v in variables if v in self.io.immutable]
         )
-        path = catalog.immutable
-        if (
-            path is None
-            and names
-            and await self.discovery.unnamed_immutable(listed=catalog.version == 0)
-        ):
-            path = IMMUTABLE_PATH  # reference-format collection, or a lost catalog
-        if path is None or not names:
+        if not names:
             return {}
-        return await self.io.read_immutable(path, names)
+        path = await self.discovery.immutable_path(catalog)
+        return {} if path is None else await self.io.read_immutable(path, names)
 
     # -- update ----------------------------------------------------------------------------
     async def update(self, filters: FilterLike, strategy: MergeStrategy) -> Planned | None:

@@ -36,6 +36,7 @@ import numpy
 
 from .catalog import Catalog, CatalogLog
 from .catalog._discovery import FoundGroup, walk
+from .catalog._lease import lease_key
 from .catalog._log import version_key
 from .catalog._transaction import (
     GARBAGE_DIR,
@@ -319,6 +320,22 @@ async def _quarantine(col: AsyncCollection, stamp: str, paths: Sequence[str]) ->
     await asyncio.gather(*(copy(k) for k in keys))
 
 
+async def _set_aside(
+    col: AsyncCollection,
+    stamp: str,
+    *,
+    damaged: Sequence[str],
+    orphans: Sequence[str],
+    named: Sequence[str] = (),
+) -> None:
+    """Copy under the quarantine: damaged catalog objects (then deleted), groups no
+    catalog names (then retired) and committed groups (the commit that drops them
+    retires them)."""
+    await _quarantine(col, stamp, [*damaged, *named, *orphans])
+    await asyncio.gather(*(col.spec.delete(p) for p in damaged))
+    await _retire(col.spec, f"{stamp}-quarantine", orphans)
+
+
 async def _rebuild(col: AsyncCollection, base: Catalog, i: int) -> None:
     """Write the missing group (and array) ``zarr.json`` of committed partition ``i``."""
     spec, io = col.spec, col.io
@@ -465,13 +482,14 @@ async def _apply(
             def ok(path: str) -> bool:
                 return path.partition("@")[0] in held
 
-            if damaged:
-                await _quarantine(col, txn.txn, [a.path for a in damaged])
-                await asyncio.gather(*(spec.delete(a.path) for a in damaged))
             named_q = [i for i, _ in plan.quarantine_named if ok(base.paths[i])]
-            orphans = [f.path for f, _ in plan.quarantine_orphan if ok(f.path)]
-            await _quarantine(col, txn.txn, [base.paths[i] for i in named_q] + orphans)
-            await _retire(spec, f"{txn.txn}-quarantine", orphans)
+            await _set_aside(
+                col,
+                txn.txn,
+                damaged=[a.path for a in damaged],
+                orphans=[f.path for f, _ in plan.quarantine_orphan if ok(f.path)],
+                named=[base.paths[i] for i in named_q],
+            )
             for i, _ in plan.rebuild:
                 if ok(base.paths[i]):
                     await _rebuild(col, base, i)
@@ -484,7 +502,7 @@ async def _apply(
             else:
                 catalog = latest
                 await txn.release_locks()
-                await spec.delete(f"_transactions/{txn.txn}.json")
+                await spec.delete(lease_key(txn.txn))
     except BaseException:
         await asyncio.shield(txn.abort())
         raise
@@ -502,14 +520,12 @@ async def _adopt_tree(
     col: AsyncCollection, plan: _Plan, damaged: list[RepairAction], recovered: tuple[str, ...]
 ) -> RepairReport:
     """No intact catalog: publish the groups found (the reference format, or all versions lost)."""
-    spec = col.spec
-    stamp = new_txn_id()
-    if damaged:
-        await _quarantine(col, stamp, [a.path for a in damaged])
-        await asyncio.gather(*(spec.delete(a.path) for a in damaged))
-    if plan.quarantine_orphan:
-        await _quarantine(col, stamp, [f.path for f, _ in plan.quarantine_orphan])
-        await _retire(spec, f"{stamp}-quarantine", [f.path for f, _ in plan.quarantine_orphan])
+    await _set_aside(
+        col,
+        new_txn_id(),
+        damaged=[a.path for a in damaged],
+        orphans=[f.path for f, _ in plan.quarantine_orphan],
+    )
     listed = await _stats(col, [f.path for f, _, _ in plan.adopt])
     catalog = await col.planner.base(listed)
     return _report(plan, damaged, None, recovered=recovered, catalog=catalog)

@@ -186,3 +186,14 @@ class CatalogDiscovery:
         if attrs.get(PENDING_ATTR):
             return False
         return listed or TXN_ATTR not in attrs
+
+    async def immutable_path(self, catalog: Catalog) -> str | None:
+        """Where the immutable variables of ``catalog`` are (``None``: never written).
+
+        The path the catalog names, else ``_immutable/`` when a group there is
+        to be trusted although unnamed (see :meth:`unnamed_immutable`).
+        """
+        if catalog.immutable is not None:
+            return catalog.immutable
+        listed = catalog.version == 0
+        return IMMUTABLE_PATH if await self.unnamed_immutable(listed=listed) else None
