@@ -133,12 +133,10 @@ async def acquire_lock(spec: StoreSpec, canonical: str, token: bytes) -> None:
         if holder is None:
             continue  # released meanwhile
         txn = lock_owner(holder)
-        state = await liveness(spec, txn)
-        if not state.dead():
-            raise ConflictError(
-                f"partition {canonical!r} is being written by transaction {txn}; retry"
-            )
-        if not await recover_transaction(spec, txn, [canonical]):
+        # Judged dead before its abort marker goes in (a live writer is never marked),
+        # and again after it (recover_transaction).
+        dead = (await liveness(spec, txn)).dead()
+        if not dead or not await recover_transaction(spec, txn, [canonical]):
             raise ConflictError(
                 f"partition {canonical!r} is being written by transaction {txn}; retry"
             )
