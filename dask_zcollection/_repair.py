@@ -53,7 +53,7 @@ from .catalog._transaction import (
 )
 from .errors import ConflictError, CorruptedDataError
 from .io._partition import PARTITION_KEY_ATTR as _KEY_ATTR
-from .io._partition import group_json
+from .io._partition import group_json, partition_attrs
 
 if TYPE_CHECKING:
     from ._engine import AsyncCollection
@@ -351,12 +351,8 @@ async def _rebuild(col: AsyncCollection, base: Catalog, i: int) -> None:
                 shape = [rows if d == col.axis else size for d, size in _shape(col, vpath)]
                 meta = await io.template(vpath, shape)
                 await spec.put(f"{path}/{vpath}/zarr.json", json.dumps(meta).encode())
-    attrs = {
-        **col.schema.root.attrs,
-        _KEY_ATTR: [[n, int(v)] for n, v in zip(col.partitioning.keys, key, strict=True)],
-        TXN_ATTR: base.txn,
-    }
-    await spec.put(f"{path}/zarr.json", group_json(attrs))
+    attrs = partition_attrs(col.partitioning.keys, key, base.txn)
+    await spec.put(f"{path}/zarr.json", io.root_group(attrs))
 
 
 def _shape(col: AsyncCollection, vpath: str) -> list[tuple[str, int]]:

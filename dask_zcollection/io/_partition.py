@@ -18,6 +18,7 @@ from zarr.buffer import default_buffer_prototype
 from zarr.storage import MemoryStore, StorePath
 
 from .._zarr import AsyncArray, array_from_metadata
+from ..catalog._transaction import TXN_ATTR
 from ..errors import CorruptedDataError, PartitionNotFoundError, StorageError
 from ..schema import Schema, VariableSchema
 from ..store import StoreSpec
@@ -38,6 +39,14 @@ _WRITE_CONFIG = {"write_empty_chunks": True}
 #: Group attribute of a partition holding its key, ``[[name, value], ...]``: written
 #: with every partition, read back by repair to re-file a group at its path.
 PARTITION_KEY_ATTR = "_zc_partition_key"
+
+
+def partition_attrs(names: Sequence[str], key: Sequence[int], txn: str) -> dict[str, Any]:
+    """The attributes stamping a partition group: its key and the transaction that wrote it."""
+    return {
+        PARTITION_KEY_ATTR: [[n, int(v)] for n, v in zip(names, key, strict=True)],
+        TXN_ATTR: txn,
+    }
 
 
 def _buffer(data: bytes) -> Any:
@@ -162,14 +171,15 @@ class PartitionIO:
         try:
             if slow:
                 await asyncio.gather(*slow)
-            root_attrs = {**self.schema.root.attrs, **(attrs or {})}
-            await self.spec.put_many(
-                files, last={f"{path}/zarr.json": group_json(_json_attrs(root_attrs))}
-            )
+            await self.spec.put_many(files, last={f"{path}/zarr.json": self.root_group(attrs)})
         except OSError as err:
             raise StorageError(
                 f"cannot write partition {path!r} to {self.spec.url}: {err}"
             ) from err
+
+    def root_group(self, attrs: Mapping[str, Any] | None = None) -> bytes:
+        """The ``zarr.json`` of a partition group: the schema's root attributes and ``attrs``."""
+        return group_json(_json_attrs({**self.schema.root.attrs, **(attrs or {})}))
 
     async def _encode_array(self, vpath: str, data: numpy.ndarray) -> dict[str, bytes] | None:
         """``zarr.json`` and encoded chunks of one array (``None``: let zarr write it)."""

@@ -27,7 +27,7 @@ from ..errors import ConflictError, InvalidInputError, MergeError, SchemaError
 from ..merge import AxisRange, MergeStrategy
 from ..store import StoreSpec
 from ._integrity import RECORD_ATTR, CheckedStore, ChunkRecord, corrupted, record_of
-from ._partition import PARTITION_KEY_ATTR
+from ._partition import partition_attrs
 from ._reader import Part, ReadSource, read_partition
 
 __all__ = [
@@ -150,12 +150,7 @@ async def _merge_write(
     io = ctx.source.io
     spec = ctx.txn.spec
     lock = None if spec.transactional else lock_key(plan.canonical)
-    attrs = {
-        PARTITION_KEY_ATTR: [
-            [n, int(v)] for n, v in zip(ctx.source.config.partitioning.keys, plan.key, strict=True)
-        ],
-        TXN_ATTR: ctx.txn.txn,
-    }
+    attrs = partition_attrs(ctx.source.config.partitioning.keys, plan.key, ctx.txn.txn)
     # One writer at a time writes a partition; the others retry (a dead holder's lock
     # is recovered). New partitions are locked too: their canonical path may hold a
     # retired version being collected.
