@@ -548,7 +548,7 @@ def _pruned(built: ZExpr, simple: ZExpr) -> ZExpr:
     for node in list(simple.find_operations(ReadPartitions)):
         if node.variables != leaf.variables:
             wide = node.substitute_parameters({"variables": leaf.variables})
-            out = out.substitute(node, Project(wide, node.variables))
+            out = out.substitute(node, Project(wide, node.variables))  # type: ignore[assignment]
     return out  # type: ignore[no-any-return]
 
 
