@@ -512,6 +512,12 @@ def test_client_entry_points_run_one_read(client: Any, daily: tuple[str, numpy.n
     lazy, expected = one_day(daily, 12)
     seen = SchedulerReads(client)
     held = client.persist(lazy)
+    # The partitions stay on the workers: the collection holds futures, never data.
+    futures = distributed.futures_of(held)
+    assert len(futures) == 1
+    distributed.wait(futures)
+    assert all(client.who_has(futures).values())
+    assert not [v for v in dict(held.__dask_graph__()).values() if isinstance(v, zc.Dataset)]
     numpy.testing.assert_array_equal(held.compute()["value"].values, expected)
     assert seen.count() == 1
     lazy, expected = one_day(daily, 13)
