@@ -73,6 +73,10 @@ sphinx_gallery_conf = {
 html_theme = "pydata_sphinx_theme"
 html_title = "dask_zcollection"
 html_static_path = ["_static"]
+html_favicon = "_static/logo.svg"
+html_logo = "_static/logo.svg"
+# Without a default mode the theme's script logs an error on a first visit.
+html_context = {"default_mode": "light"}
 html_css_files = ["custom.css"]
 html_theme_options = {
     "navigation_with_keys": False,

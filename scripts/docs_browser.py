@@ -137,7 +137,7 @@ _PAGE_PROBE = """(() => {
     broken: broken,
     article_chars: article ? article.innerText.trim().length : 0,
     stylesheets: sheets.length,
-    theme_js: document.documentElement.dataset.theme || "",
+    sphinx_js: typeof DOCUMENTATION_OPTIONS !== "undefined",
   });
 })()"""
 
@@ -241,6 +241,9 @@ class Browser:
         """Load ``url`` in a new tab and report what is broken on it."""
         report = PageReport(url)
         async with self.page() as cdp:
+            # Every page as on a first visit: nothing kept from the pages loaded before.
+            origin = "/".join(url.split("/", 3)[:3])
+            await cdp.send("Storage.clearDataForOrigin", origin=origin, storageTypes="all")
             nav = await cdp.send("Page.navigate", url=url)
             if nav.get("errorText"):
                 report.problems.append(f"navigation failed: {nav['errorText']}")
@@ -274,8 +277,8 @@ class Browser:
                 report.problems.append("no article text (a blank or broken page)")
             if not seen["stylesheets"]:
                 report.problems.append("no stylesheet loaded")
-            if not seen["theme_js"]:
-                report.problems.append("the theme's JavaScript did not run (no data-theme)")
+            if not seen["sphinx_js"]:
+                report.problems.append("Sphinx's scripts did not run (no DOCUMENTATION_OPTIONS)")
         return report
 
     async def screenshot(self, url: str, out: Path, selector: str = "body") -> tuple[int, int]:
