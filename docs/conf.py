@@ -30,6 +30,7 @@ extensions = [
     "sphinx.ext.viewcode",
     "sphinx_gallery.gen_gallery",
     "sphinx_copybutton",
+    "matplotlib.sphinxext.plot_directive",
     "docs_screenshots",  # scripts/docs_screenshots.py: the HTML repr, shot in Chromium
 ]
 
@@ -81,7 +82,8 @@ html_css_files = ["custom.css"]
 html_theme_options = {
     "navigation_with_keys": False,
     "show_toc_level": 2,
-    "header_links_before_dropdown": 8,
+    "header_links_before_dropdown": 6,
+    "logo": {"text": "dask_zcollection"},
     "secondary_sidebar_items": ["page-toc"],
 }
 html_sidebars = {"index": [], "migrating": [], "performance": []}
@@ -92,3 +94,8 @@ suppress_warnings = [
     # A JSON block with "..." in it (docs/format.md) is highlighted in relaxed mode.
     "misc.highlighting_failure",
 ]
+
+# matplotlib's plot directive (docs/performance.md): PNG only, no source links.
+plot_formats = [("png", 100)]
+plot_html_show_formats = False
+plot_html_show_source_link = False
