@@ -62,7 +62,12 @@ class BrowserError(RuntimeError):
 
 def find_chromium() -> str:
     """Path of the Chromium binary (``$CHROMIUM`` first); raises when there is none."""
-    for candidate in (os.environ.get("CHROMIUM"), *CANDIDATES, shutil.which("chromium")):
+    explicit = os.environ.get("CHROMIUM")
+    if explicit:  # named on purpose: a wrong path is an error, not a fallback
+        if os.access(explicit, os.X_OK):
+            return explicit
+        raise BrowserError(f"$CHROMIUM={explicit!r} is not an executable")
+    for candidate in (*CANDIDATES, shutil.which("chromium")):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     raise BrowserError(
@@ -128,9 +133,12 @@ class PageReport:
 # Run in the page once it has loaded: everything a reader would see broken.
 _PAGE_PROBE = """(() => {
   const imgs = Array.from(document.images);
-  const broken = imgs.filter(i => !i.complete || i.naturalWidth === 0).map(i => i.currentSrc || i.src);
+  const broken = imgs.filter(i => !i.complete || i.naturalWidth === 0)
+    .map(i => i.currentSrc || i.src);
   const article = document.querySelector("article.bd-article, main article, [role=main]");
-  const sheets = Array.from(document.styleSheets).filter(s => { try { return s.cssRules.length > 0; } catch (e) { return true; } });
+  const sheets = Array.from(document.styleSheets).filter(s => {
+    try { return s.cssRules.length > 0; } catch (e) { return true; }
+  });
   return JSON.stringify({
     title: document.title,
     images: imgs.length,
@@ -349,12 +357,18 @@ def serve(root: Path) -> Iterator[str]:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
-async def check_site(site: Path, pages: list[str], shots: Path | None = None) -> list[PageReport]:
-    """Load each page of the built site over loopback HTTP; screenshots into ``shots``."""
+async def check_site(
+    site: Path, pages: list[str], shots: Path | None = None, settle: float = 1.0
+) -> list[PageReport]:
+    """Load each page of the built site over loopback HTTP; screenshots into ``shots``.
+
+    ``settle`` is how long to keep listening after a page's load event (for
+    errors of scripts that run late).
+    """
     missing = [p for p in pages if not (site / p).is_file()]
     if missing:
         raise BrowserError(f"pages not built under {site}: {', '.join(missing)}")
@@ -362,7 +376,7 @@ async def check_site(site: Path, pages: list[str], shots: Path | None = None) ->
     with serve(site) as base:
         async with Browser() as browser:
             for page in pages:
-                report = await browser.load(base + page)
+                report = await browser.load(base + page, settle)
                 reports.append(report)
                 if shots is not None:
                     await browser.screenshot(
@@ -378,11 +392,17 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check", help="load pages of a built site and fail on broken ones")
     check.add_argument("site", type=Path, help="the built HTML (docs/_build/html)")
     check.add_argument("--page", action="append", default=[], help="another page to load")
+    check.add_argument(
+        "--only", action="append", default=[], help="load this page instead of the default ones"
+    )
     check.add_argument("--screenshots", type=Path, help="save a screenshot of each page here")
+    check.add_argument(
+        "--settle", type=float, default=1.0, help="seconds to listen after each load event"
+    )
     args = parser.parse_args(argv)
-    pages = [*DEFAULT_PAGES, *args.page]
+    pages = [*(args.only or DEFAULT_PAGES), *args.page]
     try:
-        reports = asyncio.run(check_site(args.site, pages, args.screenshots))
+        reports = asyncio.run(check_site(args.site, pages, args.screenshots, args.settle))
     except BrowserError as err:
         print(f"browser check: error: {err}", file=sys.stderr)
         return 1

@@ -101,6 +101,7 @@ ice.drop_partitions("day == 1")
 for snapshot in repo.ancestry(branch="main"):
     print(snapshot.id[:8], snapshot.message)
 
+
 # %%
 # Time travel
 # -----------

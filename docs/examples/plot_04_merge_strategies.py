@@ -34,8 +34,7 @@ stored = {
     "value": numpy.zeros(10),
 }
 inserted = {
-    "time": day
-    + numpy.array([3 * 3600, 5 * 3600, 7 * 3600 + 10, 12 * 3600]).astype("m8[s]"),
+    "time": day + numpy.array([3 * 3600, 5 * 3600, 7 * 3600 + 10, 12 * 3600]).astype("m8[s]"),
     "value": numpy.ones(4),
 }
 
@@ -62,12 +61,18 @@ strategies = {
     "upsert": "upsert",
     "upsert_within('30s')": dzc.merge.upsert_within("30s"),
 }
-results = {label: after_insert(merge, str(i)) for i, (label, merge) in enumerate(strategies.items())}
+results = {
+    label: after_insert(merge, str(i)) for i, (label, merge) in enumerate(strategies.items())
+}
 for label, ds in results.items():
     hours = (ds["time"].values - day) / numpy.timedelta64(1, "h")
-    print(f"{label:21} {ds['time'].size:2} rows: " + " ".join(
-        f"{h:g}{'*' if v else ''}" for h, v in zip(hours.round(3), ds["value"].values)
-    ))
+    print(
+        f"{label:21} {ds['time'].size:2} rows: "
+        + " ".join(
+            f"{h:g}{'*' if v else ''}"
+            for h, v in zip(hours.round(3), ds["value"].values, strict=True)
+        )
+    )
 
 # %%
 # Hours of the rows kept; ``*`` marks inserted rows:
@@ -80,7 +85,7 @@ for label, ds in results.items():
 #   beside 07:00:10.
 # - ``upsert_within("30s")``: as ``upsert``, matching within 30 s: 07:00 goes.
 fig, axes = plt.subplots(len(results), 1, figsize=(8, 4.5), sharex=True)
-for ax, (label, ds) in zip(axes, results.items()):
+for ax, (label, ds) in zip(axes, results.items(), strict=True):
     hours = (ds["time"].values - day) / numpy.timedelta64(1, "h")
     new = ds["value"].values == 1
     ax.scatter(hours[~new], numpy.zeros((~new).sum()), marker="o", label="stored")
