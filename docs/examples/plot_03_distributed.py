@@ -7,6 +7,10 @@ tasks and the merge-write tasks run on the workers, and an insert is still
 one atomic commit. This example starts a small :class:`~distributed.LocalCluster`
 (two worker processes), writes dask arrays computed by the workers, and reads
 back in parallel.
+
+Run as a script, code that starts worker processes goes under
+``if __name__ == "__main__":`` (Python's rule for ``multiprocessing``: each
+worker imports the main module).
 """
 
 # %%
