@@ -72,7 +72,9 @@ def make_screenshots(out_dir: Path) -> list[Path]:
     out = out_dir / "lazy_repr.png"
     with tempfile.TemporaryDirectory(prefix="dzc-shot-") as tmp:
         page = Path(tmp) / "lazy_repr.html"
-        page.write_text(PAGE.format(body=lazy_repr_html()), encoding="utf-8")
+        # Every collapsible section open, so that the picture shows them.
+        body = lazy_repr_html().replace("<details>", "<details open>")
+        page.write_text(PAGE.format(body=body), encoding="utf-8")
         asyncio.run(_shoot(page, out))
     return [out]
 
