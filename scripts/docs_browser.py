@@ -293,8 +293,7 @@ class Browser:
         """Save a PNG of the element ``selector`` of ``url``; returns its size in pixels."""
         async with self.page() as cdp:
             await cdp.send("Page.navigate", url=url)
-            while (await cdp.events.get()).get("method") != "Page.loadEventFired":
-                pass
+            await asyncio.wait_for(_loaded(cdp), TIMEOUT)
             box = await cdp.send(
                 "Runtime.evaluate",
                 returnByValue=True,
@@ -313,6 +312,11 @@ class Browser:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(base64.b64decode(shot["data"]))
         return round(w), round(h)
+
+
+async def _loaded(cdp: _Cdp) -> None:
+    while (await cdp.events.get()).get("method") != "Page.loadEventFired":
+        pass
 
 
 def _drain(stream: Any) -> None:
