@@ -1,7 +1,14 @@
 """Sphinx configuration of the dask_zcollection documentation.
 
 Build with ``./run docs`` (warnings are errors, then the browser check), or
-``sphinx-build -W -b html docs docs/_build/html``.
+``PYTHONPATH=. sphinx-build -W -b html docs docs/_build/html``.
+
+- A page: ``docs/<name>.md`` (MyST markdown), listed in a toctree of
+  ``docs/index.md`` (a page in no toctree fails the build).
+- An example: ``docs/examples/plot_<NN>_<name>.py`` (sphinx-gallery: a
+  docstring title, ``# %%`` cells); it runs on every build, and an error in it
+  fails the build. Reference it as ``{ref}`sphx_glr_auto_examples_plot_<NN>_<name>.py```.
+- An API entry: a name in an ``autosummary`` list of ``docs/api.md``.
 """
 
 from __future__ import annotations
