@@ -28,8 +28,18 @@ from .partitioning import Partitioning
 from .partitioning._filter import FilterLike
 from .schema import Schema
 from .store import StoreLike, check_clearable, resolve_store
+from .view import AsyncView, create_view, is_view, open_view, read_view
 
-__all__ = ["AsyncCollection", "create_collection", "open_collection", "read_collection"]
+__all__ = [
+    "AsyncCollection",
+    "AsyncView",
+    "create_collection",
+    "create_view",
+    "open_collection",
+    "open_view",
+    "read_collection",
+    "read_view",
+]
 
 
 async def create_collection(
@@ -165,8 +175,17 @@ async def read_collection(
     :func:`dask_zcollection.read_collection`).
 
     Reads the collection descriptor and the catalog (never a listing of every
-    partition when the catalog exists).
+    partition when the catalog exists). On a view's URL, the view over its
+    base (:func:`read_view`).
     """
+    if await is_view(store, storage_options):
+        return await read_view(
+            store,
+            variables=variables,
+            filters=filters,
+            storage_options=storage_options,
+            version=version,
+        )
     collection = await open_collection(
         store, mode="r", storage_options=storage_options, version=version
     )
