@@ -59,6 +59,8 @@ class ViewUpdate:
         View variables ``func`` gets (their stored values, else fill values).
     url : str
         The view's URL (for messages).
+    immutable : dict
+        The base's immutable variables ``func`` gets (read once, on the client).
     """
 
     func: Callable[..., Any]
@@ -68,6 +70,7 @@ class ViewUpdate:
     base_names: tuple[str, ...]
     overlay_names: tuple[str, ...]
     url: str
+    immutable: Mapping[str, numpy.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -162,7 +165,8 @@ async def _update_one(
             # Kept as they are unless returned (a stale partition starts from fill values).
             stored = await io.read(plan.existing[0], job.variables, stop=rows)
         given = {v: stored.get(v, fill_array(job.joined, v, rows)) for v in job.overlay_names}
-        ds = columns_to_dataset(job.joined, {**{k: base[k] for k in names}, **given})
+        inputs = {**{k: base[k] for k in names}, **given}
+        ds = columns_to_dataset(job.joined, inputs, job.immutable)
         result = job.conform(job.func(ds), rows, plan.canonical)
         columns = {
             v: result[v] if v in result else stored.get(v, fill_array(job.joined, v, rows))

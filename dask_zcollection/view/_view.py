@@ -333,6 +333,11 @@ class AsyncView:
             url=self.url,
         )
         compile_filter(filters, self.base.partitioning.keys)  # a bad filter: nothing written
+        immutable = [v for v in names if self.schema[v].immutable]
+        if immutable:
+            catalog = await self.base.catalog(refresh=True)
+            stored = await self.base.planner.stored_immutable(catalog, immutable)
+            job = dataclasses.replace(job, immutable=stored)
 
         async def plan() -> tuple[Any, Transaction] | None:
             base = await self.base.catalog(refresh=True)
