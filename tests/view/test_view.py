@@ -538,3 +538,15 @@ def test_sigkill_mid_update_leaves_the_previous_overlay_readable(
     final = dzc.read_view(view_url).compute()
     assert (final["flag"].values == 4).all()
     numpy.testing.assert_array_equal(final["ssh_anom"].values, before["ssh_anom"].values)
+
+
+def test_the_docs_example_runs() -> None:
+    import re
+
+    text = (ROOT / "docs" / "views.md").read_text()
+    code = re.findall(r"```python\n(.*?)```", text, re.S)[0]
+    try:
+        exec(compile(code, "docs/views.md", "exec"), {})
+    finally:
+        MemoryStore.forget("mission")
+        MemoryStore.forget("anomalies")
