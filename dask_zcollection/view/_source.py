@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy
 
 from ..catalog._transaction import TXN_ATTR
-from ..errors import StalePartitionError
+from ..errors import CorruptedDataError, StalePartitionError, StorageError
 from ..io import Part, ReadSource, TimeRange, row_range
 from ..schema import Schema
 
@@ -156,7 +156,7 @@ class ViewSource(ReadSource):
             *(self._read_part(p, theirs, mine, time_range) for p in parts)
         )
         ordered = [{v: r[v] for v in variables} for r in results]
-        if not concat:
+        if not concat or len(ordered) == 1:  # one partition: no copy
             return ordered
         schema = self.config.schema
         return [
@@ -188,16 +188,24 @@ class ViewSource(ReadSource):
         time_range: TimeRange | None,
     ) -> dict[str, numpy.ndarray]:
         path, rows, inside = part
-        base: dict[str, numpy.ndarray] = {}
-        if theirs:
-            base = (await self.base.read_many([part], theirs, time_range, concat=False))[0]
-        n = rows if rows >= 0 else await self._base_rows(path)
-        start, stop = 0, n
-        if time_range is not None and not inside:
-            axis = self.base.config.axis_variable
-            values = (await self.base.io.read(path, [axis], stop=n))[axis]
-            start, stop = row_range(values, time_range)
-        return {**base, **(await self._read_overlay(path, mine, n, start, stop))}
+
+        async def base_side() -> dict[str, numpy.ndarray]:
+            if not theirs:
+                return {}
+            return (await self.base.read_many([part], theirs, time_range, concat=False))[0]
+
+        async def overlay_side() -> dict[str, numpy.ndarray]:
+            n = rows if rows >= 0 else await self._base_rows(path)
+            start, stop = 0, n
+            if time_range is not None and not inside:
+                axis = self.base.config.axis_variable
+                values = (await self.base.io.read(path, [axis], stop=n))[axis]
+                start, stop = row_range(values, time_range)
+            return await self._read_overlay(path, mine, n, start, stop)
+
+        # Both sides at once: their requests overlap.
+        base, overlay = await asyncio.gather(base_side(), overlay_side())
+        return {**base, **overlay}
 
     async def _read_overlay(
         self, path: str, names: list[str], rows: int, start: int, stop: int
@@ -210,16 +218,15 @@ class ViewSource(ReadSource):
             return {v: fill_array(schema, v, stop - start) for v in names}
         opath, orows = entry
         io = self.overlay.io
-        handles = await asyncio.gather(*(io.open_handle(f"{opath}/{v}", v) for v in names))
+        # The arrays and both groups' attributes (the staleness record) at once.
+        handles, own, theirs = await asyncio.gather(
+            asyncio.gather(*(io.open_handle(f"{opath}/{v}", v) for v in names)),
+            group_attrs(self.overlay, opath),
+            group_attrs(self.base, path),
+        )
         stored = orows if orows >= 0 else int(handles[0].shape[0])
-        reason = None
-        if stored != rows:
-            reason = check_stale(None, stored, path, rows, None)
-        else:
-            record = (await group_attrs(self.overlay, opath) or {}).get(BASE_ATTR)
-            if record is not None:
-                base_attrs = await group_attrs(self.base, path) or {}
-                reason = check_stale(record, stored, path, rows, base_attrs.get(TXN_ATTR))
+        record = (own or {}).get(BASE_ATTR)
+        reason = check_stale(record, stored, path, rows, (theirs or {}).get(TXN_ATTR))
         if reason is not None:
             if self.stale == "fill":
                 return {v: fill_array(schema, v, stop - start) for v in names}
@@ -231,6 +238,11 @@ class ViewSource(ReadSource):
         out = {}
         for v, handle in zip(names, handles, strict=True):
             target = numpy.empty((stop - start, *handle.shape[1:]), dtype=schema[v].dtype)
-            await handle.read_into(start, stop, target)
+            try:
+                await handle.read_into(start, stop, target)
+            except CorruptedDataError:
+                raise  # names the chunk already
+            except OSError as err:
+                raise StorageError(f"cannot read {handle.key!r} of view {self.url}: {err}") from err
             out[v] = target
         return out

@@ -11,6 +11,7 @@ view store has its own catalog, locks and leases, and the base is only read.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -160,14 +161,20 @@ async def _update_one(
         if lo is None and rows and axis in base:
             lo, hi = base[axis].min(), base[axis].max()
         base_txn = (await group_attrs(job.base, base_path) or {}).get(TXN_ATTR)
+        # A stale partition (other row count) starts again from fill values.
+        kept = plan.existing[0] if plan.existing is not None and plan.existing[1] == rows else None
         stored: dict[str, numpy.ndarray] = {}
-        if plan.existing is not None and plan.existing[1] == rows:
-            # Kept as they are unless returned (a stale partition starts from fill values).
-            stored = await io.read(plan.existing[0], job.variables, stop=rows)
+        if kept is not None and job.overlay_names:
+            stored = await io.read(kept, job.overlay_names, stop=rows)
         given = {v: stored.get(v, fill_array(job.joined, v, rows)) for v in job.overlay_names}
         inputs = {**{k: base[k] for k in names}, **given}
         ds = columns_to_dataset(job.joined, inputs, job.immutable)
-        result = job.conform(job.func(ds), rows, plan.canonical)
+        # Off the event loop: it is shared by every task of this process.
+        result = await asyncio.to_thread(lambda: job.conform(job.func(ds), rows, plan.canonical))
+        # The variables it did not return keep their committed values (read under the lock).
+        missing = [v for v in job.variables if v not in result and v not in stored]
+        if kept is not None and missing:
+            stored.update(await io.read(kept, missing, stop=rows))
         columns = {
             v: result[v] if v in result else stored.get(v, fill_array(job.joined, v, rows))
             for v in job.variables
