@@ -550,3 +550,74 @@ def test_the_docs_example_runs() -> None:
     finally:
         MemoryStore.forget("mission")
         MemoryStore.forget("anomalies")
+
+
+@pytest.mark.s3
+def test_base_on_s3_view_on_file_never_stores_credentials(
+    tmp_path: Path, factory: Factory, s3: Any
+) -> None:
+    from conftest import s3_options, s3_prefix
+
+    options = s3_options(s3, "obstore")
+    base_url = f"{s3_prefix()}/base"
+    data = factory.data(TIMES, nested=False)
+    dzc.create_collection(
+        base_url,
+        schema=factory.schema(nested=False),
+        axis="time",
+        partitioning=factory.partitioning(),
+        storage_options=options,
+    ).insert(data)
+    view = dzc.create_view(
+        f"file://{tmp_path}/view", base=base_url, variables=VARIABLES, base_storage_options=options
+    )
+    view.update(anomalies, filters="month == 2", variables=["ssh", "quality"])
+    ds = dzc.read_view(f"file://{tmp_path}/view", base_storage_options=options).compute()
+    m2 = month_rows(2)
+    numpy.testing.assert_array_equal(ds["flag"].values[m2], data["quality"][m2] > 100)
+    assert (ds["flag"].values[~m2] == -1).all()
+    stored = b"".join(p.read_bytes() for p in (tmp_path / "view").rglob("*") if p.is_file())
+    secrets = [str(v) for v in options.values() if isinstance(v, str) and len(str(v)) > 3]
+    assert secrets and not [s for s in secrets if s.encode() in stored and s not in base_url]
+
+
+@pytest.mark.icechunk
+def test_view_on_icechunk(tmp_path: Path, base: Any) -> None:
+    pytest.importorskip("icechunk")
+    url, data = base
+    view_url = f"icechunk://{tmp_path}/views"
+    view = dzc.create_view(view_url, base=url, variables=VARIABLES[1:])
+    assert view.update(anomalies_flag, filters="month == 1") == ["year=2024/month=01"]
+    ds = dzc.read_view(view_url).compute()
+    m1 = month_rows(1)
+    numpy.testing.assert_array_equal(ds["flag"].values[m1], data["quality"][m1] > 100)
+    assert (ds["flag"].values[~m1] == -1).all()
+    assert dzc.open_view(view_url, mode="rw").drop_partitions() == ["year=2024/month=01"]
+    assert dzc.open_view(view_url).partitions() == []
+
+
+def anomalies_flag(ds: dzc.Dataset) -> dict[str, numpy.ndarray]:
+    return {"flag": (ds["quality"].values > 100).astype("int8")}
+
+
+def test_aio_twins(tmp_path: Path, base: Any) -> None:
+    import asyncio
+
+    from dask_zcollection import aio
+
+    url, data = base
+
+    async def main() -> tuple[list[str], Any, list[str]]:
+        view = await aio.create_view(f"file://{tmp_path}/view", base=url, variables=VARIABLES)
+        written = await view.update(anomalies, filters="month == 3")
+        opened = await aio.open_view(f"file://{tmp_path}/view")
+        lazy = await aio.read_view(f"file://{tmp_path}/view", variables=["flag"])
+        ds = await asyncio.to_thread(lazy.compute)
+        assert await opened.stale_partitions() == []
+        return written, ds, await opened.partitions()
+
+    written, ds, parts = asyncio.run(main())
+    assert written == parts == ["year=2024/month=03"]
+    m3 = month_rows(3)
+    numpy.testing.assert_array_equal(ds["flag"].values[m3], data["quality"][m3] > 100)
+    assert [p for p, _ in ds.walk()] == ["flag"]
