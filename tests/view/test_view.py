@@ -621,3 +621,25 @@ def test_aio_twins(tmp_path: Path, base: Any) -> None:
     m3 = month_rows(3)
     numpy.testing.assert_array_equal(ds["flag"].values[m3], data["quality"][m3] > 100)
     assert [p for p, _ in ds.walk()] == ["flag"]
+
+
+def test_variable_schema_objects_and_a_dataset_result(tmp_path: Path, base: Any) -> None:
+    url, data = base
+    spec = (
+        dzc.Schema()
+        .with_dimension("time")
+        .with_variable("flag", dtype="int8", dimensions=("time",), fill_value=-1)
+        .build()
+        .root.variables[0]
+    )
+    view = dzc.create_view(f"file://{tmp_path}/view", base=url, variables=[spec])
+    assert view.variables == ("flag",)
+
+    def as_dataset(ds: dzc.Dataset) -> dzc.Dataset:
+        flag = (ds["quality"].values > 100).astype("int8")
+        return dzc.Dataset.from_mapping({"flag": (("time",), flag)})
+
+    view.update(as_dataset, variables=["quality"])
+    got = dzc.read_view(f"file://{tmp_path}/view").compute()
+    numpy.testing.assert_array_equal(got["flag"].values, data["quality"] > 100)
+    numpy.testing.assert_array_equal(got["quality"].values, data["quality"])
