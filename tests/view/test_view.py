@@ -643,3 +643,21 @@ def test_variable_schema_objects_and_a_dataset_result(tmp_path: Path, base: Any)
     got = dzc.read_view(f"file://{tmp_path}/view").compute()
     numpy.testing.assert_array_equal(got["flag"].values, data["quality"] > 100)
     numpy.testing.assert_array_equal(got["quality"].values, data["quality"])
+
+
+def test_update_arguments_refused_before_anything_is_written(tmp_path: Path, base: Any) -> None:
+    from dask_zcollection.errors import FilterError, InvalidInputError, VariableNotFoundError
+
+    url, _ = base
+    view = dzc.create_view(f"file://{tmp_path}/view", base=url, variables=VARIABLES)
+    before = tree_digest(str(tmp_path / "view"))
+    with pytest.raises(VariableNotFoundError, match="nope"):
+        view.update(anomalies, variables=["ssh", "nope"])
+    with pytest.raises(FilterError):
+        view.update(anomalies, filters="cycle == 3")
+    with pytest.raises(InvalidInputError, match="function"):
+        view.update(42)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="stale"):
+        dzc.read_view(f"file://{tmp_path}/view", stale="maybe")  # type: ignore[arg-type]
+    assert tree_digest(str(tmp_path / "view")) == before
+    assert view.update(anomalies, filters="year == 1990") == []
