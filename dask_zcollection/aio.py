@@ -15,7 +15,7 @@ from ._engine import AsyncCollection, Mode
 from .catalog import CatalogLog
 from .catalog._transaction import recover
 from .collection import LazyCollection, collection_from
-from .errors import AlreadyExistsError, InvalidInputError, SchemaError
+from .errors import AlreadyExistsError, CollectionNotFoundError, InvalidInputError, SchemaError
 from .io import (
     CONFIG_KEY,
     CollectionConfig,
@@ -178,7 +178,14 @@ async def read_collection(
     partition when the catalog exists). On a view's URL, the view over its
     base (:func:`read_view`).
     """
-    if await is_view(store, storage_options):
+    try:
+        collection = await open_collection(
+            store, mode="r", storage_options=storage_options, version=version
+        )
+    except CollectionNotFoundError:
+        # No collection descriptor: a view's URL reads as the view over its base.
+        if not await is_view(store, storage_options):
+            raise
         return await read_view(
             store,
             variables=variables,
@@ -186,8 +193,5 @@ async def read_collection(
             storage_options=storage_options,
             version=version,
         )
-    collection = await open_collection(
-        store, mode="r", storage_options=storage_options, version=version
-    )
     catalog = await collection.catalog()
     return collection_from(collection.spec, collection.config, catalog, variables, filters)
