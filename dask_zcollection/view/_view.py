@@ -42,7 +42,7 @@ from ..errors import (
     VariableNotFoundError,
 )
 from ..expr import ReadPartitions
-from ..io import CollectionConfig, ReadSource, forget_collection, group_json, read_config
+from ..io import ReadSource, forget_collection, group_json, read_config
 from ..io._writer import PartitionPlan, WriteContext
 from ..merge import AxisRange
 from ..partitioning import compile_filter
@@ -60,7 +60,7 @@ from ._config import (
 from ._source import BASE_ATTR, StaleMode, ViewSource, check_stale, group_attrs
 from ._update import BasePart, ViewUpdate, build_update_graph
 
-__all__ = ["AsyncView", "create_view", "open_view", "read_view"]
+__all__ = ["AsyncView", "create_view", "is_view", "open_view", "read_view", "view_schema"]
 
 Mode = Literal["r", "rw"]
 BaseLike = Any  # a URL, a StoreSpec, a Collection or an AsyncCollection
@@ -641,6 +641,3 @@ async def read_view(
 async def is_view(store: StoreLike, storage_options: Mapping[str, Any] | None = None) -> bool:
     """Whether ``store`` holds a view descriptor."""
     return await resolve_store(store, storage_options).exists(VIEW_CONFIG_KEY)
-
-
-__all__ += ["CollectionConfig", "is_view", "view_schema"]
