@@ -111,6 +111,9 @@ def test_fixture_filter_projection_and_explain(fixtures_dir: Path) -> None:
     feb = (expected["time"].astype("datetime64[M]").astype(int) % 12 + 1) == 2
     lazy = dzc.read_view(url).filter("month == 2")[["ssh", "ssh_anom"]]
     text = lazy.explain() if isinstance(lazy.explain(), str) else ""
+    # One read task for the one selected partition, reading both sides.
+    graph = dict(lazy.__dask_graph__())
+    assert len(graph) == 1 and next(iter(graph))[0].startswith("zc-read")
     ds = lazy.compute()
     numpy.testing.assert_array_equal(ds["ssh"].values, base["ssh"].values[feb])
     numpy.testing.assert_array_equal(ds["ssh_anom"].values, expected["ssh_anom"][feb])
