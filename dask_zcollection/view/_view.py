@@ -92,6 +92,11 @@ class AsyncView:
         self.base = base
         self.mode: Mode = mode
         bcfg = base.config
+        clash = sorted({p for p, _ in bcfg.schema.walk()} & set(config.variables))
+        if clash:  # the base (or base= at open) has variables named like the view's
+            raise SchemaError(
+                f"view {spec.url}: variable(s) {clash} are also variables of its base {base.url}"
+            )
         #: The base's descriptor over the view's variables: what the view store holds.
         self.overlay_config = dataclasses.replace(bcfg, schema=config.schema)
         #: The base's descriptor over base and view variables: what a read sees.

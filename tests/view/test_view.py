@@ -664,3 +664,15 @@ def test_update_arguments_refused_before_anything_is_written(tmp_path: Path, bas
         dzc.read_view(f"file://{tmp_path}/view", stale="maybe")  # type: ignore[arg-type]
     assert tree_digest(str(tmp_path / "view")) == before
     assert view.update(anomalies, filters="year == 1990") == []
+
+
+def test_open_refuses_a_base_with_a_variable_named_like_the_view(
+    tmp_path: Path, base: Any, factory: Factory
+) -> None:
+    url, _ = base
+    dzc.create_view(f"file://{tmp_path}/view", base=url, variables=VARIABLES)
+    other = f"file://{tmp_path}/other"
+    schema = factory.schema(nested=False).with_variable("flag", dtype="int8", dimensions=("time",))
+    factory.create(other, schema=schema)
+    with pytest.raises(SchemaError, match="flag"):
+        dzc.open_view(f"file://{tmp_path}/view", base=other)
