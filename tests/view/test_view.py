@@ -27,9 +27,9 @@ from dask_zcollection.errors import (
 )
 from dask_zcollection.store import MemoryStore
 
-sys.path.insert(0, str(Path(__file__).parents[1]))
-from conftest import Factory, unique_memory_name
-from conftest_read import counting_spec, is_chunk_key, reads, reset_reads
+pytest.register_assert_rewrite("conftest_read")
+from conftest import Factory, unique_memory_name  # noqa: E402
+from conftest_read import counting_spec, is_chunk_key, reads, reset_reads  # noqa: E402
 
 WORKER = Path(__file__).parents[1] / "_workers" / "zc_view_worker.py"
 ROOT = Path(__file__).parents[2]
