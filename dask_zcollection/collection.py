@@ -210,7 +210,7 @@ class LazyCollection(DaskMethodsMixin):
             f"  partitions:   {len(cat)} selected of {self._simple().total}\n"
             f"  variables:    {', '.join(self.variables)}\n"
             f"  size:         {format_bytes(size) if size >= 0 else 'unknown'}"
-        )
+        ) + "".join(f"\n  {line}" for line in self.source.describe(self.variables))
 
     def _repr_html_(self) -> str:
         return f"<pre>{html.escape(repr(self))}</pre>"
