@@ -411,13 +411,26 @@ class LazyCollection(DaskMethodsMixin):
             out[name] = array_from_graph(graph, blocks._name, blocks.chunks, spec.dtype)
         return out
 
-    def to_xarray(self) -> Any:
+    def to_xarray(self, *, index: bool = True) -> Any:
         """A dask-backed ``xarray.Dataset`` (``DataTree`` with nested groups).
 
-        Each variable is the array of :meth:`to_dask_array`. Building it reads
-        the axis variable of the partitions at the ends of a time range to size
-        their blocks (and the axis array's metadata of partitions whose catalog
-        has no row count); nothing else. Values are read when computed.
+        Each variable is the array of :meth:`to_dask_array`. Values are read
+        when computed; the fill value of a variable is its
+        ``encoding["_FillValue"]`` (values are not masked, see ``docs/xarray.md``).
+
+        Parameters
+        ----------
+        index : bool, default True
+            Give the axis variable an index along the partitioned dimension
+            (``time`` along ``time``; a non-dimension coordinate indexed with
+            ``set_xindex`` when it is named otherwise, as ``time`` along
+            ``num_lines``), so ``.sel`` on it needs nothing computed and reads
+            only the blocks in range. Building it reads the axis variable
+            (only that variable: nothing when it is projected away). Nested
+            groups of a ``DataTree`` inherit it. With ``False``, building reads
+            only the axis of the partitions at the ends of a time range (and
+            the axis array's metadata of partitions whose catalog has no row
+            count).
 
         Raises
         ------
@@ -435,7 +448,12 @@ class LazyCollection(DaskMethodsMixin):
         arrays = self._dask_arrays(list(self.variables))
         from .data import Variable
 
-        schema = self.source.config.schema
+        config = self.source.config
+        schema = config.schema
+        axis_variable = config.axis_variable if index and config.axis_variable in arrays else None
+        if axis_variable is not None:
+            # The index holds the axis values: read them (that variable only, blocks in parallel).
+            arrays[axis_variable] = numpy.asarray(arrays[axis_variable].compute())
         variables = {}
         for path, arr in arrays.items():
             spec = schema[path]
@@ -449,7 +467,9 @@ class LazyCollection(DaskMethodsMixin):
             {p: v.data for p, v in variables.items() if not schema[p].immutable},
             {p: v.data for p, v in variables.items() if schema[p].immutable},
         )
-        return ds.to_xarray()
+        from .data._xarray import to_xarray
+
+        return to_xarray(ds, axis=axis_variable)
 
     def to_dask_dataframe(self, variables: Sequence[str] | None = None) -> Any:
         """Variables along the axis (1-D) as a :class:`dask.dataframe.DataFrame`.

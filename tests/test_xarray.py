@@ -1,0 +1,235 @@
+"""xarray: the indexed axis of ``to_xarray``, the ``zcollection`` backend, reads it costs."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy
+import pytest
+import xarray
+
+import dask_zcollection as zc
+from dask_zcollection.errors import NotFoundError
+from dask_zcollection.xarray_backend import ZCollectionBackendEntrypoint
+
+pytest.register_assert_rewrite("conftest_read")
+from conftest_read import counting_spec, is_chunk_key, reads, reset_reads  # noqa: E402
+
+pytest_plugins = ["conftest_read"]
+
+ENGINE = ZCollectionBackendEntrypoint  # the entry point needs an install; the class does not
+ROOT = Path(__file__).parent.parent
+
+
+def _npz(fixtures: Path, name: str) -> dict[str, numpy.ndarray]:
+    with numpy.load(fixtures / f"{name}.expected.npz") as z:
+        return {k.replace("__", "/"): z[k] for k in z.files}
+
+
+def partition_of(key: str) -> str:
+    return "/".join(p for p in key.split("/") if "=" in p)
+
+
+def chunk_reads(tag: str) -> list[str]:
+    return [k for k in reads(tag) if is_chunk_key(k)]
+
+
+@pytest.fixture
+def monthly(factory: Any, memory_url: str) -> tuple[str, dict[str, numpy.ndarray]]:
+    """Four monthly partitions (Jan-Apr 2024, a row every 12 h, zarr chunks of 4 rows)."""
+    col = factory.create(memory_url)
+    times = numpy.arange(
+        "2024-01-01", "2024-05-01", numpy.timedelta64(12, "h"), dtype="datetime64[ns]"
+    )
+    data = factory.data(times, seed=7)
+    data["quality"][::5] = 255  # some rows at the fill value
+    col.insert(data)
+    return memory_url, data
+
+
+LO, HI = "2024-02-10", "2024-02-12T12"
+
+
+def _in_range(t: numpy.ndarray) -> numpy.ndarray:
+    return (t >= numpy.datetime64(LO)) & (t <= numpy.datetime64(HI))
+
+
+# -- to_xarray: the indexed axis ---------------------------------------------------------------
+def test_to_xarray_indexes_the_axis_and_sel_reads_only_its_range(monthly: Any) -> None:
+    url, data = monthly
+    spec = counting_spec(url)
+    lazy = zc.read_collection(spec)
+    reset_reads(spec.tag)
+    tree = lazy.to_xarray()
+    # Building the index read the axis variable, nothing else.
+    assert {k.split("/")[2] for k in chunk_reads(spec.tag)} == {"time"}
+    root = tree.to_dataset()
+    assert isinstance(root.xindexes["time"], xarray.indexes.PandasIndex)
+    assert isinstance(root["ssh"].data, da.Array)
+
+    reset_reads(spec.tag)
+    sel = root.sel(time=slice(LO, HI))
+    assert not reads(spec.tag), "sel computed data"
+    ssh = sel["ssh"].values
+    keys = chunk_reads(spec.tag)
+    # Only February's chunks holding rows 2024-02-10 .. 2024-02-12T12 (rows 18..22, chunks of 4).
+    assert {partition_of(k) for k in keys} == {"year=2024/month=02"}
+    assert sorted(k.split("/", 2)[2] for k in keys) == ["ssh/c/4/0", "ssh/c/5/0"]
+    mask = _in_range(data["time"])
+    assert numpy.array_equal(ssh, data["ssh"][mask], equal_nan=True)
+    numpy.testing.assert_array_equal(sel["time"].values, data["time"][mask])
+
+    # A nested group inherits the index.
+    reset_reads(spec.tag)
+    ku = tree["/data_01/ku"].sel(time=slice(LO, HI))
+    numpy.testing.assert_array_equal(ku["power"].values, data["data_01/ku/power"][mask])
+    assert {partition_of(k) for k in chunk_reads(spec.tag)} == {"year=2024/month=02"}
+
+
+def test_to_xarray_keeps_attributes_and_fill_values(monthly: Any) -> None:
+    url, _ = monthly
+    tree = zc.read_collection(url).to_xarray()
+    root = tree.to_dataset()
+    assert root.attrs == {"title": "test collection", "version": 3}
+    assert root["ssh"].attrs == {"units": "m"}
+    assert numpy.isnan(root["ssh"].encoding["_FillValue"])
+    assert root["quality"].encoding["_FillValue"] == 255
+    assert root["quality"].dtype == numpy.uint8  # not masked: the stored values
+    assert root["time"].attrs == {"long_name": "time"}
+    assert tree["/data_01/ku"].attrs == {"band": "Ku"}
+
+
+def test_to_xarray_of_a_sequence_indexes_time_along_num_lines(fixtures_dir: Path) -> None:
+    expected = _npz(fixtures_dir, "sequence")
+    ds = zc.read_collection(f"file://{fixtures_dir / 'sequence'}").to_xarray()
+    assert ds["time"].dims == ("num_lines",)
+    assert "time" in ds.xindexes and "num_lines" not in ds.xindexes
+    t = expected["time"]
+    lo, hi = t[20], t[40]
+    sel = ds.sel(time=slice(lo, hi))
+    mask = (t >= lo) & (t <= hi)
+    numpy.testing.assert_array_equal(sel["time"].values, t[mask])
+    numpy.testing.assert_array_equal(sel["swh"].values, expected["swh"][mask])
+    numpy.testing.assert_array_equal(sel["cycle_number"].values, expected["cycle_number"][mask])
+
+
+def test_to_xarray_without_the_axis_variable_has_no_index(monthly: Any) -> None:
+    url, data = monthly
+    ds = zc.read_collection(url)[["ssh", "quality"]].to_xarray()
+    assert not ds.xindexes
+    numpy.testing.assert_array_equal(ds["quality"].values, data["quality"])
+
+
+# -- the backend -------------------------------------------------------------------------------
+def test_entry_point_is_declared() -> None:
+    """pyproject.toml registers the class (an install makes ``engine="zcollection"`` work)."""
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    target = meta["project"]["entry-points"]["xarray.backends"]["zcollection"]
+    module, _, name = target.partition(":")
+    import importlib
+
+    assert getattr(importlib.import_module(module), name) is ZCollectionBackendEntrypoint
+
+
+@pytest.mark.parametrize("name", ["date_monthly", "sequence"])
+def test_fixtures_open_through_the_backend(fixtures_dir: Path, name: str) -> None:
+    expected = _npz(fixtures_dir, name)
+    url = f"file://{fixtures_dir / name}"
+    lazy = zc.read_collection(url)
+    raw = xarray.open_datatree(url, engine=ENGINE, mask_and_scale=False, chunks={})
+    for path, values in expected.items():
+        group, _, var = path.rpartition("/")
+        got = raw["/" + group].to_dataset()[var] if group else raw.to_dataset()[var]
+        assert got.dtype == values.dtype, path
+        assert numpy.array_equal(got.values, values, equal_nan=values.dtype.kind in "fmM"), path
+        if var != lazy.source.config.axis_variable and var != "x_ac":
+            # dask chunks = our blocks (a block per zarr chunk inside each partition).
+            assert got.chunks == lazy.to_dask_array(path).chunks, path
+    flat = xarray.open_dataset(url, engine=ENGINE, mask_and_scale=False)
+    assert sorted(flat.variables) == sorted(k for k in expected if "/" not in k)
+    for var in flat.variables:
+        numpy.testing.assert_array_equal(flat[var].values, expected[str(var)])
+
+
+def test_backend_masks_fill_values_by_default(monthly: Any) -> None:
+    url, data = monthly
+    ds = xarray.open_dataset(url, engine=ENGINE)
+    quality = data["quality"]
+    assert ds["quality"].dtype == numpy.float32  # CF masking: as netCDF integers with a fill
+    want = numpy.where(quality == 255, numpy.nan, quality.astype("float32"))
+    assert numpy.array_equal(ds["quality"].values, want, equal_nan=True)
+    assert ds["quality"].encoding["_FillValue"] == 255
+    assert ds["quality"].encoding["dtype"] == numpy.uint8
+    assert "_FillValue" not in ds["quality"].attrs
+    assert ds["ssh"].attrs == {"units": "m"} and ds.attrs["title"] == "test collection"
+    raw = xarray.open_dataset(url, engine=ENGINE, mask_and_scale=False)
+    numpy.testing.assert_array_equal(raw["quality"].values, quality)
+    assert raw["quality"].attrs["_FillValue"] == 255
+
+
+@pytest.mark.parametrize("chunks", [None, {}], ids=["lazy", "dask"])
+def test_backend_filters_prune_and_sel_reads_only_its_range(
+    monthly: Any, chunks: dict[str, Any] | None
+) -> None:
+    url, data = monthly
+    spec = counting_spec(url)
+    reset_reads(spec.tag)
+    ds = xarray.open_dataset(spec, engine=ENGINE, filters="month in (2, 3)", chunks=chunks)
+    t = data["time"]
+    feb_mar = (t >= numpy.datetime64("2024-02")) & (t < numpy.datetime64("2024-04"))
+    # Opening read the axis of February and March only (and the immutable ``x_ac``, a
+    # dimension coordinate xarray indexes).
+    keys = chunk_reads(spec.tag)
+    assert {k.split("/")[1] for k in keys if "=" not in k} == {"x_ac"}
+    assert {(partition_of(k), k.split("/")[2]) for k in keys if "=" in k} == {
+        ("year=2024/month=02", "time"),
+        ("year=2024/month=03", "time"),
+    }
+    numpy.testing.assert_array_equal(ds["time"].values, t[feb_mar])
+    if chunks is not None:
+        assert isinstance(ds["ssh"].data, da.Array)
+    reset_reads(spec.tag)
+    sel = ds.sel(time=slice(LO, HI)).load()
+    keys = chunk_reads(spec.tag)
+    assert {partition_of(k) for k in keys} == {"year=2024/month=02"}
+    assert {k.split("/", 2)[2] for k in keys} == {
+        f"{v}/c/{i}{tail}" for v, tail in (("ssh", "/0"), ("quality", "")) for i in (4, 5)
+    }
+    mask = _in_range(t)
+    assert numpy.array_equal(sel["ssh"].values, data["ssh"][mask], equal_nan=True)
+    q = data["quality"][mask]
+    assert numpy.array_equal(
+        sel["quality"].values, numpy.where(q == 255, numpy.nan, q), equal_nan=True
+    )
+
+
+def test_backend_projection_and_groups(monthly: Any) -> None:
+    url, data = monthly
+    spec = counting_spec(url)
+    ds = xarray.open_dataset(spec, engine=ENGINE, variables=["quality"], chunks={})
+    assert sorted(ds.variables) == ["quality", "time"]  # the axis is kept: it is the index
+    ku = xarray.open_dataset(url, engine=ENGINE, group="/data_01/ku", chunks={})
+    assert sorted(ku.variables) == ["power", "time"]
+    assert ku.attrs == {"band": "Ku"}
+    numpy.testing.assert_array_equal(
+        ku.sel(time=slice(LO, HI))["power"].values,
+        data["data_01/ku/power"][_in_range(data["time"])],
+    )
+    dropped = xarray.open_dataset(url, engine=ENGINE, drop_variables=["ssh"])
+    assert "ssh" not in dropped.variables and "quality" in dropped.variables
+    with pytest.raises(NotFoundError, match="nope"):
+        xarray.open_dataset(url, engine=ENGINE, group="nope")
+
+
+def test_guess_can_open(fixtures_dir: Path, tmp_path: Path) -> None:
+    entry = ZCollectionBackendEntrypoint()
+    assert entry.guess_can_open(str(fixtures_dir / "date_monthly"))
+    assert entry.guess_can_open(fixtures_dir / "sequence")
+    assert entry.guess_can_open(f"file://{fixtures_dir / 'date_monthly'}")
+    assert not entry.guess_can_open(str(tmp_path))
+    assert not entry.guess_can_open(str(fixtures_dir / "date_monthly.expected.npz"))
+    assert not entry.guess_can_open("s3://bucket/collection")  # never probed over the network
+    assert not entry.guess_can_open(b"bytes")
