@@ -233,3 +233,94 @@ def test_guess_can_open(fixtures_dir: Path, tmp_path: Path) -> None:
     assert not entry.guess_can_open(str(fixtures_dir / "date_monthly.expected.npz"))
     assert not entry.guess_can_open("s3://bucket/collection")  # never probed over the network
     assert not entry.guess_can_open(b"bytes")
+
+
+# -- writing from xarray -----------------------------------------------------------------------
+def _xarray_of(data: dict[str, numpy.ndarray], chunks: int = 10) -> xarray.DataTree:
+    """The factory's data as a dask-backed DataTree (``time`` indexed, ``x_ac`` a coordinate)."""
+    root = xarray.Dataset(
+        {
+            "ssh": (("time", "x_ac"), da.from_array(data["ssh"], chunks=chunks), {"units": "m"}),
+            "quality": ("time", da.from_array(data["quality"], chunks=chunks)),
+        },
+        coords={"time": data["time"], "x_ac": data["x_ac"]},
+        attrs={"title": "from xarray"},
+    )
+    root["ssh"].encoding["_FillValue"] = numpy.float32("nan")
+    root["quality"].encoding["_FillValue"] = numpy.uint8(255)
+    power = da.from_array(data["data_01/ku/power"], chunks=chunks)
+    ku = xarray.Dataset({"power": (("time", "range"), power)}, attrs={"band": "Ku"})
+    return xarray.DataTree.from_dict({"/": root, "/data_01/ku": ku})
+
+
+@pytest.mark.parametrize("kind", ["Dataset", "DataTree"])
+def test_insert_dask_backed_xarray_with_compute_false(
+    factory: Any, memory_url: str, kind: str
+) -> None:
+    times = numpy.arange("2024-01-01T00", "2024-03-01T00", 12, dtype="datetime64[h]").astype(
+        "M8[ns]"
+    )
+    data = factory.data(times, seed=11, nested=kind == "DataTree")
+    col = factory.create(memory_url, nested=kind == "DataTree")
+    tree = _xarray_of({"data_01/ku/power": numpy.zeros((len(times), 2), "f4"), **data})
+    obj = tree.to_dataset() if kind == "Dataset" else tree
+    delayed = col.insert(obj, compute=False)
+    assert zc.read_collection(memory_url).npartitions == 0  # nothing written yet
+    import dask
+
+    dask.compute(delayed)
+    got = zc.read_collection(memory_url).compute()
+    for path, values in data.items():
+        assert numpy.array_equal(got[path].values, values, equal_nan=True), path
+
+
+def test_create_collection_from_a_tree_infers_the_schema(
+    factory: Any, memory_url: str, fixtures_dir: Path
+) -> None:
+    times = numpy.arange("2024-01-01T00", "2024-03-01T00", 12, dtype="datetime64[h]").astype(
+        "M8[ns]"
+    )
+    data = factory.data(times, seed=12)
+    tree = _xarray_of(data)
+    part = zc.partitioning.Date(("time",), resolution="M")
+    col = zc.create_collection(memory_url, from_=tree, partitioning=part)
+    schema = zc.read_collection(memory_url).source.config.schema
+    assert schema["ssh"].dtype == numpy.float32 and numpy.isnan(schema["ssh"].fill_value)
+    assert schema["ssh"].attrs == {"units": "m"}
+    assert schema["quality"].fill_value == 255 and schema["quality"].dtype == numpy.uint8
+    assert schema["x_ac"].immutable and schema["data_01/ku/power"].dimensions == ("time", "range")
+    assert schema.root.attrs == {"title": "from xarray"}
+    assert dict(schema.walk_groups())["data_01/ku"].attrs == {"band": "Ku"}
+    assert schema.all_dimensions()["time"].size is None
+    col.insert(tree)
+    back = xarray.open_datatree(memory_url, engine=ENGINE, mask_and_scale=False)
+    for path, values in data.items():
+        group, _, var = path.rpartition("/")
+        node = back["/" + group] if group else back
+        assert numpy.array_equal(node[var].values, values, equal_nan=True), path
+    with pytest.raises(zc.errors.InvalidInputError, match="not both"):
+        zc.create_collection("memory://other", from_=tree, schema=schema, partitioning=part)
+
+
+def test_a_collection_opened_with_the_backend_copies_to_another(
+    fixtures_dir: Path, memory_url: str
+) -> None:
+    """Chunks and CF masking round trip: the masked uint8 goes back to uint8 with its fill."""
+    src = f"file://{fixtures_dir / 'date_monthly'}"
+    tree = xarray.open_datatree(src, engine=ENGINE, chunks={})
+    assert tree["quality"].dtype == numpy.float32  # decoded
+    part = zc.partitioning.Date(("time",), resolution="M")
+    col = zc.create_collection(memory_url, from_=tree, partitioning=part)
+    schema = col.lazy().source.config.schema
+    original = zc.read_collection(src).source.config.schema
+    for path, spec in original.walk():
+        assert schema[path].dtype == spec.dtype, path
+        assert schema[path].dimensions == spec.dimensions, path
+    assert schema["quality"].fill_value == 255
+    assert schema.all_dimensions()["time"].chunks == original.all_dimensions()["time"].chunks
+    col.insert(tree)
+    expected = _npz(fixtures_dir, "date_monthly")
+    got = zc.read_collection(memory_url).compute()
+    for path, values in expected.items():
+        assert got[path].dtype == values.dtype, path
+        assert numpy.array_equal(got[path].values, values, equal_nan=True), path
