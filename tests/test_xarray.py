@@ -324,3 +324,54 @@ def test_a_collection_opened_with_the_backend_copies_to_another(
     for path, values in expected.items():
         assert got[path].dtype == values.dtype, path
         assert numpy.array_equal(got[path].values, values, equal_nan=True), path
+
+
+# -- dataframes --------------------------------------------------------------------------------
+def test_to_dask_dataframe_takes_2d_variables_wide(monthly: Any, tmp_path: Path) -> None:
+    import dask.dataframe as dd
+    import pandas
+
+    url, data = monthly
+    spec = counting_spec(url)
+    lazy = zc.read_collection(spec)
+    df = lazy.to_dask_dataframe(["time", "ssh", "quality", "data_01/ku/power"])
+    columns = [
+        "ssh[0]",
+        "ssh[1]",
+        "ssh[2]",
+        "quality",
+        "data_01/ku/power[0]",
+        "data_01/ku/power[1]",
+    ]
+    assert list(df.columns) == columns
+    assert df.known_divisions and df.npartitions == 4
+    assert df.divisions[0] == pandas.Timestamp(data["time"][0])
+    frame = df.compute()
+    numpy.testing.assert_array_equal(frame.index.values, data["time"])
+    for j in range(3):
+        assert numpy.array_equal(frame[f"ssh[{j}]"].values, data["ssh"][:, j], equal_nan=True)
+    for j in range(2):
+        power = frame[f"data_01/ku/power[{j}]"].values
+        numpy.testing.assert_array_equal(power, data["data_01/ku/power"][:, j])
+    # A projection to one column reads that variable only (and the index).
+    reset_reads(spec.tag)
+    one = df["ssh[1]"].loc["2024-02-10":"2024-02-12"].compute()
+    assert {k.split("/")[2] for k in chunk_reads(spec.tag)} <= {"ssh", "time"}
+    mask = (data["time"] >= numpy.datetime64("2024-02-10")) & (
+        data["time"] < numpy.datetime64("2024-02-13")
+    )
+    numpy.testing.assert_array_equal(one.values, data["ssh"][mask, 1])
+    # pandas/pyarrow round trips keep the dtypes.
+    frame.to_parquet(tmp_path / "frame.parquet")
+    back = pandas.read_parquet(tmp_path / "frame.parquet")
+    assert dict(back.dtypes) == dict(frame.dtypes)
+    pandas.testing.assert_frame_equal(back, frame)
+    df.to_parquet(tmp_path / "dask")
+    again = dd.read_parquet(tmp_path / "dask").compute()
+    assert dict(again.dtypes) == dict(frame.dtypes)
+    assert again.index.dtype == frame.index.dtype
+    # The frames of a persisted collection too.
+    persisted = zc.read_collection(url).persist().to_dask_dataframe(["time", "ssh"]).compute()
+    pandas.testing.assert_frame_equal(persisted, frame[["ssh[0]", "ssh[1]", "ssh[2]"]])
+    with pytest.raises(zc.errors.InvalidInputError, match="x_ac"):
+        lazy.to_dask_dataframe(["x_ac"])
