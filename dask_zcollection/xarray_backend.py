@@ -185,7 +185,9 @@ class _Opened:
                 continue
             spec = schema[path]
             array = ZCollectionArray(lazy.source, catalog.paths, ranges, path, immutable_path)
-            encoding: dict[str, Any] = {"dtype": spec.dtype}
+            # The stored dtype, for CF encoding on write (not of times: stored natively, a
+            # datetime64 "dtype" would make xarray cast its encoded numbers to datetimes).
+            encoding: dict[str, Any] = {} if spec.dtype.kind in "mM" else {"dtype": spec.dtype}
             if not spec.immutable:
                 chunks = _block_chunks(lazy, path, ranges)
                 encoding["preferred_chunks"] = {
