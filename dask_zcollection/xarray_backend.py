@@ -189,7 +189,7 @@ class _Opened:
             # datetime64 "dtype" would make xarray cast its encoded numbers to datetimes).
             encoding: dict[str, Any] = {} if spec.dtype.kind in "mM" else {"dtype": spec.dtype}
             if not spec.immutable:
-                chunks = _block_chunks(lazy, path, ranges)
+                chunks = _block_chunks(lazy, path, ranges) or (0,)  # (0,): nothing selected
                 encoding["preferred_chunks"] = {
                     spec.dimensions[0]: chunks,
                     **{d: dims[d].size for d in spec.dimensions[1:]},

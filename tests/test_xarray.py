@@ -224,6 +224,14 @@ def test_backend_projection_and_groups(monthly: Any) -> None:
         xarray.open_dataset(url, engine=ENGINE, group="nope")
 
 
+@pytest.mark.parametrize("chunks", [None, {}], ids=["lazy", "dask"])
+def test_backend_with_nothing_selected(monthly: Any, chunks: dict[str, Any] | None) -> None:
+    url, _ = monthly
+    ds = xarray.open_dataset(url, engine=ENGINE, filters="month == 9", chunks=chunks).load()
+    assert ds.sizes == {"time": 0, "x_ac": 3}
+    assert ds["ssh"].shape == (0, 3) and ds["time"].dtype == numpy.dtype("M8[ns]")
+
+
 def test_guess_can_open(fixtures_dir: Path, tmp_path: Path) -> None:
     entry = ZCollectionBackendEntrypoint()
     assert entry.guess_can_open(str(fixtures_dir / "date_monthly"))
