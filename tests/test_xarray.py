@@ -383,3 +383,24 @@ def test_to_dask_dataframe_takes_2d_variables_wide(monthly: Any, tmp_path: Path)
     pandas.testing.assert_frame_equal(persisted, frame[["ssh[0]", "ssh[1]", "ssh[2]"]])
     with pytest.raises(zc.errors.InvalidInputError, match="x_ac"):
         lazy.to_dask_dataframe(["x_ac"])
+
+
+def test_schema_inference_dimensions_and_errors() -> None:
+    from dask_zcollection._infer import schema_from_xarray
+
+    t = numpy.arange(4).astype("M8[s]").astype("M8[ns]")
+    tree = xarray.DataTree.from_dict(
+        {
+            "/": xarray.Dataset({"v": ("time", numpy.zeros(4, "i4"))}, coords={"time": t}),
+            "/a": xarray.Dataset({"w": (("time", "band"), numpy.zeros((4, 2), "f8"))}),
+            "/b": xarray.Dataset({"w": (("time", "band"), numpy.zeros((4, 3), "f8"))}),
+        }
+    )
+    schema = schema_from_xarray(tree, "time")
+    assert schema.variable_dimensions("a/w")["band"].size == 2
+    assert schema.variable_dimensions("b/w")["band"].size == 3  # declared in each group
+    assert schema["v"].fill_value is None and schema["time"].dtype == numpy.dtype("M8[ns]")
+    with pytest.raises(zc.errors.SchemaError, match="'num_lines' is not a dimension"):
+        schema_from_xarray(tree, "num_lines")
+    with pytest.raises(zc.errors.InvalidInputError, match="dict"):
+        schema_from_xarray({"v": [1]}, "time")
