@@ -33,7 +33,7 @@ from xarray.core import indexing
 
 from ._sync import sync
 from .catalog._discovery import IMMUTABLE_PATH
-from .errors import InvalidInputError, NotFoundError
+from .errors import CorruptedDataError, InvalidInputError, NotFoundError, StorageError
 from .io import CONFIG_KEY, ReadSource, read_block
 from .store import StoreSpec
 
@@ -109,21 +109,35 @@ class ZCollectionArray(BackendArray):
         return values[(local, *rest)]
 
     async def _read_rows(self, lo: int, hi: int) -> numpy.ndarray:
-        """Rows ``[lo, hi)`` of the concatenation: one read per partition touched, concurrent."""
+        """Rows ``[lo, hi)`` of the concatenation, decoded straight into one array.
+
+        One read per partition touched, concurrent (each decodes its chunks in
+        the reader's thread pool).
+        """
         offsets = self.offsets
+        out = numpy.empty((hi - lo, *self.shape[1:]), dtype=self.dtype)
         first = int(numpy.searchsorted(offsets, lo, side="right")) - 1
         last = int(numpy.searchsorted(offsets, hi, side="left"))
         reads = []
         for i in range(first, last):
-            start = int(self.ranges[i, 0])
-            a = max(lo, int(offsets[i])) - int(offsets[i]) + start
-            b = min(hi, int(offsets[i + 1])) - int(offsets[i]) + start
+            start, offset = int(self.ranges[i, 0]), int(offsets[i])
+            a = max(lo, offset) - offset + start
+            b = min(hi, int(offsets[i + 1])) - offset + start
             if b > a:
-                reads.append(read_block(self.source, self.paths[i], self.variable, a, b))
-        pieces = await asyncio.gather(*reads)
-        if len(pieces) == 1:
-            return numpy.asarray(pieces[0])
-        return numpy.concatenate(pieces, axis=0)
+                at = max(lo, offset) - lo
+                reads.append(self._read_into(self.paths[i], a, b, out[at : at + b - a]))
+        await asyncio.gather(*reads)
+        return out
+
+    async def _read_into(self, path: str, start: int, stop: int, out: numpy.ndarray) -> None:
+        name = self.variable
+        arr = await self.source.io.open_handle(f"{path}/{name}", name)
+        try:
+            await arr.read_into(start, stop, out)
+        except CorruptedDataError:
+            raise
+        except OSError as err:
+            raise StorageError(f"cannot read {arr.key!r}: {err}") from err
 
 
 def _block_chunks(lazy: LazyCollection, variable: str, ranges: numpy.ndarray) -> tuple[int, ...]:
