@@ -408,3 +408,20 @@ def test_schema_inference_dimensions_and_errors() -> None:
         schema_from_xarray(tree, "num_lines")
     with pytest.raises(zc.errors.InvalidInputError, match="dict"):
         schema_from_xarray({"v": [1]}, "time")
+
+
+def test_backend_reads_an_icechunk_version(tmp_path: Path, factory: Any) -> None:
+    """``version=`` (a tag) and ``storage_options`` reach the store: the snapshot's rows only."""
+    import icechunk
+
+    url = f"icechunk://{tmp_path}/repo"
+    col = factory.create(url)
+    first = numpy.array(["2024-01-03", "2024-01-09", "2024-02-27"], "M8[ns]")
+    col.insert(factory.data(first, seed=1))
+    repo = icechunk.Repository.open(icechunk.local_filesystem_storage(str(tmp_path / "repo")))
+    repo.create_tag("v1", repo.lookup_branch("main"))
+    col.insert(factory.data(numpy.array(["2024-03-05"], "M8[ns]"), seed=2))
+    old = xarray.open_dataset(url, engine=ENGINE, version="v1", storage_options={}, chunks={})
+    numpy.testing.assert_array_equal(old["time"].values, first)
+    now = xarray.open_datatree(url, engine=ENGINE)
+    assert now["/data_01/ku"].sizes["time"] == 4
