@@ -425,3 +425,12 @@ def test_backend_reads_an_icechunk_version(tmp_path: Path, factory: Any) -> None
     numpy.testing.assert_array_equal(old["time"].values, first)
     now = xarray.open_datatree(url, engine=ENGINE)
     assert now["/data_01/ku"].sizes["time"] == 4
+
+
+def test_backend_arrays_pickle_for_workers(fixtures_dir: Path) -> None:
+    import pickle
+
+    expected = _npz(fixtures_dir, "date_monthly")
+    ds = xarray.open_dataset(fixtures_dir / "date_monthly", engine=ENGINE, chunks={})
+    ssh = pickle.loads(pickle.dumps(ds["ssh"].data))
+    assert numpy.array_equal(ssh.compute(scheduler="sync"), expected["ssh"], equal_nan=True)
