@@ -434,3 +434,22 @@ def test_backend_arrays_pickle_for_workers(fixtures_dir: Path) -> None:
     ds = xarray.open_dataset(fixtures_dir / "date_monthly", engine=ENGINE, chunks={})
     ssh = pickle.loads(pickle.dumps(ds["ssh"].data))
     assert numpy.array_equal(ssh.compute(scheduler="sync"), expected["ssh"], equal_nan=True)
+
+
+def test_backend_lazy_indexing_matches_numpy(fixtures_dir: Path) -> None:
+    """Integers, negative steps and arrays through the lazy arrays (``chunks=None``)."""
+    expected = _npz(fixtures_dir, "date_monthly")["ssh"]
+    ds = xarray.open_dataset(fixtures_dir / "date_monthly", engine=ENGINE, mask_and_scale=False)
+    ssh = ds["ssh"]
+    cases: list[Any] = [
+        -1,
+        5,
+        slice(None, None, -5),
+        slice(3000, 10, -7),
+        slice(830, 1700, 3),
+        [0, 839, 840, 3359, 2],
+    ]
+    for key in cases:
+        got = ssh.isel(time=key, x_ac=slice(1, None, 2)).values
+        want = expected[key if not isinstance(key, list) else numpy.asarray(key)][..., 1::2]
+        assert numpy.array_equal(got, want, equal_nan=True), key
