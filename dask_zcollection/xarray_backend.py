@@ -249,7 +249,9 @@ class ZCollectionBackendEntrypoint(BackendEntrypoint):
     """Open a collection with ``xr.open_dataset(url, engine="zcollection")``.
 
     Keyword arguments besides xarray's decoders: ``filters`` (a partition-key
-    filter, as :meth:`~dask_zcollection.LazyCollection.filter`), ``variables``
+    filter, as :meth:`~dask_zcollection.LazyCollection.filter`; a mapping may
+    also hold a time range on the axis variable, ``{"time": slice(a, b)}``,
+    bounds included), ``variables``
     (paths to read; the axis variable is always read, for the index),
     ``storage_options``, ``version`` (Icechunk snapshot, tag or branch) and
     ``group`` (``open_dataset`` only; the root group by default).
@@ -380,10 +382,17 @@ class ZCollectionBackendEntrypoint(BackendEntrypoint):
         storage_options: Mapping[str, Any] | None,
         version: str | None,
     ) -> _Opened:
-        lazy = _open_collection(filename_or_obj, filters, None, storage_options, version)
+        lazy = _open_collection(filename_or_obj, None, None, storage_options, version)
+        axis = lazy.source.config.axis_variable
+        if isinstance(filters, Mapping) and axis in filters:
+            # A time range among the key filters: pruned by the catalog's statistics, so
+            # the index is read of the partitions it touches only.
+            keys = {k: v for k, v in filters.items() if k != axis}
+            lazy = lazy.filter(keys or None, **{axis: filters[axis]})
+        elif filters is not None:
+            lazy = lazy.filter(filters)
         if variables is not None:
             names = [variables] if isinstance(variables, str) else list(variables)
-            axis = lazy.source.config.axis_variable
             # The axis variable is always read: it is the index.
             lazy = lazy[[*names, axis] if axis not in names else names]
         drop = [drop_variables] if isinstance(drop_variables, str) else list(drop_variables or ())

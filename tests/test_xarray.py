@@ -210,6 +210,21 @@ def test_backend_filters_prune_and_sel_reads_only_its_range(
     )
 
 
+def test_backend_time_range_filter_reads_the_axis_of_its_partitions(monthly: Any) -> None:
+    url, data = monthly
+    spec = counting_spec(url)
+    reset_reads(spec.tag)
+    ds = xarray.open_dataset(spec, engine=ENGINE, filters={"time": slice(LO, HI)}, chunks={})
+    keys = [k for k in chunk_reads(spec.tag) if "=" in k]
+    assert {partition_of(k) for k in keys} == {"year=2024/month=02"}
+    mask = _in_range(data["time"])
+    numpy.testing.assert_array_equal(ds["time"].values, data["time"][mask])
+    assert numpy.array_equal(ds["ssh"].values, data["ssh"][mask], equal_nan=True)
+    both = xarray.open_dataset(url, engine=ENGINE, filters={"month": 3, "time": slice(LO, None)})
+    march = data["time"].astype("M8[M]") == numpy.datetime64("2024-03")
+    numpy.testing.assert_array_equal(both["time"].values, data["time"][march])
+
+
 def test_backend_projection_and_groups(monthly: Any) -> None:
     url, data = monthly
     spec = counting_spec(url)
