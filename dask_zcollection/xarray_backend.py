@@ -224,19 +224,29 @@ class _Opened:
         variables = dict(self.groups[group])
         axis_group, _, axis_name = self.axis_variable.rpartition("/")
         axis_var = self.groups.get(axis_group, {}).get(axis_name)
-        spans_axis = any(self.axis in v.dims for v in variables.values())
-        if with_axis and group != axis_group and axis_var is not None and spans_axis:
-            variables.setdefault(axis_name, axis_var)
+        # The axis coordinate belongs here: its own group, or another group opened alone
+        # whose variables span the axis and do not name one of theirs like it (it gets a
+        # copy; a tree inherits it instead).
+        has_axis = axis_var is not None and (
+            group == axis_group
+            or (
+                with_axis
+                and axis_name not in variables
+                and any(self.axis in v.dims for v in variables.values())
+            )
+        )
+        if has_axis and group != axis_group:
+            variables[axis_name] = axis_var  # type: ignore[assignment]
         decoded, attrs, coord_names = conventions.decode_cf_variables(
             variables, self.group_attrs[group], **decoders
         )
         coords = {
             k
             for k, v in decoded.items()
-            if k in coord_names or (v.ndim == 1 and v.dims[0] == k) or k == axis_name
+            if k in coord_names or (v.ndim == 1 and v.dims[0] == k) or (has_axis and k == axis_name)
         }
         ds = xarray.Dataset(decoded, attrs=attrs).set_coords(sorted(coords & set(decoded)))
-        if axis_name in ds.variables and axis_name not in ds.xindexes and axis_var is not None:
+        if has_axis and axis_name not in ds.xindexes:
             ds = ds.set_xindex(axis_name)  # ``time`` along ``num_lines``: a non-dimension index
         return ds
 
