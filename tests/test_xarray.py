@@ -468,3 +468,34 @@ def test_backend_lazy_indexing_matches_numpy(fixtures_dir: Path) -> None:
         got = ssh.isel(time=key, x_ac=slice(1, None, 2)).values
         want = expected[key if not isinstance(key, list) else numpy.asarray(key)][..., 1::2]
         assert numpy.array_equal(got, want, equal_nan=True), key
+
+
+def test_backend_group_with_its_own_variable_named_like_the_axis(memory_url: str) -> None:
+    """A nested ``time`` (not the axis) is not indexed in place of the root's."""
+    schema = (
+        zc.Schema()
+        .with_dimension("num_lines", chunks=4)
+        .with_variable("time", dtype="M8[ns]", dimensions=("num_lines",))
+        .with_variable("cycle_number", dtype="i2", dimensions=("num_lines",))
+        .with_variable("pass_number", dtype="i2", dimensions=("num_lines",))
+        .with_group("/g")
+        .with_variable("time", dtype="f8", dimensions=("num_lines",), group="/g")
+        .build()
+    )
+    part = zc.partitioning.Sequence(("cycle_number", "pass_number"), dimension="num_lines")
+    col = zc.create_collection(memory_url, schema=schema, partitioning=part)
+    n = 10
+    own = numpy.arange(n, dtype="f8")[::-1].copy()
+    col.insert(
+        {
+            "time": numpy.arange(n).astype("M8[s]").astype("M8[ns]"),
+            "cycle_number": numpy.ones(n, "i2"),
+            "pass_number": numpy.repeat(numpy.array([1, 2], "i2"), 5),
+            "g/time": own,
+        }
+    )
+    g = xarray.open_dataset(memory_url, engine=ENGINE, group="g")
+    assert "time" not in g.xindexes
+    numpy.testing.assert_array_equal(g["time"].values, own)
+    root = xarray.open_dataset(memory_url, engine=ENGINE)
+    assert root["time"].dtype == numpy.dtype("M8[ns]") and "time" in root.xindexes
