@@ -10,13 +10,14 @@ Groups (one module each), in run order:
 ``writes``      appending to a stored month; a dask-backed insert, threads vs a cluster
 ``cluster``     the main dataset read, reduced and persisted on a 2-process LocalCluster
 ``simulation``  planning over a huge catalog; a store with latency per request
+``backend``     ``xr.open_dataset(engine="zcollection")`` vs ``open_mfdataset``
 
 The page-cache ceiling runs after ``io``, which writes the store it reads.
 """
 
 from __future__ import annotations
 
-from . import ceilings, cluster, codecs, io, memory, partitions, simulation, writes
+from . import backend, ceilings, cluster, codecs, io, memory, partitions, simulation, writes
 from ._core import Config, Measurement
 
 __all__ = ["GROUPS", "expected_names", "registry"]
@@ -30,6 +31,7 @@ GROUPS = (
     "writes",
     "cluster",
     "simulation",
+    "backend",
 )
 
 
@@ -45,6 +47,7 @@ def registry(cfg: Config) -> list[Measurement]:
         *writes.measurements(cfg),
         *cluster.measurements(cfg),
         *simulation.measurements(cfg),
+        *backend.measurements(cfg),
     ]
 
 

@@ -45,12 +45,13 @@ __all__ = [
 async def create_collection(
     store: StoreLike,
     *,
-    schema: Schema,
-    axis: str,
+    schema: Schema | None = None,
+    axis: str | None = None,
     partitioning: Partitioning,
     axis_variable: str | None = None,
     overwrite: bool = False,
     storage_options: Mapping[str, Any] | None = None,
+    from_: Any = None,
 ) -> AsyncCollection:
     """Create an empty collection and return it open for writing.
 
@@ -58,10 +59,10 @@ async def create_collection(
     ----------
     store : str or StoreSpec
         ``file:///path``, ``memory://name``, a local path or a store spec.
-    schema : Schema
-        The variables, dimensions and groups of every partition.
-    axis : str
-        The partitioned dimension (e.g. ``"time"``).
+    schema : Schema, optional
+        The variables, dimensions and groups of every partition (or ``from_``).
+    axis : str, optional
+        The partitioned dimension (e.g. ``"time"``); by default the partitioning's.
     partitioning : Partitioning
         How rows map to partitions, e.g. ``partitioning.Date(("time",), resolution="M")``.
     axis_variable : str, optional
@@ -71,6 +72,10 @@ async def create_collection(
         Replace an existing collection (all of it) instead of failing.
     storage_options : dict, optional
         Backend options.
+    from_ : xarray.Dataset or xarray.DataTree, optional
+        Infer the schema from this data instead of ``schema`` (groups, dtypes,
+        fill values, attributes, zarr chunks; nothing is read or inserted):
+        ``create_collection(url, from_=ds, partitioning=...).insert(ds)``.
 
     Raises
     ------
@@ -82,12 +87,20 @@ async def create_collection(
     SchemaError
         When the schema, axis and partitioning do not fit together.
     """
-    if not isinstance(schema, Schema):
-        raise InvalidInputError(f"schema must be a dask_zcollection.Schema, got {schema!r}")
     if not isinstance(partitioning, Partitioning):
         raise InvalidInputError(
             f"partitioning must be a partitioning (e.g. partitioning.Date), got {partitioning!r}"
         )
+    if axis is None:
+        axis = partitioning.dimension
+    if from_ is not None:
+        if schema is not None:
+            raise InvalidInputError("pass schema or from_ (a schema inferred from data), not both")
+        from ._infer import schema_from_xarray
+
+        schema = schema_from_xarray(from_, axis)
+    if not isinstance(schema, Schema):
+        raise InvalidInputError(f"schema must be a dask_zcollection.Schema, got {schema!r}")
     spec = resolve_store(store, storage_options).for_writing()
     if overwrite:
         check_clearable(store, spec)

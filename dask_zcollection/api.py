@@ -200,14 +200,19 @@ class Collection:
 def create_collection(
     store: StoreLike,
     *,
-    schema: Schema,
-    axis: str,
+    schema: Schema | None = None,
+    axis: str | None = None,
     partitioning: Partitioning,
     axis_variable: str | None = None,
     overwrite: bool = False,
     storage_options: Mapping[str, Any] | None = None,
+    from_: Any = None,
 ) -> Collection:
-    """Create an empty collection (see :func:`dask_zcollection.aio.create_collection`)."""
+    """Create an empty collection (see :func:`dask_zcollection.aio.create_collection`).
+
+    ``from_=ds`` (an ``xarray.Dataset`` or ``DataTree``) infers the schema from
+    the data: ``dzc.create_collection(url, from_=ds, partitioning=...).insert(ds)``.
+    """
     return Collection(
         sync(
             aio.create_collection(
@@ -218,6 +223,7 @@ def create_collection(
                 axis_variable=axis_variable,
                 overwrite=overwrite,
                 storage_options=storage_options,
+                from_=from_,
             )
         )
     )

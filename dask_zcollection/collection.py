@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -429,13 +430,26 @@ class LazyCollection(DaskMethodsMixin):
             out[name] = array_from_graph(graph, blocks._name, blocks.chunks, spec.dtype)
         return out
 
-    def to_xarray(self) -> Any:
+    def to_xarray(self, *, index: bool = True) -> Any:
         """A dask-backed ``xarray.Dataset`` (``DataTree`` with nested groups).
 
-        Each variable is the array of :meth:`to_dask_array`. Building it reads
-        the axis variable of the partitions at the ends of a time range to size
-        their blocks (and the axis array's metadata of partitions whose catalog
-        has no row count); nothing else. Values are read when computed.
+        Each variable is the array of :meth:`to_dask_array`. Values are read
+        when computed; the fill value of a variable is its
+        ``encoding["_FillValue"]`` (values are not masked, see ``docs/xarray.md``).
+
+        Parameters
+        ----------
+        index : bool, default True
+            Give the axis variable an index along the partitioned dimension
+            (``time`` along ``time``; a non-dimension coordinate indexed with
+            ``set_xindex`` when it is named otherwise, as ``time`` along
+            ``num_lines``), so ``.sel`` on it needs nothing computed and reads
+            only the blocks in range. Building it reads the axis variable
+            (only that variable: nothing when it is projected away). Nested
+            groups of a ``DataTree`` inherit it. With ``False``, building reads
+            only the axis of the partitions at the ends of a time range (and
+            the axis array's metadata of partitions whose catalog has no row
+            count).
 
         Raises
         ------
@@ -453,7 +467,12 @@ class LazyCollection(DaskMethodsMixin):
         arrays = self._dask_arrays(list(self.variables))
         from .data import Variable
 
-        schema = self.source.config.schema
+        config = self.source.config
+        schema = config.schema
+        axis_variable = config.axis_variable if index and config.axis_variable in arrays else None
+        if axis_variable is not None:
+            # The index holds the axis values: read them (that variable only, blocks in parallel).
+            arrays[axis_variable] = numpy.asarray(arrays[axis_variable].compute())
         variables = {}
         for path, arr in arrays.items():
             spec = schema[path]
@@ -467,13 +486,24 @@ class LazyCollection(DaskMethodsMixin):
             {p: v.data for p, v in variables.items() if not schema[p].immutable},
             {p: v.data for p, v in variables.items() if schema[p].immutable},
         )
-        return ds.to_xarray()
+        from .data._xarray import to_xarray
+
+        return to_xarray(ds, axis=axis_variable)
 
     def to_dask_dataframe(self, variables: Sequence[str] | None = None) -> Any:
-        """Variables along the axis (1-D) as a :class:`dask.dataframe.DataFrame`.
+        """Variables along the axis as a :class:`dask.dataframe.DataFrame`.
 
-        Divisions come from the catalog's min/max of the axis variable when it
-        is in ``variables`` and partitions do not overlap, so ``.loc[a:b]`` prunes.
+        A 1-D variable is a column; a variable with more dimensions is one
+        column per index of the others (the wide format): ``ssh[0]``,
+        ``ssh[1]``, ... (``name[i,j]`` for 3-D). By default the 1-D variables
+        only. The dtypes are the stored ones (no masking). Divisions come from
+        the catalog's min/max of the axis variable when it is in ``variables``
+        and partitions do not overlap, so ``.loc[a:b]`` prunes.
+
+        Raises
+        ------
+        InvalidInputError
+            When a variable does not span the axis (an immutable one).
         """
         import dask.dataframe as dd
         import pandas
@@ -486,10 +516,8 @@ class LazyCollection(DaskMethodsMixin):
             else [v for v in self.variables if schema[v].dimensions == (config.axis,)]
         )
         for n in names:
-            if n not in schema or schema[n].dimensions != (config.axis,):
-                raise InvalidInputError(
-                    f"variable {n!r} is not a 1-D variable along {config.axis!r}"
-                )
+            if n not in schema or schema[n].immutable or schema[n].dimensions[0] != config.axis:
+                raise InvalidInputError(f"variable {n!r} is not a variable along {config.axis!r}")
         expr = self._optimized_partitions()
         if not isinstance(expr, (ReadPartitions, Persisted)):
             raise InvalidInputError(
@@ -502,7 +530,19 @@ class LazyCollection(DaskMethodsMixin):
         from .io import parts_of
 
         parts = parts_of(catalog, time_range)
-        meta = pandas.DataFrame({n: numpy.empty(0, dtype=schema[n].dtype) for n in names})
+        dims = schema.all_dimensions()
+        meta = pandas.DataFrame(
+            _flat_columns(
+                {
+                    n: numpy.empty(
+                        (0, *(dims[d].size or 0 for d in schema[n].dimensions[1:])),
+                        dtype=schema[n].dtype,
+                    )
+                    for n in names
+                },
+                names,
+            )
+        )
         index = axis if axis in names else None
         if index is not None:
             meta = meta.set_index(index)
@@ -552,11 +592,31 @@ def _pruned(built: ZExpr, simple: ZExpr) -> ZExpr:
     return out  # type: ignore[no-any-return]
 
 
+def _flat_columns(values: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """1-D columns: a variable with more dimensions gives ``name[i]`` (``name[i,j]``...)."""
+    out: dict[str, Any] = {}
+    for n in names:
+        v = numpy.asarray(values[n])
+        if v.ndim <= 1:
+            out[n] = v
+            continue
+        flat = v.reshape(len(v), math.prod(v.shape[1:]))
+        for j, idx in enumerate(numpy.ndindex(v.shape[1:])):
+            out[f"{n}[{','.join(map(str, idx))}]"] = flat[:, j]
+    return out
+
+
+def _column_variable(column: str) -> str:
+    """The variable a column of :func:`_flat_columns` comes from."""
+    return column.partition("[")[0] if column.endswith("]") else column
+
+
 def _frame_of(ds: Dataset, names: tuple[str, ...], index: str | None) -> Any:
     """One persisted partition as a pandas DataFrame."""
     import pandas
 
-    frame = pandas.DataFrame({n: ds[n].values for n in names})  # type: ignore[union-attr]
+    values = {n: ds[n].values for n in names}  # type: ignore[union-attr]
+    frame = pandas.DataFrame(_flat_columns(values, names))
     return frame.set_index(index) if index else frame
 
 
@@ -577,12 +637,16 @@ class _DataFrameReader:
 
         from .io import read_partition
 
+        wanted = None if columns is None else {_column_variable(c) for c in columns}
         names = (
             self.names
-            if columns is None
-            else tuple(n for n in self.names if n in columns or n == self.index)
+            if wanted is None
+            else tuple(n for n in self.names if n in wanted or n == self.index)
         )
-        frame = pandas.DataFrame(sync(read_partition(self.source, part, names, self.time_range)))
+        values = sync(read_partition(self.source, part, names, self.time_range))
+        frame = pandas.DataFrame(_flat_columns(values, names))
+        if columns is not None:  # a projection of some columns of a 2-D variable
+            frame = frame[[c for c in frame.columns if c in columns or c == self.index]]
         return frame.set_index(self.index) if self.index else frame
 
 

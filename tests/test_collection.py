@@ -427,11 +427,18 @@ def test_to_xarray_is_lazy_and_equal(monthly: tuple[str, Any]) -> None:
     spec = counting_spec(url)
     lazy = zc.read_collection(spec)
     reset_reads(spec.tag)
-    tree = lazy.to_xarray()
+    unindexed = lazy.to_xarray(index=False)
     assert not [k for k in reads(spec.tag) if is_chunk_key(k)], "building to_xarray read data"
+    assert isinstance(unindexed.to_dataset()["time"].data, da.Array)
+    assert "time" not in unindexed.to_dataset().xindexes
+    tree = lazy.to_xarray()
+    # The index reads the axis variable, nothing else.
+    built = {variable_of_key(k, lazy.variables) for k in reads(spec.tag) if is_chunk_key(k)}
+    assert built == {"time"}
     assert isinstance(tree, xarray.DataTree)
     root = tree.to_dataset()
-    for name in ("time", "ssh", "quality"):
+    assert "time" in root.xindexes
+    for name in ("ssh", "quality"):
         assert isinstance(root[name].data, da.Array), name
     power = tree["/data_01/ku"].to_dataset()["power"]
     assert isinstance(power.data, da.Array)
@@ -446,7 +453,7 @@ def test_to_xarray_is_lazy_and_equal(monthly: tuple[str, Any]) -> None:
 
     # A time range reads only the axis of the boundary partitions while building.
     reset_reads(spec.tag)
-    ranged = lazy.filter(time=slice("2024-02-10", "2024-03-10")).to_xarray()
+    ranged = lazy.filter(time=slice("2024-02-10", "2024-03-10")).to_xarray(index=False)
     built = [variable_of_key(k, lazy.variables) for k in reads(spec.tag) if is_chunk_key(k)]
     assert set(built) <= {"time"}
     mask = (data["time"] >= numpy.datetime64("2024-02-10")) & (
