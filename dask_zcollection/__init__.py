@@ -4,7 +4,7 @@
 >>> ds = dzc.read_collection("file:///data/altimetry").filter("year == 2024").compute()
 """
 
-from . import aio, errors, merge, partitioning
+from . import aio, errors, indexing, merge, partitioning
 from ._repair import RepairAction, RepairReport
 from .api import Collection, create_collection, open_collection, read_collection
 from .collection import LazyCollection
@@ -53,6 +53,7 @@ __all__ = [
     "aio",
     "create_collection",
     "errors",
+    "indexing",
     "merge",
     "open_collection",
     "partitioning",

@@ -42,6 +42,7 @@ from .expr import (
 )
 from .expr._dask import array_from_graph
 from .expr._read import row_count_task
+from .indexing._selection import clip
 from .io import ReadSource, TimeRange, parts_of, row_range
 from .partitioning import compile_filter, time_bound
 from .partitioning._filter import FilterLike
@@ -198,23 +199,42 @@ class LazyCollection(DaskMethodsMixin):
         return f"<pre>{html.escape(repr(self))}</pre>"
 
     # -- operations --------------------------------------------------------------------------------
-    def filter(self, expr: FilterLike = None, /, **kwargs: Any) -> LazyCollection:
-        """Select partitions by key and rows by axis range.
+    def filter(
+        self, expr: FilterLike = None, /, *, index: Any = None, **kwargs: Any
+    ) -> LazyCollection:
+        """Select partitions by key and rows by axis range, or rows by an index.
 
         Parameters
         ----------
         expr : str, mapping or None
             A filter on partition keys: ``"year == 2024 and month in (3, 4)"``.
+        index : Indexer, optional
+            Select rows through an index
+            (:class:`~dask_zcollection.indexing.Indexer`): the keyword
+            predicates then name the index's columns (``value``, a list, or an
+            inclusive ``slice``), only the partitions it names are read, and of
+            them only the chunks holding a selected row.
         **kwargs
             ``key=value`` (or a list, or ``slice(lo, hi)`` inclusive) on key
             components; ``<axis variable>=slice(start, stop)`` (inclusive, datetime
             strings accepted) for a time range.
 
+        Raises
+        ------
+        FilterError
+            An unknown key, axis or index column.
+        StaleIndexError
+            The index was built from other versions of the selected partitions.
+
         Examples
         --------
         >>> ds.filter("year == 2024", month=3)                      # doctest: +SKIP
         >>> ds.filter(time=slice("2024-03-01", "2024-03-04T12:00"))  # doctest: +SKIP
+        >>> ds.filter(index=idx, pass_number=[12, 13])               # doctest: +SKIP
         """
+        if index is not None:
+            base = self.filter(expr) if expr is not None else self
+            return base._filter_index(index, kwargs)
         config = self.source.config
         keys = config.partitioning.keys
         axis = config.axis_variable
@@ -251,6 +271,43 @@ class LazyCollection(DaskMethodsMixin):
                         f"{list(node.frame.variables)}; filter on it before persist()"
                     )
         return LazyCollection(filtered)
+
+    def _filter_index(self, index: Any, predicates: dict[str, Any]) -> LazyCollection:
+        """Rows selected through ``index`` (checked against the collection's catalog)."""
+        if not hasattr(index, "selection"):
+            raise FilterError(
+                f"index= takes an Indexer (dask_zcollection.indexing), not {type(index).__name__}"
+            )
+        leaf = None
+        for node in self._expr.walk():
+            if isinstance(node, (MapPartitions, Persisted)):
+                raise FilterError(
+                    "an index selects stored rows: filter with index= before map_partitions "
+                    "and persist()"
+                )
+            if isinstance(node, ReadPartitions):
+                leaf = node
+        if leaf is None:
+            raise FilterError("an index selects rows of a stored collection only")
+        partitioning = self.source.config.partitioning
+        selection = index.selection(
+            leaf.catalog,
+            partitioning.encode,
+            partitioning.keys,
+            complete=len(leaf.catalog) == leaf.total,
+            selected=self.catalog,
+            **predicates,
+        )
+        return LazyCollection(Filter(self._expr, None, None, selection))
+
+    def _reads_whole_partitions(self) -> bool:
+        """Whether the plan reads whole stored partitions (no time range, row selection, map)."""
+        expr = self._optimized_partitions()
+        return (
+            isinstance(expr, ReadPartitions)
+            and expr.operand("time_range") is None
+            and expr.operand("rows") is None
+        )
 
     def _time_range(self, value: Any) -> TimeRange:
         config = self.source.config
@@ -392,12 +449,19 @@ class LazyCollection(DaskMethodsMixin):
                 raise VariableNotFoundError(f"variable {n!r} is not in the collection")
         expr, rows = self._block_ranges()
         ranges = numpy.asarray(rows, dtype="int64").reshape(-1, 2)
+        selected = None
+        if isinstance(expr, ReadPartitions) and expr.operand("rows") is not None:
+            # An index's selection, inside the committed (and time-trimmed) rows.
+            selected = tuple(
+                clip(pieces or (), a, b)
+                for pieces, (a, b) in zip(expr.row_ranges(), rows, strict=True)
+            )
         out: dict[str, Any] = {}
         for name in names:
             spec = schema[name]
             blocks: ZExpr
             if isinstance(expr, ReadPartitions):
-                blocks = ReadBlocks(self.source, expr.catalog, name, ranges)
+                blocks = ReadBlocks(self.source, expr.catalog, name, ranges, selected)
             elif spec.immutable and not len(expr.catalog):
                 raise InvalidInputError(f"no partition selected: cannot build {name!r}")
             else:
@@ -506,8 +570,11 @@ class LazyCollection(DaskMethodsMixin):
                 for part in self.to_delayed()
             ]
             return dd.from_delayed(frames, meta=meta, verify_meta=False)
+        rows_of = None
+        if isinstance(expr, ReadPartitions) and expr.operand("rows") is not None:
+            rows_of = dict(zip(catalog.paths, expr.row_ranges(), strict=True))
         return dd.from_map(
-            _DataFrameReader(self.source, tuple(names), time_range, index),
+            _DataFrameReader(self.source, tuple(names), time_range, index, rows_of),
             parts,
             meta=meta,
             divisions=divisions,
@@ -533,8 +600,11 @@ class _DataFrameReader:
         names: tuple[str, ...],
         time_range: TimeRange | None,
         index: str | None,
+        rows_of: dict[str, Any] | None = None,
     ) -> None:
         self.source, self.names, self.time_range, self.index = source, names, time_range, index
+        #: The rows selected of each partition by path (an index's selection), or ``None``.
+        self.rows_of = rows_of
 
     def __call__(self, part: tuple[str, int, bool], columns: Sequence[str] | None = None) -> Any:
         import pandas
@@ -546,7 +616,10 @@ class _DataFrameReader:
             if columns is None
             else tuple(n for n in self.names if n in columns or n == self.index)
         )
-        frame = pandas.DataFrame(sync(read_partition(self.source, part, names, self.time_range)))
+        rows = None if self.rows_of is None else self.rows_of.get(part[0])
+        frame = pandas.DataFrame(
+            sync(read_partition(self.source, part, names, self.time_range, rows))
+        )
         return frame.set_index(self.index) if self.index else frame
 
 

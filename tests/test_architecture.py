@@ -139,6 +139,7 @@ LAYERS = {
     "_repair": 2,
     "collection": 2,
     "expr": 3,
+    "indexing": 3,
     "io": 4,
     "catalog": 5,
     "store": 6,
