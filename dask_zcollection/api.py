@@ -117,6 +117,59 @@ class Collection:
         """
         return sync(self.aio.update(func, filters=filters, variables=variables, compute=compute))
 
+    def create_index(
+        self,
+        name: str,
+        builder: Callable[..., Any],
+        *,
+        filters: FilterLike = None,
+        variables: Sequence[str] | None = None,
+        overwrite: bool = False,
+    ) -> list[str]:
+        """Build an index with ``builder`` and store it in the collection (``_indexes/<name>/``).
+
+        ``builder(partition: Dataset)`` returns the key columns and ``_start``,
+        ``_stop`` (see :meth:`dask_zcollection.indexing.Indexer.build`). Read
+        through it with ``read_collection(url).filter(index=name, column=...)``.
+        Writers never update an index: a lookup refuses partitions rewritten
+        since (:class:`~dask_zcollection.errors.StaleIndexError`) until
+        :meth:`update_index` rebuilds them. Returns the partitions indexed.
+        """
+        from .indexing import _stored
+
+        return sync(
+            _stored.create_index(
+                self.aio,
+                name,
+                builder,
+                filters=filters,
+                variables=variables,
+                overwrite=overwrite,
+            )
+        )
+
+    def update_index(self, name: str, builder: Callable[..., Any] | None = None) -> list[str]:
+        """Rebuild the entries of index ``name`` that are stale or missing; return those partitions.
+
+        Without ``builder``, the one given to :meth:`create_index` (stored with
+        the index) runs.
+        """
+        from .indexing import _stored
+
+        return sync(_stored.update_index(self.aio, name, builder))
+
+    def drop_index(self, name: str) -> None:
+        """Delete index ``name``."""
+        from .indexing import _stored
+
+        sync(_stored.drop_index(self.aio, name))
+
+    def indexes(self) -> list[str]:
+        """Names of the indexes stored in the collection."""
+        from .indexing import _stored
+
+        return sync(_stored.list_indexes(self.aio.spec))
+
     def map(self, func: Callable[..., Any], *, filters: FilterLike = None) -> dict[str, Any]:
         """``func(partition)`` for every selected partition, as one graph: path -> result."""
         return sync(self.aio.map(func, filters=filters))

@@ -208,9 +208,10 @@ class LazyCollection(DaskMethodsMixin):
         ----------
         expr : str, mapping or None
             A filter on partition keys: ``"year == 2024 and month in (3, 4)"``.
-        index : Indexer, optional
-            Select rows through an index
-            (:class:`~dask_zcollection.indexing.Indexer`): the keyword
+        index : str or Indexer, optional
+            Select rows through an index: the name of one stored in the
+            collection (``Collection.create_index``) or an
+            :class:`~dask_zcollection.indexing.Indexer`; the keyword
             predicates then name the index's columns (``value``, a list, or an
             inclusive ``slice``), only the partitions it names are read, and of
             them only the chunks holding a selected row.
@@ -274,6 +275,12 @@ class LazyCollection(DaskMethodsMixin):
 
     def _filter_index(self, index: Any, predicates: dict[str, Any]) -> LazyCollection:
         """Rows selected through ``index`` (checked against the collection's catalog)."""
+        stored = isinstance(index, str)
+        if stored:
+            from .indexing._stored import load_index
+
+            partitioning = self.source.config.partitioning
+            index = sync(load_index(self.source.spec, index, self.catalog, partitioning.encode))
         if not hasattr(index, "selection"):
             raise FilterError(
                 f"index= takes an Indexer (dask_zcollection.indexing), not {type(index).__name__}"
@@ -294,7 +301,7 @@ class LazyCollection(DaskMethodsMixin):
             leaf.catalog,
             partitioning.encode,
             partitioning.keys,
-            complete=len(leaf.catalog) == leaf.total,
+            complete=not stored and len(leaf.catalog) == leaf.total,
             selected=self.catalog,
             **predicates,
         )
