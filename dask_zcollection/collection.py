@@ -358,6 +358,69 @@ class LazyCollection(DaskMethodsMixin):
             MapPartitions(self._expr, func, tuple(args), dict(kwargs) or None, None)
         )
 
+    def map_overlap(
+        self,
+        func: Callable[..., Dataset],
+        depth: Any,
+        *args: Any,
+        boundary: Any = "none",
+        **kwargs: Any,
+    ) -> LazyCollection:
+        """Apply ``func`` to every partition extended by ``depth`` rows of its neighbours.
+
+        Each selected partition is read with a halo: the rows just before and
+        after it in key order, from any partition of the collection (selected
+        or not; only those rows are read), ``func(dataset, *args, **kwargs)``
+        runs on the extended partition (it must keep its rows) and the halo is
+        trimmed off its result. The result equals running ``func``'s windowed
+        computation over the whole collection.
+
+        Parameters
+        ----------
+        func : callable
+            ``func(partition: Dataset, *args, **kwargs) -> Dataset`` (same rows).
+        depth : int or time span
+            Rows on each side, or a time span along the axis
+            (``numpy.timedelta64``, ``datetime.timedelta``, ``"6h"``): every
+            row whose axis value is within it of the partition's first / last.
+        boundary : "none" or scalar
+            ``"none"``: the collection's first and last partitions get a shorter
+            halo; a constant: they are padded with it to ``depth`` rows
+            (datetime variables with NaT; a depth in rows only).
+
+        Planning reads the row counts the catalog lacks and, for a time span,
+        the axis of the partitions the halos reach.
+
+        Raises
+        ------
+        InvalidInputError
+            A negative depth, a bad boundary, or a plan that is not a read of
+            stored partitions (after ``map_partitions``, ``persist`` or an
+            index's row selection).
+        """
+        from ._overlap import plan_overlap
+
+        expr, ranges = self._block_ranges()
+        if not isinstance(expr, ReadPartitions) or expr.operand("rows") is not None:
+            raise InvalidInputError(
+                "map_overlap reads stored partitions and their neighbours: call it before "
+                "map_partitions, persist() or a filter(index=)"
+            )
+        leaf = next(n for n in self._expr.walk() if isinstance(n, ReadPartitions))
+        overlap = plan_overlap(
+            self.source,
+            leaf.catalog,
+            expr.catalog,
+            [(int(a), int(b)) for a, b in ranges],
+            expr.variables,
+            func,
+            tuple(args),
+            dict(kwargs) or None,
+            depth,
+            boundary,
+        )
+        return LazyCollection(overlap)
+
     # -- interop -----------------------------------------------------------------------------------
     def to_delayed(self) -> list[Delayed]:
         """One :class:`dask.delayed.Delayed` per partition (a ``Dataset`` each).

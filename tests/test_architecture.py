@@ -140,6 +140,7 @@ LAYERS = {
     "collection": 2,
     "expr": 3,
     "indexing": 3,
+    "_overlap": 2,
     "io": 4,
     "catalog": 5,
     "store": 6,

@@ -170,7 +170,9 @@ def test_indexed_read_touches_only_chunks_holding_a_selected_row(
 def test_builder_runs_on_a_distributed_cluster(memory_url: str, factory: Any) -> None:
     distributed = pytest.importorskip("distributed")
     _, data = make(memory_url, factory)
-    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2):
+    with distributed.Client(
+        processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None
+    ):
         idx = Indexer.build(zc.read_collection(memory_url), six_hours, variables=["time"])
         out = zc.read_collection(memory_url).filter(index=idx, parity=0).compute()
     block = data["time"].astype("datetime64[h]").astype("int64") // 6
