@@ -16,7 +16,7 @@ import numpy
 from ._planner import Planned, WritePlanner
 from ._prepare import prepare_insert
 from ._repair import RepairReport, repair
-from ._update import UpdateStrategy
+from ._update import RowsUpdateStrategy, UpdateStrategy
 from .catalog import Catalog
 from .catalog._discovery import IMMUTABLE_PATH, CatalogDiscovery
 from .catalog._transaction import (
@@ -33,6 +33,7 @@ from .errors import (
     InvalidInputError,
     ReadOnlyError,
 )
+from .expr import ReadPartitions
 from .io import (
     CollectionConfig,
     PartitionIO,
@@ -247,6 +248,8 @@ class AsyncCollection:
         variables: Sequence[str] | None = None,
         retries: int = DEFAULT_RETRIES,
         compute: bool = True,
+        index: Any = None,
+        **predicates: Any,
     ) -> Any:
         """Rewrite variables of the selected partitions with ``func(partition) -> Dataset``.
 
@@ -254,6 +257,10 @@ class AsyncCollection:
         only, when given) and returns the variables to replace (a ``Dataset``
         or a mapping path -> array, same rows). Each partition is rewritten
         aside and all are published by one commit, as for :meth:`insert`.
+
+        With ``index`` (a stored index's name or an ``Indexer``) and
+        ``predicates`` on its columns, ``func`` gets only the selected rows of
+        the partitions the index names, and only those rows are replaced.
 
         Returns
         -------
@@ -265,6 +272,19 @@ class AsyncCollection:
             raise InvalidInputError(f"update needs a function, got {type(func).__name__}")
         names = self._check_variables(variables)
         strategy = UpdateStrategy(func, None if names is None else tuple(names), self.schema)
+        if index is not None or predicates:
+            if index is None:
+                raise InvalidInputError(
+                    f"update: keyword predicates {sorted(predicates)} need index= (they name "
+                    "an index's columns)"
+                )
+            lazy = await self.lazy(filters=filters)
+            rows_of, filters = await asyncio.to_thread(_index_rows, lazy, index, predicates)
+            if not rows_of:
+                return [] if compute else None
+            strategy = RowsUpdateStrategy(
+                func, strategy.variables, self.schema, self.config.partitioning, rows_of
+            )
         return await self._run_graph(
             lambda: self.planner.update(filters, strategy), retries=retries, compute=compute
         )
@@ -376,3 +396,21 @@ class AsyncCollection:
         report = await repair(self, force=force, dry_run=dry_run)
         self._catalog = None
         return report
+
+
+def _index_rows(lazy: LazyCollection, index: Any, predicates: dict[str, Any]) -> tuple[Any, str]:
+    """``{canonical: (rows, ranges)}`` an index selects (checked fresh), and their key filter."""
+    selected = lazy.filter(index=index, **predicates).optimize()
+    expr = selected.expr
+    assert isinstance(expr, ReadPartitions)
+    catalog = expr.catalog
+    ranges = expr.row_ranges()
+    rows_of = {
+        path: (int(catalog.rows[i]), ranges[i] or ()) for i, path in enumerate(selected.partitions)
+    }
+    names = catalog.key_names
+    terms = [
+        "(" + " and ".join(f"{n} == {int(v)}" for n, v in zip(names, row, strict=True)) + ")"
+        for row in catalog.keys.tolist()
+    ]
+    return rows_of, " or ".join(terms)

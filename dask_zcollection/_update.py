@@ -19,7 +19,7 @@ from .errors import MergeError, SchemaError
 from .merge import AxisRange
 from .schema import Schema
 
-__all__ = ["UpdateStrategy"]
+__all__ = ["RowsUpdateStrategy", "UpdateStrategy"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,4 +78,72 @@ class UpdateStrategy:
             # Dtypes, masks and the partition's key range are checked by the writer,
             # as for every merge result: the rules of insert input (safe casts only).
             columns[path] = data
+        return columns
+
+
+@dataclasses.dataclass(frozen=True)
+class RowsUpdateStrategy(UpdateStrategy):
+    """``func`` sees only some rows of each partition (an index's selection); the rest are kept.
+
+    ``rows`` maps each canonical partition path to its committed row count
+    when selected and its half-open row ranges. The function returns the
+    variables to replace for those rows only; they are written back in place.
+    """
+
+    partitioning: Any = None
+    rows: Mapping[str, tuple[int, tuple[tuple[int, int], ...]]] = dataclasses.field(
+        default_factory=dict
+    )
+
+    @property
+    def name(self) -> str:
+        return f"update({getattr(self.func, '__qualname__', self.func)!s}, rows)"
+
+    def _partition(self, columns: Mapping[str, numpy.ndarray]) -> str:
+        part = self.partitioning
+        values = {v: columns[v] for v in part.variables}
+        attrs = {v: self.schema[v].attrs for v in part.variables}
+        keys, _ = part.split(values, attrs)
+        return str(part.encode(tuple(int(k) for k in keys[0])))
+
+    def __call__(
+        self,
+        existing: Mapping[str, numpy.ndarray] | None,
+        inserted: Mapping[str, Any],
+        *,
+        axis: str,
+    ) -> dict[str, numpy.ndarray]:
+        if existing is None:
+            raise MergeError("update: the partition to rewrite is missing")
+        columns = dict(existing)
+        n = len(columns[axis])
+        path = self._partition(columns) if n else ""
+        expected, ranges = self.rows.get(path, (n, ()))
+        if expected >= 0 and expected != n:
+            from .errors import StaleIndexError
+
+            raise StaleIndexError(
+                f"update: partition {path!r} has {n} rows, the index selected rows of a "
+                f"version with {expected}: it was rewritten since the lookup"
+            )
+        index = (
+            numpy.concatenate([numpy.arange(a, b) for a, b in ranges])
+            if ranges
+            else numpy.empty(0, dtype="intp")
+        )
+        subset = {k: v[index] for k, v in columns.items()}
+        inner = UpdateStrategy(self.func, self.variables, self.schema)
+        updated = inner(subset, inserted, axis=axis)
+        for name, data in updated.items():
+            if data is subset[name]:
+                continue
+            target = columns[name]
+            if not numpy.can_cast(data.dtype, target.dtype, casting="safe"):
+                raise SchemaError(
+                    f"update returned variable {name!r} as {data.dtype}, which does not cast "
+                    f"to its stored {target.dtype}"
+                )
+            merged = target.copy()
+            merged[index] = data
+            columns[name] = merged
         return columns

@@ -108,14 +108,30 @@ class Collection:
         filters: FilterLike = None,
         variables: Sequence[str] | None = None,
         compute: bool = True,
+        index: Any = None,
+        **predicates: Any,
     ) -> Any:
         """Rewrite variables of the selected partitions with ``func(partition) -> Dataset``.
 
         ``func`` gets each partition as a :class:`Dataset` (only ``variables``
         when given) and returns the variables to replace, same rows. All
         partitions are rewritten aside and published by one commit.
+
+        With ``index=`` (a stored index's name or an
+        :class:`~dask_zcollection.indexing.Indexer`) and keyword predicates on
+        its columns (``pass_number=[12, 13]``), ``func`` gets only the rows the
+        index selects (of the partitions it names) and only those are replaced.
         """
-        return sync(self.aio.update(func, filters=filters, variables=variables, compute=compute))
+        return sync(
+            self.aio.update(
+                func,
+                filters=filters,
+                variables=variables,
+                compute=compute,
+                index=index,
+                **predicates,
+            )
+        )
 
     def create_index(
         self,

@@ -82,3 +82,41 @@ def test_a_rewrite_with_the_same_rows_is_stale(memory_url: str, factory: Any) ->
     out = zc.read_collection(memory_url).filter(index="six", parity=1).compute()
     odd = blocks_of(data["time"]) % 2 == 1
     numpy.testing.assert_array_equal(out["time"].values, data["time"][odd])
+
+
+def halve_quality(ds: zc.Dataset) -> dict[str, Any]:
+    return {"quality": ds["quality"].values // 2}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("stored", [True, False])
+def test_update_through_an_index_rewrites_only_the_selected_rows(
+    memory_url: str, factory: Any, stored: bool
+) -> None:
+    col, data = make(memory_url, factory)
+    if stored:
+        col.create_index("six", six_hours, variables=["time"])
+        index: Any = "six"
+    else:
+        from dask_zcollection.indexing import Indexer
+
+        index = Indexer.build(zc.read_collection(memory_url), six_hours, variables=["time"])
+    seen: list[int] = []
+
+    def halve(ds: zc.Dataset) -> dict[str, Any]:
+        seen.append(ds.dimensions["time"])
+        return halve_quality(ds)
+
+    written = col.update(halve, index=index, parity=1, filters="month >= 2", variables=["quality"])
+    month = data["time"].astype("datetime64[M]")
+    mask = (blocks_of(data["time"]) % 2 == 1) & (month >= numpy.datetime64("2024-02"))
+    assert written == ["year=2024/month=02", "year=2024/month=03"]
+    assert sorted(seen) == sorted(
+        [int((mask & (month == numpy.datetime64(m))).sum()) for m in ("2024-02", "2024-03")]
+    )
+    expected = data["quality"].copy()
+    expected[mask] //= 2
+    out = zc.read_collection(memory_url).compute()
+    numpy.testing.assert_array_equal(out["quality"].values, expected)
+    numpy.testing.assert_array_equal(out["ssh"].values, data["ssh"])
+    with pytest.raises(zc.InvalidInputError, match="need index="):
+        col.update(halve, parity=1)
