@@ -16,7 +16,7 @@ import numpy
 from ._planner import Planned, WritePlanner
 from ._prepare import prepare_insert
 from ._repair import RepairReport, repair
-from ._update import RowsUpdateStrategy, UpdateStrategy
+from ._update import OverlapUpdateStrategy, RowsUpdateStrategy, UpdateStrategy
 from .catalog import Catalog
 from .catalog._discovery import IMMUTABLE_PATH, CatalogDiscovery
 from .catalog._transaction import (
@@ -249,6 +249,8 @@ class AsyncCollection:
         retries: int = DEFAULT_RETRIES,
         compute: bool = True,
         index: Any = None,
+        depth: Any = None,
+        boundary: Any = "none",
         **predicates: Any,
     ) -> Any:
         """Rewrite variables of the selected partitions with ``func(partition) -> Dataset``.
@@ -262,6 +264,12 @@ class AsyncCollection:
         ``predicates`` on its columns, ``func`` gets only the selected rows of
         the partitions the index names, and only those rows are replaced.
 
+        With ``depth`` (rows or a time span, as for
+        :meth:`~dask_zcollection.LazyCollection.map_overlap`), ``func`` gets each
+        partition extended by its neighbours' rows (read when planning; padded
+        with ``boundary`` when a constant) and returns the variables over the
+        extended rows; the halo is trimmed before writing.
+
         Returns
         -------
         list of str or Delayed
@@ -272,7 +280,11 @@ class AsyncCollection:
             raise InvalidInputError(f"update needs a function, got {type(func).__name__}")
         names = self._check_variables(variables)
         strategy = UpdateStrategy(func, None if names is None else tuple(names), self.schema)
-        if index is not None or predicates:
+        if depth is not None:
+            if index is not None or predicates:
+                raise InvalidInputError("update takes index= or depth=, not both")
+            strategy = await self._overlap_strategy(strategy, filters, depth, boundary)
+        elif index is not None or predicates:
             if index is None:
                 raise InvalidInputError(
                     f"update: keyword predicates {sorted(predicates)} need index= (they name "
@@ -287,6 +299,52 @@ class AsyncCollection:
             )
         return await self._run_graph(
             lambda: self.planner.update(filters, strategy), retries=retries, compute=compute
+        )
+
+    async def _overlap_strategy(
+        self, strategy: UpdateStrategy, filters: FilterLike, depth: Any, boundary: Any
+    ) -> OverlapUpdateStrategy:
+        """Plan and read the halo of every selected partition (see ``_overlap``)."""
+        from ._overlap import plan_halos, read_halos
+
+        whole = await self.lazy()
+        lazy = whole.filter(filters) if filters is not None else whole
+        selected = lazy.catalog
+        counts = selected.rows.tolist()
+        if any(n < 0 for n in counts):
+            counts = [
+                n if n >= 0 else await self.io.row_count(p, self.axis_variable)
+                for p, n in zip(selected.paths, counts, strict=True)
+            ]
+        planned, constant = await asyncio.to_thread(
+            plan_halos,
+            whole.source,
+            whole.catalog,
+            selected,
+            [(0, n) for n in counts],
+            depth,
+            boundary,
+        )
+        schema = self.schema
+        names = tuple(
+            p
+            for p, _ in schema.walk()
+            if not schema[p].immutable
+            and (strategy.variables is None or p in strategy.variables or p == self.axis_variable)
+        )
+        halos = await read_halos(whole.source, planned, names)
+        return OverlapUpdateStrategy(
+            strategy.func,
+            strategy.variables,
+            schema,
+            self.config.partitioning,
+            {
+                path: (n, before, after, h.pad_before, h.pad_after)
+                for path, n, (h, _, _), (before, after) in zip(
+                    lazy.partitions, counts, planned, halos, strict=True
+                )
+            },
+            constant,
         )
 
     async def map(self, func: Callable[..., Any], *, filters: FilterLike = None) -> dict[str, Any]:

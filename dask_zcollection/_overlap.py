@@ -24,7 +24,7 @@ from .errors import InvalidInputError
 from .expr._overlap import Halo, MapOverlap
 from .io import ReadSource
 
-__all__ = ["plan_overlap"]
+__all__ = ["plan_halos", "plan_overlap", "read_halos"]
 
 
 def _depth(depth: Any, axis_dtype: numpy.dtype[Any]) -> tuple[int | None, Any]:
@@ -89,6 +89,33 @@ def plan_overlap(
     Reads row counts the catalog lacks and, for a time-span depth, the axis of
     the partitions the halos reach.
     """
+    halos, constant = plan_halos(source, full, selected, ranges, depth, boundary)
+    return MapOverlap(
+        source,
+        selected,
+        len(full),
+        variables,
+        tuple(h for h, _, _ in halos),
+        constant,
+        func,
+        tuple(args),
+        kwargs or None,
+    )
+
+
+#: A partition's halo: the whole read, and the pieces before and after its own rows.
+Planned = tuple[Halo, tuple[tuple[str, int, int, int], ...], tuple[tuple[str, int, int, int], ...]]
+
+
+def plan_halos(
+    source: ReadSource,
+    full: Catalog,
+    selected: Catalog,
+    ranges: list[tuple[int, int]],
+    depth: Any,
+    boundary: Any,
+) -> tuple[list[Planned], Any]:
+    """The halo of each selected partition, and the constant padding (``None``: none)."""
     config = source.config
     axis_dtype = config.schema[config.axis_variable].dtype
     rows_depth, span = _depth(depth, axis_dtype)
@@ -142,12 +169,12 @@ def plan_overlap(
                 return int(offsets[k]) + local
             k += 1
 
-    halos = []
+    halos: list[Planned] = []
     for j, (start, stop) in enumerate(ranges):
         k = int(where[j])
         g0, g1 = int(offsets[k]) + start, int(offsets[k]) + stop
         if g1 <= g0:
-            halos.append(Halo((), 0, 0))
+            halos.append((Halo((), 0, 0), (), ()))
             continue
         if rows_depth is not None:
             lo, hi = max(0, g0 - rows_depth), min(n_total, g1 + rows_depth)
@@ -159,18 +186,11 @@ def plan_overlap(
             hi = last_global_at_or_before(own[stop - 1] + span, k)
             lo, hi = min(lo, g0), max(hi, g1)
             pad_b = pad_a = 0
-        halos.append(Halo(_pieces(full, counts, offsets, lo, hi), g0 - lo, hi - g1, pad_b, pad_a))
-    return MapOverlap(
-        source,
-        selected,
-        len(full),
-        variables,
-        tuple(halos),
-        constant,
-        func,
-        tuple(args),
-        kwargs or None,
-    )
+        halo = Halo(_pieces(full, counts, offsets, lo, hi), g0 - lo, hi - g1, pad_b, pad_a)
+        before = _pieces(full, counts, offsets, lo, g0)
+        after = _pieces(full, counts, offsets, g1, hi)
+        halos.append((halo, before, after))
+    return halos, constant
 
 
 def _pieces(
@@ -185,3 +205,38 @@ def _pieces(
             out.append((full.paths[k], int(counts[k]), a - int(offsets[k]), b - int(offsets[k])))
         k += 1
     return tuple(out)
+
+
+async def read_halos(
+    source: ReadSource, planned: list[Planned], variables: tuple[str, ...]
+) -> list[tuple[dict[str, numpy.ndarray], dict[str, numpy.ndarray]]]:
+    """The rows before and after each partition (``variables``), read concurrently."""
+    from .io import read_partition
+
+    async def read(pieces: tuple[tuple[str, int, int, int], ...]) -> dict[str, numpy.ndarray]:
+        parts = await asyncio.gather(
+            *(
+                read_partition(source, (p, n, True), variables, None, ((a, b),))
+                for p, n, a, b in pieces
+            )
+        )
+        schema = source.config.schema
+        return {
+            v: numpy.concatenate([c[v] for c in parts])
+            if parts
+            else numpy.empty((0, *_tail(source, v)), dtype=schema[v].dtype)
+            for v in variables
+        }
+
+    async def both(item: Planned) -> tuple[dict[str, numpy.ndarray], dict[str, numpy.ndarray]]:
+        _, before, after = item
+        a, b = await asyncio.gather(read(before), read(after))
+        return a, b
+
+    return list(await asyncio.gather(*(both(p) for p in planned)))
+
+
+def _tail(source: ReadSource, name: str) -> tuple[int, ...]:
+    """Sizes of a partitioned variable's dimensions after the axis."""
+    dims = source.config.schema.all_dimensions()
+    return tuple(dims[d].size or 0 for d in source.config.schema[name].dimensions[1:])

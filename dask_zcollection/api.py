@@ -109,6 +109,8 @@ class Collection:
         variables: Sequence[str] | None = None,
         compute: bool = True,
         index: Any = None,
+        depth: Any = None,
+        boundary: Any = "none",
         **predicates: Any,
     ) -> Any:
         """Rewrite variables of the selected partitions with ``func(partition) -> Dataset``.
@@ -121,6 +123,11 @@ class Collection:
         :class:`~dask_zcollection.indexing.Indexer`) and keyword predicates on
         its columns (``pass_number=[12, 13]``), ``func`` gets only the rows the
         index selects (of the partitions it names) and only those are replaced.
+
+        With ``depth=`` (rows, or a time span along the axis) ``func`` gets each
+        partition extended by its neighbours' rows, as for
+        :meth:`LazyCollection.map_overlap` (``boundary`` too), and returns the
+        variables over the extended rows; the halo is trimmed before writing.
         """
         return sync(
             self.aio.update(
@@ -129,6 +136,8 @@ class Collection:
                 variables=variables,
                 compute=compute,
                 index=index,
+                depth=depth,
+                boundary=boundary,
                 **predicates,
             )
         )

@@ -169,3 +169,23 @@ def test_bad_input(memory_url: str) -> None:
         lazy.map_overlap(shrink, 1).compute()
     with pytest.raises(InvalidInputError, match="before map_partitions"):
         lazy.map_partitions(shrink).map_overlap(moving_sum, 1, 1)
+
+
+@pytest.mark.parametrize("boundary", ["none", 7])
+def test_update_with_depth_sees_the_neighbours(memory_url: str, boundary: Any) -> None:
+    values = collection(memory_url, [5, 2, 6, 4])
+    col = zc.open_collection(memory_url, mode="rw")
+    written = col.update(
+        lambda ds: {"v": moving_sum(ds, 3)["v"].values},  # type: ignore[union-attr]
+        depth=3,
+        boundary=boundary,
+        filters="month in (1, 3)",
+        variables=["v"],
+    )
+    assert written == ["year=2024/month=01", "year=2024/month=03"]
+    expected = values.copy()
+    ref = reference(values, 3, None if boundary == "none" else boundary)
+    expected[:5], expected[7:13] = ref[:5], ref[7:13]
+    numpy.testing.assert_array_equal(zc.read_collection(memory_url).compute()["v"].values, expected)
+    with pytest.raises(InvalidInputError, match="not both"):
+        col.update(moving_sum, depth=1, index="x", parity=1)
