@@ -139,7 +139,7 @@ LAYERS = {
     "_repair": 2,
     "collection": 2,
     "expr": 3,
-    "indexing": 3,
+    "indexing": 2,
     "_overlap": 2,
     "io": 4,
     "catalog": 5,
