@@ -189,3 +189,14 @@ def test_update_with_depth_sees_the_neighbours(memory_url: str, boundary: Any) -
     numpy.testing.assert_array_equal(zc.read_collection(memory_url).compute()["v"].values, expected)
     with pytest.raises(InvalidInputError, match="not both"):
         col.update(moving_sum, depth=1, index="x", parity=1)
+
+
+def test_a_time_range_keeping_no_row_of_a_partition(memory_url: str) -> None:
+    collection(memory_url, [3, 3])  # Jan 1-3, Feb 1-3
+    lazy = zc.read_collection(memory_url).filter(time=slice("2024-01-02T01", "2024-01-02T12"))
+    assert lazy.npartitions == 1
+    assert lazy.map_overlap(moving_sum, 1, 1).compute() is None
+    both = zc.read_collection(memory_url).filter(time=slice("2024-01-03", "2024-02-01"))
+    values = zc.read_collection(memory_url).compute()["v"].values
+    out = both.map_overlap(moving_sum, 1, 1).compute()["v"].values
+    numpy.testing.assert_array_equal(out, reference(values, 1, None)[2:4])

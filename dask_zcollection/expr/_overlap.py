@@ -75,10 +75,17 @@ def overlap_task(
             pad_b = numpy.full((halo.pad_before, *shape), fill, dtype=dtype)
             pad_a = numpy.full((halo.pad_after, *shape), fill, dtype=dtype)
             parts = [pad_b, *parts, pad_a]
-        columns[name] = numpy.concatenate(parts) if parts else numpy.empty(0, dtype=dtype)
+        if parts:
+            columns[name] = numpy.concatenate(parts)
+        else:
+            dims = schema.all_dimensions()
+            tail = tuple(dims[d].size or 0 for d in schema[name].dimensions[1:])
+            columns[name] = numpy.empty((0, *tail), dtype=dtype)
     ds = _dataset(source, columns, immutable)
     dim = source.config.axis
     total = ds.dimensions.get(dim, 0)
+    if not halo.pieces:
+        return ds  # a time range kept no row of this partition: nothing to compute
     out = func(ds, *args, **kwargs)
     if not isinstance(out, Dataset):
         raise InvalidInputError(
