@@ -79,8 +79,8 @@ def overlap_task(
             columns[name] = numpy.concatenate(parts)
         else:
             dims = schema.all_dimensions()
-            tail = tuple(dims[d].size or 0 for d in schema[name].dimensions[1:])
-            columns[name] = numpy.empty((0, *tail), dtype=dtype)
+            trailing = tuple(dims[d].size or 0 for d in schema[name].dimensions[1:])
+            columns[name] = numpy.empty((0, *trailing), dtype=dtype)
     ds = _dataset(source, columns, immutable)
     dim = source.config.axis
     total = ds.dimensions.get(dim, 0)
