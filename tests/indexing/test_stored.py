@@ -120,3 +120,69 @@ def test_update_through_an_index_rewrites_only_the_selected_rows(
     numpy.testing.assert_array_equal(out["ssh"].values, data["ssh"])
     with pytest.raises(zc.InvalidInputError, match="need index="):
         col.update(halve, parity=1)
+
+
+def test_concurrent_writers_never_make_an_index_lie(tmp_path: Any, factory: Any) -> None:
+    """A writer appends to and rewrites partitions while the index is rebuilt and read.
+
+    Every lookup either answers exactly the rows a numpy reference finds in the
+    same catalog snapshot, or refuses with StaleIndexError.
+    """
+    import threading
+
+    url = f"file://{tmp_path}/col"
+    col, _ = make(url, factory)
+    col.create_index("six", six_hours, variables=["time"])
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            rng = numpy.random.default_rng(1)
+            for i in range(6):
+                day = f"2024-0{1 + i % 3}-{20 + i:02d}"
+                times = factory.times(*(f"{day}T{h:02d}" for h in sorted(rng.choice(24, 5))))
+                col.insert(factory.data(times, seed=i), merge="upsert")
+        except BaseException as err:  # noqa: BLE001 - reported by the main thread
+            errors.append(err)
+        finally:
+            stop.set()
+
+    def rebuilder() -> None:
+        try:
+            while not stop.is_set():
+                col.update_index("six")
+        except BaseException as err:  # noqa: BLE001
+            errors.append(err)
+
+    threads = [threading.Thread(target=writer), threading.Thread(target=rebuilder)]
+    for t in threads:
+        t.start()
+    answered = refused = 0
+    try:
+        while not stop.is_set() or answered + refused < 3:
+            lazy = zc.read_collection(url)
+            try:
+                got = lazy.filter(index="six", parity=1)
+            except StaleIndexError:
+                refused += 1
+                continue
+            whole = lazy.compute()
+            times = whole["time"].values
+            expected = times[blocks_of(times) % 2 == 1]
+            out = got.compute()
+            numpy.testing.assert_array_equal(out["time"].values, expected)
+            answered += 1
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    assert answered >= 1
+    col.update_index("six")
+    final = zc.read_collection(url)
+    times = final.compute()["time"].values
+    numpy.testing.assert_array_equal(
+        final.filter(index="six", parity=1).compute()["time"].values,
+        times[blocks_of(times) % 2 == 1],
+    )
