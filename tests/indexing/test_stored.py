@@ -143,7 +143,7 @@ def test_concurrent_writers_never_make_an_index_lie(tmp_path: Any, factory: Any)
                 day = f"2024-0{1 + i % 3}-{20 + i:02d}"
                 times = factory.times(*(f"{day}T{h:02d}" for h in sorted(rng.choice(24, 5))))
                 col.insert(factory.data(times, seed=i), merge="upsert")
-        except BaseException as err:  # noqa: BLE001 - reported by the main thread
+        except BaseException as err:  # reported by the main thread
             errors.append(err)
         finally:
             stop.set()
@@ -152,7 +152,7 @@ def test_concurrent_writers_never_make_an_index_lie(tmp_path: Any, factory: Any)
         try:
             while not stop.is_set():
                 col.update_index("six")
-        except BaseException as err:  # noqa: BLE001
+        except BaseException as err:
             errors.append(err)
 
     threads = [threading.Thread(target=writer), threading.Thread(target=rebuilder)]
