@@ -160,16 +160,9 @@ class Collection:
         since (:class:`~dask_zcollection.errors.StaleIndexError`) until
         :meth:`update_index` rebuilds them. Returns the partitions indexed.
         """
-        from .indexing import _stored
-
         return sync(
-            _stored.create_index(
-                self.aio,
-                name,
-                builder,
-                filters=filters,
-                variables=variables,
-                overwrite=overwrite,
+            self.aio.create_index(
+                name, builder, filters=filters, variables=variables, overwrite=overwrite
             )
         )
 
@@ -179,21 +172,15 @@ class Collection:
         Without ``builder``, the one given to :meth:`create_index` (stored with
         the index) runs.
         """
-        from .indexing import _stored
-
-        return sync(_stored.update_index(self.aio, name, builder))
+        return sync(self.aio.update_index(name, builder))
 
     def drop_index(self, name: str) -> None:
         """Delete index ``name``."""
-        from .indexing import _stored
-
-        sync(_stored.drop_index(self.aio, name))
+        sync(self.aio.drop_index(name))
 
     def indexes(self) -> list[str]:
         """Names of the indexes stored in the collection."""
-        from .indexing import _stored
-
-        return sync(_stored.list_indexes(self.aio.spec))
+        return sync(self.aio.indexes())
 
     def map(self, func: Callable[..., Any], *, filters: FilterLike = None) -> dict[str, Any]:
         """``func(partition)`` for every selected partition, as one graph: path -> result."""

@@ -27,6 +27,17 @@ def test_create_lookup_update_on_every_backend(store_url: str, factory: Any) -> 
     assert col.indexes() == ["six"]
     with pytest.raises(AlreadyExistsError):
         col.create_index("six", six_hours)
+    reader = zc.open_collection(store_url, mode="r")
+    assert reader.indexes() == ["six"]
+    for call in (
+        lambda: reader.create_index("other", six_hours),
+        lambda: reader.update_index("six"),
+        lambda: reader.drop_index("six"),
+    ):
+        with pytest.raises(zc.ReadOnlyError):
+            call()
+    with pytest.raises(zc.InvalidInputError, match="invalid index name"):
+        col.create_index("../x", six_hours)
     lazy = zc.read_collection(store_url)
     out = lazy.filter(index="six", parity=1).compute()
     odd = blocks_of(data["time"]) % 2 == 1
