@@ -297,12 +297,21 @@ class LazyCollection(DaskMethodsMixin):
         if leaf is None:
             raise FilterError("an index selects rows of a stored collection only")
         partitioning = self.source.config.partitioning
+        selected = self.catalog
+        txns = None
+        if not stored and index.needs_txns():
+            # The version each selected partition holds (a stored index checked it already).
+            from .indexing._indexer import _txns
+
+            names = [partitioning.encode(selected.key_tuple(i)) for i in range(len(selected))]
+            txns = dict(zip(names, sync(_txns(self.source.spec, selected.paths)), strict=True))
         selection = index.selection(
             leaf.catalog,
             partitioning.encode,
             partitioning.keys,
             complete=not stored and len(leaf.catalog) == leaf.total,
-            selected=self.catalog,
+            selected=selected,
+            txns=txns,
             **predicates,
         )
         return LazyCollection(Filter(self._expr, None, None, selection))

@@ -16,6 +16,7 @@ partitions rewritten since, is refused instead of answering wrong rows.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 import json
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from ..catalog import Catalog
 
 __all__ = ["INDEX_META_KEY", "Indexer", "check_ranges", "normalise_columns"]
+
+_TXN_ATTR = "_zc_txn"  # catalog._transaction.TXN_ATTR: the transaction that wrote a group
 
 #: Columns every index has (the reference implementation's names).
 PARTITION, START, STOP = "_partition", "_start", "_stop"
@@ -113,6 +116,19 @@ def check_ranges(starts: numpy.ndarray, stops: numpy.ndarray, rows: int, partiti
             f"index ranges [{s[i]}, {e[i]}) and [{s[i + 1]}, {e[i + 1]}) of partition "
             f"{partition!r} overlap"
         )
+
+
+async def _txns(spec: Any, paths: Sequence[str]) -> list[str | None]:
+    """The ``_zc_txn`` of each partition group (``None``: the reference format has none)."""
+
+    async def one(path: str) -> str | None:
+        raw = await spec.get(f"{path}/zarr.json")
+        if raw is None:
+            return None
+        txn = json.loads(raw).get("attributes", {}).get(_TXN_ATTR)
+        return None if txn is None else str(txn)
+
+    return list(await asyncio.gather(*(one(p) for p in paths)))
 
 
 def _natural_key(path: str) -> tuple[Any, ...]:
@@ -233,10 +249,11 @@ class Indexer:
             for part, path in zip(lazy.to_delayed(), canonical, strict=True)
         ]
         results = dask.compute(*tasks)
+        txns = sync(_txns(lazy.source.spec, catalog.paths))
         partitions: dict[str, dict[str, Any]] = {}
-        for path, version, result in zip(canonical, catalog.paths, results, strict=True):
+        for path, version, txn, result in zip(canonical, catalog.paths, txns, results, strict=True):
             rows = int(result.pop("__rows", numpy.zeros(1, dtype="int64"))[0]) if result else 0
-            partitions[path] = {"path": version, "rows": rows}
+            partitions[path] = {"path": version, "rows": rows, "txn": txn}
         meta = {
             "format": INDEX_FORMAT,
             "keys": list(config.partitioning.keys),
@@ -294,6 +311,7 @@ class Indexer:
         *,
         complete: bool = True,
         selected: Catalog | None = None,
+        txns: Mapping[str, str | None] | None = None,
         **predicates: Any,
     ) -> RowSelection:
         """The rows of ``catalog``'s partitions matching ``predicates``, checked against it.
@@ -312,6 +330,10 @@ class Indexer:
         selected : Catalog, optional
             The partitions read (a key filter's selection of ``catalog``): only
             these must be up to date.
+        txns : mapping, optional
+            Canonical path -> the ``_zc_txn`` of its committed group (see
+            :meth:`needs_txns`): compared with the one indexed, so a version
+            written at a path an older one had is not taken for it.
 
         Raises
         ------
@@ -358,7 +380,9 @@ class Indexer:
             rows = int(catalog.rows[i])
             entry = known.get(path)
             if entry is not None and (
-                entry.get("path") != catalog.paths[i] or (rows >= 0 and entry.get("rows") != rows)
+                entry.get("path") != catalog.paths[i]
+                or (rows >= 0 and entry.get("rows") != rows)
+                or (txns is not None and "txn" in entry and entry["txn"] != txns.get(path))
             ):
                 stale.append(path)
                 continue
@@ -377,6 +401,11 @@ class Indexer:
         return RowSelection.from_mapping(
             {p: r for p, r in found.items() if p in chosen and p in where}, label=f"index[{label}]"
         )
+
+    def needs_txns(self) -> bool:
+        """Whether :meth:`selection` compares partition transactions (an index built here)."""
+        known = (self.meta or {}).get("partitions") or {}
+        return any("txn" in entry for entry in known.values())
 
     # -- parquet -----------------------------------------------------------------------------------
     def to_parquet(self) -> bytes:

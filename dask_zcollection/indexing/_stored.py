@@ -26,7 +26,7 @@ from typing import Any
 import numpy
 
 from ..errors import InvalidInputError, NotFoundError, StaleIndexError
-from ._indexer import INDEX_META_KEY, PARTITION, Indexer, concat_columns
+from ._indexer import INDEX_META_KEY, PARTITION, Indexer, _txns, concat_columns
 
 __all__ = [
     "INDEX_DIR",
@@ -39,7 +39,6 @@ __all__ = [
 
 INDEX_DIR = "_indexes"
 STORED_FORMAT = 1
-_TXN_ATTR = "_zc_txn"  # catalog._transaction.TXN_ATTR (not imported: a leaf of the catalog layer)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -58,19 +57,6 @@ def _descriptor_key(name: str) -> str:
 
 def _object_key(name: str, partition: str) -> str:
     return f"{INDEX_DIR}/{name}/{partition}.parquet"
-
-
-async def _txns(spec: Any, paths: Sequence[str]) -> list[str | None]:
-    """The ``_zc_txn`` of each partition group (``None``: the reference format has none)."""
-
-    async def one(path: str) -> str | None:
-        raw = await spec.get(f"{path}/zarr.json")
-        if raw is None:
-            return None
-        txn = json.loads(raw).get("attributes", {}).get(_TXN_ATTR)
-        return None if txn is None else str(txn)
-
-    return list(await asyncio.gather(*(one(p) for p in paths)))
 
 
 async def _identities(spec: Any, catalog: Any, canonical: Sequence[str]) -> dict[str, Any]:
