@@ -48,6 +48,22 @@ class Halo:
     pad_after: int = 0
 
 
+async def _read_pieces(
+    source: ReadSource, pieces: tuple[tuple[str, int, int, int], ...], variables: tuple[str, ...]
+) -> list[dict[str, numpy.ndarray]]:
+    """Each piece's rows of ``variables``, read concurrently (the halo and the partition)."""
+    import asyncio
+
+    return list(
+        await asyncio.gather(
+            *(
+                read_partition(source, (path, rows, True), variables, None, ((a, b),))
+                for path, rows, a, b in pieces
+            )
+        )
+    )
+
+
 def overlap_task(
     source: ReadSource,
     halo: Halo,
@@ -60,10 +76,7 @@ def overlap_task(
     label: str,
 ) -> Dataset:
     """Read a partition with its halo, apply ``func``, trim the halo."""
-    chunks = [
-        sync(read_partition(source, (path, rows, True), variables, None, ((a, b),)))
-        for path, rows, a, b in halo.pieces
-    ]
+    chunks = sync(_read_pieces(source, halo.pieces, variables))
     columns: dict[str, numpy.ndarray] = {}
     schema = source.config.schema
     for name in variables:
