@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -10,16 +11,21 @@ from typing import Any
 
 import numpy
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 import dask_zcollection as zc
 from dask_zcollection.errors import FilterError, InvalidInputError, StaleIndexError
 from dask_zcollection.indexing import Indexer, RowSelection
 from dask_zcollection.indexing._selection import intersect, merge_ranges
+from dask_zcollection.store import MemoryStore
 
 pytest.register_assert_rewrite("conftest_read")
 from conftest_read import counting_spec, is_chunk_key, reads, reset_reads  # noqa: E402
 
 pytest_plugins = ["conftest_read"]
+
+_law_names = itertools.count()
 
 #: Rows per zarr chunk of the test collections.
 CHUNK = 4
@@ -285,3 +291,94 @@ def test_range_algebra() -> None:
     a = RowSelection.from_mapping({"p=1": [(0, 4)], "p=2": [(1, 2)]})
     b = RowSelection.from_mapping({"p=1": [(2, 8)], "p=3": [(0, 1)]})
     assert (a & b).paths == ("p=1",) and (a & b).ranges == (((2, 4),),)
+
+
+# -- a law: any ranges, any chunking ---------------------------------------------------------------
+def _ranges_builder(cuts: dict[int, list[tuple[int, int, int]]]) -> Any:
+    def build(ds: zc.Dataset) -> dict[str, Any]:
+        month = int(ds["time"].values[0].astype("datetime64[M]").astype(int) % 12 + 1)  # type: ignore[union-attr]
+        rows = cuts.get(month, [])
+        return {
+            "k": numpy.asarray([k for k, _, _ in rows], dtype="int64"),
+            "_start": numpy.asarray([a for _, a, _ in rows], dtype="int64"),
+            "_stop": numpy.asarray([b for _, _, b in rows], dtype="int64"),
+        }
+
+    return build
+
+
+@st.composite
+def _layouts(draw: Any) -> tuple[list[int], dict[int, list[tuple[int, int, int]]], list[int]]:
+    sizes = draw(st.lists(st.integers(1, 14), min_size=1, max_size=3))
+    cuts: dict[int, list[tuple[int, int, int]]] = {}
+    for m, n in enumerate(sizes, start=1):
+        points = sorted(set(draw(st.lists(st.integers(0, n), max_size=8))) | {0, n})
+        pairs = list(itertools.pairwise(points))
+        cuts[m] = [(draw(st.integers(0, 3)), a, b) for a, b in pairs if draw(st.booleans())]
+    keys = draw(st.lists(st.integers(0, 3), min_size=1, max_size=3, unique=True))
+    return sizes, cuts, keys
+
+
+@settings(max_examples=25, deadline=None)
+@given(layout=_layouts(), time_cut=st.integers(0, 6))
+@example(layout=([7], {1: [(0, 0, 1), (0, 2, 3)]}, [0]), time_cut=0)  # two ranges in one chunk
+def test_any_row_selection_reads_exactly_its_chunks(
+    layout: tuple[list[int], dict[int, list[tuple[int, int, int]]], list[int]], time_cut: int
+) -> None:
+    sizes, cuts, keys = layout
+    schema = (
+        zc.Schema()
+        .with_dimension("time", chunks=3)
+        .with_dimension("x", size=2, chunks=2)
+        .with_variable("time", dtype="datetime64[ns]", dimensions=("time",))
+        .with_variable("v", dtype="int32", dimensions=("time", "x"))
+        .build()
+    )
+    name = f"law-{next(_law_names)}"
+    url = f"memory://{name}"
+    try:
+        col = zc.create_collection(
+            url, schema=schema, axis="time", partitioning=zc.partitioning.Date(("time",), "M")
+        )
+        times = numpy.concatenate(
+            [
+                numpy.datetime64(f"2024-{m:02d}-01", "ns")
+                + numpy.arange(n) * numpy.timedelta64(1, "h")
+                for m, n in enumerate(sizes, start=1)
+            ]
+        )
+        values = numpy.arange(2 * len(times), dtype="int32").reshape(-1, 2)
+        col.insert({"time": times, "v": values})
+        idx = Indexer.build(zc.read_collection(url), _ranges_builder(cuts), variables=["time"])
+        # Reference: the rows of the ranges whose key is selected, in key order.
+        offsets = numpy.concatenate([[0], numpy.cumsum(sizes)])
+        mask = numpy.zeros(len(times), dtype=bool)
+        for m, rows in cuts.items():
+            for k, a, b in rows:
+                if k in keys:
+                    mask[offsets[m - 1] + a : offsets[m - 1] + b] = True
+        spec = counting_spec(url)
+        lazy = zc.read_collection(spec).filter(index=idx, k=keys)
+        lo = times[0] + numpy.timedelta64(time_cut, "h")
+        timed = lazy.filter(time=slice(str(lo), None))
+        for sel, keep in ((lazy, mask), (timed, mask & (times >= lo))):
+            reset_reads(spec.tag)
+            out = sel.compute()
+            if not keep.any():
+                assert out is None
+                continue
+            numpy.testing.assert_array_equal(out["v"].values, values[keep])
+            touched = sorted(k for k in reads(spec.tag) if is_chunk_key(k) and "/v/" in k)
+            assert len(touched) == len(set(touched))  # each chunk once
+            numpy.testing.assert_array_equal(sel.to_dask_array("v").compute(), values[keep])
+        # Only chunks holding a selected row (of v, without a time range).
+        reset_reads(spec.tag)
+        lazy["v"].compute()
+        touched = {k for k in reads(spec.tag) if is_chunk_key(k)}
+        wanted = set()
+        for g in numpy.flatnonzero(mask):
+            m = int(numpy.searchsorted(offsets, g, side="right"))
+            wanted.add(f"year=2024/month={m:02d}/v/c/{(g - offsets[m - 1]) // 3}/0")
+        assert touched == wanted
+    finally:
+        MemoryStore.forget(name)
