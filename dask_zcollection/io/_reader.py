@@ -194,7 +194,7 @@ async def _fill_pieces(
     """
     jobs = []
     offset = 0
-    for group in chunk_groups(pieces, arr.chunk_rows):
+    for group in chunk_groups(pieces, _chunk_rows(arr)):
         n = sum(b - a for a, b in group)
         out = target[offset : offset + n]
         offset += n
@@ -203,6 +203,15 @@ async def _fill_pieces(
         else:
             jobs.append(_fill_group(arr, group, out))
     await asyncio.gather(*jobs)
+
+
+def _chunk_rows(arr: ArrayHandle) -> int:
+    """Rows per chunk (per shard when sharded) of ``arr``; ``0`` when its grid is not regular."""
+    if arr.chunk_rows:
+        return arr.chunk_rows
+    grid = arr.doc.get("chunk_grid") or {}
+    shape = (grid.get("configuration") or {}).get("chunk_shape") or [0]
+    return int(shape[0]) if grid.get("name") == "regular" else 0
 
 
 async def _fill_group(
