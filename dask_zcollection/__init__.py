@@ -4,7 +4,7 @@
 >>> ds = dzc.read_collection("file:///data/altimetry").filter("year == 2024").compute()
 """
 
-from . import aio, errors, merge, partitioning
+from . import aio, errors, indexing, merge, partitioning
 from ._repair import RepairAction, RepairReport
 from .api import Collection, create_collection, open_collection, read_collection
 from .collection import LazyCollection
@@ -58,6 +58,7 @@ __all__ = [
     "create_collection",
     "create_view",
     "errors",
+    "indexing",
     "merge",
     "open_collection",
     "open_view",

@@ -43,6 +43,7 @@ from .expr import (
 )
 from .expr._dask import array_from_graph
 from .expr._read import row_count_task
+from .indexing._selection import clip
 from .io import ReadSource, TimeRange, parts_of, row_range
 from .partitioning import compile_filter, time_bound
 from .partitioning._filter import FilterLike
@@ -217,23 +218,43 @@ class LazyCollection(DaskMethodsMixin):
         return f"<pre>{html.escape(repr(self))}</pre>"
 
     # -- operations --------------------------------------------------------------------------------
-    def filter(self, expr: FilterLike = None, /, **kwargs: Any) -> LazyCollection:
-        """Select partitions by key and rows by axis range.
+    def filter(
+        self, expr: FilterLike = None, /, *, index: Any = None, **kwargs: Any
+    ) -> LazyCollection:
+        """Select partitions by key and rows by axis range, or rows by an index.
 
         Parameters
         ----------
         expr : str, mapping or None
             A filter on partition keys: ``"year == 2024 and month in (3, 4)"``.
+        index : str or Indexer, optional
+            Select rows through an index: the name of one stored in the
+            collection (``Collection.create_index``) or an
+            :class:`~dask_zcollection.indexing.Indexer`; the keyword
+            predicates then name the index's columns (``value``, a list, or an
+            inclusive ``slice``), only the partitions it names are read, and of
+            them only the chunks holding a selected row.
         **kwargs
             ``key=value`` (or a list, or ``slice(lo, hi)`` inclusive) on key
             components; ``<axis variable>=slice(start, stop)`` (inclusive, datetime
             strings accepted) for a time range.
 
+        Raises
+        ------
+        FilterError
+            An unknown key, axis or index column.
+        StaleIndexError
+            The index was built from other versions of the selected partitions.
+
         Examples
         --------
         >>> ds.filter("year == 2024", month=3)                      # doctest: +SKIP
         >>> ds.filter(time=slice("2024-03-01", "2024-03-04T12:00"))  # doctest: +SKIP
+        >>> ds.filter(index=idx, pass_number=[12, 13])               # doctest: +SKIP
         """
+        if index is not None:
+            base = self.filter(expr) if expr is not None else self
+            return base._filter_index(index, kwargs)
         config = self.source.config
         keys = config.partitioning.keys
         axis = config.axis_variable
@@ -270,6 +291,58 @@ class LazyCollection(DaskMethodsMixin):
                         f"{list(node.frame.variables)}; filter on it before persist()"
                     )
         return LazyCollection(filtered)
+
+    def _filter_index(self, index: Any, predicates: dict[str, Any]) -> LazyCollection:
+        """Rows selected through ``index`` (checked against the collection's catalog)."""
+        stored = isinstance(index, str)
+        if stored:
+            from .indexing._stored import load_index
+
+            partitioning = self.source.config.partitioning
+            index = sync(load_index(self.source.spec, index, self.catalog, partitioning.encode))
+        if not hasattr(index, "selection"):
+            raise FilterError(
+                f"index= takes an Indexer (dask_zcollection.indexing), not {type(index).__name__}"
+            )
+        leaf = None
+        for node in self._expr.walk():
+            if isinstance(node, (MapPartitions, Persisted)):
+                raise FilterError(
+                    "an index selects stored rows: filter with index= before map_partitions "
+                    "and persist()"
+                )
+            if isinstance(node, ReadPartitions):
+                leaf = node
+        if leaf is None:
+            raise FilterError("an index selects rows of a stored collection only")
+        partitioning = self.source.config.partitioning
+        selected = self.catalog
+        txns = None
+        if not stored and index.needs_txns():
+            # The version each selected partition holds (a stored index checked it already).
+            from .indexing._indexer import _txns
+
+            names = [partitioning.encode(selected.key_tuple(i)) for i in range(len(selected))]
+            txns = dict(zip(names, sync(_txns(self.source.spec, selected.paths)), strict=True))
+        selection = index.selection(
+            leaf.catalog,
+            partitioning.encode,
+            partitioning.keys,
+            complete=not stored and len(leaf.catalog) == leaf.total,
+            selected=selected,
+            txns=txns,
+            **predicates,
+        )
+        return LazyCollection(Filter(self._expr, None, None, selection))
+
+    def _reads_whole_partitions(self) -> bool:
+        """Whether the plan reads whole stored partitions (no time range, row selection, map)."""
+        expr = self._optimized_partitions()
+        return (
+            isinstance(expr, ReadPartitions)
+            and expr.operand("time_range") is None
+            and expr.operand("rows") is None
+        )
 
     def _time_range(self, value: Any) -> TimeRange:
         config = self.source.config
@@ -312,6 +385,69 @@ class LazyCollection(DaskMethodsMixin):
         return LazyCollection(
             MapPartitions(self._expr, func, tuple(args), dict(kwargs) or None, None)
         )
+
+    def map_overlap(
+        self,
+        func: Callable[..., Dataset],
+        depth: Any,
+        *args: Any,
+        boundary: Any = "none",
+        **kwargs: Any,
+    ) -> LazyCollection:
+        """Apply ``func`` to every partition extended by ``depth`` rows of its neighbours.
+
+        Each selected partition is read with a halo: the rows just before and
+        after it in key order, from any partition of the collection (selected
+        or not; only those rows are read), ``func(dataset, *args, **kwargs)``
+        runs on the extended partition (it must keep its rows) and the halo is
+        trimmed off its result. The result equals running ``func``'s windowed
+        computation over the whole collection.
+
+        Parameters
+        ----------
+        func : callable
+            ``func(partition: Dataset, *args, **kwargs) -> Dataset`` (same rows).
+        depth : int or time span
+            Rows on each side, or a time span along the axis
+            (``numpy.timedelta64``, ``datetime.timedelta``, ``"6h"``): every
+            row whose axis value is within it of the partition's first / last.
+        boundary : "none" or scalar
+            ``"none"``: the collection's first and last partitions get a shorter
+            halo; a constant: they are padded with it to ``depth`` rows
+            (datetime variables with NaT; a depth in rows only).
+
+        Planning reads the row counts the catalog lacks and, for a time span,
+        the axis of the partitions the halos reach.
+
+        Raises
+        ------
+        InvalidInputError
+            A negative depth, a bad boundary, or a plan that is not a read of
+            stored partitions (after ``map_partitions``, ``persist`` or an
+            index's row selection).
+        """
+        from ._overlap import plan_overlap
+
+        expr, ranges = self._block_ranges()
+        if not isinstance(expr, ReadPartitions) or expr.operand("rows") is not None:
+            raise InvalidInputError(
+                "map_overlap reads stored partitions and their neighbours: call it before "
+                "map_partitions, persist() or a filter(index=)"
+            )
+        leaf = next(n for n in self._expr.walk() if isinstance(n, ReadPartitions))
+        overlap = plan_overlap(
+            self.source,
+            leaf.catalog,
+            expr.catalog,
+            [(int(a), int(b)) for a, b in ranges],
+            expr.variables,
+            func,
+            tuple(args),
+            dict(kwargs) or None,
+            depth,
+            boundary,
+        )
+        return LazyCollection(overlap)
 
     # -- interop -----------------------------------------------------------------------------------
     def to_delayed(self) -> list[Delayed]:
@@ -411,12 +547,19 @@ class LazyCollection(DaskMethodsMixin):
                 raise VariableNotFoundError(f"variable {n!r} is not in the collection")
         expr, rows = self._block_ranges()
         ranges = numpy.asarray(rows, dtype="int64").reshape(-1, 2)
+        selected = None
+        if isinstance(expr, ReadPartitions) and expr.operand("rows") is not None:
+            # An index's selection, inside the committed (and time-trimmed) rows.
+            selected = tuple(
+                clip(pieces or (), a, b)
+                for pieces, (a, b) in zip(expr.row_ranges(), rows, strict=True)
+            )
         out: dict[str, Any] = {}
         for name in names:
             spec = schema[name]
             blocks: ZExpr
             if isinstance(expr, ReadPartitions):
-                blocks = ReadBlocks(self.source, expr.catalog, name, ranges)
+                blocks = ReadBlocks(self.source, expr.catalog, name, ranges, selected)
             elif spec.immutable and not len(expr.catalog):
                 raise InvalidInputError(f"no partition selected: cannot build {name!r}")
             else:
@@ -564,8 +707,11 @@ class LazyCollection(DaskMethodsMixin):
                 for part in self.to_delayed()
             ]
             return dd.from_delayed(frames, meta=meta, verify_meta=False)
+        rows_of = None
+        if isinstance(expr, ReadPartitions) and expr.operand("rows") is not None:
+            rows_of = dict(zip(catalog.paths, expr.row_ranges(), strict=True))
         return dd.from_map(
-            _DataFrameReader(self.source, tuple(names), time_range, index),
+            _DataFrameReader(self.source, tuple(names), time_range, index, rows_of),
             parts,
             meta=meta,
             divisions=divisions,
@@ -629,8 +775,11 @@ class _DataFrameReader:
         names: tuple[str, ...],
         time_range: TimeRange | None,
         index: str | None,
+        rows_of: dict[str, Any] | None = None,
     ) -> None:
         self.source, self.names, self.time_range, self.index = source, names, time_range, index
+        #: The rows selected of each partition by path (an index's selection), or ``None``.
+        self.rows_of = rows_of
 
     def __call__(self, part: tuple[str, int, bool], columns: Sequence[str] | None = None) -> Any:
         import pandas
@@ -643,7 +792,8 @@ class _DataFrameReader:
             if wanted is None
             else tuple(n for n in self.names if n in wanted or n == self.index)
         )
-        values = sync(read_partition(self.source, part, names, self.time_range))
+        rows = None if self.rows_of is None else self.rows_of.get(part[0])
+        values = sync(read_partition(self.source, part, names, self.time_range, rows))
         frame = pandas.DataFrame(_flat_columns(values, names))
         if columns is not None:  # a projection of some columns of a 2-D variable
             frame = frame[[c for c in frame.columns if c in columns or c == self.index]]

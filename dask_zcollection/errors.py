@@ -8,7 +8,8 @@ matching builtin so generic handlers keep working::
     │                               VariableNotFoundError
     ├─ AlreadyExistsError(FileExistsError)
     ├─ ReadOnlyError(PermissionError)
-    ├─ InvalidInputError(ValueError) SchemaError, FilterError, MergeError
+    ├─ InvalidInputError(ValueError) SchemaError, FilterError, MergeError,
+    │                               StaleIndexError
     ├─ ConflictError                a concurrent commit won; retryable
     ├─ StalePartitionError          a view partition computed from an older base partition
     ├─ StorageError(OSError)        wraps backend errors
@@ -32,6 +33,7 @@ __all__ = [
     "ReadOnlyError",
     "SchemaError",
     "StalePartitionError",
+    "StaleIndexError",
     "StorageError",
     "VariableNotFoundError",
     "ZCollectionError",
@@ -85,6 +87,13 @@ class FilterError(InvalidInputError):
 
 class MergeError(InvalidInputError):
     """A merge strategy cannot combine the stored and the inserted data."""
+
+
+class StaleIndexError(InvalidInputError):
+    """An index was built from other versions of some partitions than those committed.
+
+    The message names the partitions; rebuild the index (``Collection.update_index``).
+    """
 
 
 class ConflictError(ZCollectionError):

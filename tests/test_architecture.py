@@ -140,6 +140,8 @@ LAYERS = {
     "collection": 2,
     "view": 1,
     "expr": 3,
+    "indexing": 2,
+    "_overlap": 2,
     "io": 4,
     "catalog": 5,
     "store": 6,

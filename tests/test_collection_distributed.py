@@ -534,3 +534,41 @@ def test_client_entry_points_run_one_read(client: Any, daily: tuple[str, numpy.n
     assert len(read_keys(dict(optimized.__dask_graph__()))) == 1
     numpy.testing.assert_array_equal(client.compute(optimized).result()["value"].values, expected)
     assert seen.count() == 1
+
+
+def day_runs(ds: zc.Dataset) -> dict[str, numpy.ndarray]:
+    """An index builder: one entry per day (module level: ships to workers by reference)."""
+    day = ds["time"].values.astype("datetime64[D]").astype("int64")  # type: ignore[union-attr]
+    edges = numpy.flatnonzero(numpy.diff(day)) + 1
+    starts = numpy.concatenate([[0], edges]).astype("int64")
+    stops = numpy.concatenate([edges, [len(day)]]).astype("int64")
+    return {"day": day[starts], "_start": starts, "_stop": stops}
+
+
+def quality_sum(ds: zc.Dataset, depth: int) -> zc.Dataset:
+    """Sum of ``quality`` over the rows within ``depth`` of each row."""
+    x = ds["quality"].values.astype("int64")  # type: ignore[union-attr]
+    c = numpy.concatenate([[0], numpy.cumsum(x)])
+    i = numpy.arange(len(x))
+    out = c[numpy.minimum(i + depth + 1, len(x))] - c[numpy.maximum(i - depth, 0)]
+    return ds.select(["time"]).with_variables({"total": ds["time"].with_data(out)})
+
+
+def test_index_and_overlap_on_the_cluster(client: Any, stored: tuple[str, Any]) -> None:
+    from dask_zcollection.indexing import Indexer
+
+    url, data = stored
+    lazy = zc.read_collection(url)
+    idx = Indexer.build(lazy, day_runs, variables=["time"])  # the builder runs on the workers
+    day = data["time"].astype("datetime64[D]").astype("int64")
+    chosen = day[[3, 100, 200]].tolist()
+    got = client.compute(lazy.filter(index=idx, day=chosen)).result()
+    assert_columns(got, rows(data, numpy.isin(day, chosen)))
+    out = client.compute(lazy.filter("month in (2, 4)").map_overlap(quality_sum, 40, 40)).result()
+    x = data["quality"].astype("int64")
+    c = numpy.concatenate([[0], numpy.cumsum(x)])
+    i = numpy.arange(len(x))
+    ref = c[numpy.minimum(i + 41, len(x))] - c[numpy.maximum(i - 40, 0)]
+    m = months(data)
+    keep = (m == numpy.datetime64("2024-02")) | (m == numpy.datetime64("2024-04"))
+    numpy.testing.assert_array_equal(out["total"].values, ref[keep])

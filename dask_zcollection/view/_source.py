@@ -24,7 +24,7 @@ import numpy
 
 from ..catalog._transaction import TXN_ATTR
 from ..errors import CorruptedDataError, StalePartitionError, StorageError
-from ..io import Part, ReadSource, TimeRange, row_range
+from ..io import Part, ReadSource, RowRanges, TimeRange, row_range
 from ..schema import Schema
 
 __all__ = ["BASE_ATTR", "Computed", "StaleMode", "ViewSource", "check_stale", "fill_array"]
@@ -147,13 +147,17 @@ class ViewSource(ReadSource):
         time_range: TimeRange | None,
         *,
         concat: bool,
+        rows: Sequence[RowRanges | None] | None = None,
     ) -> list[dict[str, numpy.ndarray]]:
         mine = [v for v in variables if v in self.overlay_variables]
         if not mine:  # base variables only: never touch the view store
-            return await self.base.read_many(parts, variables, time_range, concat=concat)
+            return await self.base.read_many(parts, variables, time_range, concat=concat, rows=rows)
         theirs = [v for v in variables if v not in self.overlay_variables]
         results = await asyncio.gather(
-            *(self._read_part(p, theirs, mine, time_range) for p in parts)
+            *(
+                self._read_part(p, theirs, mine, time_range, None if rows is None else rows[k])
+                for k, p in enumerate(parts)
+            )
         )
         ordered = [{v: r[v] for v in variables} for r in results]
         if not concat or len(ordered) == 1:  # one partition: no copy
@@ -186,13 +190,18 @@ class ViewSource(ReadSource):
         theirs: list[str],
         mine: list[str],
         time_range: TimeRange | None,
+        selection: RowRanges | None = None,
     ) -> dict[str, numpy.ndarray]:
         path, rows, inside = part
 
         async def base_side() -> dict[str, numpy.ndarray]:
             if not theirs:
                 return {}
-            return (await self.base.read_many([part], theirs, time_range, concat=False))[0]
+            return (
+                await self.base.read_many(
+                    [part], theirs, time_range, concat=False, rows=[selection]
+                )
+            )[0]
 
         async def overlay_side() -> dict[str, numpy.ndarray]:
             n = rows if rows >= 0 else await self._base_rows(path)
@@ -201,7 +210,17 @@ class ViewSource(ReadSource):
                 axis = self.base.config.axis_variable
                 values = (await self.base.io.read(path, [axis], stop=n))[axis]
                 start, stop = row_range(values, time_range)
-            return await self._read_overlay(path, mine, n, start, stop)
+            if selection is None:
+                return await self._read_overlay(path, mine, n, start, stop)
+            # An index's row ranges: the span holding them, then the ranges.
+            pieces = [(max(a, start), min(b, stop)) for a, b in selection]
+            pieces = [(a, b) for a, b in pieces if a < b]
+            lo, hi = (pieces[0][0], pieces[-1][1]) if pieces else (start, start)
+            span = await self._read_overlay(path, mine, n, lo, hi)
+            return {
+                v: numpy.concatenate([a[x - lo : y - lo] for x, y in pieces]) if pieces else a
+                for v, a in span.items()
+            }
 
         # Both sides at once: their requests overlap.
         base, overlay = await asyncio.gather(base_side(), overlay_side())
