@@ -135,6 +135,28 @@ def test_fixture_filter_projection_and_explain(fixtures_dir: Path) -> None:
     numpy.testing.assert_array_equal(counts["flag"].values, expected["flag"])
 
 
+def test_fixture_view_reads_an_index_selection(fixtures_dir: Path) -> None:
+    # The reference index (over the base) selects rows of a computed month (2) and
+    # of one the view has not computed (4): view values, then fill values.
+    from dask_zcollection.indexing import Indexer
+
+    view = dzc.read_view(f"file://{fixtures_dir}/date_monthly_view")
+    index = Indexer.read(f"file://{fixtures_dir}/date_monthly.index.parquet")
+    lookup = json.loads((fixtures_dir / "date_monthly.index.notes.json").read_text())["lookup"]
+    expected = numpy.load(fixtures_dir / "date_monthly_view.expected.npz")
+    times = numpy.load(fixtures_dir / "date_monthly.index.expected.npz")["time"]
+    mask = numpy.isin(expected["time"], times)
+    assert mask.sum() == len(times) == 72
+    selected = view.filter(index=index, **lookup)
+    got = selected.compute()
+    for name in ("time", "ssh_anom", "flag"):
+        numpy.testing.assert_array_equal(got[name].values, expected[name][mask])
+    numpy.testing.assert_array_equal(
+        selected.to_dask_array("ssh_anom").compute(), expected["ssh_anom"][mask]
+    )
+    assert (got["flag"].values[-24:] == -1).all()  # month 4: not computed
+
+
 def test_fixture_copy_is_updatable_and_base_override(tmp_path: Path, fixtures_dir: Path) -> None:
     shutil.copytree(fixtures_dir / "date_monthly", tmp_path / "date_monthly")
     shutil.copytree(fixtures_dir / "date_monthly_view", tmp_path / "date_monthly_view")
