@@ -46,7 +46,7 @@ from .io import ReadSource, TimeRange, parts_of, row_range
 from .partitioning import compile_filter, time_bound
 from .partitioning._filter import FilterLike
 
-__all__ = ["LazyCollection"]
+__all__ = ["LazyCollection", "size_of"]
 
 
 class LazyCollection(DaskMethodsMixin):
@@ -154,16 +154,8 @@ class LazyCollection(DaskMethodsMixin):
         rows = self.catalog.total_rows
         if rows < 0:
             return -1
-        schema = self.source.config.schema
-        dims = schema.all_dimensions()
-        total = 0
-        for v in self.variables:
-            spec = schema[v]
-            # Immutable variables do not span the axis: every dimension counts.
-            fixed = spec.dimensions if spec.immutable else spec.dimensions[1:]
-            width = int(numpy.prod([dims[d].size or 1 for d in fixed] or [1]))
-            total += (1 if spec.immutable else rows) * width * spec.dtype.itemsize
-        return total
+        per_row, fixed = size_of(self.source.config.schema, self.variables)
+        return rows * per_row + fixed
 
     def explain(self) -> str:
         """The optimised plan in words, with the number of partitions read."""
@@ -514,6 +506,26 @@ class LazyCollection(DaskMethodsMixin):
             label="zc-read-frame",
             enforce_metadata=False,
         )
+
+
+def size_of(schema: Any, variables: Sequence[str]) -> tuple[int, int]:
+    """Bytes per row along the axis, and bytes of the immutable variables, of ``variables``.
+
+    Uncompressed sizes from the schema alone (the catalog's row counts times
+    the first, plus the second, is the size of a selection).
+    """
+    dims = schema.all_dimensions()
+    per_row = fixed = 0
+    for v in variables:
+        spec = schema[v]
+        # Immutable variables do not span the axis: every dimension counts.
+        shape = spec.dimensions if spec.immutable else spec.dimensions[1:]
+        width = int(numpy.prod([dims[d].size or 1 for d in shape] or [1])) * spec.dtype.itemsize
+        if spec.immutable:
+            fixed += width
+        else:
+            per_row += width
+    return per_row, fixed
 
 
 def _frame_of(ds: Dataset, names: tuple[str, ...], index: str | None) -> Any:
