@@ -15,7 +15,6 @@ only the selected partitions and variables are touched.
 from __future__ import annotations
 
 import asyncio
-import html
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -24,10 +23,11 @@ import numpy
 from dask.base import DaskMethodsMixin
 from dask.delayed import Delayed
 
+from ._display import lazy_repr_html, size_of, time_span
 from ._sync import sync
 from .catalog import Catalog
 from .data import Dataset
-from .data._repr import format_bytes
+from .data._repr import format_bytes, format_item
 from .errors import FilterError, InvalidInputError, VariableNotFoundError
 from .expr import (
     Filter,
@@ -46,7 +46,7 @@ from .io import ReadSource, TimeRange, parts_of, row_range
 from .partitioning import compile_filter, time_bound
 from .partitioning._filter import FilterLike
 
-__all__ = ["LazyCollection", "size_of"]
+__all__ = ["LazyCollection"]
 
 
 class LazyCollection(DaskMethodsMixin):
@@ -166,28 +166,93 @@ class LazyCollection(DaskMethodsMixin):
         return "\n".join(lines)
 
     def visualize(  # type: ignore[override]
-        self, filename: str | None = "zcollection", **kwargs: Any
+        self, filename: str | None = "zcollection", format: str | None = None, **kwargs: Any
     ) -> Any:
-        """Draw the optimised task graph (needs the ``graphviz`` package)."""
-        from dask.dot import dot_graph
+        """Draw the optimised task graph: the tasks :meth:`compute` runs.
+
+        Filters and projections are applied first, so only the selected
+        partitions' read tasks appear (``zc-read-...``).
+
+        Parameters
+        ----------
+        filename : str or None
+            File to write (``.png`` unless ``format`` or its extension says
+            otherwise); ``None`` writes nothing and returns the image.
+        format : str, optional
+            ``png``, ``svg``, ``pdf``, ``dot``, ``jpeg``.
+        **kwargs
+            Passed to :func:`dask.dot.to_graphviz`.
+
+        Raises
+        ------
+        ImportError
+            Without the ``graphviz`` package (``pip install
+            'dask_zcollection[graphviz]'``) or Graphviz's ``dot`` program.
+        """
+        try:
+            import graphviz
+        except ImportError as err:
+            raise ImportError(
+                "visualize() needs the graphviz package: pip install "
+                "'dask_zcollection[graphviz]' (and Graphviz's dot program)"
+            ) from err
+        from dask import dot
 
         graph = dict(Finalize(self._expr).optimize(fuse=False).__dask_graph__())
-        return dot_graph(graph, filename=filename, **kwargs)
+        drawing = dot.to_graphviz(graph, **kwargs)
+        try:
+            return dot.graphviz_to_file(drawing, filename, format)
+        except graphviz.ExecutableNotFound as err:
+            raise ImportError(
+                "visualize() needs Graphviz's dot program on PATH "
+                "(apt install graphviz, or conda install graphviz)"
+            ) from err
+
+    def plot_partitions(self, by: str = "rows", ax: Any = None) -> Any:
+        """A timeline of the selected partitions, coloured by rows or bytes.
+
+        One bar per partition from the first to the last value of its axis
+        variable (the catalog's stats; nothing is read), so gaps in the data
+        show as blank spans.
+
+        Parameters
+        ----------
+        by : {"rows", "bytes"}
+            What the colour shows (bytes: uncompressed size of the variables).
+        ax : matplotlib.axes.Axes, optional
+            Where to draw (a new figure by default).
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+            The axes drawn on.
+
+        Raises
+        ------
+        ImportError
+            Without matplotlib (``pip install 'dask_zcollection[plot]'``).
+        """
+        from ._display import plot_partitions
+
+        return plot_partitions(self, by, ax)
 
     def __repr__(self) -> str:
         cat = self.catalog
         config = self.source.config
         size = self.nbytes
+        span = time_span(self)
         return (
             f"<dask_zcollection.LazyCollection {self.source.spec.url!r}>\n"
             f"  partitioning: {config.partitioning!r}\n"
             f"  partitions:   {len(cat)} selected of {self._simple().total}\n"
             f"  variables:    {', '.join(self.variables)}\n"
-            f"  size:         {format_bytes(size) if size >= 0 else 'unknown'}"
+            f"  size:         {format_bytes(size) if size >= 0 else 'unknown'}\n"
+            f"  time range:   "
+            + ("-" if span is None else f"{format_item(span[0])} .. {format_item(span[1])}")
         )
 
     def _repr_html_(self) -> str:
-        return f"<pre>{html.escape(repr(self))}</pre>"
+        return lazy_repr_html(self)
 
     # -- operations --------------------------------------------------------------------------------
     def filter(self, expr: FilterLike = None, /, **kwargs: Any) -> LazyCollection:
@@ -506,26 +571,6 @@ class LazyCollection(DaskMethodsMixin):
             label="zc-read-frame",
             enforce_metadata=False,
         )
-
-
-def size_of(schema: Any, variables: Sequence[str]) -> tuple[int, int]:
-    """Bytes per row along the axis, and bytes of the immutable variables, of ``variables``.
-
-    Uncompressed sizes from the schema alone (the catalog's row counts times
-    the first, plus the second, is the size of a selection).
-    """
-    dims = schema.all_dimensions()
-    per_row = fixed = 0
-    for v in variables:
-        spec = schema[v]
-        # Immutable variables do not span the axis: every dimension counts.
-        shape = spec.dimensions if spec.immutable else spec.dimensions[1:]
-        width = int(numpy.prod([dims[d].size or 1 for d in shape] or [1])) * spec.dtype.itemsize
-        if spec.immutable:
-            fixed += width
-        else:
-            per_row += width
-    return per_row, fixed
 
 
 def _frame_of(ds: Dataset, names: tuple[str, ...], index: str | None) -> Any:

@@ -22,9 +22,10 @@ import click
 import numpy
 
 from .. import errors
+from .._display import size_of
 from ..api import Collection, open_collection
 from ..catalog import Catalog
-from ..collection import LazyCollection, size_of
+from ..collection import LazyCollection
 from ..data._repr import format_bytes
 from . import _export
 from ._view import add_view_commands
