@@ -9,11 +9,11 @@ errors go to stderr.
 
 from __future__ import annotations
 
-import functools
 import importlib
 import json
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -692,11 +692,8 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}"
 
 
-@functools.cache
-def _quiet() -> None:
-    # A command line prints its own messages: keep library warnings to one line each.
-    import warnings
-
+def _one_line_warnings() -> None:
+    # A command line prints its own messages: library warnings on one line each.
     def show(
         message: Warning | str,
         category: type[Warning],
@@ -718,9 +715,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
-    _quiet()
     try:
-        result = cli.main(args=args, prog_name="dzc", standalone_mode=False)
+        with warnings.catch_warnings():  # restores the warning display on return
+            _one_line_warnings()
+            result = cli.main(args=args, prog_name="dzc", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:
