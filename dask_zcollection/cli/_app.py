@@ -387,17 +387,20 @@ def query_command(
         "rows": 0,
     }
     if selected:
-        rows = _export.write(lazy, target, kind, overwrite=overwrite)
+        rows, table_rows = _export.write(lazy, target, kind, overwrite=overwrite)
         summary.update(written=True, rows=rows, bytes=_size_on_disk(Path(target)))
+        if table_rows is not None:
+            summary["table_rows"] = table_rows
     if as_json:
         _print_json(summary)
     elif not selected:
         click.echo(f"no partition selected of {summary['of']}: nothing written", err=True)
     else:
+        table = f", {summary['table_rows']} table rows" if "table_rows" in summary else ""
         click.echo(
             f"wrote {summary['rows']} rows of {len(summary['variables'])} variable(s) from "
             f"{selected} of {summary['of']} partition(s) to {target} "
-            f"({kind}, {format_bytes(summary['bytes'])})"
+            f"({kind}{table}, {format_bytes(summary['bytes'])})"
         )
 
 

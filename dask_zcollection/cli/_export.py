@@ -18,7 +18,7 @@ import dataclasses
 import importlib.util
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -155,18 +155,22 @@ def write(
     fmt: str,
     *,
     overwrite: bool = False,
-    progress: Callable[[int], None] | None = None,
-) -> int:
-    """Write the selection ``lazy`` to ``path`` as ``fmt``; the number of rows written.
-
-    Rows are those of the output: along the axis for netCDF and Zarr, of the
-    long table for Parquet and CSV.
+) -> tuple[int, int | None]:
+    """Write the selection ``lazy`` to ``path`` as ``fmt``.
 
     Tables (parquet, csv) are written partition by partition, so memory holds
     a few partitions at a time; netCDF and Zarr stream the dask arrays of
-    :meth:`~dask_zcollection.LazyCollection.to_xarray`.
+    :meth:`~dask_zcollection.LazyCollection.to_xarray`. The output is written
+    aside and renamed into place: an error leaves no partial file, and an
+    ``overwrite`` replaces the old output only once the new one is complete.
+
+    Returns
+    -------
+    (int, int or None)
+        Rows along the axis, and rows of the table (``None`` for netCDF and Zarr).
     """
     config = lazy.source.config
+    layout = None
     if fmt in ("parquet", "csv"):
         layout = table_layout(config.schema, lazy.variables, config.axis)
         if fmt == "parquet":
@@ -179,47 +183,56 @@ def write(
     elif fmt != "zarr":
         raise InvalidInputError(f"unknown output format {fmt!r} (netcdf, zarr, parquet, csv)")
     target = Path(path)
-    if target.exists():
-        if not overwrite:
-            raise InvalidInputError(f"{path} exists; pass --overwrite to replace it")
+    if target.exists() and not overwrite:
+        raise InvalidInputError(f"{path} exists; pass --overwrite to replace it")
+    tmp = Path(f"{path}.part-{os.getpid()}")
+    table_rows: int | None = None
+    try:
+        if layout is not None:
+            rows, table_rows = _write_table(lazy, layout, tmp, fmt)
+        else:
+            data = lazy.to_xarray()
+            along = [p for p in lazy.variables if not config.schema[p].immutable]
+            rows = int(data[along[0]].shape[0]) if along else 0
+            if fmt == "netcdf":
+                data.to_netcdf(tmp, engine="h5netcdf" if _has("h5netcdf") else None)
+            else:
+                data.to_zarr(tmp, mode="w-", consolidated=False)
         if target.is_dir():
             shutil.rmtree(target)
-        else:
+        elif target.exists():
             target.unlink()
-    rows = max(lazy.catalog.total_rows, 0)
-    if fmt == "netcdf":
-        lazy.to_xarray().to_netcdf(path, engine="h5netcdf" if _has("h5netcdf") else None)
-    elif fmt == "zarr":
-        lazy.to_xarray().to_zarr(path, mode="w-", consolidated=False)
-    else:
-        rows = _write_table(lazy, layout, path, fmt, progress)
-    return rows
+        os.replace(tmp, target)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp)
+        elif tmp.exists():
+            tmp.unlink()
+    return rows, table_rows
 
 
 def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def _write_table(
-    lazy: Any,
-    layout: TableLayout,
-    path: str,
-    fmt: str,
-    progress: Callable[[int], None] | None,
-) -> int:
+def _write_table(lazy: Any, layout: TableLayout, path: Path, fmt: str) -> tuple[int, int]:
+    """The long table of ``lazy`` at ``path``, a few partitions at a time.
+
+    Returns (rows along the axis, rows of the table).
+    """
     import dask
 
     parts = lazy.to_delayed()
-    rows = 0
+    rows = table_rows = 0
     writer: Any = None
-    tmp = f"{path}.part-{os.getpid()}"
     try:
-        with open(tmp, "wb") as out:
+        with open(path, "wb") as out:
             for start in range(0, len(parts), BATCH):
                 for ds in dask.compute(*parts[start : start + BATCH]):
                     frame = long_table(ds, layout)
                     if fmt == "csv":
-                        frame.to_csv(out, header=rows == 0, index=False)
+                        frame.to_csv(out, header=writer is None, index=False)
+                        writer = True  # the header is written
                     else:
                         import pyarrow
                         import pyarrow.parquet
@@ -228,16 +241,11 @@ def _write_table(
                         if writer is None:
                             writer = pyarrow.parquet.ParquetWriter(out, table.schema)
                         writer.write_table(table)
-                    rows += len(frame)
-                    if progress is not None:
-                        progress(1)
-            if writer is not None:
+                    rows += len(ds[layout.columns[0]].values)
+                    table_rows += len(frame)
+            if fmt == "parquet" and writer is not None:
                 writer.close()
-                writer = None
-        os.replace(tmp, path)  # a complete file or none
     finally:
-        if writer is not None:
+        if fmt == "parquet" and writer is not None:
             writer.close()
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return rows
+    return rows, table_rows
