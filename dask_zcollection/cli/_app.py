@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 import traceback
 import warnings
@@ -416,6 +417,10 @@ def load_function(spec: str) -> Callable[..., Any]:
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise click.BadParameter(f"{spec!r}: expected module:function", param_hint="--func")
+    if os.getcwd() not in sys.path:
+        # As `python -m` does: a module of the current directory is found (the
+        # console script's sys.path has only its own directory).
+        sys.path.append(os.getcwd())
     try:
         obj: Any = importlib.import_module(module_name)
         for part in attr.split("."):

@@ -69,16 +69,15 @@ def run(*args: str, cwd: Path | None = None, check: int | None = 0) -> Result:
     """``dzc ARGS`` in this process (``cli.main``); assert the exit code ``check``."""
     out, err = io.StringIO(), io.StringIO()
     here = os.getcwd()
+    path = list(sys.path)
     try:
         if cwd is not None:
             os.chdir(cwd)
-            sys.path.insert(0, str(cwd))
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = main(list(args))
     finally:
-        if cwd is not None:
-            os.chdir(here)
-            sys.path.remove(str(cwd))
+        os.chdir(here)
+        sys.path[:] = path
     result = Result(code, out.getvalue(), err.getvalue())
     if check is not None:
         assert code == check, result
