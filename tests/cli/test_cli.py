@@ -353,3 +353,18 @@ def test_console_script_is_installed(factory: Any, tmp_path: Path) -> None:
     assert [p["partition"] for p in json.loads(proc.stdout)] == list(MONTHS)
     usage = subprocess.run([str(script), "ls"], env=env, capture_output=True, text=True)
     assert usage.returncode == 2
+
+
+def test_verify_exits_1_on_damage(factory: Any, tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/col"
+    populate(factory, url)
+    assert json.loads(run("verify", url, "--json").stdout)["ok"] is True
+    chunk = next((tmp_path / "col" / "year=2024" / "month=03" / "ssh" / "c").rglob("*"))
+    while chunk.is_dir():
+        chunk = next(chunk.iterdir())
+    chunk.unlink()
+    damaged = run("verify", url, "--json", check=1)
+    doc = json.loads(damaged.stdout)
+    assert doc["ok"] is False
+    assert [d[0] for d in doc["damaged"]] == [str(chunk.relative_to(tmp_path / "col"))]
+    assert json.loads(run("verify", url, "-f", "month == 4", "--json").stdout)["ok"] is True
