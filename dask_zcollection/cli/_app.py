@@ -21,6 +21,7 @@ from typing import Any
 
 import click
 import numpy
+from dask.callbacks import Callback
 
 from .. import errors
 from .._display import size_of
@@ -473,6 +474,32 @@ def _open_input(path: str, nested: bool) -> Any:
         raise errors.InvalidInputError(f"cannot read {path}: {err}") from err
 
 
+class _MergeWriteProgress(Callback):  # type: ignore[misc]
+    """Advances a progress bar as the insert graph's merge-write tasks finish.
+
+    One merge-write task per destination partition (``zc-merge-write-...``);
+    dask's local schedulers, which the command line uses, call these hooks.
+    """
+
+    def __init__(self, progress: Any, task: Any) -> None:
+        super().__init__()
+        self.progress, self.task = progress, task
+
+    @staticmethod
+    def _is_merge_write(key: Any) -> bool:
+        name = key[0] if isinstance(key, tuple) else key
+        return isinstance(name, str) and name.startswith("zc-merge-write-")
+
+    def _start_state(self, dsk: Any, state: Any) -> None:
+        n = sum(1 for k in dsk if self._is_merge_write(k))
+        total = self.progress.tasks[self.task].total or 0
+        self.progress.update(self.task, total=total + n)
+
+    def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+        if self._is_merge_write(key):
+            self.progress.advance(self.task)
+
+
 @cli.command("insert")
 @_url_command
 @click.argument("files", nargs=-1, required=True, type=click.Path())
@@ -508,31 +535,33 @@ def insert_command(
 
     written: dict[str, list[str]] = {}
     progress = Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description:<24}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[partitions]} partition(s)"),
         console=_console(stderr=True),
         transient=as_json,
     )
     with progress:
-        task = progress.add_task("inserting", total=len(inputs), partitions=0)
+        files_bar = progress.add_task("files", total=len(inputs))
+        parts_bar = progress.add_task("partitions written", total=0)
         done: set[str] = set()
-        for name, data in inputs:
-            progress.update(task, description=f"inserting {Path(name).name}")
-            try:
-                # Into memory here, one file at a time: xarray's lazy Zarr reads cannot
-                # run inside the library's event loop, where the insert would pull them.
-                data.load()
-                written[name] = list(col.insert(data, merge=strategy))
-            except errors.ZCollectionError as err:
-                raise type(err)(
-                    f"{name}: {err} ({len(written)} file(s) before it committed)"
-                ) from err
-            finally:
-                data.close()
-            done.update(written[name])
-            progress.update(task, advance=1, partitions=len(done))
+        with _MergeWriteProgress(progress, parts_bar):
+            for name, data in inputs:
+                progress.update(files_bar, description=f"file {Path(name).name}")
+                try:
+                    # Into memory here, one file at a time: xarray's lazy Zarr reads cannot
+                    # run inside the library's event loop, where the insert would pull them.
+                    data.load()
+                    written[name] = list(col.insert(data, merge=strategy))
+                except errors.ZCollectionError as err:
+                    raise type(err)(
+                        f"{name}: {err} ({len(written)} file(s) before it committed)"
+                    ) from err
+                finally:
+                    data.close()
+                done.update(written[name])
+                progress.advance(files_bar)
+        progress.update(files_bar, description="files")
     if as_json:
         _print_json({"url": col.url, "files": written, "partitions": sorted(done)})
     else:

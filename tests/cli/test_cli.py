@@ -18,6 +18,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -225,6 +226,9 @@ def test_query_to_netcdf_and_zarr_then_insert_round_trips(factory: Any, tmp_path
     )  # fmt: skip
     doc = json.loads(proc.stdout)
     assert doc["partitions"] == list(MONTHS)
+    # progress on stderr: files, and the merge-write tasks (one per partition written)
+    bars = run("insert", copy, str(tmp_path / "april.zarr"), "--merge", "upsert").stderr
+    assert re.search(r"files +━+ 1/1", bars) and re.search(r"partitions written +━+ 1/1", bars)
     assert doc["files"][str(tmp_path / "april.zarr")] == [MONTHS[2]]
     factory.assert_dataset(zc.read_collection(copy).compute(), data)
 
