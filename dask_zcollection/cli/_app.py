@@ -241,8 +241,8 @@ def ls_command(
             r["partition"],
             "?" if r["rows"] is None else str(r["rows"]),
             "?" if r["bytes"] is None else format_bytes(r["bytes"]),
-            _text(r["start"]),
-            _text(r["end"]),
+            "?" if r["rows"] is None else _text(r["start"]),
+            "?" if r["rows"] is None else _text(r["end"]),
         )
     console = _console()
     console.print(table)
@@ -318,7 +318,12 @@ def info_command(url: str, options: tuple[str, ...], version: str | None, as_jso
         ("partitioning", repr(col.partitioning)),
         ("axis", f"{doc['axis']} (variable {doc['axis_variable']!r})"),
         ("partitions", f"{doc['partitions']}, {rows} rows, {size}"),
-        ("time range", f"{_text(doc['start'])} .. {_text(doc['end'])}"),
+        (
+            "time range",
+            f"{_text(doc['start'])} .. {_text(doc['end'])}"
+            if doc["start"] is not None
+            else ("-" if doc["rows"] == 0 else "? (no statistics in the catalog)"),
+        ),
         ("catalog", f"version {doc['catalog_version']}, committed {doc['committed_at'] or '-'}"),
         ("format", f"version {doc['format_version']}"),
     ]

@@ -372,3 +372,19 @@ def test_verify_exits_1_on_damage(factory: Any, tmp_path: Path) -> None:
     assert doc["ok"] is False
     assert [d[0] for d in doc["damaged"]] == [str(chunk.relative_to(tmp_path / "col"))]
     assert json.loads(run("verify", url, "-f", "month == 4", "--json").stdout)["ok"] is True
+
+
+def test_a_reference_collection_without_catalog_statistics(
+    fixtures_dir: Path, tmp_path: Path
+) -> None:
+    url = str(fixtures_dir / "date_monthly")
+    ls = json.loads(run("ls", url, "--json").stdout)
+    assert len(ls) == 4 and {p["rows"] for p in ls} == {None}  # unknown, not 0
+    assert "? (no statistics in the catalog)" in run("info", url).stdout
+    out = tmp_path / "jan.csv"
+    run("query", url, "-f", "month == 1", "--vars", "time,quality", "--to", str(out))
+    expected = numpy.load(fixtures_dir / "date_monthly.expected.npz")
+    jan = (expected["time"] >= numpy.datetime64("2024-01")) & (
+        expected["time"] < numpy.datetime64("2024-02")
+    )
+    assert pandas.read_csv(out)["quality"].tolist() == expected["quality"][jan].tolist()
