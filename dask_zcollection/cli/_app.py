@@ -101,9 +101,10 @@ def _yes_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--yes", is_flag=True, help="Confirm a destructive command.")(func)
 
 
-def _require_yes(yes: bool, what: str) -> None:
+def _require_yes(yes: bool, what: str, *, dry_run: bool = True) -> None:
     if not yes:
-        raise click.UsageError(f"{what}: pass --yes to confirm (or --dry-run to see what it does)")
+        hint = " (or --dry-run to see what it does)" if dry_run else ""
+        raise click.UsageError(f"{what}: pass --yes to confirm{hint}")
 
 
 def _open(url: str, options: Sequence[str], **kwargs: Any) -> Collection:
@@ -136,7 +137,7 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, numpy.bool_):
         return bool(value)
     if isinstance(value, numpy.ndarray):
-        return [_jsonable(v) for v in value.tolist()]
+        return [_jsonable(v) for v in value] if value.dtype.kind in "mM" else value.tolist()
     if isinstance(value, numpy.dtype):
         return str(value)
     if isinstance(value, bytes):
@@ -256,7 +257,8 @@ def _info(col: Collection) -> dict[str, Any]:
     config = col.aio.config
     per_row, fixed = size_of(schema, [p for p, _ in schema.walk()])
     total = catalog.total_rows
-    known = total >= 0 and len(catalog) > 0
+    full = catalog.rows > 0  # empty partitions have no axis range
+    known = total >= 0 and bool(full.any())
     dims = schema.all_dimensions()
     return {
         "url": col.url,
@@ -270,8 +272,8 @@ def _info(col: Collection) -> dict[str, Any]:
         "partitions": len(catalog),
         "rows": total if total >= 0 else None,
         "bytes": total * per_row + fixed if total >= 0 else None,
-        "start": catalog.axis_min.min() if known and (catalog.rows > 0).any() else None,
-        "end": catalog.axis_max.max() if known and (catalog.rows > 0).any() else None,
+        "start": catalog.axis_min[full].min() if known else None,
+        "end": catalog.axis_max[full].max() if known else None,
         "dimensions": {
             name: {"size": d.size, "chunks": d.chunks, "shards": d.shards}
             for name, d in dims.items()
@@ -619,7 +621,7 @@ def vacuum_command(
     url: str, options: tuple[str, ...], older_than: float | None, yes: bool, as_json: bool
 ) -> None:
     """Delete superseded partition versions (readers in flight may still need recent ones)."""
-    _require_yes(yes, "vacuum deletes superseded versions")
+    _require_yes(yes, "vacuum deletes superseded versions", dry_run=False)
     deleted = _open(url, options, mode="rw").vacuum(older_than=older_than)
     if as_json:
         _print_json({"url": url, "deleted": deleted})
