@@ -20,7 +20,14 @@ from .errors import InvalidInputError
 if TYPE_CHECKING:
     from .collection import LazyCollection
 
-__all__ = ["lazy_repr_html", "plot_partitions", "size_of", "standalone_html", "time_span"]
+__all__ = [
+    "lazy_repr_html",
+    "plot_partitions",
+    "size_of",
+    "standalone_html",
+    "time_span",
+    "time_span_text",
+]
 
 #: Partitions listed in the HTML repr (the first and last half of them beyond).
 MAX_PARTITIONS = 10
@@ -64,21 +71,28 @@ def time_span(lazy: LazyCollection) -> tuple[Any, Any] | None:
     return lo[full].min(), hi[full].max()
 
 
+def time_span_text(lazy: LazyCollection) -> str:
+    """``2024-03-01 .. 2024-04-09 18:00:00``; ``-`` when nothing is selected, ``unknown``
+    when the catalog cannot tell (no statistics, or after ``map_partitions``)."""
+    span = time_span(lazy)
+    if span is not None:
+        return f"{format_item(span[0])} .. {format_item(span[1])}"
+    catalog = lazy.catalog
+    known = catalog.has_stats and not (catalog.rows < 0).any()
+    return "-" if known or not len(catalog) else "unknown"
+
+
 def _summary(lazy: LazyCollection) -> list[tuple[str, str]]:
     config = lazy.source.config
     catalog = lazy.catalog
     rows = catalog.total_rows
     size = lazy.nbytes
-    span = time_span(lazy)
     return [
         ("partitioning", repr(config.partitioning)),
         ("partitions", f"{len(catalog)} selected of {lazy._simple().total}"),
         ("rows", "unknown" if rows < 0 else str(rows)),
         ("size", "unknown" if size < 0 else format_bytes(size)),
-        (
-            "time range",
-            "-" if span is None else f"{format_item(span[0])} .. {format_item(span[1])}",
-        ),
+        ("time range", time_span_text(lazy)),
     ]
 
 

@@ -23,11 +23,11 @@ import numpy
 from dask.base import DaskMethodsMixin
 from dask.delayed import Delayed
 
-from ._display import lazy_repr_html, size_of, time_span
+from ._display import lazy_repr_html, size_of, time_span_text
 from ._sync import sync
 from .catalog import Catalog
 from .data import Dataset
-from .data._repr import format_bytes, format_item
+from .data._repr import format_bytes
 from .errors import FilterError, InvalidInputError, VariableNotFoundError
 from .expr import (
     Filter,
@@ -240,15 +240,13 @@ class LazyCollection(DaskMethodsMixin):
         cat = self.catalog
         config = self.source.config
         size = self.nbytes
-        span = time_span(self)
         return (
             f"<dask_zcollection.LazyCollection {self.source.spec.url!r}>\n"
             f"  partitioning: {config.partitioning!r}\n"
             f"  partitions:   {len(cat)} selected of {self._simple().total}\n"
             f"  variables:    {', '.join(self.variables)}\n"
             f"  size:         {format_bytes(size) if size >= 0 else 'unknown'}\n"
-            f"  time range:   "
-            + ("-" if span is None else f"{format_item(span[0])} .. {format_item(span[1])}")
+            f"  time range:   {time_span_text(self)}"
         )
 
     def _repr_html_(self) -> str:

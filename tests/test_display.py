@@ -230,3 +230,9 @@ def test_opening_icechunk_prints_nothing(
     assert col.partitions() == ["year=2024/month=01"]
     out, err = capfd.readouterr()
     assert (out, err) == ("", "")
+
+
+def test_time_range_unknown_after_map_partitions(gapped: str) -> None:
+    lazy = zc.read_collection(gapped).map_partitions(_same).filter(time=slice("2024-03-02", None))
+    assert repr(lazy).endswith("time range:   unknown")  # the map may change the rows
+    assert "unknown" in _parse(lazy._repr_html_())
