@@ -296,13 +296,27 @@ def _info(col: Collection) -> dict[str, Any]:
 @cli.command("info")
 @_url_command
 @_at_option
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the collection's HTML repr (as in a notebook) to this page.",
+)
 @_json_option
-def info_command(url: str, options: tuple[str, ...], version: str | None, as_json: bool) -> None:
+def info_command(
+    url: str, options: tuple[str, ...], version: str | None, html_path: str | None, as_json: bool
+) -> None:
     """Describe a collection: schema, partitioning, catalog version, size, backend."""
     import datetime
 
     col = _open(url, options, version=version)
     doc = _info(col)
+    if html_path is not None:
+        from .._display import standalone_html
+
+        page = standalone_html(col.lazy(), title=f"dask_zcollection: {col.url}")
+        Path(html_path).write_text(page, encoding="utf-8")
     if doc["committed_at"] is not None:
         doc["committed_at"] = datetime.datetime.fromtimestamp(
             doc["committed_at"], datetime.UTC

@@ -152,7 +152,9 @@ def test_ls_info_query_on_file(factory: Any, tmp_path: Path) -> None:
     assert info["variables"]["x_ac"]["immutable"] is True
     assert info["attrs"] == {"title": "test collection", "version": 3}
     assert info["groups"] == {"/data_01": {}, "/data_01/ku": {"band": "Ku"}}
-    text = run("info", url).stdout
+    page = tmp_path / "repr.html"
+    text = run("info", url, "--html", str(page)).stdout
+    assert page.read_text().startswith("<!DOCTYPE html>") and "3 selected of 3" in page.read_text()
     assert "datetime64[ns]" in text and "data_01/ku/power" in text and "catalog:" in text
 
     # CSV: the long format (one row per time and x_ac), time range trimmed to rows
