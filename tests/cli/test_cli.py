@@ -323,9 +323,10 @@ def test_on_the_s3_server(factory: Any, s3: Any, tmp_path: Path) -> None:
     assert frame["quality"].tolist() == data["quality"][march].tolist()
     run("drop", url, *args, "-f", "month == 3", "--yes")
     assert zc.open_collection(url, storage_options=opts).partitions() == [MONTHS[0], MONTHS[2]]
-    # without the options the server is not reached: one line, exit 1
-    proc = run("ls", url, check=1)
-    assert proc.stderr.startswith("dzc: error: ") and proc.stderr.count("\n") == 1
+    # a wrong secret: the server refuses, one line, exit 1 (the last -o wins)
+    proc = run("ls", url, *args, "-o", "secret_access_key=wrong", check=1)
+    assert proc.stderr.startswith("dzc: error: StorageError: ") and proc.stderr.count("\n") == 1
+    assert url in proc.stderr
 
 
 # -- the installed console script ------------------------------------------------------------
