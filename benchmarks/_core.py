@@ -84,6 +84,8 @@ class Config:
         Chunk lengths of the codec/chunk matrix.
     matrix_rows : int
         Rows written per cell of the matrix.
+    big_insert : int
+        Bytes of the dask-backed insert on a memory-limited cluster (0: skip).
     """
 
     size: int = 10**9
@@ -100,6 +102,7 @@ class Config:
     codec_matrix: tuple[str, ...] = ("none", "zstd1", "zstd3", "lz4")
     chunk_matrix: tuple[int, ...] = (4096, 16384, 65536)
     matrix_rows: int = 86400
+    big_insert: int = 0
     quick: bool = False
 
     @classmethod

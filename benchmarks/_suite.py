@@ -8,6 +8,7 @@ Groups (one module each), in run order:
 ``memory``      peak RSS of a streaming reduction (subprocesses)
 ``partitions``  many small partitions: insert cost, filter latency, graph size
 ``writes``      appending to a stored month; a dask-backed insert, threads vs a cluster
+``cluster``     the main dataset read, reduced and persisted on a 2-process LocalCluster
 ``simulation``  planning over a huge catalog; a store with latency per request
 
 The page-cache ceiling runs after ``io``, which writes the store it reads.
@@ -15,12 +16,21 @@ The page-cache ceiling runs after ``io``, which writes the store it reads.
 
 from __future__ import annotations
 
-from . import ceilings, codecs, io, memory, partitions, simulation, writes
+from . import ceilings, cluster, codecs, io, memory, partitions, simulation, writes
 from ._core import Config, Measurement
 
 __all__ = ["GROUPS", "expected_names", "registry"]
 
-GROUPS = ("ceilings", "io", "codecs", "memory", "partitions", "writes", "simulation")
+GROUPS = (
+    "ceilings",
+    "io",
+    "codecs",
+    "memory",
+    "partitions",
+    "writes",
+    "cluster",
+    "simulation",
+)
 
 
 def registry(cfg: Config) -> list[Measurement]:
@@ -33,6 +43,7 @@ def registry(cfg: Config) -> list[Measurement]:
         *memory.measurements(cfg),
         *partitions.measurements(cfg),
         *writes.measurements(cfg),
+        *cluster.measurements(cfg),
         *simulation.measurements(cfg),
     ]
 

@@ -18,12 +18,14 @@ from .errors import (
     NotFoundError,
     ReadOnlyError,
     SchemaError,
+    StalePartitionError,
     StorageError,
     ZCollectionError,
 )
 from .io import VerifyReport
 from .merge import upsert_within
 from .schema import Codecs, Dimension, Schema
+from .view._api import View, create_view, open_view, read_view
 
 __version__ = "0.1.0"
 
@@ -45,17 +47,22 @@ __all__ = [
     "RepairReport",
     "Schema",
     "SchemaError",
+    "StalePartitionError",
     "StorageError",
     "Variable",
     "VerifyReport",
+    "View",
     "ZCollectionError",
     "__version__",
     "aio",
     "create_collection",
+    "create_view",
     "errors",
     "merge",
     "open_collection",
+    "open_view",
     "partitioning",
     "read_collection",
+    "read_view",
     "upsert_within",
 ]

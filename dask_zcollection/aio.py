@@ -15,7 +15,7 @@ from ._engine import AsyncCollection, Mode
 from .catalog import CatalogLog
 from .catalog._transaction import recover
 from .collection import LazyCollection, collection_from
-from .errors import AlreadyExistsError, InvalidInputError, SchemaError
+from .errors import AlreadyExistsError, CollectionNotFoundError, InvalidInputError, SchemaError
 from .io import (
     CONFIG_KEY,
     CollectionConfig,
@@ -28,8 +28,18 @@ from .partitioning import Partitioning
 from .partitioning._filter import FilterLike
 from .schema import Schema
 from .store import StoreLike, check_clearable, resolve_store
+from .view import AsyncView, create_view, is_view, open_view, read_view
 
-__all__ = ["AsyncCollection", "create_collection", "open_collection", "read_collection"]
+__all__ = [
+    "AsyncCollection",
+    "AsyncView",
+    "create_collection",
+    "create_view",
+    "open_collection",
+    "open_view",
+    "read_collection",
+    "read_view",
+]
 
 
 async def create_collection(
@@ -165,10 +175,23 @@ async def read_collection(
     :func:`dask_zcollection.read_collection`).
 
     Reads the collection descriptor and the catalog (never a listing of every
-    partition when the catalog exists).
+    partition when the catalog exists). On a view's URL, the view over its
+    base (:func:`read_view`).
     """
-    collection = await open_collection(
-        store, mode="r", storage_options=storage_options, version=version
-    )
+    try:
+        collection = await open_collection(
+            store, mode="r", storage_options=storage_options, version=version
+        )
+    except CollectionNotFoundError:
+        # No collection descriptor: a view's URL reads as the view over its base.
+        if not await is_view(store, storage_options):
+            raise
+        return await read_view(
+            store,
+            variables=variables,
+            filters=filters,
+            storage_options=storage_options,
+            version=version,
+        )
     catalog = await collection.catalog()
     return collection_from(collection.spec, collection.config, catalog, variables, filters)

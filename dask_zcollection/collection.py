@@ -57,18 +57,36 @@ class LazyCollection(DaskMethodsMixin):
     in key order), or ``None`` when no partition is selected.
     """
 
-    __slots__ = ("_expr", "_optimized", "_simplified")
+    __slots__ = ("_expr", "_optimized", "_pruned", "_simplified")
 
     def __init__(self, expr: ZExpr) -> None:
         self._expr = expr
         # The expression never changes: simplify and optimise it once.
         self._simplified: ZExpr | None = None
         self._optimized: ZExpr | None = None
+        self._pruned: ZExpr | None = None
 
     # -- dask collection protocol -------------------------------------------------------------
     @property
     def expr(self) -> ZExpr:
-        """The (unoptimised) expression."""
+        """The expression dask sees: filters absorbed into the read, projections above it.
+
+        Every dask entry point builds its graph from this (``dask.optimize``,
+        ``dask.compute``, ``dask.persist``, ``Client.compute``/``persist``,
+        ``dask.delayed``), and ``dask.optimize`` does not simplify it: the
+        expression as built would read every partition of the collection.
+        Projections stay above the read so that collections computed together
+        still share one read of each partition (``dask.compute(lazy,
+        lazy["ssh"])``); simplification then absorbs them.
+        :attr:`unoptimized_expr` is the expression as built.
+        """
+        if self._pruned is None:
+            self._pruned = _pruned(self._expr, self._simple())
+        return self._pruned
+
+    @property
+    def unoptimized_expr(self) -> ZExpr:
+        """The expression as built, before simplification."""
         return self._expr
 
     def __dask_graph__(self) -> Mapping[Any, Any]:
@@ -247,7 +265,7 @@ class LazyCollection(DaskMethodsMixin):
             f"  variables:    {', '.join(self.variables)}\n"
             f"  size:         {format_bytes(size) if size >= 0 else 'unknown'}\n"
             f"  time range:   {time_span_text(self)}"
-        )
+        ) + "".join(f"\n  {line}" for line in self.source.describe(self.variables))
 
     def _repr_html_(self) -> str:
         return lazy_repr_html(self)
@@ -569,6 +587,24 @@ class LazyCollection(DaskMethodsMixin):
             label="zc-read-frame",
             enforce_metadata=False,
         )
+
+
+def _pruned(built: ZExpr, simple: ZExpr) -> ZExpr:
+    """``simple`` with each read narrower than the read of ``built`` put back under a projection.
+
+    The partitions stay pruned; the projection is absorbed again when the
+    expression is optimised, by then together with every other consumer of
+    the read.
+    """
+    leaf = next((n for n in built.walk() if isinstance(n, ReadPartitions)), None)
+    if leaf is None:
+        return simple
+    out = simple
+    for node in list(simple.find_operations(ReadPartitions)):
+        if node.variables != leaf.variables:
+            wide = node.substitute_parameters({"variables": leaf.variables})
+            out = out.substitute(node, Project(wide, node.variables))  # type: ignore[assignment]
+    return out  # type: ignore[no-any-return]
 
 
 def _frame_of(ds: Dataset, names: tuple[str, ...], index: str | None) -> Any:

@@ -10,6 +10,7 @@ matching builtin so generic handlers keep working::
     ├─ ReadOnlyError(PermissionError)
     ├─ InvalidInputError(ValueError) SchemaError, FilterError, MergeError
     ├─ ConflictError                a concurrent commit won; retryable
+    ├─ StalePartitionError          a view partition computed from an older base partition
     ├─ StorageError(OSError)        wraps backend errors
     │  └─ CorruptedDataError        stored bytes fail to decode or verify
     └─ FormatVersionError
@@ -30,6 +31,7 @@ __all__ = [
     "PartitionNotFoundError",
     "ReadOnlyError",
     "SchemaError",
+    "StalePartitionError",
     "StorageError",
     "VariableNotFoundError",
     "ZCollectionError",
@@ -87,6 +89,26 @@ class MergeError(InvalidInputError):
 
 class ConflictError(ZCollectionError):
     """A concurrent writer committed first; the operation can be retried."""
+
+
+class StalePartitionError(ZCollectionError):
+    """A view partition was computed from a base partition that has changed since.
+
+    Its rows would be misaligned with the base's: read it with
+    ``stale="fill"`` (fill values) or recompute it with ``View.update``.
+
+    Attributes
+    ----------
+    partition : str
+        Canonical path of the partition (``year=2024/month=03``).
+    """
+
+    def __init__(self, message: str, partition: str = "") -> None:
+        super().__init__(message)
+        self.partition = partition
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return type(self), (str(self), self.partition)
 
 
 class StorageError(ZCollectionError, OSError):

@@ -138,6 +138,7 @@ LAYERS = {
     "_planner": 2,
     "_repair": 2,
     "collection": 2,
+    "view": 1,
     "expr": 3,
     "io": 4,
     "catalog": 5,

@@ -281,6 +281,7 @@ class ReadPartitions(ZExpr):
             + (" (fused into one task)" if self.operand("fused") else ""),
             f"  variables: {', '.join(self.variables)}",
         ]
+        lines += ["  " + line for line in self.source.describe(self.variables)]
         for f in self.operand("filters"):
             lines.append(f"  absorbed filter: {f}")
         if self.operand("time_range") is not None:

@@ -63,6 +63,27 @@ class ReadSource:
         """The per-process partition I/O object of this source."""
         return _partition_io(self.spec, self._token, self.config)
 
+    # Hooks a source joining several stores (a view) overrides; the read tasks
+    # call them through the module functions below.
+    async def read_many(
+        self,
+        parts: Sequence[Part],
+        variables: Sequence[str],
+        time_range: TimeRange | None,
+        *,
+        concat: bool,
+    ) -> list[dict[str, numpy.ndarray]]:
+        """Read ``variables`` of ``parts`` (one dict per part, or one when ``concat``)."""
+        return await _read_many(self, parts, variables, time_range, concat=concat)
+
+    async def read_rows(self, path: str, name: str, start: int, stop: int) -> numpy.ndarray:
+        """Rows ``start:stop`` of one variable of one partition (see :func:`read_block`)."""
+        return await _read_block(self, path, name, start, stop)
+
+    def describe(self, variables: Sequence[str]) -> list[str]:
+        """Lines ``explain()`` adds about reading ``variables`` from this source."""
+        return []
+
 
 _IO_CACHE: dict[tuple[str, str, str], PartitionIO] = {}
 
@@ -134,7 +155,7 @@ async def read_partition(
     time_range: TimeRange | None = None,
 ) -> dict[str, numpy.ndarray]:
     """Read ``variables`` of one partition, trimmed to ``time_range``."""
-    out = await _read_many(source, [part], variables, time_range, concat=False)
+    out = await source.read_many([part], variables, time_range, concat=False)
     return out[0]
 
 
@@ -145,7 +166,7 @@ async def read_concat(
     time_range: TimeRange | None = None,
 ) -> dict[str, numpy.ndarray]:
     """Read many partitions decoded straight into one preallocated result (no second copy)."""
-    out = await _read_many(source, parts, variables, time_range, concat=True)
+    out = await source.read_many(parts, variables, time_range, concat=True)
     return out[0]
 
 
@@ -224,6 +245,12 @@ async def read_block(
 
     Immutable variables are read whole (``start``/``stop`` ignored).
     """
+    return await source.read_rows(path, name, start, stop)
+
+
+async def _read_block(
+    source: ReadSource, path: str, name: str, start: int, stop: int
+) -> numpy.ndarray:
     arr = await source.io.open_handle(f"{path}/{name}", name)
     try:
         if source.config.schema[name].immutable:
