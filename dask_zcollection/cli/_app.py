@@ -741,7 +741,7 @@ def history_command(url: str, options: tuple[str, ...], limit: int | None, as_js
     _console().print(table)
 
 
-add_view_commands(cli)
+add_view_commands(cli, _url_command, _json_option, storage_options, load_function, _print_json)
 
 
 # -- the entry point ------------------------------------------------------------------------------

@@ -110,7 +110,8 @@ def _options(server: Any) -> tuple[dict[str, Any], list[str]]:
 # -- reading commands ------------------------------------------------------------------------
 def test_help_and_usage_errors_exit_2() -> None:
     out = dzc("--help").stdout
-    for command in ("ls", "info", "query", "insert", "drop", "repair", "vacuum", "history"):
+    commands = ("ls", "info", "query", "insert", "drop", "repair", "vacuum", "history", "view")
+    for command in commands:
         assert f"  {command} " in out, command
     bad = dzc("ls", check=2)  # no URL
     assert "Missing argument 'URL'" in bad.stderr and bad.stdout == ""
@@ -391,3 +392,36 @@ def test_a_reference_collection_without_catalog_statistics(
         expected["time"] < numpy.datetime64("2024-02")
     )
     assert pandas.read_csv(out)["quality"].tolist() == expected["quality"][jan].tolist()
+
+
+def test_view_create_update_ls(factory: Any, tmp_path: Path) -> None:
+    base = f"file://{tmp_path}/col"
+    data = populate(factory, base)
+    view = f"file://{tmp_path}/view"
+    (tmp_path / "viewfuncs.py").write_text(
+        "def double(ds):\n    return {'ssh2': ds['ssh'].values * 2}\n"
+    )
+    bad = run("view", "create", view, "--base", base, "--var", "ssh2:float32", check=2)
+    assert "expected NAME:DTYPE:DIM" in bad.stderr
+    created = run(
+        "view", "create", view, "--base", base, "--var", "ssh2:float32:time,x_ac:nan", "--json"
+    )
+    assert json.loads(created.stdout) == {"url": view, "base": base, "variables": ["ssh2"]}
+    updated = run(
+        "view", "update", view, "--func", "viewfuncs:double", "-f", "month == 3", cwd=tmp_path
+    )
+    assert updated.stdout == f"computed 1 partition(s)\n  {MONTHS[1]}\n"
+    march = (data["time"] >= numpy.datetime64("2024-03")) & (
+        data["time"] < numpy.datetime64("2024-04")
+    )
+    got = zc.read_view(view, filters="month == 3", variables=["ssh2"]).compute()
+    numpy.testing.assert_array_equal(got["ssh2"].values, data["ssh"][march] * 2)
+    # the base changes under the view: its computed partition is stale
+    zc.open_collection(base, mode="rw").insert(
+        factory.data(numpy.array(["2024-03-05"], dtype="datetime64[ns]"), seed=9), merge="upsert"
+    )
+    doc = json.loads(dzc("view", "ls", view, "--json").stdout)
+    assert doc["partitions"] == [{"partition": MONTHS[1], "stale": True}]
+    assert doc["not_computed"] == [MONTHS[0], MONTHS[2]]
+    text = run("view", "ls", view).stdout
+    assert f"  {MONTHS[1]}  (stale)" in text and "2 base partition(s) not computed" in text
