@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import numpy
 
+from ._display import size_of
 from ._planner import Planned, WritePlanner
 from ._prepare import prepare_insert
 from ._repair import RepairReport, repair
@@ -29,6 +30,7 @@ from .catalog._transaction import (
 )
 from .collection import LazyCollection, collection_from
 from .data import Dataset
+from .data._repr import format_bytes
 from .errors import (
     InvalidInputError,
     ReadOnlyError,
@@ -95,10 +97,21 @@ class AsyncCollection:
         return self.config.axis_variable
 
     def __repr__(self) -> str:
-        n = len(self._catalog) if self._catalog is not None else "?"
+        return self.describe(self._catalog)
+
+    def describe(self, catalog: Catalog | None) -> str:
+        """The repr with the partitions and size of ``catalog`` (``?`` when ``None``)."""
+        n: Any = "?"
+        size = "?"
+        if catalog is not None:
+            n = len(catalog)
+            rows = catalog.total_rows
+            if rows >= 0:
+                per_row, fixed = size_of(self.schema, [p for p, _ in self.schema.walk()])
+                size = format_bytes(rows * per_row + fixed)
         return (
             f"<{type(self).__name__} {self.url!r} mode={self.mode!r} "
-            f"partitioning={self.partitioning!r} partitions={n}>"
+            f"partitioning={self.partitioning!r} partitions={n} size={size}>"
         )
 
     # -- catalog -----------------------------------------------------------------------------

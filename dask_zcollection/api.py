@@ -12,6 +12,7 @@ from ._sync import sync
 from .catalog import Catalog
 from .collection import LazyCollection
 from .data import Dataset
+from .errors import ZCollectionError
 from .io import VerifyReport
 from .merge import MergeLike
 from .partitioning import Partitioning
@@ -39,7 +40,13 @@ class Collection:
     mode = property(lambda self: self.aio.mode, doc="'r' or 'rw'.")
 
     def __repr__(self) -> str:
-        return repr(self.aio).replace("AsyncCollection", "Collection", 1)
+        # The committed partitions and their size: the catalog is read once
+        # (cached until the next write); a repr never raises for it.
+        try:
+            catalog = self.catalog()
+        except (ZCollectionError, OSError, RuntimeError):
+            catalog = None
+        return self.aio.describe(catalog).replace("AsyncCollection", "Collection", 1)
 
     def catalog(self, *, refresh: bool = False) -> Catalog:
         """The committed partition index."""

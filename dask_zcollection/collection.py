@@ -15,7 +15,6 @@ only the selected partitions and variables are touched.
 from __future__ import annotations
 
 import asyncio
-import html
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -25,6 +24,7 @@ import numpy
 from dask.base import DaskMethodsMixin
 from dask.delayed import Delayed
 
+from ._display import lazy_repr_html, size_of, time_span_text
 from ._sync import sync
 from .catalog import Catalog
 from .data import Dataset
@@ -174,16 +174,8 @@ class LazyCollection(DaskMethodsMixin):
         rows = self.catalog.total_rows
         if rows < 0:
             return -1
-        schema = self.source.config.schema
-        dims = schema.all_dimensions()
-        total = 0
-        for v in self.variables:
-            spec = schema[v]
-            # Immutable variables do not span the axis: every dimension counts.
-            fixed = spec.dimensions if spec.immutable else spec.dimensions[1:]
-            width = int(numpy.prod([dims[d].size or 1 for d in fixed] or [1]))
-            total += (1 if spec.immutable else rows) * width * spec.dtype.itemsize
-        return total
+        per_row, fixed = size_of(self.source.config.schema, self.variables)
+        return rows * per_row + fixed
 
     def explain(self) -> str:
         """The optimised plan in words, with the number of partitions read."""
@@ -194,13 +186,75 @@ class LazyCollection(DaskMethodsMixin):
         return "\n".join(lines)
 
     def visualize(  # type: ignore[override]
-        self, filename: str | None = "zcollection", **kwargs: Any
+        self, filename: str | None = "zcollection", format: str | None = None, **kwargs: Any
     ) -> Any:
-        """Draw the optimised task graph (needs the ``graphviz`` package)."""
-        from dask.dot import dot_graph
+        """Draw the optimised task graph: the tasks :meth:`compute` runs.
+
+        Filters and projections are applied first, so only the selected
+        partitions' read tasks appear (``zc-read-...``).
+
+        Parameters
+        ----------
+        filename : str or None
+            File to write (``.png`` unless ``format`` or its extension says
+            otherwise); ``None`` writes nothing and returns the image.
+        format : str, optional
+            ``png``, ``svg``, ``pdf``, ``dot``, ``jpeg``.
+        **kwargs
+            Passed to :func:`dask.dot.to_graphviz`.
+
+        Raises
+        ------
+        ImportError
+            Without the ``graphviz`` package (``pip install
+            'dask_zcollection[graphviz]'``) or Graphviz's ``dot`` program.
+        """
+        try:
+            import graphviz
+        except ImportError as err:
+            raise ImportError(
+                "visualize() needs the graphviz package: pip install "
+                "'dask_zcollection[graphviz]' (and Graphviz's dot program)"
+            ) from err
+        from dask import dot
 
         graph = dict(Finalize(self._expr).optimize(fuse=False).__dask_graph__())
-        return dot_graph(graph, filename=filename, **kwargs)
+        drawing = dot.to_graphviz(graph, **kwargs)
+        try:
+            return dot.graphviz_to_file(drawing, filename, format)
+        except graphviz.ExecutableNotFound as err:
+            raise ImportError(
+                "visualize() needs Graphviz's dot program on PATH "
+                "(apt install graphviz, or conda install graphviz)"
+            ) from err
+
+    def plot_partitions(self, by: str = "rows", ax: Any = None) -> Any:
+        """A timeline of the selected partitions, coloured by rows or bytes.
+
+        One bar per partition from the first to the last value of its axis
+        variable (the catalog's stats; nothing is read), so gaps in the data
+        show as blank spans.
+
+        Parameters
+        ----------
+        by : {"rows", "bytes"}
+            What the colour shows (bytes: uncompressed size of the variables).
+        ax : matplotlib.axes.Axes, optional
+            Where to draw (a new figure by default).
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+            The axes drawn on.
+
+        Raises
+        ------
+        ImportError
+            Without matplotlib (``pip install 'dask_zcollection[plot]'``).
+        """
+        from ._display import plot_partitions
+
+        return plot_partitions(self, by, ax)
 
     def __repr__(self) -> str:
         cat = self.catalog
@@ -211,11 +265,12 @@ class LazyCollection(DaskMethodsMixin):
             f"  partitioning: {config.partitioning!r}\n"
             f"  partitions:   {len(cat)} selected of {self._simple().total}\n"
             f"  variables:    {', '.join(self.variables)}\n"
-            f"  size:         {format_bytes(size) if size >= 0 else 'unknown'}"
+            f"  size:         {format_bytes(size) if size >= 0 else 'unknown'}\n"
+            f"  time range:   {time_span_text(self)}"
         ) + "".join(f"\n  {line}" for line in self.source.describe(self.variables))
 
     def _repr_html_(self) -> str:
-        return f"<pre>{html.escape(repr(self))}</pre>"
+        return lazy_repr_html(self)
 
     # -- operations --------------------------------------------------------------------------------
     def filter(

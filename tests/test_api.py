@@ -93,7 +93,7 @@ def test_quick_start(store_url: str) -> None:
 def test_collection_repr_names_url_and_partitioning(memory_url: str, factory: Factory) -> None:
     col = factory.create(memory_url)
     col.insert(factory.data(factory.times("2024-01-01", "2024-02-01")))
-    assert len(col.partitions()) == 2  # repr does no I/O: it shows the last catalog read
+    assert len(col.partitions()) == 2  # repr reads the catalog once (cached until a write)
     text = repr(col)
     assert memory_url in text
     assert "Date" in text and "partitions=2" in text
