@@ -53,10 +53,16 @@ def test_collection_repr_has_the_partition_count_and_size(gapped: str) -> None:
 def test_collection_repr_never_raises(gapped: str) -> None:
     col = zc.open_collection(gapped)
 
-    async def inside_a_loop() -> str:  # where the sync API refuses to block
+    async def inside_a_loop() -> str:  # a Jupyter cell: the sync API works there
         return repr(col)
 
-    assert "partitions=? size=?" in asyncio.run(inside_a_loop())
+    async def on_the_library_loop() -> str:  # where the sync API refuses to block
+        return repr(col)
+
+    from dask_zcollection._sync import sync
+
+    assert "partitions=3 " in asyncio.run(inside_a_loop())
+    assert "partitions=? size=?" in sync(on_the_library_loop())
     assert "partitions=3 " in repr(col)
 
 
