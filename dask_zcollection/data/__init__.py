@@ -6,5 +6,10 @@ attributes and a fill value), child groups and attributes.
 """
 
 from ._dataset import ArrayLike, Dataset, Group, Indexer, Variable, split_path
+from ._serialize import register as _register_serializer
+
+# Datasets cross distributed comms as numpy frames (see _serialize); registered
+# wherever the package is imported: the client and every worker running a task.
+_register_serializer()
 
 __all__ = ["ArrayLike", "Dataset", "Group", "Indexer", "Variable", "split_path"]
