@@ -157,6 +157,29 @@ def test_fixture_view_reads_an_index_selection(fixtures_dir: Path) -> None:
     assert (got["flag"].values[-24:] == -1).all()  # month 4: not computed
 
 
+def _runs_of_flag(ds: dzc.Dataset) -> dict[str, numpy.ndarray]:
+    """Index builder over a view variable: one row per run of equal ``flag``."""
+    flag = ds["flag"].values  # type: ignore[union-attr]
+    edges = numpy.flatnonzero(numpy.diff(flag)) + 1
+    starts = numpy.concatenate([[0], edges]).astype("int64")
+    stops = numpy.concatenate([edges, [len(flag)]]).astype("int64")
+    return {"flag": flag[starts].astype("int64"), "_start": starts, "_stop": stops}
+
+
+def test_an_index_built_over_a_view_variable_selects_its_rows(fixtures_dir: Path) -> None:
+    from dask_zcollection.indexing import Indexer
+
+    url = f"file://{fixtures_dir}/date_monthly_view"
+    index = Indexer.build(dzc.open_view(url), _runs_of_flag, variables=["flag"])
+    expected = numpy.load(fixtures_dir / "date_monthly_view.expected.npz")
+    for value in (1, -1):  # -1: the fill value of the months not computed, indexed too
+        mask = expected["flag"] == value
+        assert mask.any()
+        got = dzc.read_view(url).filter(index=index, flag=value).compute()
+        numpy.testing.assert_array_equal(got["time"].values, expected["time"][mask])
+        numpy.testing.assert_array_equal(got["ssh_anom"].values, expected["ssh_anom"][mask])
+
+
 def test_fixture_copy_is_updatable_and_base_override(tmp_path: Path, fixtures_dir: Path) -> None:
     shutil.copytree(fixtures_dir / "date_monthly", tmp_path / "date_monthly")
     shutil.copytree(fixtures_dir / "date_monthly_view", tmp_path / "date_monthly_view")
