@@ -9,18 +9,19 @@ Groups (one module each), in run order:
 ``partitions``  many small partitions: insert cost, filter latency, graph size
 ``writes``      appending to a stored month; a dask-backed insert, threads vs a cluster
 ``simulation``  planning over a huge catalog; a store with latency per request
+``scale``       catalog cost against the number of partitions (open, insert, bytes, listing)
 
 The page-cache ceiling runs after ``io``, which writes the store it reads.
 """
 
 from __future__ import annotations
 
-from . import ceilings, codecs, io, memory, partitions, simulation, writes
+from . import ceilings, codecs, io, memory, partitions, scale, simulation, writes
 from ._core import Config, Measurement
 
 __all__ = ["GROUPS", "expected_names", "registry"]
 
-GROUPS = ("ceilings", "io", "codecs", "memory", "partitions", "writes", "simulation")
+GROUPS = ("ceilings", "io", "codecs", "memory", "partitions", "writes", "simulation", "scale")
 
 
 def registry(cfg: Config) -> list[Measurement]:
@@ -34,6 +35,7 @@ def registry(cfg: Config) -> list[Measurement]:
         *partitions.measurements(cfg),
         *writes.measurements(cfg),
         *simulation.measurements(cfg),
+        *scale.measurements(cfg),
     ]
 
 

@@ -405,6 +405,13 @@ async def _versions(col: AsyncCollection) -> tuple[Catalog | None, list[RepairAc
         below = [c for c in intact if c.version < damaged[0][0]]
         floor = below[-1].txn if below else ""
     actions = [RepairAction(version_key(v), why) for v, why in damaged]
+    # A damaged segment damages every version naming it: set it aside too.
+    seen: set[str] = set()
+    for v, _ in damaged:
+        for key, why in await log.damaged_segments(v):
+            if key not in seen:
+                seen.add(key)
+                actions.append(RepairAction(key, why))
     return (intact[-1] if intact else None), actions, floor
 
 
@@ -494,7 +501,8 @@ async def _apply(
             put = await _stats(col, [p for p, _ in adopt])
             drop = base.keys[drops] if drops else numpy.empty((0, len(base.key_names)), "int64")
             if len(put) or len(drop):
-                catalog = await txn.commit(_RepairChange(put, drop))
+                await txn.commit(_RepairChange(put, drop))
+                catalog = await CatalogLog(spec).latest()  # the commit returns its segments only
             else:
                 catalog = latest
                 await txn.release_locks()
