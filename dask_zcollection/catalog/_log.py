@@ -29,6 +29,7 @@ import asyncio
 import dataclasses
 import json
 import re
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -40,6 +41,7 @@ from ..store import StoreSpec
 from ..store._base import group_json
 from ._catalog import Catalog
 from ._segments import (
+    SEGMENT_DIR,
     Root,
     chunks,
     concat_roots,
@@ -434,6 +436,35 @@ class CatalogLog:
         live = {n for o in objects[len(old) :] if isinstance(o, Root) for n in o.names}
         doomed = {n for o in objects[: len(old)] if isinstance(o, Root) for n in o.names} - live
         await asyncio.gather(*(self.spec.delete(segment_key(n)) for n in sorted(doomed)))
+
+    async def sweep_segments(self, min_age: float) -> list[str]:
+        """Delete the segments no version names, older than ``min_age`` seconds (repair's).
+
+        Those are left by a writer killed before its root was published (or
+        by a prune that died half-way). A writer publishes its root within a
+        lease timeout of writing its segments: ``min_age`` well above that
+        never takes one about to be named. Nothing is deleted while a
+        version cannot be read (it may name them).
+        """
+        keys = [k for k in await self.spec.list_prefix(SEGMENT_DIR) if k.endswith(".zseg")]
+        if not keys:
+            return []
+        objects = await asyncio.gather(*(self._quiet(v) for v in await self.versions()))
+        if any(o is _UNREADABLE for o in objects):
+            return []
+        named = {n for o in objects if isinstance(o, Root) for n in o.names}
+        now_ms = time.time() * 1000
+        doomed = []
+        for key in keys:
+            name = key.rpartition("/")[2].removesuffix(".zseg")
+            try:
+                born = int(name[:11], 16)
+            except ValueError:
+                continue  # not one of ours
+            if name not in named and now_ms - born > min_age * 1000:
+                doomed.append(key)
+        await asyncio.gather(*(self.spec.delete(k) for k in doomed))
+        return doomed
 
     async def _quiet(self, version: int) -> Any:
         try:

@@ -18,7 +18,7 @@ from dask_zcollection._engine import encode_keys
 from dask_zcollection._sync import sync
 from dask_zcollection.catalog import Catalog, CatalogLog, encode_catalog
 from dask_zcollection.catalog._log import by_keys, version_key
-from dask_zcollection.catalog._segments import SEGMENT_DIR, Root, may_match
+from dask_zcollection.catalog._segments import SEGMENT_DIR, Root, may_match, new_segment_id
 from dask_zcollection.errors import ZCollectionWarning
 from dask_zcollection.partitioning import Date, PartitionFilter, Sequence
 from dask_zcollection.store import LocalStore
@@ -276,3 +276,24 @@ def test_commit_reads_only_the_segments_of_its_keys(tmp_path: Path) -> None:
     assert state.root is not None and len(state.chosen) == 1
     assert state.latest is not None and len(state.latest) <= 2048
     assert state.latest.find(keys).tolist() != [-1]
+
+
+def test_repair_sweeps_old_segments_no_version_names(tmp_path: Path) -> None:
+    """A writer killed between its segments and its root leaves segments no root names:
+    repair deletes them once they are old enough that no writer can still publish them."""
+    path = tmp_path / "c"
+    col = zc.create_collection(
+        f"file://{path}", schema=_schema(), axis="time", partitioning=Date(("time",), "D")
+    )
+    t = numpy.datetime64("2024-01-01", "ns")
+    col.insert(_data.make_columns(4, WIDTH, start=t, step_s=60.0, seed=0))
+    spec = col.aio.spec
+    named = _segment_objects(spec)
+    assert len(named) == 1
+    old = f"{SEGMENT_DIR}/{'0' * 11}{'ab' * 6}.zseg"  # written in 1970
+    fresh = f"{SEGMENT_DIR}/{new_segment_id()}.zseg"
+    sync(spec.put(old, b"left by a killed writer"))
+    sync(spec.put(fresh, b"a writer about to publish"))
+    col.repair()
+    assert _segment_objects(spec) == sorted([*named, fresh])
+    assert col.partitions() == ["year=2024/month=01/day=01"]
