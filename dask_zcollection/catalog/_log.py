@@ -31,12 +31,19 @@ import json
 import re
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy
 
-from ..errors import CorruptedDataError, FormatVersionError, StorageError, ZCollectionWarning
+from ..errors import (
+    CorruptedDataError,
+    FormatVersionError,
+    InvalidInputError,
+    StorageError,
+    ZCollectionWarning,
+)
+from ..partitioning._base import decode_path
 from ..store import StoreSpec
 from ..store._base import group_json
 from ._catalog import Catalog
@@ -132,6 +139,30 @@ def by_keys(keys: numpy.ndarray) -> Chooser:
         if not len(keys) or not len(root):
             return []
         return sorted(set(root.locate(keys.reshape(len(keys), -1)).tolist()))
+
+    return choose
+
+
+def by_paths(paths: Iterable[str]) -> Chooser:
+    """Chooser of the segments that hold the partitions at ``paths``, if committed.
+
+    A path (``year=2024/month=03`` or ``…@<txn>``) goes to the segment of its
+    key; one that is no partition path (``_immutable``) is never a catalog
+    entry (the root's ``immutable`` names that group).
+    """
+    paths = list(paths)
+
+    def choose(root: Root) -> Sequence[int]:
+        names = root.head.key_names
+        keys = []
+        for path in paths:
+            try:
+                keys.append(decode_path(path.partition("@")[0], names))
+            except InvalidInputError:
+                continue
+        chooser = by_keys(numpy.array(keys, dtype="int64").reshape(len(keys), len(names)))
+        assert chooser is not None
+        return chooser(root)
 
     return choose
 

@@ -55,7 +55,7 @@ from ._lease import (
     liveness,
     write_lease,
 )
-from ._log import CatalogLog, by_keys
+from ._log import CatalogLog, by_keys, by_paths
 
 __all__ = [
     "GARBAGE_DIR",
@@ -467,7 +467,9 @@ class Transaction:
             return
         await self.spec.put(self._abort_key, json.dumps({"aborted": time.time()}).encode())
         busy = await self._wait_for_writers(ABORT_WAIT)
-        latest = await CatalogLog(self.spec).latest()
+        # Only the segments of its partitions: what it wrote is named there, if at all.
+        mine = [p for c in self.canonicals for p in (c, f"{c}@{self.txn}")]
+        latest = await CatalogLog(self.spec).latest(by_paths(mine))
         try:
             await _remove_leftovers(
                 self.spec,
@@ -671,7 +673,7 @@ async def collect_garbage(spec: StoreSpec, older_than: float | None = None) -> l
                 # writer re-created one of them at its canonical path and committed it.
                 if not await spec.exists(f"{GARBAGE_DIR}/{name}"):
                     continue
-                named = _named(await CatalogLog(spec).latest())
+                named = _named(await CatalogLog(spec).latest(by_paths(paths)))
                 doomed = [p for p in paths if p not in named]
                 await _delete_prefixes(spec, doomed)
                 await spec.delete(f"{GARBAGE_DIR}/{name}")
@@ -738,7 +740,9 @@ async def recover_transaction(
     lease = state.lease or {}
     named_ = lease.get("canonicals", [])
     every = sorted({*canonicals, *(c for c in named_ if isinstance(c, str))})
-    latest = await CatalogLog(spec).latest()
+    # The segments of the partitions it may have written or superseded: all it checks.
+    checked = [*every, *(p for p in lease.get("superseded", []) if isinstance(p, str))]
+    latest = await CatalogLog(spec).latest(by_paths(checked))
     await _remove_leftovers(spec, txn, every, latest)
     named = _named(latest)
     superseded = [p for p in lease.get("superseded", []) if isinstance(p, str) and p not in named]

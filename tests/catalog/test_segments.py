@@ -297,3 +297,27 @@ def test_repair_sweeps_old_segments_no_version_names(tmp_path: Path) -> None:
     col.repair()
     assert _segment_objects(spec) == sorted([*named, fresh])
     assert col.partitions() == ["year=2024/month=01/day=01"]
+
+
+def test_garbage_collection_reads_only_the_segments_of_its_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Collecting retired versions checks the newest catalog in the segments of their
+    keys only; a path the catalog still names is kept."""
+    from dask_zcollection.catalog._transaction import _retire, collect_garbage
+
+    url = build(str(tmp_path / "c"), 20_000, _schema())
+    spec = zc.open_collection(url).aio.spec
+    named = "year=2000/month=01/day=02/hour=03"
+    retired = f"{named}@1a0000000000000000"
+    sync(_retire(spec, "t1", [retired, named]))
+    got: list[str] = []
+    original = LocalStore.get
+
+    async def get(self: Any, key: str) -> bytes | None:
+        got.append(key)
+        return await original(self, key)
+
+    monkeypatch.setattr(LocalStore, "get", get)
+    assert sync(collect_garbage(spec, older_than=0)) == [retired]
+    assert len([k for k in got if k.startswith(SEGMENT_DIR)]) == 1
