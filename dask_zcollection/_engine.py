@@ -58,21 +58,18 @@ def encode_keys(partitioning: Partitioning, keys: numpy.ndarray) -> list[str]:
     """The path of each key row (``partitioning.encode``), vectorised for many keys.
 
     Each component of a path of the library's partitionings depends on its own
-    key only: it is encoded once per distinct value, and the paths joined by numpy.
+    key only: it is encoded once per distinct value.
     """
     from .partitioning import Date, GroupedSequence, Sequence
 
     if len(keys) < 512 or type(partitioning) not in (Date, Sequence, GroupedSequence):
         return [partitioning.encode(tuple(row)) for row in keys.tolist()]
-    paths: Any = None
+    columns = []
     for i in range(keys.shape[1]):
         _, first, inverse = numpy.unique(keys[:, i], return_index=True, return_inverse=True)
         parts = [partitioning.encode(tuple(keys[j].tolist())).split("/")[i] for j in first]
-        column = numpy.array(parts, dtype=numpy.dtypes.StringDType())[inverse]
-        paths = (
-            column if paths is None else numpy.strings.add(numpy.strings.add(paths, "/"), column)
-        )
-    return list(paths.tolist())
+        columns.append(numpy.array(parts, dtype=object)[inverse].tolist())
+    return ["/".join(row) for row in zip(*columns, strict=True)]
 
 
 class AsyncCollection:

@@ -371,7 +371,7 @@ def join(head: Catalog, segments: Sequence[Catalog]) -> Catalog:
     return dataclasses.replace(
         head,
         keys=numpy.concatenate([s.keys for s in segments]),
-        paths=tuple(p for s in segments for p in s.paths),
+        paths=tuple(itertools.chain.from_iterable(s.paths for s in segments)),
         rows=numpy.concatenate([s.rows for s in segments]),
         axis_min=numpy.concatenate([s.axis_min for s in segments]),
         axis_max=numpy.concatenate([s.axis_max for s in segments]),

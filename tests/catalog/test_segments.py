@@ -321,3 +321,20 @@ def test_garbage_collection_reads_only_the_segments_of_its_paths(
     monkeypatch.setattr(LocalStore, "get", get)
     assert sync(collect_garbage(spec, older_than=0)) == [retired]
     assert len([k for k in got if k.startswith(SEGMENT_DIR)]) == 1
+
+
+def test_a_time_range_reads_only_the_segments_it_overlaps(tmp_path: Path) -> None:
+    from dask_zcollection.catalog._log import by_filter
+
+    url = build(str(tmp_path / "c"), 10_000, _schema())
+    log = CatalogLog(zc.open_collection(url).aio.spec)
+    lo = numpy.datetime64("2000-03-01T00:00", "ns")
+    hi = numpy.datetime64("2000-03-01T05:00", "ns")
+    state = asyncio.run(log.state(by_filter(None, (lo, hi))))
+    assert state.root is not None and len(state.chosen) == 1 < len(state.root)
+    assert state.latest is not None
+    got = state.latest.select(None, (lo, hi))
+    full = asyncio.run(log.latest())
+    assert full is not None
+    assert got.paths == full.select(None, (lo, hi)).paths
+    assert len(got) == 6
