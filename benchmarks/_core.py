@@ -88,6 +88,8 @@ class Config:
         Catalog sizes of the ``scale`` group.
     scale_latency_ms : float
         Per-request latency of the ``scale`` group's remote-store rows (0: none).
+    big_insert : int
+        Bytes of the dask-backed insert on a memory-limited cluster (0: skip).
     """
 
     size: int = 10**9
@@ -106,6 +108,7 @@ class Config:
     matrix_rows: int = 86400
     scale_partitions: tuple[int, ...] = (1_000, 100_000, 1_000_000)
     scale_latency_ms: float = 20.0
+    big_insert: int = 0
     quick: bool = False
 
     @classmethod

@@ -8,7 +8,9 @@ Groups (one module each), in run order:
 ``memory``      peak RSS of a streaming reduction (subprocesses)
 ``partitions``  many small partitions: insert cost, filter latency, graph size
 ``writes``      appending to a stored month; a dask-backed insert, threads vs a cluster
+``cluster``     the main dataset read, reduced and persisted on a 2-process LocalCluster
 ``simulation``  planning over a huge catalog; a store with latency per request
+``backend``     ``xr.open_dataset(engine="zcollection")`` vs ``open_mfdataset``
 ``scale``       catalog cost against the number of partitions (open, insert, bytes, listing)
 
 The page-cache ceiling runs after ``io``, which writes the store it reads.
@@ -16,12 +18,34 @@ The page-cache ceiling runs after ``io``, which writes the store it reads.
 
 from __future__ import annotations
 
-from . import ceilings, codecs, io, memory, partitions, scale, simulation, writes
+from . import (
+    backend,
+    ceilings,
+    cluster,
+    codecs,
+    io,
+    memory,
+    partitions,
+    scale,
+    simulation,
+    writes,
+)
 from ._core import Config, Measurement
 
 __all__ = ["GROUPS", "expected_names", "registry"]
 
-GROUPS = ("ceilings", "io", "codecs", "memory", "partitions", "writes", "simulation", "scale")
+GROUPS = (
+    "ceilings",
+    "io",
+    "codecs",
+    "memory",
+    "partitions",
+    "writes",
+    "cluster",
+    "simulation",
+    "backend",
+    "scale",
+)
 
 
 def registry(cfg: Config) -> list[Measurement]:
@@ -34,7 +58,9 @@ def registry(cfg: Config) -> list[Measurement]:
         *memory.measurements(cfg),
         *partitions.measurements(cfg),
         *writes.measurements(cfg),
+        *cluster.measurements(cfg),
         *simulation.measurements(cfg),
+        *backend.measurements(cfg),
         *scale.measurements(cfg),
     ]
 

@@ -113,6 +113,10 @@ def _parser() -> argparse.ArgumentParser:
         "--chunk-matrix", type=_ints, help="chunk lengths of the matrix, e.g. 4096,16384"
     )
     p.add_argument(
+        "--big-insert",
+        help="size of the dask-backed insert on a 2 x 3 GB cluster, e.g. 10GB (default: skip)",
+    )
+    p.add_argument(
         "--only",
         action="append",
         default=[],
@@ -149,6 +153,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         value = getattr(args, name)
         if value is not None:
             over[attr] = value
+    if args.big_insert:
+        over["big_insert"] = parse_size(args.big_insert)
     if args.codec_matrix:
         over["codec_matrix"] = tuple(args.codec_matrix.split(","))
     return dataclasses.replace(cfg, **over)

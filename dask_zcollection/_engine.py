@@ -13,10 +13,11 @@ from typing import Any, Literal
 
 import numpy
 
+from ._display import size_of
 from ._planner import Planned, WritePlanner
 from ._prepare import prepare_insert
 from ._repair import RepairReport, repair
-from ._update import UpdateStrategy
+from ._update import OverlapUpdateStrategy, RowsUpdateStrategy, UpdateStrategy
 from .catalog import Catalog
 from .catalog._discovery import IMMUTABLE_PATH, CatalogDiscovery
 from .catalog._log import by_filter
@@ -30,10 +31,12 @@ from .catalog._transaction import (
 )
 from .collection import LazyCollection, collection_from
 from .data import Dataset
+from .data._repr import format_bytes
 from .errors import (
     InvalidInputError,
     ReadOnlyError,
 )
+from .expr import ReadPartitions
 from .io import (
     CollectionConfig,
     PartitionIO,
@@ -113,10 +116,21 @@ class AsyncCollection:
         return self.config.axis_variable
 
     def __repr__(self) -> str:
-        n = len(self._catalog) if self._catalog is not None else "?"
+        return self.describe(self._catalog)
+
+    def describe(self, catalog: Catalog | None) -> str:
+        """The repr with the partitions and size of ``catalog`` (``?`` when ``None``)."""
+        n: Any = "?"
+        size = "?"
+        if catalog is not None:
+            n = len(catalog)
+            rows = catalog.total_rows
+            if rows >= 0:
+                per_row, fixed = size_of(self.schema, [p for p, _ in self.schema.walk()])
+                size = format_bytes(rows * per_row + fixed)
         return (
             f"<{type(self).__name__} {self.url!r} mode={self.mode!r} "
-            f"partitioning={self.partitioning!r} partitions={n}>"
+            f"partitioning={self.partitioning!r} partitions={n} size={size}>"
         )
 
     # -- catalog -----------------------------------------------------------------------------
@@ -278,6 +292,10 @@ class AsyncCollection:
         variables: Sequence[str] | None = None,
         retries: int = DEFAULT_RETRIES,
         compute: bool = True,
+        index: Any = None,
+        depth: Any = None,
+        boundary: Any = "none",
+        **predicates: Any,
     ) -> Any:
         """Rewrite variables of the selected partitions with ``func(partition) -> Dataset``.
 
@@ -285,6 +303,16 @@ class AsyncCollection:
         only, when given) and returns the variables to replace (a ``Dataset``
         or a mapping path -> array, same rows). Each partition is rewritten
         aside and all are published by one commit, as for :meth:`insert`.
+
+        With ``index`` (a stored index's name or an ``Indexer``) and
+        ``predicates`` on its columns, ``func`` gets only the selected rows of
+        the partitions the index names, and only those rows are replaced.
+
+        With ``depth`` (rows or a time span, as for
+        :meth:`~dask_zcollection.LazyCollection.map_overlap`), ``func`` gets each
+        partition extended by its neighbours' rows (read when planning; padded
+        with ``boundary`` when a constant) and returns the variables over the
+        extended rows; the halo is trimmed before writing.
 
         Returns
         -------
@@ -296,8 +324,109 @@ class AsyncCollection:
             raise InvalidInputError(f"update needs a function, got {type(func).__name__}")
         names = self._check_variables(variables)
         strategy = UpdateStrategy(func, None if names is None else tuple(names), self.schema)
+        if depth is not None:
+            if index is not None or predicates:
+                raise InvalidInputError("update takes index= or depth=, not both")
+            strategy = await self._overlap_strategy(strategy, filters, depth, boundary)
+        elif index is not None or predicates:
+            if index is None:
+                raise InvalidInputError(
+                    f"update: keyword predicates {sorted(predicates)} need index= (they name "
+                    "an index's columns)"
+                )
+            lazy = await self.lazy(filters=filters)
+            rows_of, filters = await asyncio.to_thread(_index_rows, lazy, index, predicates)
+            if not rows_of:
+                return [] if compute else None
+            strategy = RowsUpdateStrategy(
+                func, strategy.variables, self.schema, self.config.partitioning, rows_of
+            )
         return await self._run_graph(
             lambda: self.planner.update(filters, strategy), retries=retries, compute=compute
+        )
+
+    # -- indexes -----------------------------------------------------------------------------
+    async def create_index(
+        self,
+        name: str,
+        builder: Callable[..., Any],
+        *,
+        filters: FilterLike = None,
+        variables: Sequence[str] | None = None,
+        overwrite: bool = False,
+    ) -> list[str]:
+        """Build an index and store it in the collection (see ``Collection.create_index``)."""
+        from .indexing import _stored
+
+        self._check_writable()
+        return await _stored.create_index(
+            self, name, builder, filters=filters, variables=variables, overwrite=overwrite
+        )
+
+    async def update_index(self, name: str, builder: Callable[..., Any] | None = None) -> list[str]:
+        """Rebuild the stale or missing entries of index ``name``; return those partitions."""
+        from .indexing import _stored
+
+        self._check_writable()
+        return await _stored.update_index(self, name, builder)
+
+    async def drop_index(self, name: str) -> None:
+        """Delete index ``name``."""
+        from .indexing import _stored
+
+        self._check_writable()
+        await _stored.drop_index(self, name)
+
+    async def indexes(self) -> list[str]:
+        """Names of the indexes stored in the collection."""
+        from .indexing import _stored
+
+        return await _stored.list_indexes(self.spec)
+
+    async def _overlap_strategy(
+        self, strategy: UpdateStrategy, filters: FilterLike, depth: Any, boundary: Any
+    ) -> OverlapUpdateStrategy:
+        """Plan and read the halo of every selected partition (see ``_overlap``)."""
+        from ._overlap import plan_halos, read_halos
+
+        whole = await self.lazy()
+        lazy = whole.filter(filters) if filters is not None else whole
+        selected = lazy.catalog
+        counts = selected.rows.tolist()
+        if any(n < 0 for n in counts):
+            counts = [
+                n if n >= 0 else await self.io.row_count(p, self.axis_variable)
+                for p, n in zip(selected.paths, counts, strict=True)
+            ]
+        planned, constant = await asyncio.to_thread(
+            plan_halos,
+            whole.source,
+            whole.catalog,
+            selected,
+            [(0, n) for n in counts],
+            depth,
+            boundary,
+        )
+        schema = self.schema
+        names = tuple(
+            p
+            for p, _ in schema.walk()
+            if not schema[p].immutable
+            and (strategy.variables is None or p in strategy.variables or p == self.axis_variable)
+        )
+        halos = await read_halos(whole.source, planned, names)
+        return OverlapUpdateStrategy(
+            strategy.func,
+            strategy.variables,
+            schema,
+            self.config.partitioning,
+            {
+                path: (n, before, after, h.pad_before, h.pad_after)
+                for path, n, (h, _, _), (before, after) in zip(
+                    lazy.partitions, counts, planned, halos, strict=True
+                )
+            },
+            constant,
         )
 
     async def map(self, func: Callable[..., Any], *, filters: FilterLike = None) -> dict[str, Any]:
@@ -408,3 +537,21 @@ class AsyncCollection:
         report = await repair(self, force=force, dry_run=dry_run)
         self._catalog = None
         return report
+
+
+def _index_rows(lazy: LazyCollection, index: Any, predicates: dict[str, Any]) -> tuple[Any, str]:
+    """``{canonical: (rows, ranges)}`` an index selects (checked fresh), and their key filter."""
+    selected = lazy.filter(index=index, **predicates).optimize()
+    expr = selected.expr
+    assert isinstance(expr, ReadPartitions)
+    catalog = expr.catalog
+    ranges = expr.row_ranges()
+    rows_of = {
+        path: (int(catalog.rows[i]), ranges[i] or ()) for i, path in enumerate(selected.partitions)
+    }
+    names = catalog.key_names
+    terms = [
+        "(" + " and ".join(f"{n} == {int(v)}" for n, v in zip(names, row, strict=True)) + ")"
+        for row in catalog.keys.tolist()
+    ]
+    return rows_of, " or ".join(terms)

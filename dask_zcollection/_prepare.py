@@ -47,7 +47,12 @@ def _to_dataset(data: InsertLike, schema: Schema) -> Dataset:
         return data
     mod = type(data).__module__
     if mod.startswith("xarray"):
-        return Dataset.from_xarray(data)
+        from ._infer import encode_masked
+
+        # Variables xarray decoded from a masked integer the collection stores: back to it.
+        return Dataset.from_xarray(
+            encode_masked(data, lambda p: schema[p].dtype if p in schema else None)
+        )
     if isinstance(data, Mapping):
         unknown = sorted(str(p) for p in data if p not in schema)
         if unknown:

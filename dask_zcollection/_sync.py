@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
+from ._zarr import event_loop
 from ._zarr import sync as _zarr_sync
 
 __all__ = ["sync"]
@@ -19,18 +20,23 @@ __all__ = ["sync"]
 def sync[T](coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` to completion on the library's event loop and return its result.
 
+    Callable from a thread running another event loop (a Jupyter kernel runs
+    every cell inside one): that thread waits, as for any blocking call.
+
     Raises
     ------
     RuntimeError
-        When called from a thread that is already running an event loop: use the
-        ``dask_zcollection.aio`` functions (``await``) there instead.
+        When called from a coroutine running on the library's own loop (it would
+        wait for itself): ``await`` the ``dask_zcollection.aio`` functions there.
     """
     try:
-        asyncio.get_running_loop()
+        running = asyncio.get_running_loop()
     except RuntimeError:
+        running = None
+    if running is None or running is not event_loop():
         return _zarr_sync(coro)
     coro.close()
     raise RuntimeError(
-        "dask_zcollection's synchronous API was called from inside a running event loop; "
-        "use the `dask_zcollection.aio` coroutines (await them) instead"
+        "dask_zcollection's synchronous API was called from a coroutine on the library's "
+        "own event loop; use the `dask_zcollection.aio` coroutines (await them) instead"
     )

@@ -16,7 +16,7 @@ from ._engine import AsyncCollection, Mode
 from .catalog import CatalogLog
 from .catalog._transaction import recover
 from .collection import LazyCollection, collection_from
-from .errors import AlreadyExistsError, InvalidInputError, SchemaError
+from .errors import AlreadyExistsError, CollectionNotFoundError, InvalidInputError, SchemaError
 from .io import (
     CONFIG_KEY,
     CollectionConfig,
@@ -29,19 +29,30 @@ from .partitioning import Partitioning
 from .partitioning._filter import FilterLike
 from .schema import Schema
 from .store import StoreLike, check_clearable, resolve_store
+from .view import AsyncView, create_view, is_view, open_view, read_view
 
-__all__ = ["AsyncCollection", "create_collection", "open_collection", "read_collection"]
+__all__ = [
+    "AsyncCollection",
+    "AsyncView",
+    "create_collection",
+    "create_view",
+    "open_collection",
+    "open_view",
+    "read_collection",
+    "read_view",
+]
 
 
 async def create_collection(
     store: StoreLike,
     *,
-    schema: Schema,
-    axis: str,
+    schema: Schema | None = None,
+    axis: str | None = None,
     partitioning: Partitioning,
     axis_variable: str | None = None,
     overwrite: bool = False,
     storage_options: Mapping[str, Any] | None = None,
+    from_: Any = None,
 ) -> AsyncCollection:
     """Create an empty collection and return it open for writing.
 
@@ -49,10 +60,10 @@ async def create_collection(
     ----------
     store : str or StoreSpec
         ``file:///path``, ``memory://name``, a local path or a store spec.
-    schema : Schema
-        The variables, dimensions and groups of every partition.
-    axis : str
-        The partitioned dimension (e.g. ``"time"``).
+    schema : Schema, optional
+        The variables, dimensions and groups of every partition (or ``from_``).
+    axis : str, optional
+        The partitioned dimension (e.g. ``"time"``); by default the partitioning's.
     partitioning : Partitioning
         How rows map to partitions, e.g. ``partitioning.Date(("time",), resolution="M")``.
     axis_variable : str, optional
@@ -62,6 +73,10 @@ async def create_collection(
         Replace an existing collection (all of it) instead of failing.
     storage_options : dict, optional
         Backend options.
+    from_ : xarray.Dataset or xarray.DataTree, optional
+        Infer the schema from this data instead of ``schema`` (groups, dtypes,
+        fill values, attributes, zarr chunks; nothing is read or inserted):
+        ``create_collection(url, from_=ds, partitioning=...).insert(ds)``.
 
     Raises
     ------
@@ -73,12 +88,20 @@ async def create_collection(
     SchemaError
         When the schema, axis and partitioning do not fit together.
     """
-    if not isinstance(schema, Schema):
-        raise InvalidInputError(f"schema must be a dask_zcollection.Schema, got {schema!r}")
     if not isinstance(partitioning, Partitioning):
         raise InvalidInputError(
             f"partitioning must be a partitioning (e.g. partitioning.Date), got {partitioning!r}"
         )
+    if axis is None:
+        axis = partitioning.dimension
+    if from_ is not None:
+        if schema is not None:
+            raise InvalidInputError("pass schema or from_ (a schema inferred from data), not both")
+        from ._infer import schema_from_xarray
+
+        schema = schema_from_xarray(from_, axis)
+    if not isinstance(schema, Schema):
+        raise InvalidInputError(f"schema must be a dask_zcollection.Schema, got {schema!r}")
     spec = resolve_store(store, storage_options).for_writing()
     if overwrite:
         check_clearable(store, spec)
@@ -172,10 +195,23 @@ async def read_collection(
     :func:`dask_zcollection.read_collection`).
 
     Reads the collection descriptor and the catalog (never a listing of every
-    partition when the catalog exists).
+    partition when the catalog exists). On a view's URL, the view over its
+    base (:func:`read_view`).
     """
-    collection = await open_collection(
-        store, mode="r", storage_options=storage_options, version=version
-    )
+    try:
+        collection = await open_collection(
+            store, mode="r", storage_options=storage_options, version=version
+        )
+    except CollectionNotFoundError:
+        # No collection descriptor: a view's URL reads as the view over its base.
+        if not await is_view(store, storage_options):
+            raise
+        return await read_view(
+            store,
+            variables=variables,
+            filters=filters,
+            storage_options=storage_options,
+            version=version,
+        )
     catalog = await collection.catalog()
     return collection_from(collection.spec, collection.config, catalog, variables, filters)

@@ -12,6 +12,7 @@ from ._sync import sync
 from .catalog import Catalog
 from .collection import LazyCollection
 from .data import Dataset
+from .errors import ZCollectionError
 from .io import VerifyReport
 from .merge import MergeLike
 from .partitioning import Partitioning
@@ -39,7 +40,13 @@ class Collection:
     mode = property(lambda self: self.aio.mode, doc="'r' or 'rw'.")
 
     def __repr__(self) -> str:
-        return repr(self.aio).replace("AsyncCollection", "Collection", 1)
+        # The committed partitions and their size: the catalog is read once
+        # (cached until the next write); a repr never raises for it.
+        try:
+            catalog = self.catalog()
+        except (ZCollectionError, OSError, RuntimeError):
+            catalog = None
+        return self.aio.describe(catalog).replace("AsyncCollection", "Collection", 1)
 
     def catalog(self, *, refresh: bool = False) -> Catalog:
         """The committed partition index."""
@@ -108,14 +115,79 @@ class Collection:
         filters: FilterLike = None,
         variables: Sequence[str] | None = None,
         compute: bool = True,
+        index: Any = None,
+        depth: Any = None,
+        boundary: Any = "none",
+        **predicates: Any,
     ) -> Any:
         """Rewrite variables of the selected partitions with ``func(partition) -> Dataset``.
 
         ``func`` gets each partition as a :class:`Dataset` (only ``variables``
         when given) and returns the variables to replace, same rows. All
         partitions are rewritten aside and published by one commit.
+
+        With ``index=`` (a stored index's name or an
+        :class:`~dask_zcollection.indexing.Indexer`) and keyword predicates on
+        its columns (``pass_number=[12, 13]``), ``func`` gets only the rows the
+        index selects (of the partitions it names) and only those are replaced.
+
+        With ``depth=`` (rows, or a time span along the axis) ``func`` gets each
+        partition extended by its neighbours' rows, as for
+        :meth:`LazyCollection.map_overlap` (``boundary`` too), and returns the
+        variables over the extended rows; the halo is trimmed before writing.
         """
-        return sync(self.aio.update(func, filters=filters, variables=variables, compute=compute))
+        return sync(
+            self.aio.update(
+                func,
+                filters=filters,
+                variables=variables,
+                compute=compute,
+                index=index,
+                depth=depth,
+                boundary=boundary,
+                **predicates,
+            )
+        )
+
+    def create_index(
+        self,
+        name: str,
+        builder: Callable[..., Any],
+        *,
+        filters: FilterLike = None,
+        variables: Sequence[str] | None = None,
+        overwrite: bool = False,
+    ) -> list[str]:
+        """Build an index with ``builder`` and store it in the collection (``_indexes/<name>/``).
+
+        ``builder(partition: Dataset)`` returns the key columns and ``_start``,
+        ``_stop`` (see :meth:`dask_zcollection.indexing.Indexer.build`). Read
+        through it with ``read_collection(url).filter(index=name, column=...)``.
+        Writers never update an index: a lookup refuses partitions rewritten
+        since (:class:`~dask_zcollection.errors.StaleIndexError`) until
+        :meth:`update_index` rebuilds them. Returns the partitions indexed.
+        """
+        return sync(
+            self.aio.create_index(
+                name, builder, filters=filters, variables=variables, overwrite=overwrite
+            )
+        )
+
+    def update_index(self, name: str, builder: Callable[..., Any] | None = None) -> list[str]:
+        """Rebuild the entries of index ``name`` that are stale or missing; return those partitions.
+
+        Without ``builder``, the one given to :meth:`create_index` (stored with
+        the index) runs.
+        """
+        return sync(self.aio.update_index(name, builder))
+
+    def drop_index(self, name: str) -> None:
+        """Delete index ``name``."""
+        sync(self.aio.drop_index(name))
+
+    def indexes(self) -> list[str]:
+        """Names of the indexes stored in the collection."""
+        return sync(self.aio.indexes())
 
     def map(self, func: Callable[..., Any], *, filters: FilterLike = None) -> dict[str, Any]:
         """``func(partition)`` for every selected partition, as one graph: path -> result."""
@@ -200,14 +272,19 @@ class Collection:
 def create_collection(
     store: StoreLike,
     *,
-    schema: Schema,
-    axis: str,
+    schema: Schema | None = None,
+    axis: str | None = None,
     partitioning: Partitioning,
     axis_variable: str | None = None,
     overwrite: bool = False,
     storage_options: Mapping[str, Any] | None = None,
+    from_: Any = None,
 ) -> Collection:
-    """Create an empty collection (see :func:`dask_zcollection.aio.create_collection`)."""
+    """Create an empty collection (see :func:`dask_zcollection.aio.create_collection`).
+
+    ``from_=ds`` (an ``xarray.Dataset`` or ``DataTree``) infers the schema from
+    the data: ``dzc.create_collection(url, from_=ds, partitioning=...).insert(ds)``.
+    """
     return Collection(
         sync(
             aio.create_collection(
@@ -218,6 +295,7 @@ def create_collection(
                 axis_variable=axis_variable,
                 overwrite=overwrite,
                 storage_options=storage_options,
+                from_=from_,
             )
         )
     )

@@ -15,7 +15,7 @@ only the selected partitions and variables are touched.
 from __future__ import annotations
 
 import asyncio
-import html
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -24,6 +24,7 @@ import numpy
 from dask.base import DaskMethodsMixin
 from dask.delayed import Delayed
 
+from ._display import lazy_repr_html, size_of, time_span_text
 from ._sync import sync
 from .catalog import Catalog
 from .data import Dataset
@@ -42,6 +43,7 @@ from .expr import (
 )
 from .expr._dask import array_from_graph
 from .expr._read import row_count_task
+from .indexing._selection import clip
 from .io import ReadSource, TimeRange, parts_of, row_range
 from .partitioning import compile_filter, time_bound
 from .partitioning._filter import FilterLike
@@ -57,18 +59,36 @@ class LazyCollection(DaskMethodsMixin):
     in key order), or ``None`` when no partition is selected.
     """
 
-    __slots__ = ("_expr", "_optimized", "_simplified")
+    __slots__ = ("_expr", "_optimized", "_pruned", "_simplified")
 
     def __init__(self, expr: ZExpr) -> None:
         self._expr = expr
         # The expression never changes: simplify and optimise it once.
         self._simplified: ZExpr | None = None
         self._optimized: ZExpr | None = None
+        self._pruned: ZExpr | None = None
 
     # -- dask collection protocol -------------------------------------------------------------
     @property
     def expr(self) -> ZExpr:
-        """The (unoptimised) expression."""
+        """The expression dask sees: filters absorbed into the read, projections above it.
+
+        Every dask entry point builds its graph from this (``dask.optimize``,
+        ``dask.compute``, ``dask.persist``, ``Client.compute``/``persist``,
+        ``dask.delayed``), and ``dask.optimize`` does not simplify it: the
+        expression as built would read every partition of the collection.
+        Projections stay above the read so that collections computed together
+        still share one read of each partition (``dask.compute(lazy,
+        lazy["ssh"])``); simplification then absorbs them.
+        :attr:`unoptimized_expr` is the expression as built.
+        """
+        if self._pruned is None:
+            self._pruned = _pruned(self._expr, self._simple())
+        return self._pruned
+
+    @property
+    def unoptimized_expr(self) -> ZExpr:
+        """The expression as built, before simplification."""
         return self._expr
 
     def __dask_graph__(self) -> Mapping[Any, Any]:
@@ -154,16 +174,8 @@ class LazyCollection(DaskMethodsMixin):
         rows = self.catalog.total_rows
         if rows < 0:
             return -1
-        schema = self.source.config.schema
-        dims = schema.all_dimensions()
-        total = 0
-        for v in self.variables:
-            spec = schema[v]
-            # Immutable variables do not span the axis: every dimension counts.
-            fixed = spec.dimensions if spec.immutable else spec.dimensions[1:]
-            width = int(numpy.prod([dims[d].size or 1 for d in fixed] or [1]))
-            total += (1 if spec.immutable else rows) * width * spec.dtype.itemsize
-        return total
+        per_row, fixed = size_of(self.source.config.schema, self.variables)
+        return rows * per_row + fixed
 
     def explain(self) -> str:
         """The optimised plan in words, with the number of partitions read."""
@@ -174,13 +186,75 @@ class LazyCollection(DaskMethodsMixin):
         return "\n".join(lines)
 
     def visualize(  # type: ignore[override]
-        self, filename: str | None = "zcollection", **kwargs: Any
+        self, filename: str | None = "zcollection", format: str | None = None, **kwargs: Any
     ) -> Any:
-        """Draw the optimised task graph (needs the ``graphviz`` package)."""
-        from dask.dot import dot_graph
+        """Draw the optimised task graph: the tasks :meth:`compute` runs.
+
+        Filters and projections are applied first, so only the selected
+        partitions' read tasks appear (``zc-read-...``).
+
+        Parameters
+        ----------
+        filename : str or None
+            File to write (``.png`` unless ``format`` or its extension says
+            otherwise); ``None`` writes nothing and returns the image.
+        format : str, optional
+            ``png``, ``svg``, ``pdf``, ``dot``, ``jpeg``.
+        **kwargs
+            Passed to :func:`dask.dot.to_graphviz`.
+
+        Raises
+        ------
+        ImportError
+            Without the ``graphviz`` package (``pip install
+            'dask_zcollection[graphviz]'``) or Graphviz's ``dot`` program.
+        """
+        try:
+            import graphviz
+        except ImportError as err:
+            raise ImportError(
+                "visualize() needs the graphviz package: pip install "
+                "'dask_zcollection[graphviz]' (and Graphviz's dot program)"
+            ) from err
+        from dask import dot
 
         graph = dict(Finalize(self._expr).optimize(fuse=False).__dask_graph__())
-        return dot_graph(graph, filename=filename, **kwargs)
+        drawing = dot.to_graphviz(graph, **kwargs)
+        try:
+            return dot.graphviz_to_file(drawing, filename, format)
+        except graphviz.ExecutableNotFound as err:
+            raise ImportError(
+                "visualize() needs Graphviz's dot program on PATH "
+                "(apt install graphviz, or conda install graphviz)"
+            ) from err
+
+    def plot_partitions(self, by: str = "rows", ax: Any = None) -> Any:
+        """A timeline of the selected partitions, coloured by rows or bytes.
+
+        One bar per partition from the first to the last value of its axis
+        variable (the catalog's stats; nothing is read), so gaps in the data
+        show as blank spans.
+
+        Parameters
+        ----------
+        by : {"rows", "bytes"}
+            What the colour shows (bytes: uncompressed size of the variables).
+        ax : matplotlib.axes.Axes, optional
+            Where to draw (a new figure by default).
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+            The axes drawn on.
+
+        Raises
+        ------
+        ImportError
+            Without matplotlib (``pip install 'dask_zcollection[plot]'``).
+        """
+        from ._display import plot_partitions
+
+        return plot_partitions(self, by, ax)
 
     def __repr__(self) -> str:
         cat = self.catalog
@@ -191,30 +265,51 @@ class LazyCollection(DaskMethodsMixin):
             f"  partitioning: {config.partitioning!r}\n"
             f"  partitions:   {len(cat)} selected of {self._simple().total}\n"
             f"  variables:    {', '.join(self.variables)}\n"
-            f"  size:         {format_bytes(size) if size >= 0 else 'unknown'}"
-        )
+            f"  size:         {format_bytes(size) if size >= 0 else 'unknown'}\n"
+            f"  time range:   {time_span_text(self)}"
+        ) + "".join(f"\n  {line}" for line in self.source.describe(self.variables))
 
     def _repr_html_(self) -> str:
-        return f"<pre>{html.escape(repr(self))}</pre>"
+        return lazy_repr_html(self)
 
     # -- operations --------------------------------------------------------------------------------
-    def filter(self, expr: FilterLike = None, /, **kwargs: Any) -> LazyCollection:
-        """Select partitions by key and rows by axis range.
+    def filter(
+        self, expr: FilterLike = None, /, *, index: Any = None, **kwargs: Any
+    ) -> LazyCollection:
+        """Select partitions by key and rows by axis range, or rows by an index.
 
         Parameters
         ----------
         expr : str, mapping or None
             A filter on partition keys: ``"year == 2024 and month in (3, 4)"``.
+        index : str or Indexer, optional
+            Select rows through an index: the name of one stored in the
+            collection (``Collection.create_index``) or an
+            :class:`~dask_zcollection.indexing.Indexer`; the keyword
+            predicates then name the index's columns (``value``, a list, or an
+            inclusive ``slice``), only the partitions it names are read, and of
+            them only the chunks holding a selected row.
         **kwargs
             ``key=value`` (or a list, or ``slice(lo, hi)`` inclusive) on key
             components; ``<axis variable>=slice(start, stop)`` (inclusive, datetime
             strings accepted) for a time range.
 
+        Raises
+        ------
+        FilterError
+            An unknown key, axis or index column.
+        StaleIndexError
+            The index was built from other versions of the selected partitions.
+
         Examples
         --------
         >>> ds.filter("year == 2024", month=3)                      # doctest: +SKIP
         >>> ds.filter(time=slice("2024-03-01", "2024-03-04T12:00"))  # doctest: +SKIP
+        >>> ds.filter(index=idx, pass_number=[12, 13])               # doctest: +SKIP
         """
+        if index is not None:
+            base = self.filter(expr) if expr is not None else self
+            return base._filter_index(index, kwargs)
         config = self.source.config
         keys = config.partitioning.keys
         axis = config.axis_variable
@@ -251,6 +346,58 @@ class LazyCollection(DaskMethodsMixin):
                         f"{list(node.frame.variables)}; filter on it before persist()"
                     )
         return LazyCollection(filtered)
+
+    def _filter_index(self, index: Any, predicates: dict[str, Any]) -> LazyCollection:
+        """Rows selected through ``index`` (checked against the collection's catalog)."""
+        stored = isinstance(index, str)
+        if stored:
+            from .indexing._stored import load_index
+
+            partitioning = self.source.config.partitioning
+            index = sync(load_index(self.source.spec, index, self.catalog, partitioning.encode))
+        if not hasattr(index, "selection"):
+            raise FilterError(
+                f"index= takes an Indexer (dask_zcollection.indexing), not {type(index).__name__}"
+            )
+        leaf = None
+        for node in self._expr.walk():
+            if isinstance(node, (MapPartitions, Persisted)):
+                raise FilterError(
+                    "an index selects stored rows: filter with index= before map_partitions "
+                    "and persist()"
+                )
+            if isinstance(node, ReadPartitions):
+                leaf = node
+        if leaf is None:
+            raise FilterError("an index selects rows of a stored collection only")
+        partitioning = self.source.config.partitioning
+        selected = self.catalog
+        txns = None
+        if not stored and index.needs_txns():
+            # The version each selected partition holds (a stored index checked it already).
+            from .indexing._indexer import _txns
+
+            names = [partitioning.encode(selected.key_tuple(i)) for i in range(len(selected))]
+            txns = dict(zip(names, sync(_txns(self.source.spec, selected.paths)), strict=True))
+        selection = index.selection(
+            leaf.catalog,
+            partitioning.encode,
+            partitioning.keys,
+            complete=not stored and len(leaf.catalog) == leaf.total,
+            selected=selected,
+            txns=txns,
+            **predicates,
+        )
+        return LazyCollection(Filter(self._expr, None, None, selection))
+
+    def _reads_whole_partitions(self) -> bool:
+        """Whether the plan reads whole stored partitions (no time range, row selection, map)."""
+        expr = self._optimized_partitions()
+        return (
+            isinstance(expr, ReadPartitions)
+            and expr.operand("time_range") is None
+            and expr.operand("rows") is None
+        )
 
     def _time_range(self, value: Any) -> TimeRange:
         config = self.source.config
@@ -293,6 +440,69 @@ class LazyCollection(DaskMethodsMixin):
         return LazyCollection(
             MapPartitions(self._expr, func, tuple(args), dict(kwargs) or None, None)
         )
+
+    def map_overlap(
+        self,
+        func: Callable[..., Dataset],
+        depth: Any,
+        *args: Any,
+        boundary: Any = "none",
+        **kwargs: Any,
+    ) -> LazyCollection:
+        """Apply ``func`` to every partition extended by ``depth`` rows of its neighbours.
+
+        Each selected partition is read with a halo: the rows just before and
+        after it in key order, from any partition of the collection (selected
+        or not; only those rows are read), ``func(dataset, *args, **kwargs)``
+        runs on the extended partition (it must keep its rows) and the halo is
+        trimmed off its result. The result equals running ``func``'s windowed
+        computation over the whole collection.
+
+        Parameters
+        ----------
+        func : callable
+            ``func(partition: Dataset, *args, **kwargs) -> Dataset`` (same rows).
+        depth : int or time span
+            Rows on each side, or a time span along the axis
+            (``numpy.timedelta64``, ``datetime.timedelta``, ``"6h"``): every
+            row whose axis value is within it of the partition's first / last.
+        boundary : "none" or scalar
+            ``"none"``: the collection's first and last partitions get a shorter
+            halo; a constant: they are padded with it to ``depth`` rows
+            (datetime variables with NaT; a depth in rows only).
+
+        Planning reads the row counts the catalog lacks and, for a time span,
+        the axis of the partitions the halos reach.
+
+        Raises
+        ------
+        InvalidInputError
+            A negative depth, a bad boundary, or a plan that is not a read of
+            stored partitions (after ``map_partitions``, ``persist`` or an
+            index's row selection).
+        """
+        from ._overlap import plan_overlap
+
+        expr, ranges = self._block_ranges()
+        if not isinstance(expr, ReadPartitions) or expr.operand("rows") is not None:
+            raise InvalidInputError(
+                "map_overlap reads stored partitions and their neighbours: call it before "
+                "map_partitions, persist() or a filter(index=)"
+            )
+        leaf = next(n for n in self._expr.walk() if isinstance(n, ReadPartitions))
+        overlap = plan_overlap(
+            self.source,
+            leaf.catalog,
+            expr.catalog,
+            [(int(a), int(b)) for a, b in ranges],
+            expr.variables,
+            func,
+            tuple(args),
+            dict(kwargs) or None,
+            depth,
+            boundary,
+        )
+        return LazyCollection(overlap)
 
     # -- interop -----------------------------------------------------------------------------------
     def to_delayed(self) -> list[Delayed]:
@@ -392,12 +602,19 @@ class LazyCollection(DaskMethodsMixin):
                 raise VariableNotFoundError(f"variable {n!r} is not in the collection")
         expr, rows = self._block_ranges()
         ranges = numpy.asarray(rows, dtype="int64").reshape(-1, 2)
+        selected = None
+        if isinstance(expr, ReadPartitions) and expr.operand("rows") is not None:
+            # An index's selection, inside the committed (and time-trimmed) rows.
+            selected = tuple(
+                clip(pieces or (), a, b)
+                for pieces, (a, b) in zip(expr.row_ranges(), rows, strict=True)
+            )
         out: dict[str, Any] = {}
         for name in names:
             spec = schema[name]
             blocks: ZExpr
             if isinstance(expr, ReadPartitions):
-                blocks = ReadBlocks(self.source, expr.catalog, name, ranges)
+                blocks = ReadBlocks(self.source, expr.catalog, name, ranges, selected)
             elif spec.immutable and not len(expr.catalog):
                 raise InvalidInputError(f"no partition selected: cannot build {name!r}")
             else:
@@ -411,13 +628,26 @@ class LazyCollection(DaskMethodsMixin):
             out[name] = array_from_graph(graph, blocks._name, blocks.chunks, spec.dtype)
         return out
 
-    def to_xarray(self) -> Any:
+    def to_xarray(self, *, index: bool = True) -> Any:
         """A dask-backed ``xarray.Dataset`` (``DataTree`` with nested groups).
 
-        Each variable is the array of :meth:`to_dask_array`. Building it reads
-        the axis variable of the partitions at the ends of a time range to size
-        their blocks (and the axis array's metadata of partitions whose catalog
-        has no row count); nothing else. Values are read when computed.
+        Each variable is the array of :meth:`to_dask_array`. Values are read
+        when computed; the fill value of a variable is its
+        ``encoding["_FillValue"]`` (values are not masked, see ``docs/xarray.md``).
+
+        Parameters
+        ----------
+        index : bool, default True
+            Give the axis variable an index along the partitioned dimension
+            (``time`` along ``time``; a non-dimension coordinate indexed with
+            ``set_xindex`` when it is named otherwise, as ``time`` along
+            ``num_lines``), so ``.sel`` on it needs nothing computed and reads
+            only the blocks in range. Building it reads the axis variable
+            (only that variable: nothing when it is projected away). Nested
+            groups of a ``DataTree`` inherit it. With ``False``, building reads
+            only the axis of the partitions at the ends of a time range (and
+            the axis array's metadata of partitions whose catalog has no row
+            count).
 
         Raises
         ------
@@ -435,7 +665,12 @@ class LazyCollection(DaskMethodsMixin):
         arrays = self._dask_arrays(list(self.variables))
         from .data import Variable
 
-        schema = self.source.config.schema
+        config = self.source.config
+        schema = config.schema
+        axis_variable = config.axis_variable if index and config.axis_variable in arrays else None
+        if axis_variable is not None:
+            # The index holds the axis values: read them (that variable only, blocks in parallel).
+            arrays[axis_variable] = numpy.asarray(arrays[axis_variable].compute())
         variables = {}
         for path, arr in arrays.items():
             spec = schema[path]
@@ -449,13 +684,24 @@ class LazyCollection(DaskMethodsMixin):
             {p: v.data for p, v in variables.items() if not schema[p].immutable},
             {p: v.data for p, v in variables.items() if schema[p].immutable},
         )
-        return ds.to_xarray()
+        from .data._xarray import to_xarray
+
+        return to_xarray(ds, axis=axis_variable)
 
     def to_dask_dataframe(self, variables: Sequence[str] | None = None) -> Any:
-        """Variables along the axis (1-D) as a :class:`dask.dataframe.DataFrame`.
+        """Variables along the axis as a :class:`dask.dataframe.DataFrame`.
 
-        Divisions come from the catalog's min/max of the axis variable when it
-        is in ``variables`` and partitions do not overlap, so ``.loc[a:b]`` prunes.
+        A 1-D variable is a column; a variable with more dimensions is one
+        column per index of the others (the wide format): ``ssh[0]``,
+        ``ssh[1]``, ... (``name[i,j]`` for 3-D). By default the 1-D variables
+        only. The dtypes are the stored ones (no masking). Divisions come from
+        the catalog's min/max of the axis variable when it is in ``variables``
+        and partitions do not overlap, so ``.loc[a:b]`` prunes.
+
+        Raises
+        ------
+        InvalidInputError
+            When a variable does not span the axis (an immutable one).
         """
         import dask.dataframe as dd
         import pandas
@@ -468,10 +714,8 @@ class LazyCollection(DaskMethodsMixin):
             else [v for v in self.variables if schema[v].dimensions == (config.axis,)]
         )
         for n in names:
-            if n not in schema or schema[n].dimensions != (config.axis,):
-                raise InvalidInputError(
-                    f"variable {n!r} is not a 1-D variable along {config.axis!r}"
-                )
+            if n not in schema or schema[n].immutable or schema[n].dimensions[0] != config.axis:
+                raise InvalidInputError(f"variable {n!r} is not a variable along {config.axis!r}")
         expr = self._optimized_partitions()
         if not isinstance(expr, (ReadPartitions, Persisted)):
             raise InvalidInputError(
@@ -484,7 +728,19 @@ class LazyCollection(DaskMethodsMixin):
         from .io import parts_of
 
         parts = parts_of(catalog, time_range)
-        meta = pandas.DataFrame({n: numpy.empty(0, dtype=schema[n].dtype) for n in names})
+        dims = schema.all_dimensions()
+        meta = pandas.DataFrame(
+            _flat_columns(
+                {
+                    n: numpy.empty(
+                        (0, *(dims[d].size or 0 for d in schema[n].dimensions[1:])),
+                        dtype=schema[n].dtype,
+                    )
+                    for n in names
+                },
+                names,
+            )
+        )
         index = axis if axis in names else None
         if index is not None:
             meta = meta.set_index(index)
@@ -506,8 +762,11 @@ class LazyCollection(DaskMethodsMixin):
                 for part in self.to_delayed()
             ]
             return dd.from_delayed(frames, meta=meta, verify_meta=False)
+        rows_of = None
+        if isinstance(expr, ReadPartitions) and expr.operand("rows") is not None:
+            rows_of = dict(zip(catalog.paths, expr.row_ranges(), strict=True))
         return dd.from_map(
-            _DataFrameReader(self.source, tuple(names), time_range, index),
+            _DataFrameReader(self.source, tuple(names), time_range, index, rows_of),
             parts,
             meta=meta,
             divisions=divisions,
@@ -516,11 +775,49 @@ class LazyCollection(DaskMethodsMixin):
         )
 
 
+def _pruned(built: ZExpr, simple: ZExpr) -> ZExpr:
+    """``simple`` with each read narrower than the read of ``built`` put back under a projection.
+
+    The partitions stay pruned; the projection is absorbed again when the
+    expression is optimised, by then together with every other consumer of
+    the read.
+    """
+    leaf = next((n for n in built.walk() if isinstance(n, ReadPartitions)), None)
+    if leaf is None:
+        return simple
+    out = simple
+    for node in list(simple.find_operations(ReadPartitions)):
+        if node.variables != leaf.variables:
+            wide = node.substitute_parameters({"variables": leaf.variables})
+            out = out.substitute(node, Project(wide, node.variables))  # type: ignore[assignment]
+    return out  # type: ignore[no-any-return]
+
+
+def _flat_columns(values: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """1-D columns: a variable with more dimensions gives ``name[i]`` (``name[i,j]``...)."""
+    out: dict[str, Any] = {}
+    for n in names:
+        v = numpy.asarray(values[n])
+        if v.ndim <= 1:
+            out[n] = v
+            continue
+        flat = v.reshape(len(v), math.prod(v.shape[1:]))
+        for j, idx in enumerate(numpy.ndindex(v.shape[1:])):
+            out[f"{n}[{','.join(map(str, idx))}]"] = flat[:, j]
+    return out
+
+
+def _column_variable(column: str) -> str:
+    """The variable a column of :func:`_flat_columns` comes from."""
+    return column.partition("[")[0] if column.endswith("]") else column
+
+
 def _frame_of(ds: Dataset, names: tuple[str, ...], index: str | None) -> Any:
     """One persisted partition as a pandas DataFrame."""
     import pandas
 
-    frame = pandas.DataFrame({n: ds[n].values for n in names})  # type: ignore[union-attr]
+    values = {n: ds[n].values for n in names}  # type: ignore[union-attr]
+    frame = pandas.DataFrame(_flat_columns(values, names))
     return frame.set_index(index) if index else frame
 
 
@@ -533,20 +830,28 @@ class _DataFrameReader:
         names: tuple[str, ...],
         time_range: TimeRange | None,
         index: str | None,
+        rows_of: dict[str, Any] | None = None,
     ) -> None:
         self.source, self.names, self.time_range, self.index = source, names, time_range, index
+        #: The rows selected of each partition by path (an index's selection), or ``None``.
+        self.rows_of = rows_of
 
     def __call__(self, part: tuple[str, int, bool], columns: Sequence[str] | None = None) -> Any:
         import pandas
 
         from .io import read_partition
 
+        wanted = None if columns is None else {_column_variable(c) for c in columns}
         names = (
             self.names
-            if columns is None
-            else tuple(n for n in self.names if n in columns or n == self.index)
+            if wanted is None
+            else tuple(n for n in self.names if n in wanted or n == self.index)
         )
-        frame = pandas.DataFrame(sync(read_partition(self.source, part, names, self.time_range)))
+        rows = None if self.rows_of is None else self.rows_of.get(part[0])
+        values = sync(read_partition(self.source, part, names, self.time_range, rows))
+        frame = pandas.DataFrame(_flat_columns(values, names))
+        if columns is not None:  # a projection of some columns of a 2-D variable
+            frame = frame[[c for c in frame.columns if c in columns or c == self.index]]
         return frame.set_index(self.index) if self.index else frame
 
 

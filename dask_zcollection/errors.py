@@ -8,8 +8,10 @@ matching builtin so generic handlers keep working::
     │                               VariableNotFoundError
     ├─ AlreadyExistsError(FileExistsError)
     ├─ ReadOnlyError(PermissionError)
-    ├─ InvalidInputError(ValueError) SchemaError, FilterError, MergeError
+    ├─ InvalidInputError(ValueError) SchemaError, FilterError, MergeError,
+    │                               StaleIndexError
     ├─ ConflictError                a concurrent commit won; retryable
+    ├─ StalePartitionError          a view partition computed from an older base partition
     ├─ StorageError(OSError)        wraps backend errors
     │  └─ CorruptedDataError        stored bytes fail to decode or verify
     └─ FormatVersionError
@@ -30,6 +32,8 @@ __all__ = [
     "PartitionNotFoundError",
     "ReadOnlyError",
     "SchemaError",
+    "StalePartitionError",
+    "StaleIndexError",
     "StorageError",
     "VariableNotFoundError",
     "ZCollectionError",
@@ -85,8 +89,35 @@ class MergeError(InvalidInputError):
     """A merge strategy cannot combine the stored and the inserted data."""
 
 
+class StaleIndexError(InvalidInputError):
+    """An index was built from other versions of some partitions than those committed.
+
+    The message names the partitions; rebuild the index (``Collection.update_index``).
+    """
+
+
 class ConflictError(ZCollectionError):
     """A concurrent writer committed first; the operation can be retried."""
+
+
+class StalePartitionError(ZCollectionError):
+    """A view partition was computed from a base partition that has changed since.
+
+    Its rows would be misaligned with the base's: read it with
+    ``stale="fill"`` (fill values) or recompute it with ``View.update``.
+
+    Attributes
+    ----------
+    partition : str
+        Canonical path of the partition (``year=2024/month=03``).
+    """
+
+    def __init__(self, message: str, partition: str = "") -> None:
+        super().__init__(message)
+        self.partition = partition
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return type(self), (str(self), self.partition)
 
 
 class StorageError(ZCollectionError, OSError):

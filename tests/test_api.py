@@ -93,7 +93,7 @@ def test_quick_start(store_url: str) -> None:
 def test_collection_repr_names_url_and_partitioning(memory_url: str, factory: Factory) -> None:
     col = factory.create(memory_url)
     col.insert(factory.data(factory.times("2024-01-01", "2024-02-01")))
-    assert len(col.partitions()) == 2  # repr does no I/O: it shows the last catalog read
+    assert len(col.partitions()) == 2  # repr reads the catalog once (cached until a write)
     text = repr(col)
     assert memory_url in text
     assert "Date" in text and "partitions=2" in text
@@ -787,18 +787,36 @@ def test_aio_mirror_equals_sync(store_url: str, factory: Factory) -> None:
     assert isinstance(twin, zc.aio.AsyncCollection)
 
 
-def test_sync_api_inside_a_running_loop_raises(memory_url: str, factory: Factory) -> None:
+def test_sync_api_inside_another_running_loop_works(memory_url: str, factory: Factory) -> None:
+    # A Jupyter kernel runs every cell inside a running event loop: the sync API
+    # must work there (the calling thread waits, as for any blocking call).
+    col = factory.create(memory_url)
+    col.insert(factory.data(factory.times("2024-01-05", "2024-02-05")))
+
+    async def main() -> tuple[list[str], int]:
+        col = zc.open_collection(memory_url)
+        return col.partitions(), len(zc.read_collection(memory_url).compute()["time"].values)
+
+    partitions, rows = asyncio.run(main())
+    assert partitions == ["year=2024/month=01", "year=2024/month=02"]
+    assert rows == 2
+
+
+def test_sync_api_on_the_library_loop_raises(memory_url: str, factory: Factory) -> None:
+    # A coroutine on the library's own loop calling the sync API would wait for itself.
+    from dask_zcollection._sync import sync
+
     factory.create(memory_url)
 
     async def main() -> str:
-        with pytest.raises(RuntimeError, match=r"running event loop.*aio") as info:
+        with pytest.raises(RuntimeError, match=r"own event loop.*aio") as info:
             zc.open_collection(memory_url)
         col = await zc.aio.open_collection(memory_url)
         with pytest.raises(RuntimeError, match=r"dask_zcollection\.aio"):
             zc.Collection(col).partitions()
         return str(info.value)
 
-    message = asyncio.run(main())
+    message = sync(main())
     assert "await" in message
 
 

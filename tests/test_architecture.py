@@ -133,12 +133,17 @@ def test_the_circle_check_finds_a_function_local_circle() -> None:
 #: anyone may call them, and they call no layer.
 LAYERS = {
     "api": 0,
+    "cli": 0,
     "aio": 0,
     "_engine": 1,
     "_planner": 2,
     "_repair": 2,
     "collection": 2,
+    "_display": 2,
+    "view": 1,
     "expr": 3,
+    "indexing": 2,
+    "_overlap": 2,
     "io": 4,
     "catalog": 5,
     "store": 6,

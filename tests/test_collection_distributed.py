@@ -383,3 +383,192 @@ def test_a_failed_pipeline_chunk_leaves_nothing_visible(client: Any, tmp_path: A
         k: (v if k == "x_ac" else numpy.concatenate([v, more[k]])) for k, v in first.items()
     }
     factory.assert_dataset(zc.open_collection(url).query(), Factory.sorted_rows(expected))
+
+
+# -- every dask entry point sees the pruned graph ----------------------------------------------
+#: Daily partitions of the entry-point tests: one is selected.
+N_DAYS = 730
+
+
+@pytest.fixture(scope="module")
+def daily(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, numpy.ndarray]:
+    """``N_DAYS`` daily partitions of 3 rows each (time and a float) on disk."""
+    schema = (
+        zc.Schema()
+        .with_dimension("time", chunks=3)
+        .with_variable("time", dtype="datetime64[ns]", dimensions=("time",))
+        .with_variable("value", dtype="float64", dimensions=("time",))
+        .build()
+    )
+    url = f"file://{tmp_path_factory.mktemp('daily')}/col"
+    col = zc.create_collection(
+        url, schema=schema, axis="time", partitioning=zc.partitioning.Date(("time",), "D")
+    )
+    times = numpy.datetime64("2020-01-01", "ns") + numpy.arange(3 * N_DAYS) * numpy.timedelta64(
+        8, "h"
+    )
+    col.insert({"time": times, "value": numpy.arange(3 * N_DAYS, dtype="float64")})
+    return url, times
+
+
+def one_day(daily: tuple[str, numpy.ndarray], day: int = 5) -> tuple[Any, numpy.ndarray]:
+    """The lazy selection of 2021-03-``day`` (1 partition of ``N_DAYS``) and its values."""
+    url, times = daily
+    lazy = zc.read_collection(url).filter(f"year == 2021 and month == 3 and day == {day}")
+    mask = times.astype("datetime64[D]") == numpy.datetime64(f"2021-03-{day:02d}")
+    assert mask.sum() == 3
+    return lazy, numpy.flatnonzero(mask).astype("float64")
+
+
+def read_keys(keys: Any) -> list[Any]:
+    """The keys of partition read tasks among ``keys``."""
+    return [k for k in keys if isinstance(k, tuple) and str(k[0]).startswith("zc-read")]
+
+
+class Executed(dask.callbacks.Callback):
+    """Records the keys the local schedulers run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys: list[Any] = []
+
+    def _pretask(self, key: Any, dsk: Any, state: Any) -> None:
+        self.keys.append(key)
+
+
+def test_dask_optimize_returns_the_pruned_graph(daily: tuple[str, numpy.ndarray]) -> None:
+    lazy, expected = one_day(daily)
+    assert zc.read_collection(daily[0]).npartitions == N_DAYS
+    (optimized,) = dask.optimize(lazy)
+    graph = dict(optimized.__dask_graph__())
+    # Before: the expression as built, 2 x N_DAYS + 2 tasks (every partition read).
+    assert len(read_keys(graph)) == 1
+    assert len(graph) <= 2
+    numpy.testing.assert_array_equal(optimized.compute()["value"].values, expected)
+    (projected,) = dask.optimize(lazy["value"])
+    assert len(read_keys(dict(projected.__dask_graph__()))) == 1
+    assert projected.variables == ("value",)
+    numpy.testing.assert_array_equal(projected.compute()["value"].values, expected)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    ["compute", "method", "persist", "delayed", "to_delayed", "array", "xarray", "dataframe"],
+)
+def test_local_entry_points_run_one_read(daily: tuple[str, numpy.ndarray], entry: str) -> None:
+    lazy, expected = one_day(daily)
+
+    def values() -> numpy.ndarray:
+        if entry == "compute":
+            return dask.compute(lazy)[0]["value"].values  # type: ignore[no-any-return]
+        if entry == "method":
+            return lazy.compute()["value"].values  # type: ignore[no-any-return]
+        if entry == "persist":
+            (held,) = dask.persist(lazy)
+            return held.compute()["value"].values  # type: ignore[no-any-return]
+        if entry == "delayed":
+            return dask.delayed(lambda ds: ds["value"].values)(lazy).compute()  # type: ignore[no-any-return]
+        if entry == "to_delayed":
+            return numpy.concatenate([d["value"].values for d in dask.compute(*lazy.to_delayed())])
+        if entry == "array":
+            return lazy.to_dask_array("value").compute()  # type: ignore[no-any-return]
+        if entry == "xarray":
+            return lazy.to_xarray()["value"].values  # type: ignore[no-any-return]
+        return lazy.to_dask_dataframe()["value"].compute().values  # type: ignore[no-any-return]
+
+    with Executed() as executed, dask.config.set(scheduler="threads"):
+        got = values()
+    numpy.testing.assert_array_equal(got, expected)
+    # One partition selected (one chunk): one read task, or one block read.
+    names = [str(k[0] if isinstance(k, tuple) else k) for k in executed.keys]
+    reads_run = [n for n in names if n.startswith(("zc-read", "zc-block"))]
+    if entry == "xarray":  # the axis is read first: to_xarray builds its index on it
+        assert [n for n in reads_run if n.startswith("zc-block-time")], names
+        reads_run = [n for n in reads_run if not n.startswith("zc-block-time")]
+    assert len(reads_run) == 1, names
+    assert len(names) <= 6, names
+
+
+class SchedulerReads(distributed.diagnostics.plugin.SchedulerPlugin):
+    """Distinct partition read tasks the scheduler ran while this plugin was on it."""
+
+    def __init__(self, client: Any) -> None:
+        self.keys: set[str] = set()
+        self.scheduler = client.cluster.scheduler  # in this process (see the first test)
+        self.scheduler.add_plugin(self, name="zc-test-reads")
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        if finish == "memory" and read_keys([key]):
+            self.keys.add(str(key))
+
+    def count(self) -> int:
+        self.scheduler.remove_plugin(name="zc-test-reads")
+        return len(self.keys)
+
+
+def test_client_entry_points_run_one_read(client: Any, daily: tuple[str, numpy.ndarray]) -> None:
+    # Another day per entry point: a partition held by an earlier one is not read again.
+    lazy, expected = one_day(daily, 11)
+    seen = SchedulerReads(client)
+    numpy.testing.assert_array_equal(client.compute(lazy).result()["value"].values, expected)
+    assert seen.count() == 1
+    lazy, expected = one_day(daily, 12)
+    seen = SchedulerReads(client)
+    held = client.persist(lazy)
+    # The partitions stay on the workers: the collection holds futures, never data.
+    futures = distributed.futures_of(held)
+    assert len(futures) == 1
+    distributed.wait(futures)
+    assert all(client.who_has(futures).values())
+    assert not [v for v in dict(held.__dask_graph__()).values() if isinstance(v, zc.Dataset)]
+    numpy.testing.assert_array_equal(held.compute()["value"].values, expected)
+    assert seen.count() == 1
+    lazy, expected = one_day(daily, 13)
+    seen = SchedulerReads(client)
+    (held,) = dask.persist(lazy)  # the default scheduler is the client's
+    numpy.testing.assert_array_equal(held.compute()["value"].values, expected)
+    assert seen.count() == 1
+    lazy, expected = one_day(daily, 14)
+    seen = SchedulerReads(client)
+    (optimized,) = dask.optimize(lazy)
+    assert len(read_keys(dict(optimized.__dask_graph__()))) == 1
+    numpy.testing.assert_array_equal(client.compute(optimized).result()["value"].values, expected)
+    assert seen.count() == 1
+
+
+def day_runs(ds: zc.Dataset) -> dict[str, numpy.ndarray]:
+    """An index builder: one entry per day (module level: ships to workers by reference)."""
+    day = ds["time"].values.astype("datetime64[D]").astype("int64")  # type: ignore[union-attr]
+    edges = numpy.flatnonzero(numpy.diff(day)) + 1
+    starts = numpy.concatenate([[0], edges]).astype("int64")
+    stops = numpy.concatenate([edges, [len(day)]]).astype("int64")
+    return {"day": day[starts], "_start": starts, "_stop": stops}
+
+
+def quality_sum(ds: zc.Dataset, depth: int) -> zc.Dataset:
+    """Sum of ``quality`` over the rows within ``depth`` of each row."""
+    x = ds["quality"].values.astype("int64")  # type: ignore[union-attr]
+    c = numpy.concatenate([[0], numpy.cumsum(x)])
+    i = numpy.arange(len(x))
+    out = c[numpy.minimum(i + depth + 1, len(x))] - c[numpy.maximum(i - depth, 0)]
+    return ds.select(["time"]).with_variables({"total": ds["time"].with_data(out)})
+
+
+def test_index_and_overlap_on_the_cluster(client: Any, stored: tuple[str, Any]) -> None:
+    from dask_zcollection.indexing import Indexer
+
+    url, data = stored
+    lazy = zc.read_collection(url)
+    idx = Indexer.build(lazy, day_runs, variables=["time"])  # the builder runs on the workers
+    day = data["time"].astype("datetime64[D]").astype("int64")
+    chosen = day[[3, 100, 200]].tolist()
+    got = client.compute(lazy.filter(index=idx, day=chosen)).result()
+    assert_columns(got, rows(data, numpy.isin(day, chosen)))
+    out = client.compute(lazy.filter("month in (2, 4)").map_overlap(quality_sum, 40, 40)).result()
+    x = data["quality"].astype("int64")
+    c = numpy.concatenate([[0], numpy.cumsum(x)])
+    i = numpy.arange(len(x))
+    ref = c[numpy.minimum(i + 41, len(x))] - c[numpy.maximum(i - 40, 0)]
+    m = months(data)
+    keep = (m == numpy.datetime64("2024-02")) | (m == numpy.datetime64("2024-04"))
+    numpy.testing.assert_array_equal(out["total"].values, ref[keep])

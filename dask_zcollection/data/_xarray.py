@@ -95,13 +95,33 @@ def _group_to_xarray(group: Group, index: bool | None) -> xarray.Dataset:
     return ds
 
 
-def to_xarray(dataset: Group, *, index: bool | None = None) -> xarray.Dataset | xarray.DataTree:
-    """Convert a dataset: a DataTree when it has child groups, else a Dataset."""
+def _index_axis(ds: xarray.Dataset, name: str) -> xarray.Dataset:
+    """``ds`` with ``name`` (1-D, numpy-backed) an indexed coordinate along its dimension."""
+    if name in ds.xindexes:
+        return ds
+    # Named otherwise than its dimension (``time`` along ``num_lines``): a non-dimension
+    # coordinate with its own pandas index, as ``set_xindex`` makes it.
+    return ds.set_coords(name).set_xindex(name)
+
+
+def to_xarray(
+    dataset: Group, *, index: bool | None = None, axis: str | None = None
+) -> xarray.Dataset | xarray.DataTree:
+    """Convert a dataset: a DataTree when it has child groups, else a Dataset.
+
+    ``axis`` names the variable (a path) to index along its dimension even when
+    it is not named like it; nested groups of a DataTree inherit it.
+    """
     import xarray
 
+    axis_group, _, axis_name = (axis or "").rpartition("/")
     if not dataset.groups:
-        return _group_to_xarray(dataset, index)
+        ds = _group_to_xarray(dataset, index)
+        return _index_axis(ds, axis_name) if axis_name and axis_name in ds.variables else ds
     nodes: dict[str, xarray.Dataset] = {}
     for path, group in dataset.walk_groups():
-        nodes["/" if path == "/" else "/" + path] = _group_to_xarray(group, index)
+        node = _group_to_xarray(group, index)
+        if axis_name and (path.strip("/") == axis_group) and axis_name in node.variables:
+            node = _index_axis(node, axis_name)
+        nodes["/" if path == "/" else "/" + path] = node
     return xarray.DataTree.from_dict(nodes)  # type: ignore[arg-type]

@@ -29,6 +29,7 @@ from ..io import (
     read_block,
     read_concat,
     read_partition,
+    read_rows,
     row_range,
 )
 from ..partitioning import PartitionFilter
@@ -60,6 +61,28 @@ def intersect_ranges(a: TimeRange | None, b: TimeRange | None) -> TimeRange | No
     lo = a[0] if b[0] is None else b[0] if a[0] is None else max(a[0], b[0])
     hi = a[1] if b[1] is None else b[1] if a[1] is None else min(a[1], b[1])
     return (lo, hi)
+
+
+def _and_rows(a: Any, b: Any) -> Any:
+    """Rows selected by both row selections (``None``: every row)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a & b
+
+
+def canonical_paths(source: ReadSource, catalog: Catalog) -> list[str]:
+    """The canonical path (``year=2024/month=03``) of each partition of ``catalog``."""
+    encode = source.config.partitioning.encode
+    return [encode(catalog.key_tuple(i)) for i in range(len(catalog))]
+
+
+def _select_rows(source: ReadSource, catalog: Catalog, rows: Any) -> Catalog:
+    """The partitions of ``catalog`` holding a row of the row selection ``rows``."""
+    if rows is None:
+        return catalog
+    return catalog.take(rows.mask(canonical_paths(source, catalog)))
 
 
 def _and(a: PartitionFilter | None, b: PartitionFilter | None) -> PartitionFilter | None:
@@ -94,9 +117,10 @@ def read_partition_task(
     variables: tuple[str, ...],
     time_range: TimeRange | None,
     immutable: Mapping[str, Any] | None,
+    rows: tuple[tuple[int, int], ...] | None = None,
 ) -> Dataset:
-    """Read one partition into a :class:`Dataset`."""
-    columns = sync(read_partition(source, part, variables, time_range))
+    """Read one partition into a :class:`Dataset` (only ``rows`` when given)."""
+    columns = sync(read_partition(source, part, variables, time_range, rows))
     return _dataset(source, columns, immutable)
 
 
@@ -106,9 +130,10 @@ def read_concat_task(
     variables: tuple[str, ...],
     time_range: TimeRange | None,
     immutable: Mapping[str, Any] | None,
+    rows: list[tuple[tuple[int, int], ...] | None] | None = None,
 ) -> Dataset | None:
     """Read all partitions straight into one :class:`Dataset`."""
-    columns = sync(read_concat(source, parts, variables, time_range))
+    columns = sync(read_concat(source, parts, variables, time_range, rows))
     if columns and all(len(v) == 0 for v in columns.values()):
         return None  # the time range keeps no row: same answer as when no partition is selected
     return _dataset(source, columns, immutable)
@@ -157,6 +182,13 @@ def read_block_task(
 ) -> numpy.ndarray:
     """Rows ``start:stop`` of one variable of one partition (an immutable one whole)."""
     return sync(read_block(source, path, variable, start, stop))
+
+
+def read_pieces_task(
+    source: ReadSource, path: str, variable: str, pieces: tuple[tuple[int, int], ...]
+) -> numpy.ndarray:
+    """The rows of ``pieces`` of one variable of one partition (each chunk read once)."""
+    return sync(read_rows(source, path, variable, pieces))
 
 
 def slice_rows_task(ds: Dataset, variable: str, start: int, stop: int) -> numpy.ndarray:
@@ -242,10 +274,22 @@ class ReadPartitions(ZExpr):
     fused : bool
         One task decoding every partition into one result (set when the read
         is finalised directly and nothing else shares it).
+    rows : RowSelection or None
+        Only these rows of each partition (an index lookup), by canonical path;
+        the catalog holds only the partitions it names.
     """
 
-    _parameters = ["source", "catalog", "total", "variables", "time_range", "filters", "fused"]
-    _defaults = {"time_range": None, "filters": (), "fused": False}
+    _parameters = [
+        "source",
+        "catalog",
+        "total",
+        "variables",
+        "time_range",
+        "filters",
+        "fused",
+        "rows",
+    ]
+    _defaults = {"time_range": None, "filters": (), "fused": False, "rows": None}
     _prefix = "zc-read"
 
     @property
@@ -281,11 +325,15 @@ class ReadPartitions(ZExpr):
             + (" (fused into one task)" if self.operand("fused") else ""),
             f"  variables: {', '.join(self.variables)}",
         ]
+        lines += ["  " + line for line in self.source.describe(self.variables)]
         for f in self.operand("filters"):
             lines.append(f"  absorbed filter: {f}")
         if self.operand("time_range") is not None:
             lo, hi = self.operand("time_range")
             lines.append(f"  rows trimmed to {self.source.config.axis_variable} in [{lo}, {hi}]")
+        selection = self.operand("rows")
+        if selection is not None:
+            lines.append(f"  rows selected by {selection.label}: {selection.rows:,}")
         rows = cat.total_rows
         if rows >= 0:
             lines.append(f"  rows: {rows:,}")
@@ -295,7 +343,9 @@ class ReadPartitions(ZExpr):
         if self.operand("fused"):
             return None
         if isinstance(parent, Filter):
-            return self.apply_filter(parent.operand("predicate"), parent.operand("time_range"))
+            return self.apply_filter(
+                parent.operand("predicate"), parent.operand("time_range"), parent.operand("rows")
+            )
         if isinstance(parent, Project):
             # Read the union of what every consumer projects, once.
             users = [d() for d in dependents[self._name]]
@@ -320,24 +370,36 @@ class ReadPartitions(ZExpr):
         return None
 
     def apply_filter(
-        self, predicate: PartitionFilter | None, time_range: TimeRange | None
+        self, predicate: PartitionFilter | None, time_range: TimeRange | None, rows: Any = None
     ) -> ReadPartitions:
-        """This read restricted by a key predicate and/or a time range."""
+        """This read restricted by a key predicate, a time range and/or a row selection."""
         filters = list(self.operand("filters"))
         if predicate is not None:
             filters.append(str(predicate.source))
         if time_range is not None:
             axis = self.source.config.axis_variable
             filters.append(f"{axis} in [{time_range[0]}, {time_range[1]}]")
+        if rows is not None:
+            filters.append(f"rows {rows.label}".rstrip())
+        selection = _and_rows(self.operand("rows"), rows)
         return ReadPartitions(
             self.source,
-            self.catalog.select(predicate, time_range),
+            _select_rows(self.source, self.catalog.select(predicate, time_range), selection),
             self.total,
             self.variables,
             intersect_ranges(self.operand("time_range"), time_range),
             tuple(filters),
             False,
+            selection,
         )
+
+    def row_ranges(self) -> list[tuple[tuple[int, int], ...] | None]:
+        """The rows selected of each partition of the catalog (``None``: every row)."""
+        selection = self.operand("rows")
+        if selection is None:
+            return [None] * len(self.catalog)
+        by_path = dict(zip(selection.paths, selection.ranges, strict=True))
+        return [by_path.get(p, ()) for p in canonical_paths(self.source, self.catalog)]
 
     def _immutable_task(self, imm: tuple[str, ...]) -> tuple[Any, Task | None]:
         if not imm:
@@ -358,44 +420,61 @@ class ReadPartitions(ZExpr):
         layer: dict[Any, Any] = {} if imm_task is None else {imm_key: imm_task}
         src = DataNode(None, source)
         name = self._name
+        selected = self.row_ranges()
         if self.operand("fused"):
             key = (name, 0)
-            layer[key] = Task(key, read_concat_task, src, parts, part_vars, time_range, imm_ref)
+            layer[key] = Task(
+                key, read_concat_task, src, parts, part_vars, time_range, imm_ref, selected
+            )
             return layer
         for i, part in enumerate(parts):
             key = (name, i)
-            layer[key] = Task(key, read_partition_task, src, part, part_vars, time_range, imm_ref)
+            layer[key] = Task(
+                key, read_partition_task, src, part, part_vars, time_range, imm_ref, selected[i]
+            )
         return layer
 
 
 class Filter(ZExpr):
-    """Keep the partitions whose keys satisfy ``predicate`` and the rows inside ``time_range``."""
+    """Keep the partitions whose keys satisfy ``predicate`` and the rows inside ``time_range``.
 
-    _parameters = ["frame", "predicate", "time_range"]
-    _defaults = {"predicate": None, "time_range": None}
+    ``rows`` (a ``RowSelection``, from an index) keeps only those rows of the
+    partitions it names; it is absorbed by the read (row numbers are those of
+    the stored partitions).
+    """
+
+    _parameters = ["frame", "predicate", "time_range", "rows"]
+    _defaults = {"predicate": None, "time_range": None, "rows": None}
     _prefix = "zc-filter"
 
     def _simplify_down(self) -> Expr | None:
         frame = self.frame
         predicate, time_range = self.operand("predicate"), self.operand("time_range")
+        rows = self.operand("rows")
         if isinstance(frame, Filter):
             return Filter(
                 frame.frame,
                 _and(frame.operand("predicate"), predicate),
                 intersect_ranges(frame.operand("time_range"), time_range),
+                _and_rows(frame.operand("rows"), rows),
             )
         if isinstance(frame, MapPartitions) and predicate is not None:
             # A partition filter commutes with a per-partition map; a row filter
             # on the axis does not (the function may change the axis).
             below = MapPartitions(Filter(frame.frame, predicate, None), *frame.operands[1:])
-            return below if time_range is None else Filter(below, None, time_range)
+            if time_range is None and rows is None:
+                return below
+            return Filter(below, None, time_range, rows)
         if isinstance(frame, Project):
-            return Project(Filter(frame.frame, predicate, time_range), frame.operand("variables"))
+            return Project(
+                Filter(frame.frame, predicate, time_range, rows), frame.operand("variables")
+            )
         return None
 
     @property
     def catalog(self) -> Catalog:
-        return self.frame.catalog.select(self.operand("predicate"))
+        selected = self.frame.catalog.select(self.operand("predicate"))
+        return _select_rows(self.source, selected, self.operand("rows"))
 
     def describe(self) -> list[str]:
         p, t = self.operand("predicate"), self.operand("time_range")
@@ -404,6 +483,9 @@ class Filter(ZExpr):
         ] + ["  " + line for line in self.frame.describe()]
 
     def _layer(self) -> dict[Any, Any]:
+        if self.operand("rows") is not None:
+            # LazyCollection.filter(index=) refuses a frame the read does not absorb.
+            raise NotImplementedError("a row selection is applied by the read only")
         mask = self.frame.catalog.matching(self.operand("predicate"))
         selected = numpy.flatnonzero(mask).tolist()
         time_range = self.operand("time_range")
@@ -525,6 +607,8 @@ class Persisted(ZExpr):
         # (so to_xarray / to_dask_dataframe still know its row counts).
         if not isinstance(parent, Filter) or parent.operand("predicate") is None:
             return None
+        if parent.operand("rows") is not None:
+            return None
         catalog = self.catalog
         mask = catalog.matching(parent.operand("predicate"))
         keys = [k for k, keep in zip(self.operand("keys"), mask.tolist(), strict=True) if keep]
@@ -588,6 +672,25 @@ class Finalize(ZExpr):
 
 
 # -- blocks of one variable (dask arrays) ----------------------------------------------------------
+def _per_chunk(pieces: Sequence[tuple[int, int]], chunk: int) -> list[list[tuple[int, int]]]:
+    """``pieces`` split on the chunk edges, grouped by the chunk they lie in."""
+    groups: list[list[tuple[int, int]]] = []
+    current = -1
+    for a, b in pieces:
+        edges = sorted({a, b, *range((a // chunk + 1) * chunk, b, chunk)} if chunk else {a, b})
+        for x, y in itertools.pairwise(edges):
+            c = x // chunk if chunk else 0
+            if groups and c == current:
+                if groups[-1][-1][1] == x:
+                    groups[-1][-1] = (groups[-1][-1][0], y)
+                else:
+                    groups[-1].append((x, y))
+            else:
+                groups.append([(x, y)])
+                current = c
+    return groups
+
+
 #: Rows ``[start, stop)`` kept of each partition: ``int64`` ``(n, 2)`` (tokenised fast).
 RowRanges = numpy.ndarray
 
@@ -641,6 +744,13 @@ class _Blocks(ZExpr):
         dims = self.source.config.schema.all_dimensions()
         chunk = dims[self._spec.dimensions[0]].chunks or 0
         blocks = []
+        selection = self._selection
+        if selection is not None:
+            # One block per chunk holding selected rows: the pieces of it kept.
+            for i, pieces in enumerate(selection):
+                for group in _per_chunk(pieces, chunk):
+                    blocks.append((i, group[0][0], group[-1][1]))
+            return blocks
         for i, (start, stop) in enumerate(self.ranges.tolist()):
             # Split each partition on the zarr chunk boundaries of the stored array.
             edges = sorted(
@@ -652,6 +762,21 @@ class _Blocks(ZExpr):
         return blocks
 
     @property
+    def _selection(self) -> tuple[tuple[tuple[int, int], ...], ...] | None:
+        """Row ranges kept of each partition (an index's selection), or ``None``."""
+        return None
+
+    @functools.cached_property
+    def _pieces(self) -> list[tuple[tuple[int, int], ...] | None]:
+        """The row ranges of each block when they are not one span (a row selection)."""
+        selection = self._selection
+        if selection is None:
+            return [None] * len(self._blocks)
+        dims = self.source.config.schema.all_dimensions()
+        chunk = dims[self._spec.dimensions[0]].chunks or 0
+        return [tuple(g) for pieces in selection for g in _per_chunk(pieces, chunk)]
+
+    @property
     def npartitions(self) -> int:
         return 1 if self._spec.immutable else len(self._blocks)
 
@@ -660,7 +785,11 @@ class _Blocks(ZExpr):
         """The chunks of the dask array (rows of each block, then the other dimensions)."""
         if self._spec.immutable:
             return tuple((s,) for s in self._shape_tail)
-        return (tuple(b - a for _, a, b in self._blocks), *((s,) for s in self._shape_tail))
+        sizes = tuple(
+            b - a if pieces is None else sum(y - x for x, y in pieces)
+            for (_, a, b), pieces in zip(self._blocks, self._pieces, strict=True)
+        )
+        return (sizes, *((s,) for s in self._shape_tail))
 
     def __dask_keys__(self) -> list[Any]:
         return [self._key(i) for i in range(self.npartitions)]
@@ -684,9 +813,17 @@ class ReadBlocks(_Blocks):
     variable : str
     ranges : numpy.ndarray
         Rows ``[start, stop)`` kept of each partition of ``catalog`` (``int64``, ``(n, 2)``).
+    rows : tuple or None
+        The row ranges kept of each partition (an index's selection, inside
+        ``ranges``): one block per chunk holding one of them.
     """
 
-    _parameters = ["source", "catalog", "variable", "ranges"]
+    _parameters = ["source", "catalog", "variable", "ranges", "rows"]
+    _defaults = {"rows": None}
+
+    @property
+    def _selection(self) -> tuple[tuple[tuple[int, int], ...], ...] | None:
+        return self.operand("rows")  # type: ignore[no-any-return]
 
     @property
     def source(self) -> ReadSource:
@@ -709,9 +846,12 @@ class ReadBlocks(_Blocks):
             return {key: Task(key, read_block_task, src, path, name, 0, 0)}
         paths = self.catalog.paths
         layer: dict[Any, Any] = {}
-        for j, (i, a, b) in enumerate(self._blocks):
+        for j, ((i, a, b), pieces) in enumerate(zip(self._blocks, self._pieces, strict=True)):
             key = self._key(j)
-            layer[key] = Task(key, read_block_task, src, paths[i], name, a, b)
+            if pieces is None or len(pieces) == 1:
+                layer[key] = Task(key, read_block_task, src, paths[i], name, a, b)
+            else:
+                layer[key] = Task(key, read_pieces_task, src, paths[i], name, pieces)
         return layer
 
 

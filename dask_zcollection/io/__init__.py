@@ -17,23 +17,29 @@ __all__ = [
 from ._reader import (
     Part,
     ReadSource,
+    RowRanges,
     TimeRange,
+    chunk_groups,
     forget_collection,
     parts_of,
     read_block,
     read_concat,
     read_partition,
+    read_rows,
     row_range,
 )
 
 __all__ += [
     "Part",
     "ReadSource",
+    "RowRanges",
     "TimeRange",
+    "chunk_groups",
     "forget_collection",
     "parts_of",
     "read_block",
     "read_concat",
     "read_partition",
+    "read_rows",
     "row_range",
 ]

@@ -27,16 +27,20 @@ from ._partition import PartitionIO
 __all__ = [
     "Part",
     "ReadSource",
+    "RowRanges",
     "TimeRange",
     "parts_of",
     "read_concat",
     "read_block",
     "read_partition",
+    "read_rows",
     "row_range",
 ]
 
 #: Inclusive ``(lo, hi)`` bounds on the axis variable (``None``: open end).
 TimeRange = tuple[Any, Any]
+#: Half-open row ranges ``((start, stop), ...)`` of a partition, sorted and disjoint.
+RowRanges = tuple[tuple[int, int], ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +66,31 @@ class ReadSource:
     def io(self) -> PartitionIO:
         """The per-process partition I/O object of this source."""
         return _partition_io(self.spec, self._token, self.config)
+
+    # Hooks a source joining several stores (a view) overrides; the read tasks
+    # call them through the module functions below.
+    async def read_many(
+        self,
+        parts: Sequence[Part],
+        variables: Sequence[str],
+        time_range: TimeRange | None,
+        *,
+        concat: bool,
+        rows: Sequence[RowRanges | None] | None = None,
+    ) -> list[dict[str, numpy.ndarray]]:
+        """Read ``variables`` of ``parts`` (one dict per part, or one when ``concat``).
+
+        ``rows``: per part, only these half-open row ranges (``None``: all).
+        """
+        return await _read_many(self, parts, variables, time_range, concat=concat, rows=rows)
+
+    async def read_rows(self, path: str, name: str, start: int, stop: int) -> numpy.ndarray:
+        """Rows ``start:stop`` of one variable of one partition (see :func:`read_block`)."""
+        return await _read_block(self, path, name, start, stop)
+
+    def describe(self, variables: Sequence[str]) -> list[str]:
+        """Lines ``explain()`` adds about reading ``variables`` from this source."""
+        return []
 
 
 _IO_CACHE: dict[tuple[str, str, str], PartitionIO] = {}
@@ -132,9 +161,14 @@ async def read_partition(
     part: Part,
     variables: Sequence[str],
     time_range: TimeRange | None = None,
+    rows: RowRanges | None = None,
 ) -> dict[str, numpy.ndarray]:
-    """Read ``variables`` of one partition, trimmed to ``time_range``."""
-    out = await _read_many(source, [part], variables, time_range, concat=False)
+    """Read ``variables`` of one partition, trimmed to ``time_range``.
+
+    ``rows``: only these half-open row ranges (sorted, disjoint; an index's
+    selection), intersected with the committed rows and the time range.
+    """
+    out = await source.read_many([part], variables, time_range, concat=False, rows=[rows])
     return out[0]
 
 
@@ -143,10 +177,78 @@ async def read_concat(
     parts: Sequence[Part],
     variables: Sequence[str],
     time_range: TimeRange | None = None,
+    rows: Sequence[RowRanges | None] | None = None,
 ) -> dict[str, numpy.ndarray]:
     """Read many partitions decoded straight into one preallocated result (no second copy)."""
-    out = await _read_many(source, parts, variables, time_range, concat=True)
+    out = await source.read_many(parts, variables, time_range, concat=True, rows=rows)
     return out[0]
+
+
+def _pieces(bounds: tuple[int, int], rows: RowRanges | None) -> tuple[tuple[int, int], ...]:
+    """The row ranges read of a partition: ``rows`` clipped to ``bounds``, or ``bounds``."""
+    start, stop = bounds
+    if rows is None:
+        return ((start, stop),)
+    return tuple((max(a, start), min(b, stop)) for a, b in rows if max(a, start) < min(b, stop))
+
+
+def chunk_groups(pieces: Sequence[tuple[int, int]], chunk: int) -> list[list[tuple[int, int]]]:
+    """Consecutive ``pieces`` grouped so that no two groups share a chunk of ``chunk`` rows.
+
+    A group is read as one span (each chunk it touches once) and its rows
+    taken out; ``chunk <= 0`` (unknown) groups only touching pieces.
+    """
+    groups: list[list[tuple[int, int]]] = []
+    for a, b in pieces:
+        if groups:
+            last = groups[-1][-1][1]
+            shared = a <= last if chunk <= 0 else (a // chunk) <= (last - 1) // chunk
+            if shared:
+                groups[-1].append((a, b))
+                continue
+        groups.append([(a, b)])
+    return groups
+
+
+async def _fill_pieces(
+    arr: ArrayHandle, pieces: Sequence[tuple[int, int]], target: numpy.ndarray
+) -> None:
+    """Decode the rows of ``pieces`` of ``arr`` one after the other into ``target``.
+
+    Pieces sharing a chunk are read as one span, so every chunk is fetched once.
+    """
+    jobs = []
+    offset = 0
+    for group in chunk_groups(pieces, _chunk_rows(arr)):
+        n = sum(b - a for a, b in group)
+        out = target[offset : offset + n]
+        offset += n
+        if len(group) == 1:
+            jobs.append(_fill(arr, group[0][0], group[0][1], out))
+        else:
+            jobs.append(_fill_group(arr, group, out))
+    await asyncio.gather(*jobs)
+
+
+def _chunk_rows(arr: ArrayHandle) -> int:
+    """Rows per chunk (per shard when sharded) of ``arr``; ``0`` when its grid is not regular."""
+    if arr.chunk_rows:
+        return arr.chunk_rows
+    grid = arr.doc.get("chunk_grid") or {}
+    shape = (grid.get("configuration") or {}).get("chunk_shape") or [0]
+    return int(shape[0]) if grid.get("name") == "regular" else 0
+
+
+async def _fill_group(
+    arr: ArrayHandle, group: Sequence[tuple[int, int]], out: numpy.ndarray
+) -> None:
+    lo, hi = group[0][0], group[-1][1]
+    span = numpy.empty((hi - lo, *out.shape[1:]), dtype=out.dtype)
+    await _fill(arr, lo, hi, span)
+    offset = 0
+    for a, b in group:
+        out[offset : offset + b - a] = span[a - lo : b - lo]
+        offset += b - a
 
 
 async def _read_many(
@@ -156,6 +258,7 @@ async def _read_many(
     time_range: TimeRange | None,
     *,
     concat: bool,
+    rows: Sequence[RowRanges | None] | None = None,
 ) -> list[dict[str, numpy.ndarray]]:
     io = source.io
     schema = source.config.schema
@@ -177,30 +280,37 @@ async def _read_many(
             for part, arrays in zip(parts, opened, strict=True)
         )
     )
+    selected = [
+        _pieces(bounds, None if rows is None else rows[k]) for k, bounds in enumerate(ranges)
+    ]
+    sizes = [sum(b - a for a, b in pieces) for pieces in selected]
     if concat:
-        total = sum(stop - start for start, stop in ranges)
+        total = sum(sizes)
         outputs = [
             numpy.empty(
                 (total, *(opened[0][j].shape[1:] if opened else ())), dtype=schema[name].dtype
             )
             for j, name in enumerate(names)
         ]
-        offsets = numpy.concatenate([[0], numpy.cumsum([b - a for a, b in ranges])]).tolist()
+        offsets = numpy.concatenate([[0], numpy.cumsum(sizes)]).tolist()
         targets = [[out[offsets[k] : offsets[k + 1]] for out in outputs] for k in range(len(parts))]
         results = [dict(zip(names, outputs, strict=True))]
     else:
         targets = [
             [
-                numpy.empty((stop - start, *arr.shape[1:]), dtype=schema[name].dtype)
+                numpy.empty((size, *arr.shape[1:]), dtype=schema[name].dtype)
                 for name, arr in zip(names, arrays[: len(names)], strict=True)
             ]
-            for (start, stop), arrays in zip(ranges, opened, strict=True)
+            for size, arrays in zip(sizes, opened, strict=True)
         ]
         results = [dict(zip(names, t, strict=True)) for t in targets]
     await asyncio.gather(
         *(
-            _fill(arr, start, stop, target)
-            for (start, stop), arrays, tgt in zip(ranges, opened, targets, strict=True)
+            _fill(arr, pieces[0][0], pieces[0][1], target)
+            if len(pieces) == 1
+            else _fill_pieces(arr, pieces, target)
+            for pieces, arrays, tgt in zip(selected, opened, targets, strict=True)
+            if pieces
             for arr, target in zip(arrays[: len(names)], tgt, strict=True)
         )
     )
@@ -217,6 +327,21 @@ async def _fill(arr: ArrayHandle, start: int, stop: int, target: numpy.ndarray) 
         raise StorageError(f"cannot read {arr.key!r}: {err}") from err
 
 
+async def read_rows(source: ReadSource, path: str, name: str, pieces: RowRanges) -> numpy.ndarray:
+    """The rows of ``pieces`` of one variable of one partition, one after the other."""
+    if type(source).read_rows is not ReadSource.read_rows:
+        # A source joining stores (a view) reads through its hook: the span, then the pieces.
+        if not pieces:
+            return await source.read_rows(path, name, 0, 0)
+        lo = pieces[0][0]
+        span = await source.read_rows(path, name, lo, pieces[-1][1])
+        return numpy.concatenate([span[a - lo : b - lo] for a, b in pieces])
+    arr = await source.io.open_handle(f"{path}/{name}", name)
+    out = numpy.empty((sum(b - a for a, b in pieces), *arr.shape[1:]), dtype=arr.dtype)
+    await _fill_pieces(arr, pieces, out)
+    return out
+
+
 async def read_block(
     source: ReadSource, path: str, name: str, start: int, stop: int
 ) -> numpy.ndarray:
@@ -224,6 +349,12 @@ async def read_block(
 
     Immutable variables are read whole (``start``/``stop`` ignored).
     """
+    return await source.read_rows(path, name, start, stop)
+
+
+async def _read_block(
+    source: ReadSource, path: str, name: str, start: int, stop: int
+) -> numpy.ndarray:
     arr = await source.io.open_handle(f"{path}/{name}", name)
     try:
         if source.config.schema[name].immutable:

@@ -188,10 +188,10 @@ class Codecs:
         Target size of a shard when a dimension gives no explicit shard size.
     checksum : bool
         Whether every chunk ends with Zarr v3's ``crc32c`` codec, appended
-        after ``bytes_to_bytes`` when the chain does not end with it (on by
-        default; reads then detect damaged, swapped and missing chunks).
-        ``Codecs(checksum=False)``, ``{"checksum": False, ...}`` or
-        :meth:`Schema.with_checksums` turn it off. A descriptor written without
+        after ``bytes_to_bytes`` when the chain does not end with it (off by
+        default, ``DEFAULT_CHECKSUM``; with it, reads also detect bit flips and
+        swapped chunks). ``Codecs(checksum=True)``, ``{"checksum": True, ...}`` or
+        :meth:`Schema.with_checksums` turn it on. A descriptor written without
         this field (reference format, older versions) means ``False``.
     """
 
@@ -724,9 +724,9 @@ class Schema:
     def with_checksums(self, enabled: bool = True) -> Schema:
         """Return the schema with chunk checksums on (or off) for every variable.
 
-        Checksums (Zarr v3's ``crc32c`` codec, last in each chain) are on by
-        default; ``schema.with_checksums(False)`` turns them off everywhere,
-        ``codecs=Codecs(..., checksum=False)`` for one variable.
+        Checksums (Zarr v3's ``crc32c`` codec, last in each chain) are off by
+        default; ``schema.with_checksums(True)`` turns them on everywhere,
+        ``codecs=Codecs(..., checksum=True)`` for one variable.
         """
 
         def fix(g: GroupSchema) -> GroupSchema:

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import json
 import os
 import pickle
@@ -103,6 +104,23 @@ def _blob_meta(n: int) -> bytes:
 
 
 _GROUP = group_json()
+
+#: Icechunk's (Rust) log filter while ``ICECHUNK_LOG`` is unset. Two of its
+#: warnings are printed on every open and are about what this adapter already
+#: handles: a local repository "is not safe for concurrent commits" (commits are
+#: serialised by :meth:`IcechunkStore._commit_lock`), and conditional writes
+#: "may surface as spurious conflicts" (a conflict is retried by the write
+#: path). Every other warning still shows; ``ICECHUNK_LOG`` overrides this.
+LOG_FILTER = "warn,icechunk_arrow_object_store=error,icechunk_storage::readback=error"
+
+
+@functools.cache
+def quiet_logs() -> None:
+    """Apply :data:`LOG_FILTER` once per process, unless the user set ``ICECHUNK_LOG``."""
+    import icechunk
+
+    if os.environ.get("ICECHUNK_LOG") is None:
+        icechunk.set_logs_filter(LOG_FILTER)
 
 
 class _BoundedStore(WrapperStore[Any]):
@@ -258,6 +276,7 @@ class IcechunkStore(StoreSpec):
     def _storage(self) -> Any:
         import icechunk
 
+        quiet_logs()
         if self.location.startswith("file://"):
             return icechunk.local_filesystem_storage(self.location.removeprefix("file://"))
         bucket, _, prefix = self.location.removeprefix("s3://").partition("/")

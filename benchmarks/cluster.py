@@ -1,0 +1,246 @@
+"""``cluster``: the main dataset on a 2-process ``LocalCluster`` against the threaded scheduler.
+
+Rows:
+
+- ``cluster.read.threads`` / ``.cluster``: ``read_collection(url).compute()``
+  of the whole collection. On a cluster the result is computed on a worker and
+  shipped to the client; ``cluster.transfer`` is the same number of bytes as
+  one plain numpy array moved from a worker to the client (no library code),
+  the floor of any ``compute()`` of that size on a cluster.
+- ``cluster.mean.threads`` / ``.cluster``: ``to_xarray().ssh.mean()``, a
+  reduction: only a scalar crosses to the client.
+- ``cluster.persist``: ``persist()`` on the cluster; the note says where the
+  partitions are held (the workers, never the client).
+- ``cluster.big_insert`` (only with ``--big-insert SIZE``, e.g. ``10GB``): a
+  dask-backed array of that size, generated on the workers, inserted into
+  monthly partitions on a ``LocalCluster`` of 2 workers with a 3 GB memory limit
+  each; the note gives the peak memory of each worker.
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy
+
+import dask_zcollection as dzc
+
+from . import _data
+from ._context import Context
+from ._core import Config, Measurement, Result, Stat, timed
+
+__all__ = ["measurements"]
+
+
+@contextmanager
+def _cluster(**kwargs: Any) -> Iterator[Any]:
+    """A ``LocalCluster`` of 2 processes x 1 thread and its client (the default scheduler)."""
+    import distributed
+
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, **kwargs
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        # A cluster in use has the library imported on its workers already.
+        client.run(importlib.import_module, "dask_zcollection.io")
+        yield client
+
+
+def _ones(nbytes: int) -> numpy.ndarray:
+    return numpy.ones(nbytes, dtype="uint8")
+
+
+def m_cluster(ctx: Context) -> list[Result]:
+    """Whole read, reduction and persist, on threads then on the cluster."""
+    import dask
+    import distributed
+
+    ctx.ensure_written()
+    url, r = ctx.dzc_url, ctx.cfg.repeats
+    lazy = dzc.read_collection(url)
+    expected_mean = float(numpy.nanmean(ctx.columns["ssh"], dtype="float64"))
+
+    def read() -> None:
+        ds = lazy.compute()
+        if ds["time"].shape[0] != ctx.cfg.rows:
+            raise AssertionError("the read returned the wrong number of rows")
+
+    def mean() -> None:
+        got = float(lazy.to_xarray()["ssh"].mean().compute())
+        if not numpy.isclose(got, expected_mean, rtol=1e-5):
+            raise AssertionError(f"mean {got} != {expected_mean}")
+
+    with dask.config.set(scheduler="threads"):
+        read_threads = timed(read, r, warmup=1)
+        mean_threads = timed(mean, r, warmup=1)
+    with _cluster() as client:
+        read_cluster = timed(read, r, warmup=1)
+        mean_cluster = timed(mean, r, warmup=1)
+
+        def transfer() -> None:
+            future = client.submit(_ones, ctx.nbytes, pure=False)
+            distributed.wait(future)
+            t0 = time.perf_counter()
+            future.result()
+            samples.append(time.perf_counter() - t0)
+
+        samples: list[float] = []
+        for _ in range(r):
+            transfer()
+        transfer_stat = Stat.of(samples)
+        t0 = time.perf_counter()
+        held = lazy.persist()
+        futures = distributed.futures_of(held)
+        distributed.wait(futures)
+        persist_s = time.perf_counter() - t0
+        placed = client.who_has(futures)
+        workers = {w for holders in placed.values() for w in holders}
+        on_workers = sum(1 for holders in placed.values() if holders)
+        # Partitions the client holds itself (a persisted result it computed locally).
+        layer = dict(held.__dask_graph__())
+        on_client = sum(1 for v in layer.values() if isinstance(v, dzc.Dataset))
+        n_persisted = len(futures)
+        del held, futures
+    ratio = read_cluster.median / read_threads.median
+    read_note = (
+        f"{ctx.mb:,.0f} MB, {lazy.npartitions} partitions; cluster {ratio:.2f}x threads; "
+        f"moving {ctx.mb:,.0f} MB from a worker to the client alone takes "
+        f"{transfer_stat.median:.2f} s (cluster.transfer)"
+    )
+    mean_ratio = mean_cluster.median / mean_threads.median
+    mean_note = f"to_xarray().ssh.mean(): cluster {mean_ratio:.2f}x threads"
+    persist_note = (
+        f"{on_workers} of {n_persisted} partitions held on {len(workers)} worker(s), "
+        f"{on_client} on the client"
+    )
+    return [
+        Result("cluster.read.threads", "cluster", "s", {"dzc": read_threads}, note=read_note),
+        Result("cluster.read.cluster", "cluster", "s", {"dzc": read_cluster}, note=read_note),
+        Result("cluster.transfer", "cluster", "s", {"dzc": transfer_stat}, note=read_note),
+        Result("cluster.mean.threads", "cluster", "s", {"dzc": mean_threads}, note=mean_note),
+        Result("cluster.mean.cluster", "cluster", "s", {"dzc": mean_cluster}, note=mean_note),
+        Result("cluster.persist", "cluster", "s", {"dzc": Stat.one(persist_s)}, note=persist_note),
+    ]
+
+
+class _PeakMemory:
+    """Samples the RSS of every worker process of ``client`` every 0.2 s."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.peak: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _rss() -> int:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                for worker, rss in self.client.run(self._rss).items():
+                    self.peak[worker] = max(self.peak.get(worker, 0), rss)
+            except Exception:  # a worker restarting: sample again next time
+                continue
+
+    def __enter__(self) -> _PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _ssh_block(width: int, block_info: Any = None) -> numpy.ndarray:
+    lo, hi = block_info[None]["array-location"][0]
+    return _data.make_columns(hi - lo, width, seed=lo)["ssh"]
+
+
+def _time_block(start: Any, step_ns: int, block_info: Any = None) -> numpy.ndarray:
+    lo, hi = block_info[None]["array-location"][0]
+    return start + (numpy.arange(lo, hi, dtype="int64") * step_ns).astype("timedelta64[ns]")
+
+
+def _big_columns(nbytes: int, width: int) -> tuple[dict[str, Any], int]:
+    """About ``nbytes`` of rows over 120 months, as dask arrays the workers generate.
+
+    One chunk per day; the time axis is a dask array too (the planner computes
+    it: 8 bytes a row).
+    """
+    import dask.array as da
+
+    rows = max(1, nbytes // (8 + 4 * width))
+    start = numpy.datetime64("2010-01-01", "ns")
+    step_ns = int((numpy.datetime64("2020-01-01", "ns") - start).astype("int64")) // rows
+    per_day = max(1, 86_400 * 10**9 // step_ns)
+    chunks = tuple(min(per_day, rows - lo) for lo in range(0, rows, per_day))
+    ssh = da.map_blocks(_ssh_block, width, dtype="float32", chunks=(chunks, (width,)))
+    time_ = da.map_blocks(_time_block, start, step_ns, dtype="datetime64[ns]", chunks=(chunks,))
+    return {"time": time_, "ssh": ssh}, rows
+
+
+def m_big_insert(nbytes: int) -> Callable[[Context], Result]:
+    def fn(ctx: Context) -> Result:
+        cols, rows = _big_columns(nbytes, ctx.cfg.width)
+        root = ctx.path("big-insert")
+        shutil.rmtree(root, ignore_errors=True)
+        url = "file://" + root
+        col = dzc.create_collection(
+            url,
+            schema=ctx.schema(),
+            axis="time",
+            partitioning=dzc.partitioning.Date(("time",), resolution="M"),
+            overwrite=True,
+        )
+        with _cluster(memory_limit="3GB") as client, _PeakMemory(client) as peak:
+            t0 = time.perf_counter()
+            col.insert(cols)
+            seconds = time.perf_counter() - t0
+        catalog = dzc.open_collection(url).catalog()
+        stored = int(catalog.rows.sum())
+        shutil.rmtree(root, ignore_errors=True)
+        if stored != rows:
+            raise AssertionError(f"the insert stored {stored} rows, expected {rows}")
+        per_partition = nbytes / len(catalog) / 1e6
+        peaks = ", ".join(f"{v / 2**30:.2f} GiB" for v in sorted(peak.peak.values()))
+        return Result(
+            "cluster.big_insert",
+            "cluster",
+            "s",
+            {"dzc": Stat.one(seconds)},
+            note=(
+                f"{nbytes / 1e9:.1f} GB generated on the workers into {len(catalog)} monthly "
+                f"partitions of ~{per_partition:.0f} MB, 2 workers x 3 GB limit; "
+                f"peak worker RSS {peaks}; {nbytes / 1e6 / seconds:,.0f} MB/s"
+            ),
+        )
+
+    return fn
+
+
+def measurements(cfg: Config) -> list[Measurement]:
+    """The read/reduction/persist rows, then the big insert when asked for."""
+    rows = ("read.threads", "read.cluster", "transfer", "mean.threads", "mean.cluster", "persist")
+    out = [
+        Measurement(
+            "cluster.read",
+            "cluster",
+            m_cluster,
+            rows=tuple(f"cluster.{r}" for r in rows),
+        )
+    ]
+    if cfg.big_insert:
+        out.append(Measurement("cluster.big_insert", "cluster", m_big_insert(cfg.big_insert)))
+    return out

@@ -1,0 +1,195 @@
+"""The synchronous front door of views: each method hands its coroutine to the one bridge."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from .._sync import sync
+from ..collection import LazyCollection
+from ..data import Dataset
+from ..partitioning._filter import FilterLike
+from ..store import StoreLike
+from . import _view
+from ._source import StaleMode
+from ._view import AsyncView, BaseLike, Mode
+
+__all__ = ["View", "create_view", "open_view", "read_view"]
+
+
+class View:
+    """Variables of their own over a read-only base collection (synchronous API).
+
+    Get one from :func:`create_view` or :func:`open_view`; the coroutine twin
+    of every method is on :attr:`aio`. The base is never written: the view's
+    variables live in the view store, one group per computed partition at the
+    base's partition path.
+    """
+
+    def __init__(self, impl: AsyncView) -> None:
+        self.aio = impl
+
+    url = property(lambda self: self.aio.url, doc="URL of the view store.")
+    mode = property(lambda self: self.aio.mode, doc="'r' or 'rw'.")
+    variables = property(lambda self: self.aio.variables, doc="The view's own variables.")
+    schema = property(lambda self: self.aio.schema, doc="Base and view variables together.")
+
+    @property
+    def base(self) -> Any:
+        """The base collection (open read-only)."""
+        from ..api import Collection
+
+        return Collection(self.aio.base)
+
+    def __repr__(self) -> str:
+        return repr(self.aio).replace("AsyncView", "View", 1)
+
+    def partitions(self, filters: FilterLike = None) -> list[str]:
+        """Canonical paths of the computed view partitions matching ``filters``."""
+        return sync(self.aio.partitions(filters))
+
+    def stale_partitions(self) -> list[str]:
+        """Canonical paths of computed partitions whose base partition changed since."""
+        return sync(self.aio.stale_partitions())
+
+    def lazy(
+        self,
+        *,
+        filters: FilterLike = None,
+        variables: Sequence[str] | None = None,
+        stale: StaleMode = "raise",
+    ) -> LazyCollection:
+        """The lazy collection over base and view variables (see :func:`read_view`)."""
+        return sync(self.aio.lazy(filters=filters, variables=variables, stale=stale))
+
+    def query(
+        self,
+        *,
+        filters: FilterLike = None,
+        variables: Sequence[str] | None = None,
+        stale: StaleMode = "raise",
+    ) -> Dataset | None:
+        """Read the selected partitions (numpy-backed); ``None`` when nothing matches."""
+        return self.lazy(filters=filters, variables=variables, stale=stale).compute()  # type: ignore[no-any-return]
+
+    def update(
+        self,
+        func: Callable[..., Any],
+        *,
+        filters: FilterLike = None,
+        variables: Sequence[str] | None = None,
+        compute: bool = True,
+    ) -> Any:
+        """Compute view variables of the selected partitions with ``func(partition)``.
+
+        See :meth:`dask_zcollection.view.AsyncView.update`. ``compute=False``
+        returns a :class:`dask.delayed.Delayed` to compute later (on a
+        ``distributed`` cluster, inside a larger ``dask.compute``).
+        """
+        return sync(self.aio.update(func, filters=filters, variables=variables, compute=compute))
+
+    def drop_partitions(self, filters: FilterLike = None) -> list[str]:
+        """Forget the computed view partitions matching ``filters``; returns their paths."""
+        return sync(self.aio.drop_partitions(filters))
+
+
+def create_view(
+    store: StoreLike,
+    *,
+    base: BaseLike,
+    variables: Sequence[Any],
+    overwrite: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+    base_storage_options: Mapping[str, Any] | None = None,
+) -> View:
+    """Create a view over ``base`` (see :func:`dask_zcollection.aio.create_view`).
+
+    Examples
+    --------
+    >>> view = dzc.create_view(  # doctest: +SKIP
+    ...     "file:///data/anomalies", base="file:///data/altimetry",
+    ...     variables=[{"name": "ssh_anom", "dtype": "float32", "dimensions": ["time"],
+    ...                 "fill_value": float("nan")}])
+    """
+    return View(
+        sync(
+            _view.create_view(
+                store,
+                base=base,
+                variables=variables,
+                overwrite=overwrite,
+                storage_options=storage_options,
+                base_storage_options=base_storage_options,
+            )
+        )
+    )
+
+
+def open_view(
+    store: StoreLike,
+    *,
+    mode: Mode = "r",
+    base: BaseLike | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    base_storage_options: Mapping[str, Any] | None = None,
+    version: str | None = None,
+) -> View:
+    """Open a view (``mode="r"`` or ``"rw"``); ``base=`` overrides the base it names."""
+    return View(
+        sync(
+            _view.open_view(
+                store,
+                mode=mode,
+                base=base,
+                storage_options=storage_options,
+                base_storage_options=base_storage_options,
+                version=version,
+            )
+        )
+    )
+
+
+def read_view(
+    store: StoreLike,
+    *,
+    base: BaseLike | None = None,
+    variables: Sequence[str] | None = None,
+    filters: FilterLike = None,
+    stale: StaleMode = "raise",
+    storage_options: Mapping[str, Any] | None = None,
+    base_storage_options: Mapping[str, Any] | None = None,
+    version: str | None = None,
+) -> LazyCollection:
+    """Open a view lazily, as a Dask collection over base and view variables.
+
+    Parameters
+    ----------
+    store : str or StoreSpec
+        The view's URL.
+    base : str or Collection, optional
+        Overrides the base the view names.
+    variables : list of str, optional
+        Base and/or view variables to read (all by default).
+    filters : str or mapping, optional
+        A partition-key filter.
+    stale : {"raise", "fill"}
+        Reading a partition computed from a since-changed base partition raises
+        :class:`~dask_zcollection.errors.StalePartitionError`, or reads fill values.
+
+    Examples
+    --------
+    >>> ds = dzc.read_view("file:///data/anomalies").filter("month == 2")  # doctest: +SKIP
+    >>> ds[["ssh", "ssh_anom"]].compute()  # doctest: +SKIP
+    """
+    return sync(
+        _view.read_view(
+            store,
+            base=base,
+            variables=variables,
+            filters=filters,
+            stale=stale,
+            storage_options=storage_options,
+            base_storage_options=base_storage_options,
+            version=version,
+        )
+    )

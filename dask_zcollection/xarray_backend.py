@@ -1,0 +1,409 @@
+"""An xarray backend: ``xr.open_dataset(url, engine="zcollection")`` and ``xr.open_datatree``.
+
+>>> ds = xr.open_dataset("file:///data/altimetry", engine="zcollection",
+...                      filters="year == 2024", chunks={})              # doctest: +SKIP
+>>> ds.sel(time=slice("2024-03-01", "2024-03-03")).load()               # doctest: +SKIP
+
+Registered as the ``zcollection`` entry point of ``xarray.backends``. Opening
+reads the descriptor and the catalog (a filter prunes partitions there, before
+anything else is read), then the axis variable of the selected partitions, which
+becomes the index along the partitioned dimension. Every other variable is a
+:class:`ZCollectionArray`: lazy, read only for the rows an indexing asks (one
+concurrent read per partition touched). With ``chunks={}`` the dask chunks are
+our blocks (a block per zarr chunk inside each partition, as
+:meth:`~dask_zcollection.LazyCollection.to_dask_array` makes them).
+
+CF decoding follows ``xr.open_dataset``: a variable's fill value is its
+``_FillValue``; ``mask_and_scale=True`` (the default) turns it into NaN (an
+integer variable with a fill value becomes floating point, as with netCDF), and
+``mask_and_scale=False`` keeps the stored values with ``_FillValue`` in the
+attributes. See ``docs/xarray.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy
+from xarray.backends import BackendArray, BackendEntrypoint
+from xarray.core import indexing
+
+from ._sync import sync
+from .catalog._discovery import IMMUTABLE_PATH
+from .errors import CorruptedDataError, InvalidInputError, NotFoundError, StorageError
+from .io import CONFIG_KEY, ReadSource, read_block
+from .store import StoreSpec
+
+if TYPE_CHECKING:
+    import xarray
+
+    from .collection import LazyCollection
+
+__all__ = ["ZCollectionArray", "ZCollectionBackendEntrypoint"]
+
+
+class ZCollectionArray(BackendArray):
+    """One variable of a collection, read lazily (xarray's ``BackendArray``).
+
+    Parameters
+    ----------
+    source : ReadSource
+        The store and descriptor read from.
+    paths : sequence of str
+        The selected partitions, in key order.
+    ranges : numpy.ndarray
+        Rows ``[start, stop)`` kept of each partition (``(n, 2)``).
+    variable : str
+        The variable path.
+    immutable_path : str
+        The group holding the immutable variables.
+    """
+
+    def __init__(
+        self,
+        source: ReadSource,
+        paths: Sequence[str],
+        ranges: numpy.ndarray,
+        variable: str,
+        immutable_path: str,
+    ) -> None:
+        spec = source.config.schema[variable]
+        dims = source.config.schema.all_dimensions()
+        self.source, self.variable, self.immutable_path = source, variable, immutable_path
+        self.paths = tuple(paths)
+        self.ranges = numpy.asarray(ranges, dtype="int64").reshape(-1, 2)
+        # Row offset of each partition in the concatenation.
+        self.offsets = numpy.concatenate(([0], numpy.cumsum(self.ranges[:, 1] - self.ranges[:, 0])))
+        self.immutable = spec.immutable
+        tail = spec.dimensions if spec.immutable else spec.dimensions[1:]
+        shape_tail = tuple(dims[d].size or 0 for d in tail)
+        self.shape = shape_tail if spec.immutable else (int(self.offsets[-1]), *shape_tail)
+        self.dtype = numpy.dtype(spec.dtype)
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> Any:
+        return indexing.explicit_indexing_adapter(
+            key, self.shape, indexing.IndexingSupport.BASIC, self._getitem
+        )
+
+    def _getitem(self, key: tuple[Any, ...]) -> numpy.ndarray:
+        if self.immutable:
+            whole = sync(read_block(self.source, self.immutable_path, self.variable, 0, 0))
+            return numpy.asarray(whole)[key]
+        first, rest = key[0], key[1:]
+        n = self.shape[0]
+        if isinstance(first, slice):
+            rows = numpy.arange(n)[first]
+            local: Any = slice(None) if first.step in (None, 1) else rows
+        else:  # an integer
+            rows = numpy.arange(n)[[first]]
+            local = 0
+        if not rows.size:
+            return numpy.empty((0, *self.shape[1:]), dtype=self.dtype)[(slice(None), *rest)]
+        lo, hi = int(rows.min()), int(rows.max()) + 1
+        values = sync(self._read_rows(lo, hi))
+        if not isinstance(local, slice | int):
+            local = rows - lo
+        return values[(local, *rest)]
+
+    async def _read_rows(self, lo: int, hi: int) -> numpy.ndarray:
+        """Rows ``[lo, hi)`` of the concatenation, decoded straight into one array.
+
+        One read per partition touched, concurrent (each decodes its chunks in
+        the reader's thread pool).
+        """
+        offsets = self.offsets
+        out = numpy.empty((hi - lo, *self.shape[1:]), dtype=self.dtype)
+        first = int(numpy.searchsorted(offsets, lo, side="right")) - 1
+        last = int(numpy.searchsorted(offsets, hi, side="left"))
+        reads = []
+        for i in range(first, last):
+            start, offset = int(self.ranges[i, 0]), int(offsets[i])
+            a = max(lo, offset) - offset + start
+            b = min(hi, int(offsets[i + 1])) - offset + start
+            if b > a:
+                at = max(lo, offset) - lo
+                reads.append(self._read_into(self.paths[i], a, b, out[at : at + b - a]))
+        await asyncio.gather(*reads)
+        return out
+
+    async def _read_into(self, path: str, start: int, stop: int, out: numpy.ndarray) -> None:
+        name = self.variable
+        arr = await self.source.io.open_handle(f"{path}/{name}", name)
+        try:
+            await arr.read_into(start, stop, out)
+        except CorruptedDataError:
+            raise
+        except OSError as err:
+            raise StorageError(f"cannot read {arr.key!r}: {err}") from err
+
+
+def _block_chunks(lazy: LazyCollection, variable: str, ranges: numpy.ndarray) -> tuple[int, ...]:
+    """The rows of each block of ``variable`` (a block per zarr chunk inside each partition)."""
+    from .expr import ReadBlocks
+
+    blocks = ReadBlocks(lazy.source, lazy.catalog, variable, ranges)
+    return blocks.chunks[0]
+
+
+def _open_collection(
+    filename_or_obj: Any,
+    filters: Any,
+    variables: Sequence[str] | None,
+    storage_options: Mapping[str, Any] | None,
+    version: str | None,
+) -> LazyCollection:
+    from .api import read_collection
+
+    store = (
+        os.fspath(filename_or_obj) if isinstance(filename_or_obj, os.PathLike) else filename_or_obj
+    )
+    return read_collection(
+        store,
+        variables=variables,
+        filters=filters,
+        storage_options=storage_options,
+        version=version,
+    )
+
+
+class _Opened:
+    """The raw (undecoded) xarray variables of an opened collection, by group."""
+
+    def __init__(self, lazy: LazyCollection, drop_variables: Iterable[str]) -> None:
+        import xarray
+
+        from .expr import ReadPartitions
+
+        self.lazy = lazy
+        config = lazy.source.config
+        self.axis, self.axis_variable = config.axis, config.axis_variable
+        expr, rows = lazy._block_ranges()
+        if not isinstance(expr, ReadPartitions):  # pragma: no cover - read_collection only reads
+            raise InvalidInputError("the xarray backend opens a stored collection")
+        ranges = numpy.asarray(rows, dtype="int64").reshape(-1, 2)
+        catalog = expr.catalog
+        immutable_path = catalog.immutable or IMMUTABLE_PATH
+        schema = config.schema
+        drop = {d.strip("/") for d in drop_variables}
+        self.groups: dict[str, dict[str, xarray.Variable]] = {
+            p: {} for p, _ in schema.walk_groups()
+        }
+        self.group_attrs = {p: dict(g.attrs) for p, g in schema.walk_groups()}
+        dims = schema.all_dimensions()
+        for path in lazy.variables:
+            group, _, name = path.rpartition("/")
+            if path in drop or (name in drop and path != self.axis_variable):
+                continue
+            spec = schema[path]
+            array = ZCollectionArray(lazy.source, catalog.paths, ranges, path, immutable_path)
+            # The stored dtype, for CF encoding on write (not of times: stored natively, a
+            # datetime64 "dtype" would make xarray cast its encoded numbers to datetimes).
+            encoding: dict[str, Any] = {} if spec.dtype.kind in "mM" else {"dtype": spec.dtype}
+            if not spec.immutable:
+                chunks = _block_chunks(lazy, path, ranges) or (0,)  # (0,): nothing selected
+                encoding["preferred_chunks"] = {
+                    spec.dimensions[0]: chunks,
+                    **{d: dims[d].size for d in spec.dimensions[1:]},
+                }
+            attrs = dict(spec.attrs)
+            if spec.fill_value is not None:
+                attrs["_FillValue"] = spec.fill_value
+            data: Any = indexing.LazilyIndexedArray(array)
+            if path == self.axis_variable:
+                data = array[indexing.BasicIndexer((slice(None),))]  # the index: read it now
+            self.groups[group][name] = xarray.Variable(spec.dimensions, data, attrs, encoding)
+
+    def dataset(self, group: str, decoders: Mapping[str, Any], with_axis: bool) -> xarray.Dataset:
+        """The decoded dataset of one group (``with_axis``: add the axis coordinate if missing)."""
+        import xarray
+        from xarray import conventions
+
+        variables = dict(self.groups[group])
+        axis_group, _, axis_name = self.axis_variable.rpartition("/")
+        axis_var = self.groups.get(axis_group, {}).get(axis_name)
+        # The axis coordinate belongs here: its own group, or another group opened alone
+        # whose variables span the axis and do not name one of theirs like it (it gets a
+        # copy; a tree inherits it instead).
+        has_axis = axis_var is not None and (
+            group == axis_group
+            or (
+                with_axis
+                and axis_name not in variables
+                and any(self.axis in v.dims for v in variables.values())
+            )
+        )
+        if has_axis and group != axis_group:
+            variables[axis_name] = axis_var  # type: ignore[assignment]
+        decoded, attrs, coord_names = conventions.decode_cf_variables(
+            variables, self.group_attrs[group], **decoders
+        )
+        coords = {
+            k
+            for k, v in decoded.items()
+            if k in coord_names or (v.ndim == 1 and v.dims[0] == k) or (has_axis and k == axis_name)
+        }
+        ds = xarray.Dataset(decoded, attrs=attrs).set_coords(sorted(coords & set(decoded)))
+        if has_axis and axis_name not in ds.xindexes:
+            ds = ds.set_xindex(axis_name)  # ``time`` along ``num_lines``: a non-dimension index
+        return ds
+
+
+def _decoders(**kwargs: Any) -> dict[str, Any]:
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+class ZCollectionBackendEntrypoint(BackendEntrypoint):
+    """Open a collection with ``xr.open_dataset(url, engine="zcollection")``.
+
+    Keyword arguments besides xarray's decoders: ``filters`` (a partition-key
+    filter, as :meth:`~dask_zcollection.LazyCollection.filter`; a mapping may
+    also hold a time range on the axis variable, ``{"time": slice(a, b)}``,
+    bounds included), ``variables``
+    (paths to read; the axis variable is always read, for the index),
+    ``storage_options``, ``version`` (Icechunk snapshot, tag or branch) and
+    ``group`` (``open_dataset`` only; the root group by default).
+    """
+
+    description = "Open a dask_zcollection collection (partitioned Zarr v3 groups)"
+    url = "https://github.com/CNES/dask_zcollection"
+    open_dataset_parameters: ClassVar[tuple[str, ...]] = (  # type: ignore[misc]
+        "filename_or_obj",
+        "drop_variables",
+        "mask_and_scale",
+        "decode_times",
+        "decode_timedelta",
+        "use_cftime",
+        "concat_characters",
+        "decode_coords",
+        "group",
+        "filters",
+        "variables",
+        "storage_options",
+        "version",
+    )
+
+    def guess_can_open(self, filename_or_obj: Any) -> bool:
+        """A store spec, or a local path (``file://`` URL) holding a collection descriptor.
+
+        Remote URLs are not probed (that would cost a request for every file any
+        engine is asked to open): pass ``engine="zcollection"``.
+        """
+        if isinstance(filename_or_obj, StoreSpec):
+            return True
+        if not isinstance(filename_or_obj, str | os.PathLike):
+            return False
+        path = os.fspath(filename_or_obj)
+        if path.startswith("file://"):
+            path = path[len("file://") :]
+        elif "://" in path:
+            return False
+        return os.path.isfile(os.path.join(path, CONFIG_KEY))
+
+    def open_dataset(  # type: ignore[override]
+        self,
+        filename_or_obj: Any,
+        *,
+        drop_variables: str | Iterable[str] | None = None,
+        mask_and_scale: bool = True,
+        decode_times: bool = True,
+        decode_timedelta: bool | None = None,
+        use_cftime: bool | None = None,
+        concat_characters: bool = True,
+        decode_coords: bool = True,
+        group: str | None = None,
+        filters: Any = None,
+        variables: Sequence[str] | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+        version: str | None = None,
+    ) -> xarray.Dataset:
+        """One group of the collection (the root by default) as a lazy ``xarray.Dataset``."""
+        opened = self._open(
+            filename_or_obj, drop_variables, filters, variables, storage_options, version
+        )
+        name = (group or "").strip("/")
+        if name not in opened.groups:
+            raise NotFoundError(
+                f"group {group!r} is not in the collection (groups: "
+                f"{['/' + g for g in opened.groups]})"
+            )
+        decoders = _decoders(
+            mask_and_scale=mask_and_scale,
+            decode_times=decode_times,
+            decode_timedelta=decode_timedelta,
+            use_cftime=use_cftime,
+            concat_characters=concat_characters,
+            decode_coords=decode_coords,
+        )
+        return opened.dataset(name, decoders, with_axis=True)
+
+    def open_groups_as_dict(  # type: ignore[override]
+        self,
+        filename_or_obj: Any,
+        *,
+        drop_variables: str | Iterable[str] | None = None,
+        mask_and_scale: bool = True,
+        decode_times: bool = True,
+        decode_timedelta: bool | None = None,
+        use_cftime: bool | None = None,
+        concat_characters: bool = True,
+        decode_coords: bool = True,
+        filters: Any = None,
+        variables: Sequence[str] | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+        version: str | None = None,
+    ) -> dict[str, xarray.Dataset]:
+        """Every group as a dataset, by path (``"/"``, ``"/data_01/ku"``)."""
+        opened = self._open(
+            filename_or_obj, drop_variables, filters, variables, storage_options, version
+        )
+        decoders = _decoders(
+            mask_and_scale=mask_and_scale,
+            decode_times=decode_times,
+            decode_timedelta=decode_timedelta,
+            use_cftime=use_cftime,
+            concat_characters=concat_characters,
+            decode_coords=decode_coords,
+        )
+        # Nested groups inherit the axis coordinate from the root in the tree.
+        return {"/" + g: opened.dataset(g, decoders, with_axis=False) for g in opened.groups}
+
+    def open_datatree(  # type: ignore[override]
+        self,
+        filename_or_obj: Any,
+        *,
+        drop_variables: str | Iterable[str] | None = None,
+        **kwargs: Any,
+    ) -> xarray.DataTree:
+        """Every group of the collection as a lazy ``xarray.DataTree``."""
+        import xarray
+
+        groups = self.open_groups_as_dict(filename_or_obj, drop_variables=drop_variables, **kwargs)
+        return xarray.DataTree.from_dict(groups)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _open(
+        filename_or_obj: Any,
+        drop_variables: str | Iterable[str] | None,
+        filters: Any,
+        variables: Sequence[str] | None,
+        storage_options: Mapping[str, Any] | None,
+        version: str | None,
+    ) -> _Opened:
+        lazy = _open_collection(filename_or_obj, None, None, storage_options, version)
+        axis = lazy.source.config.axis_variable
+        if isinstance(filters, Mapping) and axis in filters:
+            # A time range among the key filters: pruned by the catalog's statistics, so
+            # the index is read of the partitions it touches only.
+            keys = {k: v for k, v in filters.items() if k != axis}
+            lazy = lazy.filter(keys or None, **{axis: filters[axis]})
+        elif filters is not None:
+            lazy = lazy.filter(filters)
+        if variables is not None:
+            names = [variables] if isinstance(variables, str) else list(variables)
+            # The axis variable is always read: it is the index.
+            lazy = lazy[[*names, axis] if axis not in names else names]
+        drop = [drop_variables] if isinstance(drop_variables, str) else list(drop_variables or ())
+        return _Opened(lazy, drop)
