@@ -204,8 +204,8 @@ class CatalogLog:
         """
         try:
             names = await self.spec.list_dir(CATALOG_DIR)
-        except OSError:
-            return  # the read lists again (and reports the error)
+        except Exception:  # any backend's error: the read lists again and reports it
+            return
         self.guess = max((int(m.group(1)) for n in names if (m := _VERSION_RE.match(n))), default=0)
 
     async def versions(self) -> list[int]:
