@@ -84,6 +84,10 @@ class Config:
         Chunk lengths of the codec/chunk matrix.
     matrix_rows : int
         Rows written per cell of the matrix.
+    scale_partitions : tuple of int
+        Catalog sizes of the ``scale`` group.
+    scale_latency_ms : float
+        Per-request latency of the ``scale`` group's remote-store rows (0: none).
     big_insert : int
         Bytes of the dask-backed insert on a memory-limited cluster (0: skip).
     """
@@ -102,6 +106,8 @@ class Config:
     codec_matrix: tuple[str, ...] = ("none", "zstd1", "zstd3", "lz4")
     chunk_matrix: tuple[int, ...] = (4096, 16384, 65536)
     matrix_rows: int = 86400
+    scale_partitions: tuple[int, ...] = (1_000, 100_000, 1_000_000)
+    scale_latency_ms: float = 20.0
     big_insert: int = 0
     quick: bool = False
 
@@ -121,6 +127,8 @@ class Config:
             codec_matrix=("none", "zstd3", "lz4"),
             chunk_matrix=(4096, 16384),
             matrix_rows=86400,
+            scale_partitions=(1_000, 5_000),
+            scale_latency_ms=5.0,
             quick=True,
         )
         return dataclasses.replace(base, **overrides)

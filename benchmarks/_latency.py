@@ -66,6 +66,10 @@ class LatencyLocalStore(LocalStore):
     async def exists(self, key: str) -> bool:
         return await StoreSpec.exists(self, key)
 
+    async def put(self, key: str, data: bytes, *args: Any, **kwargs: Any) -> None:
+        await self._wait()
+        await LocalStore.put(self, key, data, *args, **kwargs)
+
     async def put_if_absent(self, key: str, data: bytes, *args: Any, **kwargs: Any) -> bool:
         await self._wait()
         return await LocalStore.put_if_absent(self, key, data, *args, **kwargs)

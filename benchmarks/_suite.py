@@ -11,13 +11,25 @@ Groups (one module each), in run order:
 ``cluster``     the main dataset read, reduced and persisted on a 2-process LocalCluster
 ``simulation``  planning over a huge catalog; a store with latency per request
 ``backend``     ``xr.open_dataset(engine="zcollection")`` vs ``open_mfdataset``
+``scale``       catalog cost against the number of partitions (open, insert, bytes, listing)
 
 The page-cache ceiling runs after ``io``, which writes the store it reads.
 """
 
 from __future__ import annotations
 
-from . import backend, ceilings, cluster, codecs, io, memory, partitions, simulation, writes
+from . import (
+    backend,
+    ceilings,
+    cluster,
+    codecs,
+    io,
+    memory,
+    partitions,
+    scale,
+    simulation,
+    writes,
+)
 from ._core import Config, Measurement
 
 __all__ = ["GROUPS", "expected_names", "registry"]
@@ -32,6 +44,7 @@ GROUPS = (
     "cluster",
     "simulation",
     "backend",
+    "scale",
 )
 
 
@@ -48,6 +61,7 @@ def registry(cfg: Config) -> list[Measurement]:
         *cluster.measurements(cfg),
         *simulation.measurements(cfg),
         *backend.measurements(cfg),
+        *scale.measurements(cfg),
     ]
 
 

@@ -101,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--chunks", type=int, help="chunk length along time (rows)")
     p.add_argument("--many", type=_ints, help="partition counts, e.g. 1000,10000")
     p.add_argument("--sim-partitions", type=int, help="catalog size of the planning simulation")
+    p.add_argument(
+        "--scale-partitions", type=_ints, help="catalog sizes of the scale group, e.g. 1000,100000"
+    )
     p.add_argument("--latencies", type=_floats, help="simulated latencies in ms, e.g. 0,5,20")
     p.add_argument(
         "--latency-partitions", type=_ints, help="partition counts under latency, e.g. 10,100"
@@ -142,6 +145,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         ("chunks", "chunks"),
         ("many", "many"),
         ("sim_partitions", "sim_partitions"),
+        ("scale_partitions", "scale_partitions"),
         ("latencies", "latencies_ms"),
         ("latency_partitions", "latency_partitions"),
         ("chunk_matrix", "chunk_matrix"),

@@ -20,6 +20,7 @@ from ._repair import RepairReport, repair
 from ._update import OverlapUpdateStrategy, RowsUpdateStrategy, UpdateStrategy
 from .catalog import Catalog
 from .catalog._discovery import IMMUTABLE_PATH, CatalogDiscovery
+from .catalog._log import by_filter
 from .catalog._transaction import (
     DropPartitions,
     acquire_lock,
@@ -54,6 +55,24 @@ Mode = Literal["r", "rw"]
 VERIFY_CONCURRENCY = 2
 #: Times an insert is re-planned after losing a commit race on the same partitions.
 DEFAULT_RETRIES = 3
+
+
+def encode_keys(partitioning: Partitioning, keys: numpy.ndarray) -> list[str]:
+    """The path of each key row (``partitioning.encode``), vectorised for many keys.
+
+    Each component of a path of the library's partitionings depends on its own
+    key only: it is encoded once per distinct value.
+    """
+    from .partitioning import Date, GroupedSequence, Sequence
+
+    if len(keys) < 512 or type(partitioning) not in (Date, Sequence, GroupedSequence):
+        return [partitioning.encode(tuple(row)) for row in keys.tolist()]
+    columns = []
+    for i in range(keys.shape[1]):
+        _, first, inverse = numpy.unique(keys[:, i], return_index=True, return_inverse=True)
+        parts = [partitioning.encode(tuple(keys[j].tolist())).split("/")[i] for j in first]
+        columns.append(numpy.array(parts, dtype=object)[inverse].tolist())
+    return ["/".join(row) for row in zip(*columns, strict=True)]
 
 
 class AsyncCollection:
@@ -123,14 +142,20 @@ class AsyncCollection:
         return self._catalog
 
     async def select(self, filters: FilterLike = None) -> Catalog:
-        """The sub-catalog of the partitions matching ``filters``."""
-        catalog = await self.catalog(refresh=True)
-        return catalog.select(compile_filter(filters, self.partitioning.keys))
+        """The sub-catalog of the partitions matching ``filters`` (newest version).
+
+        Reads only the catalog segments the filter may match.
+        """
+        predicate = compile_filter(filters, self.partitioning.keys)
+        if predicate is None:
+            return await self.catalog(refresh=True)
+        await self.spec.refresh()
+        return (await self.discovery.load(by_filter(predicate))).select(predicate)
 
     async def partitions(self, filters: FilterLike = None) -> list[str]:
         """Canonical paths (``year=2024/month=03``) of the partitions, in key order."""
         selected = await self.select(filters)
-        return [self.partitioning.encode(selected.key_tuple(i)) for i in range(len(selected))]
+        return encode_keys(self.partitioning, selected.keys)
 
     # -- read --------------------------------------------------------------------------------
     async def read_partition(
@@ -164,7 +189,13 @@ class AsyncCollection:
         """The lazy Dask collection over the current catalog (see :func:`read_collection`)."""
         names = self._check_variables(variables)
         spec = await self.spec.pinned()  # a read-only spec workers can open
-        return collection_from(spec, self.config, await self.catalog(refresh=True), names, filters)
+        predicate = compile_filter(filters, self.partitioning.keys)
+        if predicate is None:
+            catalog = await self.catalog(refresh=True)
+        else:  # only the catalog segments the filter may match (it is applied below)
+            await self.spec.refresh()
+            catalog = await self.discovery.load(by_filter(predicate))
+        return collection_from(spec, self.config, catalog, names, filters)
 
     async def query(
         self, *, filters: FilterLike = None, variables: Sequence[str] | None = None
@@ -432,7 +463,8 @@ class AsyncCollection:
                     await acquire_lock(self.spec, canonical, token)
                 # The commit releases the locks it holds (only those: others may own
                 # them by then).
-                self._catalog = await txn.commit(DropPartitions(dropped.keys))
+                await txn.commit(DropPartitions(dropped.keys))
+                self._catalog = None  # the commit returns the touched segments only
             return canonicals
 
         return await retry_on_conflict(attempt, DEFAULT_RETRIES)

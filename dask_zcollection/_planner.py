@@ -21,6 +21,7 @@ from dask.delayed import Delayed
 from ._prepare import Prepared, check_axis
 from .catalog import Catalog
 from .catalog._discovery import IMMUTABLE_PATH, CatalogDiscovery
+from .catalog._log import Chooser, by_filter, by_keys
 from .catalog._transaction import Transaction, new_txn_id
 from .data._dataset import _values_equal
 from .errors import SchemaError
@@ -70,7 +71,7 @@ class WritePlanner:
         self.io = io
         self.discovery = discovery
 
-    async def base(self, listed: Catalog | None = None) -> Catalog:
+    async def base(self, listed: Catalog | None = None, choose: Chooser = None) -> Catalog:
         """The newest catalog, with stats, for a write to plan and commit against.
 
         A collection written by the reference implementation has no catalog of
@@ -79,7 +80,7 @@ class WritePlanner:
         commit protocol has a version to race on.
         """
         await self.spec.refresh()
-        current = await self.discovery.load()
+        current = await self.discovery.load(choose)
         if current.version > 0:
             return await self.with_stats(current)
         log = self.discovery.log
@@ -127,7 +128,7 @@ class WritePlanner:
         attrs = {v: config.schema[v].attrs for v in part.variables}
         keys, inverse = part.split({v: small[v] for v in part.variables}, attrs)
         rows = partition_rows(inverse, len(keys))
-        base = await self.base()
+        base = await self.base(choose=by_keys(keys))
         write_immutable = await self._check_immutable(base, immutable)
         canonicals = [part.encode(tuple(int(x) for x in k)) for k in keys]
         if write_immutable:
@@ -191,8 +192,9 @@ class WritePlanner:
     async def update(self, filters: FilterLike, strategy: MergeStrategy) -> Planned | None:
         """Plan the rewrite of the partitions selected by ``filters``; record the lease."""
         part = self.config.partitioning
-        base = await self.base()
-        selected = base.select(compile_filter(filters, part.keys))
+        predicate = compile_filter(filters, part.keys)
+        base = await self.base(choose=by_filter(predicate))
+        selected = base.select(predicate)
         if not len(selected):
             return None
         plans = [
@@ -216,8 +218,9 @@ class WritePlanner:
     async def drop(self, filters: FilterLike) -> tuple[Transaction, Catalog, list[str]] | None:
         """The transaction, sub-catalog and canonical paths of the partitions to drop."""
         part = self.config.partitioning
-        base = await self.base()
-        dropped = base.select(compile_filter(filters, part.keys))
+        predicate = compile_filter(filters, part.keys)
+        base = await self.base(choose=by_filter(predicate))
+        dropped = base.select(predicate)
         if not len(dropped):
             return None
         canonicals = [part.encode(dropped.key_tuple(i)) for i in range(len(dropped))]

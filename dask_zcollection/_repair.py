@@ -36,7 +36,7 @@ import numpy
 
 from .catalog import Catalog, CatalogLog
 from .catalog._discovery import FoundGroup, walk
-from .catalog._lease import lease_key
+from .catalog._lease import lease_key, lease_timeout
 from .catalog._log import version_key
 from .catalog._transaction import (
     GARBAGE_DIR,
@@ -49,6 +49,7 @@ from .catalog._transaction import (
     lock_token,
     new_txn_id,
     recover,
+    retention,
     retry_on_conflict,
 )
 from .errors import ConflictError, CorruptedDataError
@@ -380,7 +381,12 @@ async def repair(col: AsyncCollection, *, force: bool, dry_run: bool) -> RepairR
             return await _adopt_tree(col, plan, damaged, recovered)
         return await _apply(col, base, plan, damaged, recovered)
 
-    return await retry_on_conflict(attempt, _RETRIES)
+    report = await retry_on_conflict(attempt, _RETRIES)
+    if not dry_run and not spec.transactional:
+        # Segments no version names (a writer killed before its root): old enough that
+        # no writer can still be about to publish a root naming them.
+        await CatalogLog(spec).sweep_segments(max(retention(), 4 * lease_timeout()))
+    return report
 
 
 async def _versions(col: AsyncCollection) -> tuple[Catalog | None, list[RepairAction], str | None]:
@@ -405,6 +411,13 @@ async def _versions(col: AsyncCollection) -> tuple[Catalog | None, list[RepairAc
         below = [c for c in intact if c.version < damaged[0][0]]
         floor = below[-1].txn if below else ""
     actions = [RepairAction(version_key(v), why) for v, why in damaged]
+    # A damaged segment damages every version naming it: set it aside too.
+    seen: set[str] = set()
+    for v, _ in damaged:
+        for key, why in await log.damaged_segments(v):
+            if key not in seen:
+                seen.add(key)
+                actions.append(RepairAction(key, why))
     return (intact[-1] if intact else None), actions, floor
 
 
@@ -494,7 +507,8 @@ async def _apply(
             put = await _stats(col, [p for p, _ in adopt])
             drop = base.keys[drops] if drops else numpy.empty((0, len(base.key_names)), "int64")
             if len(put) or len(drop):
-                catalog = await txn.commit(_RepairChange(put, drop))
+                await txn.commit(_RepairChange(put, drop))
+                catalog = await CatalogLog(spec).latest()  # the commit returns its segments only
             else:
                 catalog = latest
                 await txn.release_locks()

@@ -8,6 +8,7 @@ collection is opened.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -169,8 +170,14 @@ async def open_collection(
         spec = spec.for_writing()
     else:
         spec = await spec.pinned(version)
-    config = await read_config(spec)
-    collection = AsyncCollection(spec, config, mode)
+    if mode == "rw":
+        config = await read_config(spec)
+        collection = AsyncCollection(spec, config, mode)
+    else:  # the catalog versions are listed meanwhile: the first read saves a round trip
+        log = CatalogLog(spec)
+        config, _ = await asyncio.gather(read_config(spec), log.prime())
+        collection = AsyncCollection(spec, config, mode)
+        collection.discovery.log.guess = log.guess
     if mode == "rw":
         await recover(spec)
     return collection

@@ -20,7 +20,7 @@ import numpy
 from ..errors import CorruptedDataError
 from ..store import StoreSpec
 from ._catalog import Catalog
-from ._log import CatalogLog
+from ._log import CatalogLog, Chooser
 from ._transaction import PENDING_ATTR, TXN_ATTR
 
 __all__ = ["IMMUTABLE_PATH", "CatalogDiscovery", "FoundGroup", "walk"]
@@ -133,9 +133,14 @@ class CatalogDiscovery:
         """A catalog with no partition."""
         return Catalog.empty(self.partitioning.keys, self.axis_dtype)
 
-    async def load(self) -> Catalog:
-        """The newest intact catalog, else one listed from ``state.json`` or a walk."""
-        latest = await self.log.latest()
+    async def load(self, choose: Chooser = None) -> Catalog:
+        """The newest intact catalog, else one listed from ``state.json`` or a walk.
+
+        ``choose`` picks the segments of a committed catalog to read (see
+        :func:`~dask_zcollection.catalog._log.by_filter`): the catalog returned
+        then holds at least the partitions they may match (a listed one, all).
+        """
+        latest = await self.log.latest(choose)
         if latest is not None:
             return latest
         paths = await self.log.legacy_paths()

@@ -55,7 +55,7 @@ from ._lease import (
     liveness,
     write_lease,
 )
-from ._log import CatalogLog
+from ._log import CatalogLog, by_keys, by_paths
 
 __all__ = [
     "GARBAGE_DIR",
@@ -346,19 +346,26 @@ class Transaction:
     async def commit(self, change: Change, *, immutable: str | None = None) -> Catalog:
         """Publish ``change`` as the next catalog version.
 
+        Returns the new version holding only the partitions of the segments
+        the change touched (read the whole one with ``CatalogLog.latest()``).
+
         Raises
         ------
         ConflictError
             When a concurrent commit changed a partition this one touches.
         """
         log = CatalogLog(self.spec)
+        # Only the segments the change's keys fall in are read and rewritten.
+        choose = by_keys(change.keys)
         # A writer declared dead (no heartbeat for a lease timeout) is being cleaned
         # up: it must not publish. Its recoverer puts the abort marker before deleting
         # anything, and sees no heartbeat newer than a timeout: publishing within half
         # a timeout of the lease write, after checking the marker, never races it.
         budget = lease_timeout() / 2
         for _ in range(_COMMIT_ATTEMPTS):
-            latest = await log.latest()
+            state = await log.state(choose)
+            log.warn(state)
+            latest = state.latest
             if latest is None:
                 raise ConflictError(f"the catalog of {self.spec.url} disappeared during the write")
             clash = self._conflicts(latest, change.keys, immutable is not None)
@@ -379,16 +386,23 @@ class Transaction:
                 raise ConflictError(
                     f"transaction {self.txn} was recovered as dead (its lease is gone); retry"
                 )
+            # The new segments go first (fresh names, nothing reads them before the root).
+            staged = await log.stage(state, new)
             signed = time.monotonic()
-            await self._write_lease(superseded)
-            if not self.spec.transactional and await self.aborted():
-                raise ConflictError(
-                    f"transaction {self.txn} was aborted (declared dead by another writer); retry"
-                )
-            if time.monotonic() - signed > budget:
-                continue  # too slow to publish safely: sign the lease again
-            if await log.commit(new):
+            try:
+                await self._write_lease(superseded)
+                if not self.spec.transactional and await self.aborted():
+                    raise ConflictError(
+                        f"transaction {self.txn} was aborted (declared dead by another writer); "
+                        "retry"
+                    )
+            except BaseException:
+                await asyncio.shield(_quietly(log.discard(staged)))
+                raise
+            if time.monotonic() - signed <= budget and await log.commit(staged):
                 break
+            # Too slow to publish safely (sign the lease again), or another writer won.
+            await _quietly(log.discard(staged))
         else:
             raise ConflictError(
                 f"could not commit to {self.spec.url} in {_COMMIT_ATTEMPTS} attempts "
@@ -453,7 +467,9 @@ class Transaction:
             return
         await self.spec.put(self._abort_key, json.dumps({"aborted": time.time()}).encode())
         busy = await self._wait_for_writers(ABORT_WAIT)
-        latest = await CatalogLog(self.spec).latest()
+        # Only the segments of its partitions: what it wrote is named there, if at all.
+        mine = [p for c in self.canonicals for p in (c, f"{c}@{self.txn}")]
+        latest = await CatalogLog(self.spec).latest(by_paths(mine))
         try:
             await _remove_leftovers(
                 self.spec,
@@ -486,6 +502,14 @@ class Transaction:
                 return busy
             await asyncio.sleep(delay)
             delay = min(2 * delay, 0.25)
+
+
+async def _quietly(step: Awaitable[Any]) -> None:
+    """Run a best-effort clean-up step (what it leaves, prune or repair removes)."""
+    try:
+        await step
+    except OSError as err:
+        _log.warning("clean-up step failed: %s", err)
 
 
 def _message(change: Change, txn: str) -> str:
@@ -649,7 +673,7 @@ async def collect_garbage(spec: StoreSpec, older_than: float | None = None) -> l
                 # writer re-created one of them at its canonical path and committed it.
                 if not await spec.exists(f"{GARBAGE_DIR}/{name}"):
                     continue
-                named = _named(await CatalogLog(spec).latest())
+                named = _named(await CatalogLog(spec).latest(by_paths(paths)))
                 doomed = [p for p in paths if p not in named]
                 await _delete_prefixes(spec, doomed)
                 await spec.delete(f"{GARBAGE_DIR}/{name}")
@@ -716,7 +740,9 @@ async def recover_transaction(
     lease = state.lease or {}
     named_ = lease.get("canonicals", [])
     every = sorted({*canonicals, *(c for c in named_ if isinstance(c, str))})
-    latest = await CatalogLog(spec).latest()
+    # The segments of the partitions it may have written or superseded: all it checks.
+    checked = [*every, *(p for p in lease.get("superseded", []) if isinstance(p, str))]
+    latest = await CatalogLog(spec).latest(by_paths(checked))
     await _remove_leftovers(spec, txn, every, latest)
     named = _named(latest)
     superseded = [p for p in lease.get("superseded", []) if isinstance(p, str) and p not in named]

@@ -22,6 +22,7 @@ from .._sync import sync
 from .._zarr import array_from_metadata
 from ..catalog import CatalogLog
 from ..catalog._discovery import IMMUTABLE_PATH
+from ..catalog._log import by_keys
 from ..catalog._transaction import TXN_ATTR, PutPartitions, Transaction, lock_key
 from ..errors import ConflictError, InvalidInputError, MergeError, SchemaError
 from ..merge import AxisRange, MergeStrategy
@@ -266,8 +267,9 @@ def check_merged(ctx: WriteContext, plan: PartitionPlan, merged: Any) -> dict[st
 async def _check_unchanged(ctx: WriteContext, plan: PartitionPlan) -> None:
     """The committed partition is still the planned one (checked under its lock)."""
     assert plan.existing is not None and plan.stored is not None
-    latest = await CatalogLog(ctx.txn.spec).latest()
-    pos = int(latest.find(numpy.array([plan.key]))[0]) if latest is not None else -1
+    key = numpy.array([plan.key], dtype="int64")
+    latest = await CatalogLog(ctx.txn.spec).latest(by_keys(key))  # its segment only
+    pos = int(latest.find(key)[0]) if latest is not None else -1
     committed = None if latest is None or pos < 0 else (latest.paths[pos], int(latest.rows[pos]))
     if committed != (plan.existing[0], plan.stored.count):
         raise ConflictError(
