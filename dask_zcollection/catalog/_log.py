@@ -443,7 +443,15 @@ class CatalogLog:
         staged = (
             catalog if isinstance(catalog, Staged) else await self._write(_head(catalog), [catalog])
         )
-        won = await self.spec.put_if_absent(_name(staged.version), encode_root(staged.root))
+        # A number that prune freed (older than the KEEP_VERSIONS newest) must not be
+        # taken again: the put would succeed below the newest version, where no reader
+        # or writer looks, and the commit would be lost. A writer that planned from
+        # version N and finds a newer one listed lost the race.
+        versions = await self.versions()
+        if versions and versions[-1] >= staged.version:
+            won = False
+        else:
+            won = await self.spec.put_if_absent(_name(staged.version), encode_root(staged.root))
         if not won and not isinstance(catalog, Staged):
             await self.discard(staged)
         return won
