@@ -180,6 +180,21 @@ def test_an_index_built_over_a_view_variable_selects_its_rows(fixtures_dir: Path
         numpy.testing.assert_array_equal(got["ssh_anom"].values, expected["ssh_anom"][mask])
 
 
+def test_map_overlap_on_a_view_crosses_partition_edges(fixtures_dir: Path) -> None:
+    # A 3-row window over a view variable, computed and not computed months alike,
+    # equals numpy over the whole expected array.
+    def window(ds: dzc.Dataset) -> dzc.Dataset:
+        flag = ds["flag"].values.astype("float32")  # type: ignore[union-attr]
+        summed = numpy.convolve(flag, numpy.ones(3), mode="same").astype("int8")
+        return ds.with_variables({"flag": ds["flag"].with_data(summed)})  # type: ignore[union-attr]
+
+    view = dzc.read_view(f"file://{fixtures_dir}/date_monthly_view")[["time", "flag"]]
+    got = view.map_overlap(window, 1).compute()
+    flag = numpy.load(fixtures_dir / "date_monthly_view.expected.npz")["flag"].astype("float32")
+    expected = numpy.convolve(flag, numpy.ones(3), mode="same").astype("int8")
+    numpy.testing.assert_array_equal(got["flag"].values, expected)
+
+
 def test_fixture_copy_is_updatable_and_base_override(tmp_path: Path, fixtures_dir: Path) -> None:
     shutil.copytree(fixtures_dir / "date_monthly", tmp_path / "date_monthly")
     shutil.copytree(fixtures_dir / "date_monthly_view", tmp_path / "date_monthly_view")
