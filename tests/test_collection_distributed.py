@@ -572,3 +572,31 @@ def test_index_and_overlap_on_the_cluster(client: Any, stored: tuple[str, Any]) 
     m = months(data)
     keep = (m == numpy.datetime64("2024-02")) | (m == numpy.datetime64("2024-04"))
     numpy.testing.assert_array_equal(out["total"].values, ref[keep])
+
+
+# -- a view updated by worker processes --------------------------------------------------------
+def view_flag(ds: zc.Dataset) -> dict[str, numpy.ndarray]:
+    """Module level: ships to the workers by reference."""
+    return {"flag": (ds["quality"].values > 100).astype("int8")}  # type: ignore[union-attr]
+
+
+def test_view_update_runs_on_worker_processes(
+    client: Any, stored: tuple[str, Any], tmp_path: Any
+) -> None:
+    url, data = stored
+    view_url = f"file://{tmp_path}/view"
+    view = zc.create_view(
+        view_url,
+        base=url,
+        variables=[{"name": "flag", "dtype": "int8", "dimensions": ["time"], "fill_value": -1}],
+    )
+    with distributed.get_task_stream(client) as stream:
+        written = view.update(view_flag, filters="month >= 2", variables=["quality"])
+    assert len(written) == 4
+    tasks = [t for t in stream.data if "view-update" in str(t["key"])]
+    assert len(tasks) == 4  # one per base partition, run by the workers
+    assert {t["worker"] for t in tasks} <= set(client.scheduler_info()["workers"])
+    got = zc.read_view(view_url).compute()
+    m = months(data)
+    expected = numpy.where(m >= numpy.datetime64("2024-02"), data["quality"] > 100, -1)
+    numpy.testing.assert_array_equal(got["flag"].values, expected.astype("int8"))
