@@ -81,6 +81,12 @@ lazy = dzc.read_collection(url)
 lazy
 
 # %%
+# :meth:`~dask_zcollection.LazyCollection.plot_partitions` draws the selected
+# partitions on a timeline from the catalog's statistics (nothing is read),
+# coloured by rows or bytes; gaps in the data show as blank spans.
+lazy.plot_partitions(by="rows")
+
+# %%
 spring = lazy.filter("month >= 3 and month <= 5")[["time", "ssh"]]
 print(spring.npartitions, "partitions:", spring.partitions)
 print(spring.explain())
