@@ -20,6 +20,7 @@ from dask_zcollection.expr import Finalize
 
 pytest.register_assert_rewrite("conftest_read")
 from conftest_read import (  # noqa: E402
+    TaskLog,
     assert_columns,
     counting_spec,
     is_chunk_key,
@@ -425,17 +426,6 @@ def read_keys(keys: Any) -> list[Any]:
     return [k for k in keys if isinstance(k, tuple) and str(k[0]).startswith("zc-read")]
 
 
-class Executed(dask.callbacks.Callback):
-    """Records the keys the local schedulers run."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.keys: list[Any] = []
-
-    def _pretask(self, key: Any, dsk: Any, state: Any) -> None:
-        self.keys.append(key)
-
-
 def test_dask_optimize_returns_the_pruned_graph(daily: tuple[str, numpy.ndarray]) -> None:
     lazy, expected = one_day(daily)
     assert zc.read_collection(daily[0]).npartitions == N_DAYS
@@ -476,11 +466,11 @@ def test_local_entry_points_run_one_read(daily: tuple[str, numpy.ndarray], entry
             return lazy.to_xarray()["value"].values  # type: ignore[no-any-return]
         return lazy.to_dask_dataframe()["value"].compute().values  # type: ignore[no-any-return]
 
-    with Executed() as executed, dask.config.set(scheduler="threads"):
+    with TaskLog() as executed, dask.config.set(scheduler="threads"):
         got = values()
     numpy.testing.assert_array_equal(got, expected)
     # One partition selected (one chunk): one read task, or one block read.
-    names = [str(k[0] if isinstance(k, tuple) else k) for k in executed.keys]
+    names = [str(n) for n in executed.names()]
     reads_run = [n for n in names if n.startswith(("zc-read", "zc-block"))]
     if entry == "xarray":  # the axis is read first: to_xarray builds its index on it
         assert [n for n in reads_run if n.startswith("zc-block-time")], names
