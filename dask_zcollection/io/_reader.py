@@ -29,6 +29,7 @@ __all__ = [
     "ReadSource",
     "RowRanges",
     "TimeRange",
+    "clip_ranges",
     "parts_of",
     "read_concat",
     "read_block",
@@ -184,7 +185,7 @@ async def read_concat(
     return out[0]
 
 
-def _pieces(bounds: tuple[int, int], rows: RowRanges | None) -> tuple[tuple[int, int], ...]:
+def clip_ranges(bounds: tuple[int, int], rows: RowRanges | None) -> RowRanges:
     """The row ranges read of a partition: ``rows`` clipped to ``bounds``, or ``bounds``."""
     start, stop = bounds
     if rows is None:
@@ -281,7 +282,7 @@ async def _read_many(
         )
     )
     selected = [
-        _pieces(bounds, None if rows is None else rows[k]) for k, bounds in enumerate(ranges)
+        clip_ranges(bounds, None if rows is None else rows[k]) for k, bounds in enumerate(ranges)
     ]
     sizes = [sum(b - a for a, b in pieces) for pieces in selected]
     if concat:

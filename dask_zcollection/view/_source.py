@@ -24,7 +24,7 @@ import numpy
 
 from ..catalog._transaction import TXN_ATTR
 from ..errors import CorruptedDataError, StalePartitionError, StorageError
-from ..io import Part, ReadSource, RowRanges, TimeRange, row_range
+from ..io import Part, ReadSource, RowRanges, TimeRange, clip_ranges, row_range
 from ..schema import Schema
 
 __all__ = ["BASE_ATTR", "Computed", "StaleMode", "ViewSource", "check_stale", "fill_array"]
@@ -213,8 +213,7 @@ class ViewSource(ReadSource):
             if selection is None:
                 return await self._read_overlay(path, mine, n, start, stop)
             # An index's row ranges: the span holding them, then the ranges.
-            pieces = [(max(a, start), min(b, stop)) for a, b in selection]
-            pieces = [(a, b) for a, b in pieces if a < b]
+            pieces = clip_ranges((start, stop), selection)
             lo, hi = (pieces[0][0], pieces[-1][1]) if pieces else (start, start)
             span = await self._read_overlay(path, mine, n, lo, hi)
             return {
