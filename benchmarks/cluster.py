@@ -39,13 +39,17 @@ __all__ = ["measurements"]
 
 
 @contextmanager
-def _cluster(**kwargs: Any) -> Iterator[Any]:
-    """A ``LocalCluster`` of 2 processes x 1 thread and its client (the default scheduler)."""
+def local_cluster(n_workers: int = 2, **kwargs: Any) -> Iterator[Any]:
+    """A ``LocalCluster`` of ``n_workers`` processes x 1 thread and its client (the default)."""
     import distributed
 
     with (
         distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, **kwargs
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            **kwargs,
         ) as cluster,
         distributed.Client(cluster) as client,
     ):
@@ -81,7 +85,7 @@ def m_cluster(ctx: Context) -> list[Result]:
     with dask.config.set(scheduler="threads"):
         read_threads = timed(read, r, warmup=1)
         mean_threads = timed(mean, r, warmup=1)
-    with _cluster() as client:
+    with local_cluster() as client:
         read_cluster = timed(read, r, warmup=1)
         mean_cluster = timed(mean, r, warmup=1)
 
@@ -204,7 +208,7 @@ def m_big_insert(nbytes: int) -> Callable[[Context], Result]:
             partitioning=dzc.partitioning.Date(("time",), resolution="M"),
             overwrite=True,
         )
-        with _cluster(memory_limit="3GB") as client, _PeakMemory(client) as peak:
+        with local_cluster(memory_limit="3GB") as client, _PeakMemory(client) as peak:
             t0 = time.perf_counter()
             col.insert(cols)
             seconds = time.perf_counter() - t0

@@ -9,7 +9,6 @@ run), by the library (open + insert + commit), ``Array.append`` and
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import dask_zcollection as dzc
 from . import _data
 from ._context import Context
 from ._core import Config, Measurement, Result, timed
+from .cluster import local_cluster
 
 __all__ = ["measurements"]
 
@@ -161,8 +161,6 @@ def _dask_columns(ctx: Context) -> dict[str, Any]:
 
 def m_dask_insert(ctx: Context) -> list[Result]:
     """A dask-backed insert on the threaded scheduler and on a 2-process LocalCluster."""
-    import distributed
-
     cols = _dask_columns(ctx)
     root = ctx.path("dask-insert")
     url = "file://" + root
@@ -184,14 +182,7 @@ def m_dask_insert(ctx: Context) -> list[Result]:
     # One worker process, then two: the ratio shows the insert's tasks run in parallel
     # on the cluster (the threaded scheduler already keeps both cores busy here).
     for workers in (1, 2):
-        with (
-            distributed.LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-            ) as cluster,
-            distributed.Client(cluster) as client,
-        ):
-            # A cluster in use has the library imported on its workers already.
-            client.run(importlib.import_module, "dask_zcollection.io")
+        with local_cluster(workers):
             on_cluster[workers] = timed(insert, r, setup=clear)
     rows = dzc.open_collection(url).catalog().rows.sum()
     shutil.rmtree(root, ignore_errors=True)
