@@ -11,7 +11,8 @@ from dask_zcollection._prepare import columns_to_dataset
 distributed = pytest.importorskip("distributed")
 
 
-def dataset(rows: int, width: int = 240) -> zc.Dataset:
+def dataset(rows: int) -> zc.Dataset:
+    """``rows`` rows of the test factory's schema (a nested group, an immutable variable)."""
     from conftest import Factory
 
     factory = Factory()
