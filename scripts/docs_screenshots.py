@@ -28,22 +28,9 @@ def lazy_repr_html() -> str:
     import numpy
 
     import dask_zcollection as dzc
+    from dask_zcollection.demo import altimetry_schema
 
-    schema = (
-        dzc.Schema()
-        .with_dimension("time", chunks=4096)
-        .with_dimension("x_ac", size=16, chunks=16)
-        .with_variable("time", dtype="datetime64[ns]", dimensions=("time",))
-        .with_variable(
-            "ssh",
-            dtype="float32",
-            dimensions=("time", "x_ac"),
-            fill_value=numpy.float32("nan"),
-            attrs={"units": "m", "long_name": "sea surface height"},
-        )
-        .with_variable("x_ac", dtype="int16", dimensions=("x_ac",))
-        .build()
-    )
+    schema = altimetry_schema(width=16, chunks=4096)
     url = "memory://docs-screenshot-lazy-repr"
     col = dzc.create_collection(
         url,
