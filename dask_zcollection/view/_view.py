@@ -22,6 +22,7 @@ import numpy
 from .._engine import DEFAULT_RETRIES, AsyncCollection
 from ..catalog import Catalog, CatalogLog
 from ..catalog._discovery import CatalogDiscovery
+from ..catalog._log import by_filter
 from ..catalog._transaction import (
     TXN_ATTR,
     DropPartitions,
@@ -171,15 +172,34 @@ class AsyncView:
         return [self._canonical(catalog, i) for i in range(len(catalog))]
 
     # -- read --------------------------------------------------------------------------------
-    async def source(self, stale: StaleMode = "raise") -> ViewSource:
-        """The read source of the current overlay catalog (what the read tasks carry)."""
-        overlay = await self.overlay_catalog()
+    async def _catalogs(
+        self, predicate: Any = None
+    ) -> tuple[StoreSpec, Catalog, StoreSpec, Catalog]:
+        """Pinned specs and catalogs of the base and of the overlay, read concurrently.
+
+        Each catalog is read from the pinned spec its data is read from (one
+        snapshot of each side), and only its segments ``predicate`` may match.
+        """
+        base_spec, view_spec = await asyncio.gather(self.base.spec.pinned(), self.spec.pinned())
+        choose = by_filter(predicate)
+        bcfg = self.base.config
+        dtype = bcfg.schema[bcfg.axis_variable].dtype
+        # The two catalogs are independent: one round trip chain, not two.
+        base, overlay = await asyncio.gather(
+            CatalogDiscovery(base_spec, bcfg.partitioning, dtype).load(choose),
+            CatalogDiscovery(view_spec, bcfg.partitioning, dtype).load(choose),
+        )
+        if predicate is not None:  # the base's is selected by the read's filter
+            overlay = overlay.select(predicate)
+        return base_spec, base, view_spec, overlay
+
+    def _source(
+        self, base_spec: StoreSpec, view_spec: StoreSpec, overlay: Catalog, stale: StaleMode
+    ) -> ViewSource:
         computed = tuple(
             (self._canonical(overlay, i), overlay.paths[i], int(overlay.rows[i]))
             for i in range(len(overlay))
         )
-        base_spec = await self.base.spec.pinned()
-        view_spec = await self.spec.pinned()
         return ViewSource(
             base_spec,
             self.joined_config,
@@ -189,6 +209,12 @@ class AsyncView:
             computed=computed,
             stale=_check_stale_mode(stale),
         )
+
+    async def source(self, stale: StaleMode = "raise") -> ViewSource:
+        """The read source of the current overlay catalog (what the read tasks carry)."""
+        _check_stale_mode(stale)
+        base_spec, _, view_spec, overlay = await self._catalogs()
+        return self._source(base_spec, view_spec, overlay, stale)
 
     def _names(self, variables: Sequence[str] | None) -> tuple[str, ...]:
         every = tuple(p for p, _ in self.schema.walk())
@@ -209,8 +235,11 @@ class AsyncView:
     ) -> LazyCollection:
         """The lazy collection over base and view (see :func:`read_view`)."""
         names = self._names(variables)
-        source = await self.source(stale)
-        catalog = await self.base.catalog(refresh=True)
+        _check_stale_mode(stale)
+        # Only the catalog segments the filter may match, on both sides (it is applied below).
+        predicate = compile_filter(filters, self.base.partitioning.keys)
+        base_spec, catalog, view_spec, overlay = await self._catalogs(predicate)
+        source = self._source(base_spec, view_spec, overlay, stale)
         lazy = LazyCollection(ReadPartitions(source, catalog, len(catalog), names))
         return lazy.filter(filters) if filters is not None else lazy
 
@@ -232,13 +261,22 @@ class AsyncView:
         row count, path or writing transaction than the one it was computed from
         (views of the reference implementation: another row count).
         """
-        overlay = await self.overlay_catalog()
-        base = await self.base.catalog(refresh=True)
+        base_spec, base, view_spec, overlay = await self._catalogs()
         pos = base.find(overlay.keys) if len(overlay) else numpy.empty(0, dtype="intp")
         first = self.variables[0]
         axis = self.base.config.axis_variable
-        oio = ReadSource(self.spec, self.overlay_config).io
-        bsource = ReadSource(self.base.spec, self.base.config)
+        osource = ReadSource(view_spec, self.overlay_config)
+        bsource = ReadSource(base_spec, self.base.config)
+
+        async def base_rows(path: str, rows: int) -> int:
+            if rows >= 0:
+                return rows
+            return int((await bsource.io.open_handle(f"{path}/{axis}", axis)).shape[0])
+
+        async def overlay_rows(path: str, rows: int) -> int:
+            if rows >= 0:
+                return rows
+            return int((await osource.io.open_handle(f"{path}/{first}", first)).shape[0])
 
         async def one(i: int) -> str | None:
             j = int(pos[i])
@@ -246,17 +284,15 @@ class AsyncView:
             if j < 0:
                 return canonical
             path = base.paths[j]
-            rows = int(base.rows[j])
-            if rows < 0:
-                rows = int((await bsource.io.open_handle(f"{path}/{axis}", axis)).shape[0])
-            orows = int(overlay.rows[i])
-            if orows < 0:
-                orows = int((await oio.open_handle(f"{overlay.paths[i]}/{first}", first)).shape[0])
-            record = (
-                await group_attrs(ReadSource(self.spec, self.overlay_config), overlay.paths[i])
-                or {}
-            ).get(BASE_ATTR)
-            txn = (await group_attrs(bsource, path) or {}).get(TXN_ATTR)
+            # Independent reads: one round trip, not four.
+            rows, orows, own, theirs = await asyncio.gather(
+                base_rows(path, int(base.rows[j])),
+                overlay_rows(overlay.paths[i], int(overlay.rows[i])),
+                group_attrs(osource, overlay.paths[i]),
+                group_attrs(bsource, path),
+            )
+            record = (own or {}).get(BASE_ATTR)
+            txn = (theirs or {}).get(TXN_ATTR)
             return canonical if check_stale(record, orows, path, rows, txn) else None
 
         found = await asyncio.gather(*(one(i) for i in range(len(overlay))))
@@ -604,10 +640,19 @@ async def open_view(
         spec = spec.for_writing()
     else:
         spec = await spec.pinned(version)
-    config = await read_view_config(spec)
     if base is None:
-        base = resolve_reference(_url_of(store), config.reference)
-    collection = await _open_base(base, base_storage_options)
+        config = await read_view_config(spec)
+        collection = await _open_base(
+            resolve_reference(_url_of(store), config.reference), base_storage_options
+        )
+    else:  # the base is known: both descriptors at once (the view's error first)
+        got = await asyncio.gather(
+            read_view_config(spec), _open_base(base, base_storage_options), return_exceptions=True
+        )
+        for outcome in got:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        config, collection = got  # type: ignore[assignment]
     view = AsyncView(spec, config, collection, mode)
     if mode == "rw":
         await recover(spec)
