@@ -184,11 +184,19 @@ class AsyncView:
         choose = by_filter(predicate)
         bcfg = self.base.config
         dtype = bcfg.schema[bcfg.axis_variable].dtype
-        # The two catalogs are independent: one round trip chain, not two.
-        base, overlay = await asyncio.gather(
-            CatalogDiscovery(base_spec, bcfg.partitioning, dtype).load(choose),
-            CatalogDiscovery(view_spec, bcfg.partitioning, dtype).load(choose),
+        # An already pinned spec keeps its discovery: the versions listed at open (prime).
+        bdisc = (
+            self.base.discovery
+            if base_spec is self.base.spec
+            else CatalogDiscovery(base_spec, bcfg.partitioning, dtype)
         )
+        odisc = (
+            self.discovery
+            if view_spec is self.spec
+            else CatalogDiscovery(view_spec, bcfg.partitioning, dtype)
+        )
+        # The two catalogs are independent: one chain of round trips, not two.
+        base, overlay = await asyncio.gather(bdisc.load(choose), odisc.load(choose))
         if predicate is not None:  # the base's is selected by the read's filter
             overlay = overlay.select(predicate)
         return base_spec, base, view_spec, overlay
@@ -455,8 +463,13 @@ async def _open_base(base: BaseLike, storage_options: Mapping[str, Any] | None) 
     if isinstance(impl, AsyncCollection):
         return impl
     spec = await resolve_store(base, storage_options).pinned()
-    config = await read_config(spec)
-    return AsyncCollection(spec, config, "r")
+    # The catalog versions are listed meanwhile, as open_collection does: the
+    # first catalog read then fetches the newest root during its own listing.
+    log = CatalogLog(spec)
+    config, _ = await asyncio.gather(read_config(spec), log.prime())
+    collection = AsyncCollection(spec, config, "r")
+    collection.discovery.log.guess = log.guess
+    return collection
 
 
 def _variable(item: Any) -> VariableSchema:
@@ -640,20 +653,28 @@ async def open_view(
         spec = spec.for_writing()
     else:
         spec = await spec.pinned(version)
+    # A reader lists the view's catalog versions while it reads the descriptors
+    # (see CatalogLog.prime): its first read saves a round trip.
+    log = CatalogLog(spec)
+    prime = log.prime() if mode == "r" else asyncio.sleep(0)
     if base is None:
-        config = await read_view_config(spec)
+        config, _ = await asyncio.gather(read_view_config(spec), prime)
         collection = await _open_base(
             resolve_reference(_url_of(store), config.reference), base_storage_options
         )
     else:  # the base is known: both descriptors at once (the view's error first)
         got = await asyncio.gather(
-            read_view_config(spec), _open_base(base, base_storage_options), return_exceptions=True
+            read_view_config(spec),
+            _open_base(base, base_storage_options),
+            prime,
+            return_exceptions=True,
         )
         for outcome in got:
             if isinstance(outcome, BaseException):
                 raise outcome
-        config, collection = got  # type: ignore[assignment]
+        config, collection = got[0], got[1]  # type: ignore[assignment]
     view = AsyncView(spec, config, collection, mode)
+    view.discovery.log.guess = log.guess
     if mode == "rw":
         await recover(spec)
     return view
