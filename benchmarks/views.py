@@ -85,22 +85,27 @@ def _raw_update(base: str, out: str, paths: list[str], chunks: int, width: int) 
 
 def _pairs(
     a: Callable[[], object], b: Callable[[], object], n: int
-) -> tuple[list[float], list[float]]:
-    """Seconds of ``n`` adjacent runs of ``a`` and ``b``, alternating which goes first."""
-    ta: list[float] = []
-    tb: list[float] = []
+) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Wall and CPU seconds of ``n`` adjacent runs of ``a`` and ``b``, alternating the first.
+
+    The CPU time is the process's (every thread): what the read costs whatever
+    the other tenants of the machine do.
+    """
+    wall: dict[int, list[float]] = {0: [], 1: []}
+    cpu: dict[int, list[float]] = {0: [], 1: []}
     for i in range(n):
-        if i % 2 == 0:
-            ta.append(_timed(a))
-            tb.append(_timed(b))
-        else:
-            tb.append(_timed(b))
-            ta.append(_timed(a))
-    return ta, tb
+        for side in (0, 1) if i % 2 == 0 else (1, 0):
+            fn = (a, b)[side]
+            c0 = time.process_time()
+            wall[side].append(_timed(fn))
+            cpu[side].append(time.process_time() - c0)
+    return wall[0], wall[1], cpu[0], cpu[1]
 
 
-def _stats(side: list[float], baseline: list[float]) -> dict[str, float]:
-    """Min and median of both sides, their ratios, and the median of the pairs' ratios."""
+def _stats(
+    side: list[float], baseline: list[float], cpu: list[float], cpu_base: list[float]
+) -> dict[str, float]:
+    """Min and median of both sides, their ratios, the median of the pairs' ratios, CPU."""
     return {
         "min": min(side),
         "median": statistics.median(side),
@@ -109,6 +114,9 @@ def _stats(side: list[float], baseline: list[float]) -> dict[str, float]:
         "ratio_min": min(side) / min(baseline),
         "ratio_median": statistics.median(side) / statistics.median(baseline),
         "ratio_paired": statistics.median(x / y for x, y in zip(side, baseline, strict=True)),
+        "cpu_median": statistics.median(cpu),
+        "base_cpu_median": statistics.median(cpu_base),
+        "ratio_cpu": statistics.median(cpu) / statistics.median(cpu_base),
     }
 
 
@@ -185,7 +193,7 @@ def run(
             requests[name] = {"view store": counters[0].reset(), "base store": counters[1].reset()}
         view_read, base_read = reader(latency_ms / 1e3 if latency_ms > 0 else None)
         view_read(), base_read()  # warm-up
-        tv, tb = _pairs(view_read, base_read, rounds * reads)
+        read_times = _pairs(view_read, base_read, rounds * reads)
 
         def update() -> None:
             dzc.open_view(f"file://{work}/upd", mode="rw").update(_anomaly, variables=["ssh"])
@@ -194,10 +202,10 @@ def run(
             _raw_update(f"{work}/base", f"{work}/raw", paths, chunks, width)
 
         dzc.create_view(f"file://{work}/upd", base=base_url, variables=variables)
-        tu, tz = _pairs(update, raw, rounds)
+        update_times = _pairs(update, raw, rounds)
         return {
-            "read": _stats(tv, tb),
-            "update": _stats(tu, tz),
+            "read": _stats(*read_times),
+            "update": _stats(*update_times),
             "requests": requests,
             "latency_ms": latency_ms,
             "mb_per_variable": rows * width * 4 / 1e6,
@@ -230,7 +238,9 @@ def main() -> None:
             f"{label} min {st['min'] * scale:.1f} / median {st['median'] * scale:.1f} {unit}, "
             f"{base} {st['base_min'] * scale:.1f} / {st['base_median'] * scale:.1f} {unit}; "
             f"ratio of mins {st['ratio_min']:.2f}, of medians {st['ratio_median']:.2f}, "
-            f"median of pairs {st['ratio_paired']:.2f} (target <= {target})"
+            f"median of pairs {st['ratio_paired']:.2f} (target <= {target}); "
+            f"CPU median {st['cpu_median'] * scale:.1f} / {st['base_cpu_median'] * scale:.1f} "
+            f"{unit}, ratio {st['ratio_cpu']:.2f}"
         )
     req = out["requests"]
     print(
