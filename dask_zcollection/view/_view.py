@@ -172,6 +172,22 @@ class AsyncView:
         return [self._canonical(catalog, i) for i in range(len(catalog))]
 
     # -- read --------------------------------------------------------------------------------
+    def _discoveries(
+        self, base_spec: StoreSpec, view_spec: StoreSpec
+    ) -> tuple[CatalogDiscovery, CatalogDiscovery]:
+        """Catalog discoveries over the pinned specs of the base and of the view.
+
+        A spec that was already pinned keeps its discovery: the versions its
+        open listed (``CatalogLog.prime``) save the first read a round trip.
+        """
+        part, dtype = self.base.partitioning, self.discovery.axis_dtype
+        return (
+            self.base.discovery
+            if base_spec is self.base.spec
+            else CatalogDiscovery(base_spec, part, dtype),
+            self.discovery if view_spec is self.spec else CatalogDiscovery(view_spec, part, dtype),
+        )
+
     async def _catalogs(
         self, predicate: Any = None
     ) -> tuple[StoreSpec, Catalog, StoreSpec, Catalog]:
@@ -181,20 +197,8 @@ class AsyncView:
         snapshot of each side), and only its segments ``predicate`` may match.
         """
         base_spec, view_spec = await asyncio.gather(self.base.spec.pinned(), self.spec.pinned())
+        bdisc, odisc = self._discoveries(base_spec, view_spec)
         choose = by_filter(predicate)
-        bcfg = self.base.config
-        dtype = bcfg.schema[bcfg.axis_variable].dtype
-        # An already pinned spec keeps its discovery: the versions listed at open (prime).
-        bdisc = (
-            self.base.discovery
-            if base_spec is self.base.spec
-            else CatalogDiscovery(base_spec, bcfg.partitioning, dtype)
-        )
-        odisc = (
-            self.discovery
-            if view_spec is self.spec
-            else CatalogDiscovery(view_spec, bcfg.partitioning, dtype)
-        )
         # The two catalogs are independent: one chain of round trips, not two.
         base, overlay = await asyncio.gather(bdisc.load(choose), odisc.load(choose))
         if predicate is not None:  # the base's is selected by the read's filter
@@ -221,7 +225,8 @@ class AsyncView:
     async def source(self, stale: StaleMode = "raise") -> ViewSource:
         """The read source of the current overlay catalog (what the read tasks carry)."""
         _check_stale_mode(stale)
-        base_spec, _, view_spec, overlay = await self._catalogs()
+        base_spec, view_spec = await asyncio.gather(self.base.spec.pinned(), self.spec.pinned())
+        overlay = await self._discoveries(base_spec, view_spec)[1].load()
         return self._source(base_spec, view_spec, overlay, stale)
 
     def _names(self, variables: Sequence[str] | None) -> tuple[str, ...]:
