@@ -629,6 +629,19 @@ def _url_of(store: StoreLike) -> str:
     return os.fspath(store) if isinstance(store, str | os.PathLike) else resolve_store(store).url
 
 
+#: The base URL each view opened in this process named (bounded): the next open
+#: reads the base's descriptor while it reads the view's, and checks it was right.
+_BASES: dict[str, str] = {}
+_BASES_MAX = 1024
+
+
+def _remember_base(view_url: str, base_url: str) -> None:
+    _BASES.pop(view_url, None)
+    _BASES[view_url] = base_url
+    if len(_BASES) > _BASES_MAX:
+        del _BASES[next(iter(_BASES))]
+
+
 async def open_view(
     store: StoreLike,
     *,
@@ -662,22 +675,24 @@ async def open_view(
     # (see CatalogLog.prime): its first read saves a round trip.
     log = CatalogLog(spec)
     prime = log.prime() if mode == "r" else asyncio.sleep(0)
+    view_url = _url_of(store)
+    # The base is opened while the view's descriptor is read: the one given, else
+    # the one this view named when last opened here (kept only if it still does).
+    target = base if base is not None else _BASES.get(view_url)
+    opening = _open_base(target, base_storage_options) if target is not None else asyncio.sleep(0)
+    got = await asyncio.gather(read_view_config(spec), opening, prime, return_exceptions=True)
+    for outcome in got:  # the view's error first; then a cancellation or the given base's
+        if isinstance(outcome, BaseException) and (
+            outcome is got[0] or base is not None or not isinstance(outcome, Exception)
+        ):
+            raise outcome
+    config: ViewConfig = got[0]  # type: ignore[assignment]
+    collection: AsyncCollection = got[1]  # type: ignore[assignment]
     if base is None:
-        config, _ = await asyncio.gather(read_view_config(spec), prime)
-        collection = await _open_base(
-            resolve_reference(_url_of(store), config.reference), base_storage_options
-        )
-    else:  # the base is known: both descriptors at once (the view's error first)
-        got = await asyncio.gather(
-            read_view_config(spec),
-            _open_base(base, base_storage_options),
-            prime,
-            return_exceptions=True,
-        )
-        for outcome in got:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        config, collection = got[0], got[1]  # type: ignore[assignment]
+        named = resolve_reference(view_url, config.reference)
+        if named != target or isinstance(collection, BaseException):
+            collection = await _open_base(named, base_storage_options)
+        _remember_base(view_url, named)
     view = AsyncView(spec, config, collection, mode)
     view.discovery.log.guess = log.guess
     if mode == "rw":
