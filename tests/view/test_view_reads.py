@@ -312,3 +312,28 @@ def test_a_reference_view_is_stale_when_its_base_rows_change(
     numpy.testing.assert_array_equal(got["flag"].values, expected["flag"][feb])
     filled = dzc.read_view(view_url, stale="fill").filter("month <= 2")[["flag"]].compute()
     numpy.testing.assert_array_equal(filled["flag"].values, [-1] * 5 + list(expected["flag"][feb]))
+
+
+@pytest.mark.icechunk
+def test_a_pinned_view_version_reads_its_snapshot(month_view: Any) -> None:
+    """``version=`` pins the view store: its catalog and its arrays are of that snapshot."""
+    icechunk = pytest.importorskip("icechunk")
+    root, data = month_view
+    url = f"icechunk://{root}/views"
+    view = dzc.create_view(url, base=f"file://{root}/base", variables=[ANOM])
+    assert view.update(anomaly, filters=FEB) == ["year=2024/month=02"]
+    repo = icechunk.Repository.open(icechunk.local_filesystem_storage(str(root / "views")))
+    snap = repo.lookup_branch("main")
+    view.update(lambda ds: {"ssh_anom": numpy.zeros_like(ds["ssh"].values)}, filters="month <= 2")
+    feb = month_of(data["time"]) <= 2
+    now = dzc.read_view(url).filter("month <= 2")[["ssh_anom"]].compute()
+    numpy.testing.assert_array_equal(now["ssh_anom"].values, numpy.zeros_like(data["ssh"][feb]))
+    for lazy in (
+        dzc.read_view(url, version=snap),
+        dzc.read_view(url, version=snap, base=f"file://{root}/base", filters="month <= 2"),
+    ):
+        old = lazy.filter("month <= 2")[["ssh_anom"]].compute()["ssh_anom"].values
+        jan = month_of(data["time"][feb]) == 1
+        assert numpy.isnan(old[jan]).all()  # not computed at that snapshot
+        numpy.testing.assert_array_equal(old[~jan], data["ssh"][feb][~jan] - 1.5)
+    assert dzc.open_view(url, version=snap).partitions() == ["year=2024/month=02"]
