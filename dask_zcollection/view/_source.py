@@ -232,6 +232,10 @@ class ViewSource(ReadSource):
         schema = self.config.schema
         canonical = path.partition("@")[0]
         entry = self._entries.get(canonical)
+        if entry is None:  # a base path written unpadded (month=1): its canonical form
+            partitioning = self.config.partitioning
+            canonical = partitioning.encode(partitioning.decode(canonical))
+            entry = self._entries.get(canonical)
         if entry is None:
             return {v: fill_array(schema, v, stop - start) for v in names}
         opath, orows = entry

@@ -337,3 +337,23 @@ def test_a_pinned_view_version_reads_its_snapshot(month_view: Any) -> None:
         assert numpy.isnan(old[jan]).all()  # not computed at that snapshot
         numpy.testing.assert_array_equal(old[~jan], data["ssh"][feb][~jan] - 1.5)
     assert dzc.open_view(url, version=snap).partitions() == ["year=2024/month=02"]
+
+
+def test_a_base_partition_path_written_unpadded_reads_the_computed_values(
+    tmp_path: Path, fixtures_dir: Path
+) -> None:
+    """``month=1`` in the base, ``month=01`` in the view: the same partition (it read
+    as fill values, silently)."""
+    shutil.copytree(fixtures_dir / "date_monthly", tmp_path / "date_monthly")
+    shutil.copytree(fixtures_dir / "date_monthly_view", tmp_path / "date_monthly_view")
+    os.system(f"chmod -R u+w {tmp_path}")
+    months = tmp_path / "date_monthly" / "year=2024"
+    (months / "month=01").rename(months / "month=1")
+    state = tmp_path / "date_monthly" / "_catalog" / "state.json"
+    state.write_text(state.read_text().replace("month=01", "month=1"))
+    view_url = f"file://{tmp_path}/date_monthly_view"
+    expected = numpy.load(fixtures_dir / "date_monthly_view.expected.npz")
+    ds = dzc.read_view(view_url)[["time", "ssh_anom", "flag"]].compute()
+    for name in expected.files:
+        numpy.testing.assert_array_equal(ds[name].values, expected[name], err_msg=name)
+    assert dzc.open_view(view_url).stale_partitions() == []
