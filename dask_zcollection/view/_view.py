@@ -208,17 +208,13 @@ class AsyncView:
     def _source(
         self, base_spec: StoreSpec, view_spec: StoreSpec, overlay: Catalog, stale: StaleMode
     ) -> ViewSource:
-        computed = tuple(
-            (self._canonical(overlay, i), overlay.paths[i], int(overlay.rows[i]))
-            for i in range(len(overlay))
-        )
         return ViewSource(
             base_spec,
             self.joined_config,
             base=ReadSource(base_spec, self.base.config),
             overlay=ReadSource(view_spec, self.overlay_config),
             url=self.url,
-            computed=computed,
+            overlay_catalog=overlay,
             stale=_check_stale_mode(stale),
         )
 
