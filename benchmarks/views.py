@@ -3,14 +3,19 @@
 * **read**: a view read of one month (``time``, ``ssh`` from the base,
   ``ssh_anom`` from the view) against a plain read of the same bytes from the
   base (``time``, ``ssh`` and ``ssh2``, a base variable of the same size as
-  ``ssh_anom``): the target is within 1.1x.
+  ``ssh_anom``): the target is within 1.1x. Each read opens its collection
+  (``read_view`` / ``read_collection``), filters and computes, as a user does.
 * **update**: ``view.update`` computing ``ssh_anom = ssh - mean`` over a
   12-month collection against raw zarr reading ``ssh`` of each partition and
   writing ``ssh_anom`` with the same chunks and codec (the same threads, one
   task per partition): the target is within 1.3x.
 
-The two sides alternate which goes first in each round (load on a shared
-machine falls on both). Prints the medians of wall time and the ratios.
+The machine may be shared: the two sides of each comparison are measured as
+adjacent pairs, alternating which goes first (load falls on both), and the
+figures are the minimum and median of each side, the ratios of both, and the
+median of the pairs' ratios. ``--latency-ms`` reads both sides through a
+local store adding that latency to every request (an object store's round
+trips); the requests of one read of each side are counted and printed.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import numpy
 import dask_zcollection as dzc
 
 from ._data import codec_chain, make_columns
+from ._latency import LatencyLocalStore
 
 CODEC = "lz4"
 
@@ -77,8 +83,52 @@ def _raw_update(base: str, out: str, paths: list[str], chunks: int, width: int) 
     dask.compute(*(dask.delayed(one)(p) for p in paths), scheduler="threads")
 
 
-def run(rows_per_month: int, width: int, chunks: int, rounds: int) -> dict[str, Any]:
-    """Median seconds of each side of each comparison."""
+def _pairs(
+    a: Callable[[], object], b: Callable[[], object], n: int
+) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Wall and CPU seconds of ``n`` adjacent runs of ``a`` and ``b``, alternating the first.
+
+    The CPU time is the process's (every thread): what the read costs whatever
+    the other tenants of the machine do.
+    """
+    wall: dict[int, list[float]] = {0: [], 1: []}
+    cpu: dict[int, list[float]] = {0: [], 1: []}
+    for i in range(n):
+        for side in (0, 1) if i % 2 == 0 else (1, 0):
+            fn = (a, b)[side]
+            c0 = time.process_time()
+            wall[side].append(_timed(fn))
+            cpu[side].append(time.process_time() - c0)
+    return wall[0], wall[1], cpu[0], cpu[1]
+
+
+def _stats(
+    side: list[float], baseline: list[float], cpu: list[float], cpu_base: list[float]
+) -> dict[str, float]:
+    """Min and median of both sides, their ratios, the median of the pairs' ratios, CPU."""
+    return {
+        "min": min(side),
+        "median": statistics.median(side),
+        "base_min": min(baseline),
+        "base_median": statistics.median(baseline),
+        "ratio_min": min(side) / min(baseline),
+        "ratio_median": statistics.median(side) / statistics.median(baseline),
+        "ratio_paired": statistics.median(x / y for x, y in zip(side, baseline, strict=True)),
+        "cpu_median": statistics.median(cpu),
+        "base_cpu_median": statistics.median(cpu_base),
+        "ratio_cpu": statistics.median(cpu) / statistics.median(cpu_base),
+    }
+
+
+def run(
+    rows_per_month: int,
+    width: int,
+    chunks: int,
+    rounds: int,
+    reads: int = 10,
+    latency_ms: float = 0.0,
+) -> dict[str, Any]:
+    """Both comparisons: ``rounds * reads`` read pairs, ``rounds`` update pairs."""
     work = tempfile.mkdtemp()
     try:
         rows = 12 * rows_per_month
@@ -106,13 +156,44 @@ def run(rows_per_month: int, width: int, chunks: int, rounds: int) -> dict[str, 
         view = dzc.create_view(view_url, base=base_url, variables=variables)
         view.update(_anomaly, variables=["ssh"])  # the view to read
         month = "year == {y} and month == 2".format(y=int(str(columns["time"][0])[:4]))
-        times: dict[str, list[float]] = {"view": [], "base": [], "update": [], "zarr": []}
 
-        def view_read() -> None:
-            dzc.read_view(view_url).filter(month)[["time", "ssh", "ssh_anom"]].compute()
+        def reader(
+            latency: float | None,
+        ) -> tuple[Callable[[], Any], Callable[[], Any]]:
+            """Both reads: on ``file://`` URLs (``None``) or through a latency store."""
+            vspec: Any = view_url
+            bspec: Any = base_url
+            base: Any = None  # the view finds its base by the URL it records
+            if latency is not None:
+                vspec = LatencyLocalStore(f"{work}/view", latency=latency)
+                bspec = base = LatencyLocalStore(f"{work}/base", latency=latency)
 
-        def base_read() -> None:
-            dzc.read_collection(base_url).filter(month)[["time", "ssh", "ssh2"]].compute()
+            def view_read() -> Any:
+                lazy = dzc.read_view(vspec, base=base)
+                return lazy.filter(month)[["time", "ssh", "ssh_anom"]].compute()
+
+            def base_read() -> Any:
+                lazy = dzc.read_collection(bspec)
+                return lazy.filter(month)[["time", "ssh", "ssh2"]].compute()
+
+            return view_read, base_read
+
+        # Requests of one read of each side (after a warm-up read), counted without latency.
+        view_read, base_read = reader(0.0)
+        counters = (
+            LatencyLocalStore(f"{work}/view", latency=0.0).counter,
+            LatencyLocalStore(f"{work}/base", latency=0.0).counter,
+        )
+        requests: dict[str, dict[str, int]] = {}
+        for name, fn in (("view", view_read), ("base", base_read)):
+            fn()
+            for c in counters:
+                c.reset()
+            fn()
+            requests[name] = {"view store": counters[0].reset(), "base store": counters[1].reset()}
+        view_read, base_read = reader(latency_ms / 1e3 if latency_ms > 0 else None)
+        view_read(), base_read()  # warm-up
+        read_times = _pairs(view_read, base_read, rounds * reads)
 
         def update() -> None:
             dzc.open_view(f"file://{work}/upd", mode="rw").update(_anomaly, variables=["ssh"])
@@ -121,19 +202,12 @@ def run(rows_per_month: int, width: int, chunks: int, rounds: int) -> dict[str, 
             _raw_update(f"{work}/base", f"{work}/raw", paths, chunks, width)
 
         dzc.create_view(f"file://{work}/upd", base=base_url, variables=variables)
-        for r in range(rounds):
-            pairs = [("view", view_read), ("base", base_read)]
-            for name, fn in pairs if r % 2 == 0 else pairs[::-1]:
-                times[name].append(_timed(fn))
-            pairs = [("update", update), ("zarr", raw)]
-            for name, fn in pairs if r % 2 == 0 else pairs[::-1]:
-                times[name].append(_timed(fn))
-        med = {k: statistics.median(v) for k, v in times.items()}
+        update_times = _pairs(update, raw, rounds)
         return {
-            "median_s": med,
-            "min_s": {k: min(v) for k, v in times.items()},
-            "read_ratio": med["view"] / med["base"],
-            "update_ratio": med["update"] / med["zarr"],
+            "read": _stats(*read_times),
+            "update": _stats(*update_times),
+            "requests": requests,
+            "latency_ms": latency_ms,
             "mb_per_variable": rows * width * 4 / 1e6,
         }
     finally:
@@ -146,19 +220,36 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--chunks", type=int, default=16_384)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--reads", type=int, default=10, help="read pairs per round")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="per request, reads only")
     args = parser.parse_args()
-    out = run(args.rows_per_month, args.width, args.chunks, args.rounds)
-    med, low = out["median_s"], out["min_s"]
-    print(f"data: 12 months, {out['mb_per_variable']:.0f} MB per float32 variable, codec {CODEC}")
-    print(
-        f"read one month:  view {med['view'] * 1e3:.1f} ms, base (same bytes) "
-        f"{med['base'] * 1e3:.1f} ms, ratio {out['read_ratio']:.2f} (target <= 1.1); "
-        f"min {low['view'] * 1e3:.1f} / {low['base'] * 1e3:.1f} ms"
+    out = run(
+        args.rows_per_month, args.width, args.chunks, args.rounds, args.reads, args.latency_ms
     )
+    where = f"{out['latency_ms']:g} ms per request" if out["latency_ms"] else "file://"
+    print(f"data: 12 months, {out['mb_per_variable']:.0f} MB per float32 variable, codec {CODEC}")
+    for label, key, unit, scale, target in (
+        (f"read one month ({where}): view", "read", "ms", 1e3, 1.1),
+        ("update 12 months: view.update", "update", "ms", 1e3, 1.3),
+    ):
+        st = out[key]
+        base = "base (same bytes)" if key == "read" else "raw zarr"
+        print(
+            f"{label} min {st['min'] * scale:.1f} / median {st['median'] * scale:.1f} {unit}, "
+            f"{base} {st['base_min'] * scale:.1f} / {st['base_median'] * scale:.1f} {unit}; "
+            f"ratio of mins {st['ratio_min']:.2f}, of medians {st['ratio_median']:.2f}, "
+            f"median of pairs {st['ratio_paired']:.2f} (target <= {target}); "
+            f"CPU median {st['cpu_median'] * scale:.1f} / {st['base_cpu_median'] * scale:.1f} "
+            f"{unit}, ratio {st['ratio_cpu']:.2f}"
+        )
+    req = out["requests"]
     print(
-        f"update 12 months: view.update {med['update'] * 1e3:.0f} ms, raw zarr "
-        f"{med['zarr'] * 1e3:.0f} ms, ratio {out['update_ratio']:.2f} (target <= 1.3); "
-        f"min {low['update'] * 1e3:.0f} / {low['zarr'] * 1e3:.0f} ms"
+        "requests of one read: view {v} (view store {vv}, base store {vb}), base {b}".format(
+            v=sum(req["view"].values()),
+            vv=req["view"]["view store"],
+            vb=req["view"]["base store"],
+            b=req["base"]["base store"],
+        )
     )
 
 

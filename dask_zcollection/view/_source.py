@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import numpy
 
+from ..catalog import Catalog
 from ..catalog._transaction import TXN_ATTR
 from ..errors import CorruptedDataError, StalePartitionError, StorageError
 from ..io import Part, ReadSource, RowRanges, TimeRange, clip_ranges, row_range
@@ -96,8 +97,8 @@ class ViewSource(ReadSource):
         The view store, with the overlay variables' schema.
     url : str
         The view's URL (for messages).
-    computed : tuple
-        ``(canonical, overlay path, rows)`` of every computed overlay partition.
+    overlay_catalog : Catalog
+        The view's catalog: its computed partitions (path in the view store, rows).
     stale : {"raise", "fill"}
         What reading a stale partition does.
     """
@@ -105,7 +106,7 @@ class ViewSource(ReadSource):
     base: ReadSource
     overlay: ReadSource
     url: str
-    computed: Computed
+    overlay_catalog: Catalog
     stale: StaleMode = "raise"
 
     @functools.cached_property
@@ -113,12 +114,42 @@ class ViewSource(ReadSource):
         from dask.base import tokenize
 
         return str(
-            tokenize("ViewSource", self.base._token, self.overlay._token, self.computed, self.stale)
+            tokenize(
+                "ViewSource",
+                self.base._token,
+                self.overlay._token,
+                self.overlay_catalog,
+                self.stale,
+            )
         )
 
     @functools.cached_property
-    def _entries(self) -> dict[str, tuple[str, int]]:
-        return {c: (p, n) for c, p, n in self.computed}
+    def computed(self) -> Computed:
+        """``(canonical, overlay path, rows)`` of every computed partition.
+
+        Encodes every key: the read path looks partitions up by key instead
+        (a view of thousands of partitions read for one).
+        """
+        cat, encode = self.overlay_catalog, self.config.partitioning.encode
+        return tuple(
+            (encode(cat.key_tuple(i)), cat.paths[i], int(cat.rows[i])) for i in range(len(cat))
+        )
+
+    @functools.cached_property
+    def _positions(self) -> dict[tuple[int, ...], int]:
+        return {tuple(k): i for i, k in enumerate(self.overlay_catalog.keys.tolist())}
+
+    def _entry(self, path: str) -> tuple[tuple[int, ...], str, int] | None:
+        """``(key, overlay path, rows)`` of the view partition over the base one at ``path``.
+
+        By key, not by path text: a base path written unpadded (``month=1``)
+        is the view's ``month=01``.
+        """
+        key = tuple(int(v) for v in self.config.partitioning.decode(path.partition("@")[0]))
+        i = self._positions.get(key)
+        if i is None:
+            return None
+        return key, self.overlay_catalog.paths[i], int(self.overlay_catalog.rows[i])
 
     @functools.cached_property
     def overlay_variables(self) -> frozenset[str]:
@@ -135,7 +166,7 @@ class ViewSource(ReadSource):
         theirs = [v for v in variables if v not in self.overlay_variables]
         return [
             f"from base {self.base.spec.url}: {', '.join(theirs) or '(nothing)'}",
-            f"from view {self.url} ({len(self.computed)} partition(s) computed, others "
+            f"from view {self.url} ({len(self.overlay_catalog)} partition(s) computed, others "
             f"fill values): {', '.join(mine) or '(nothing)'}",
         ]
 
@@ -230,11 +261,10 @@ class ViewSource(ReadSource):
     ) -> dict[str, numpy.ndarray]:
         """Rows ``start:stop`` of overlay ``names`` of the partition whose base is at ``path``."""
         schema = self.config.schema
-        canonical = path.partition("@")[0]
-        entry = self._entries.get(canonical)
+        entry = self._entry(path)
         if entry is None:
             return {v: fill_array(schema, v, stop - start) for v in names}
-        opath, orows = entry
+        key, opath, orows = entry
         io = self.overlay.io
         # The arrays and both groups' attributes (the staleness record) at once.
         handles, own, theirs = await asyncio.gather(
@@ -248,6 +278,7 @@ class ViewSource(ReadSource):
         if reason is not None:
             if self.stale == "fill":
                 return {v: fill_array(schema, v, stop - start) for v in names}
+            canonical = self.config.partitioning.encode(key)
             raise StalePartitionError(
                 f"view {self.url}: partition {canonical!r} is stale ({reason}); recompute it "
                 "with View.update, or read fill values with stale='fill'",

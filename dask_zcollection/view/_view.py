@@ -22,6 +22,7 @@ import numpy
 from .._engine import DEFAULT_RETRIES, AsyncCollection
 from ..catalog import Catalog, CatalogLog
 from ..catalog._discovery import CatalogDiscovery
+from ..catalog._log import by_filter
 from ..catalog._transaction import (
     TXN_ATTR,
     DropPartitions,
@@ -171,24 +172,58 @@ class AsyncView:
         return [self._canonical(catalog, i) for i in range(len(catalog))]
 
     # -- read --------------------------------------------------------------------------------
-    async def source(self, stale: StaleMode = "raise") -> ViewSource:
-        """The read source of the current overlay catalog (what the read tasks carry)."""
-        overlay = await self.overlay_catalog()
-        computed = tuple(
-            (self._canonical(overlay, i), overlay.paths[i], int(overlay.rows[i]))
-            for i in range(len(overlay))
+    def _discoveries(
+        self, base_spec: StoreSpec, view_spec: StoreSpec
+    ) -> tuple[CatalogDiscovery, CatalogDiscovery]:
+        """Catalog discoveries over the pinned specs of the base and of the view.
+
+        A spec that was already pinned keeps its discovery: the versions its
+        open listed (``CatalogLog.prime``) save the first read a round trip.
+        """
+        part, dtype = self.base.partitioning, self.discovery.axis_dtype
+        return (
+            self.base.discovery
+            if base_spec is self.base.spec
+            else CatalogDiscovery(base_spec, part, dtype),
+            self.discovery if view_spec is self.spec else CatalogDiscovery(view_spec, part, dtype),
         )
-        base_spec = await self.base.spec.pinned()
-        view_spec = await self.spec.pinned()
+
+    async def _catalogs(
+        self, predicate: Any = None
+    ) -> tuple[StoreSpec, Catalog, StoreSpec, Catalog]:
+        """Pinned specs and catalogs of the base and of the overlay, read concurrently.
+
+        Each catalog is read from the pinned spec its data is read from (one
+        snapshot of each side), and only its segments ``predicate`` may match.
+        """
+        base_spec, view_spec = await asyncio.gather(self.base.spec.pinned(), self.spec.pinned())
+        bdisc, odisc = self._discoveries(base_spec, view_spec)
+        choose = by_filter(predicate)
+        # The two catalogs are independent: one chain of round trips, not two.
+        base, overlay = await asyncio.gather(bdisc.load(choose), odisc.load(choose))
+        if predicate is not None:  # the base's is selected by the read's filter
+            overlay = overlay.select(predicate)
+        return base_spec, base, view_spec, overlay
+
+    def _source(
+        self, base_spec: StoreSpec, view_spec: StoreSpec, overlay: Catalog, stale: StaleMode
+    ) -> ViewSource:
         return ViewSource(
             base_spec,
             self.joined_config,
             base=ReadSource(base_spec, self.base.config),
             overlay=ReadSource(view_spec, self.overlay_config),
             url=self.url,
-            computed=computed,
+            overlay_catalog=overlay,
             stale=_check_stale_mode(stale),
         )
+
+    async def source(self, stale: StaleMode = "raise") -> ViewSource:
+        """The read source of the current overlay catalog (what the read tasks carry)."""
+        _check_stale_mode(stale)
+        base_spec, view_spec = await asyncio.gather(self.base.spec.pinned(), self.spec.pinned())
+        overlay = await self._discoveries(base_spec, view_spec)[1].load()
+        return self._source(base_spec, view_spec, overlay, stale)
 
     def _names(self, variables: Sequence[str] | None) -> tuple[str, ...]:
         every = tuple(p for p, _ in self.schema.walk())
@@ -209,8 +244,11 @@ class AsyncView:
     ) -> LazyCollection:
         """The lazy collection over base and view (see :func:`read_view`)."""
         names = self._names(variables)
-        source = await self.source(stale)
-        catalog = await self.base.catalog(refresh=True)
+        _check_stale_mode(stale)
+        # Only the catalog segments the filter may match, on both sides (it is applied below).
+        predicate = compile_filter(filters, self.base.partitioning.keys)
+        base_spec, catalog, view_spec, overlay = await self._catalogs(predicate)
+        source = self._source(base_spec, view_spec, overlay, stale)
         lazy = LazyCollection(ReadPartitions(source, catalog, len(catalog), names))
         return lazy.filter(filters) if filters is not None else lazy
 
@@ -232,13 +270,22 @@ class AsyncView:
         row count, path or writing transaction than the one it was computed from
         (views of the reference implementation: another row count).
         """
-        overlay = await self.overlay_catalog()
-        base = await self.base.catalog(refresh=True)
+        base_spec, base, view_spec, overlay = await self._catalogs()
         pos = base.find(overlay.keys) if len(overlay) else numpy.empty(0, dtype="intp")
         first = self.variables[0]
         axis = self.base.config.axis_variable
-        oio = ReadSource(self.spec, self.overlay_config).io
-        bsource = ReadSource(self.base.spec, self.base.config)
+        osource = ReadSource(view_spec, self.overlay_config)
+        bsource = ReadSource(base_spec, self.base.config)
+
+        async def base_rows(path: str, rows: int) -> int:
+            if rows >= 0:
+                return rows
+            return int((await bsource.io.open_handle(f"{path}/{axis}", axis)).shape[0])
+
+        async def overlay_rows(path: str, rows: int) -> int:
+            if rows >= 0:
+                return rows
+            return int((await osource.io.open_handle(f"{path}/{first}", first)).shape[0])
 
         async def one(i: int) -> str | None:
             j = int(pos[i])
@@ -246,17 +293,15 @@ class AsyncView:
             if j < 0:
                 return canonical
             path = base.paths[j]
-            rows = int(base.rows[j])
-            if rows < 0:
-                rows = int((await bsource.io.open_handle(f"{path}/{axis}", axis)).shape[0])
-            orows = int(overlay.rows[i])
-            if orows < 0:
-                orows = int((await oio.open_handle(f"{overlay.paths[i]}/{first}", first)).shape[0])
-            record = (
-                await group_attrs(ReadSource(self.spec, self.overlay_config), overlay.paths[i])
-                or {}
-            ).get(BASE_ATTR)
-            txn = (await group_attrs(bsource, path) or {}).get(TXN_ATTR)
+            # Independent reads: one round trip, not four.
+            rows, orows, own, theirs = await asyncio.gather(
+                base_rows(path, int(base.rows[j])),
+                overlay_rows(overlay.paths[i], int(overlay.rows[i])),
+                group_attrs(osource, overlay.paths[i]),
+                group_attrs(bsource, path),
+            )
+            record = (own or {}).get(BASE_ATTR)
+            txn = (theirs or {}).get(TXN_ATTR)
             return canonical if check_stale(record, orows, path, rows, txn) else None
 
         found = await asyncio.gather(*(one(i) for i in range(len(overlay))))
@@ -419,8 +464,13 @@ async def _open_base(base: BaseLike, storage_options: Mapping[str, Any] | None) 
     if isinstance(impl, AsyncCollection):
         return impl
     spec = await resolve_store(base, storage_options).pinned()
-    config = await read_config(spec)
-    return AsyncCollection(spec, config, "r")
+    # The catalog versions are listed meanwhile, as open_collection does: the
+    # first catalog read then fetches the newest root during its own listing.
+    log = CatalogLog(spec)
+    config, _ = await asyncio.gather(read_config(spec), log.prime())
+    collection = AsyncCollection(spec, config, "r")
+    collection.discovery.log.guess = log.guess
+    return collection
 
 
 def _variable(item: Any) -> VariableSchema:
@@ -575,6 +625,19 @@ def _url_of(store: StoreLike) -> str:
     return os.fspath(store) if isinstance(store, str | os.PathLike) else resolve_store(store).url
 
 
+#: The base URL each view opened in this process named (bounded): the next open
+#: reads the base's descriptor while it reads the view's, and checks it was right.
+_BASES: dict[str, str] = {}
+_BASES_MAX = 1024
+
+
+def _remember_base(view_url: str, base_url: str) -> None:
+    _BASES.pop(view_url, None)
+    _BASES[view_url] = base_url
+    if len(_BASES) > _BASES_MAX:
+        del _BASES[next(iter(_BASES))]
+
+
 async def open_view(
     store: StoreLike,
     *,
@@ -604,11 +667,30 @@ async def open_view(
         spec = spec.for_writing()
     else:
         spec = await spec.pinned(version)
-    config = await read_view_config(spec)
+    # A reader lists the view's catalog versions while it reads the descriptors
+    # (see CatalogLog.prime): its first read saves a round trip.
+    log = CatalogLog(spec)
+    prime = log.prime() if mode == "r" else asyncio.sleep(0)
+    view_url = _url_of(store)
+    # The base is opened while the view's descriptor is read: the one given, else
+    # the one this view named when last opened here (kept only if it still does).
+    target = base if base is not None else _BASES.get(view_url)
+    opening = _open_base(target, base_storage_options) if target is not None else asyncio.sleep(0)
+    got = await asyncio.gather(read_view_config(spec), opening, prime, return_exceptions=True)
+    for outcome in got:  # the view's error first; then a cancellation or the given base's
+        if isinstance(outcome, BaseException) and (
+            outcome is got[0] or base is not None or not isinstance(outcome, Exception)
+        ):
+            raise outcome
+    config: ViewConfig = got[0]  # type: ignore[assignment]
+    collection: AsyncCollection = got[1]  # type: ignore[assignment]
     if base is None:
-        base = resolve_reference(_url_of(store), config.reference)
-    collection = await _open_base(base, base_storage_options)
+        named = resolve_reference(view_url, config.reference)
+        if named != target or isinstance(collection, BaseException):
+            collection = await _open_base(named, base_storage_options)
+        _remember_base(view_url, named)
     view = AsyncView(spec, config, collection, mode)
+    view.discovery.log.guess = log.guess
     if mode == "rw":
         await recover(spec)
     return view
