@@ -24,7 +24,7 @@ from .errors import InvalidInputError
 from .expr._overlap import Halo, MapOverlap
 from .io import ReadSource
 
-__all__ = ["plan_halos", "plan_overlap", "read_halos"]
+__all__ = ["neighbour_versions", "plan_halos", "plan_overlap", "read_halos"]
 
 
 def _depth(depth: Any, axis_dtype: numpy.dtype[Any]) -> tuple[int | None, Any]:
@@ -234,6 +234,36 @@ async def read_halos(
         return a, b
 
     return list(await asyncio.gather(*(both(p) for p in planned)))
+
+
+async def neighbour_versions(
+    source: ReadSource, full: Catalog, canonical: list[str], planned: list[Planned]
+) -> dict[str, tuple[Any, ...]]:
+    """Canonical path -> the versions of the partitions its halo reads (``check_versions``).
+
+    A halo is read when planning; the write task re-checks these versions, so a
+    neighbour committed in between is a lost race, never older rows written.
+    """
+    from .indexing._indexer import _txns
+
+    where = {p: k for k, p in enumerate(full.paths)}
+    used = sorted({where[p] for _, before, after in planned for p, *_ in (*before, *after)})
+    txns = dict(zip(used, await _txns(source.spec, [full.paths[k] for k in used]), strict=True))
+    encode = source.config.partitioning.encode
+    out: dict[str, tuple[Any, ...]] = {}
+    for own, (_, before, after) in zip(canonical, planned, strict=True):
+        ks = sorted({where[p] for p, *_ in (*before, *after)})
+        out[own] = tuple(
+            (
+                encode(full.key_tuple(k)),
+                full.key_tuple(k),
+                full.paths[k],
+                int(full.rows[k]),
+                txns[k],
+            )
+            for k in ks
+        )
+    return out
 
 
 def _tail(source: ReadSource, name: str) -> tuple[int, ...]:

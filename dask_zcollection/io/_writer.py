@@ -34,7 +34,9 @@ from ._reader import Part, ReadSource, read_partition
 __all__ = [
     "InsertPlan",
     "PartitionPlan",
+    "Version",
     "WriteContext",
+    "check_versions",
     "commit_task",
     "immutable_task",
     "merge_write_task",
@@ -160,6 +162,10 @@ async def _merge_write(
             # Holding the lock, the planned version cannot be superseded any more; but it
             # may have been before: then this is a lost race, not an error.
             await _check_unchanged(ctx, plan)
+        # The versions the strategy's input was taken from (an index lookup, halos).
+        await check_versions(
+            ctx.txn.spec, getattr(ctx.strategy, "depends_on", {}).get(plan.canonical)
+        )
         if plan.append and plan.existing is not None and plan.stored is not None:
             merged = merge_checked(ctx, plan, None, inserted)
             if await _append(ctx, plan.existing, plan.stored.count, merged):
@@ -275,6 +281,51 @@ async def _check_unchanged(ctx: WriteContext, plan: PartitionPlan) -> None:
         raise ConflictError(
             f"partition {plan.canonical!r} changed since the insert was planned; retry"
         )
+
+
+#: A partition version a write task's input came from: canonical path, key, the
+#: version's path, its committed rows and the ``_zc_txn`` of its group (``None``: none).
+Version = tuple[str, tuple[int, ...], str, int, str | None]
+
+
+async def check_versions(spec: StoreSpec, versions: Sequence[Version] | None) -> None:
+    """Each partition of ``versions`` is still the committed version it names.
+
+    A write task calls it before writing, when part of its input was read (or
+    looked up) while planning: an index's row ranges, the halo rows of its
+    neighbours. The partition rewritten since is a lost race (re-planned).
+
+    Raises
+    ------
+    ConflictError
+        Naming the partition that changed.
+    """
+    if not versions:
+        return
+    keys = numpy.array([v[1] for v in versions], dtype="int64")
+    latest = await CatalogLog(spec).latest(by_keys(keys))  # their segments only
+    pos = latest.find(keys) if latest is not None else numpy.full(len(keys), -1)
+
+    async def txn_of(path: str) -> str | None:
+        raw = await spec.get(f"{path}/zarr.json")
+        txn = None if raw is None else json.loads(raw).get("attributes", {}).get(TXN_ATTR)
+        return None if txn is None else str(txn)
+
+    committed = [
+        None if latest is None or p < 0 else (latest.paths[p], int(latest.rows[p]))
+        for p in pos.tolist()
+    ]
+    txns = await asyncio.gather(
+        *(txn_of(c[0]) if c is not None else asyncio.sleep(0) for c in committed)
+    )
+    for (canonical, _, path, rows, txn), now, now_txn in zip(
+        versions, committed, txns, strict=True
+    ):
+        if now is None or now[0] != path or (rows >= 0 and now[1] != rows) or now_txn != txn:
+            raise ConflictError(
+                f"partition {canonical!r} of {spec.url} changed since the update was planned "
+                "(its input was read from the version before); retry"
+            )
 
 
 async def _append(

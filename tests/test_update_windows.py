@@ -1,0 +1,112 @@
+"""The windows of ``update(index=)`` and ``update(depth=)``: input read at planning, re-checked.
+
+An index lookup and the halos of a depth update are taken when the update is
+planned; the write task re-checks the versions they came from, so a partition
+committed in between is a lost race (re-planned, or refused) and never old
+rows written over new ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy
+import pytest
+from indexing.test_indexer import make, six_hours
+from test_overlap import collection, moving_sum, reference
+
+import dask_zcollection as zc
+import dask_zcollection._engine as engine
+import dask_zcollection._overlap as overlap
+from dask_zcollection.errors import ConflictError, StaleIndexError
+
+
+def halve(ds: zc.Dataset) -> dict[str, Any]:
+    return {"quality": ds["quality"].values // 2}  # type: ignore[union-attr]
+
+
+def negate(ds: zc.Dataset) -> dict[str, Any]:
+    return {"v": -ds["v"].values}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("stored", [True, False])
+def test_an_index_update_refuses_a_partition_rewritten_after_the_lookup(
+    memory_url: str, factory: Any, monkeypatch: pytest.MonkeyPatch, stored: bool
+) -> None:
+    col, data = make(memory_url, factory)
+    if stored:
+        col.create_index("six", six_hours, variables=["time"])
+        index: Any = "six"
+    else:
+        from dask_zcollection.indexing import Indexer
+
+        index = Indexer.build(zc.read_collection(memory_url), six_hours, variables=["time"])
+    other = zc.open_collection(memory_url, mode="rw")
+    lookup = engine._index_rows
+    raced: list[bool] = []
+
+    def racing_lookup(*args: Any) -> Any:
+        found = lookup(*args)
+        if not raced:  # another writer rewrites March (same rows) right after the lookup
+            raced.append(True)
+            other.update(halve, filters="month == 3", variables=["quality"])
+        return found
+
+    monkeypatch.setattr(engine, "_index_rows", racing_lookup)
+    with pytest.raises(StaleIndexError, match="month=03"):
+        col.update(halve, index=index, parity=1, filters="month == 3", variables=["quality"])
+    # Only the other writer's rewrite landed (the old lookup's rows were never written).
+    expected = data["quality"].copy()
+    march = data["time"].astype("datetime64[M]") == numpy.datetime64("2024-03")
+    expected[march] //= 2
+    out = zc.read_collection(memory_url).compute()
+    numpy.testing.assert_array_equal(out["quality"].values, expected)
+
+
+def test_a_lazy_depth_update_refuses_a_neighbour_committed_since(memory_url: str) -> None:
+    values = collection(memory_url, [5, 4, 6])
+    col = zc.open_collection(memory_url, mode="rw")
+    graph = col.update(
+        lambda ds: {"v": moving_sum(ds, 2)["v"].values},  # type: ignore[union-attr]
+        depth=2,
+        filters="month == 2",
+        variables=["v"],
+        compute=False,
+    )
+    col.update(negate, filters="month == 3", variables=["v"])  # the neighbour, same rows
+    with pytest.raises(ConflictError, match=r"month=03.*changed since the update was planned"):
+        graph.compute()
+    expected = values.copy()
+    expected[9:] = -expected[9:]
+    numpy.testing.assert_array_equal(zc.read_collection(memory_url).compute()["v"].values, expected)
+
+
+def test_a_depth_update_re_reads_the_halo_of_a_neighbour_committed_since(
+    memory_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = collection(memory_url, [5, 4, 6])
+    col = zc.open_collection(memory_url, mode="rw")
+    other = zc.open_collection(memory_url, mode="rw")
+    read = overlap.read_halos
+    raced: list[bool] = []
+
+    async def racing_read(*args: Any) -> Any:
+        halos = await read(*args)
+        if not raced:  # January is rewritten once the halos are read
+            raced.append(True)
+            await other.aio.update(negate, filters="month == 1", variables=["v"])
+        return halos
+
+    monkeypatch.setattr(overlap, "read_halos", racing_read)
+    col.update(
+        lambda ds: {"v": moving_sum(ds, 2)["v"].values},  # type: ignore[union-attr]
+        depth=2,
+        filters="month == 2",
+        variables=["v"],
+    )
+    now = values.copy()
+    now[:5] = -now[:5]
+    expected = now.copy()
+    expected[5:9] = reference(now, 2, None)[5:9]  # over January's new values
+    assert len(raced) == 1
+    numpy.testing.assert_array_equal(zc.read_collection(memory_url).compute()["v"].values, expected)
