@@ -354,7 +354,7 @@ class LazyCollection(DaskMethodsMixin):
             from .indexing._stored import load_index
 
             partitioning = self.source.config.partitioning
-            index = sync(load_index(self.source.spec, index, self.catalog, partitioning.encode))
+            index = sync(load_index(self.source, index, self.catalog, partitioning.encode))
         if not hasattr(index, "selection"):
             raise FilterError(
                 f"index= takes an Indexer (dask_zcollection.indexing), not {type(index).__name__}"
