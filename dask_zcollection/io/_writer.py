@@ -284,8 +284,9 @@ async def _check_unchanged(ctx: WriteContext, plan: PartitionPlan) -> None:
 
 
 #: A partition version a write task's input came from: canonical path, key, the
-#: version's path, its committed rows and the ``_zc_txn`` of its group (``None``: none).
-Version = tuple[str, tuple[int, ...], str, int, str | None]
+#: version's path (``None``: no partition was committed there), its committed rows
+#: and the ``_zc_txn`` of its group (``None``: none).
+Version = tuple[str, tuple[int, ...], str | None, int, str | None]
 
 
 async def check_versions(spec: StoreSpec, versions: Sequence[Version] | None) -> None:
@@ -321,7 +322,13 @@ async def check_versions(spec: StoreSpec, versions: Sequence[Version] | None) ->
     for (canonical, _, path, rows, txn), now, now_txn in zip(
         versions, committed, txns, strict=True
     ):
-        if now is None or now[0] != path or (rows >= 0 and now[1] != rows) or now_txn != txn:
+        if path is None:  # the input saw no committed partition there
+            changed = now is not None
+        else:
+            changed = (
+                now is None or now[0] != path or (rows >= 0 and now[1] != rows) or now_txn != txn
+            )
+        if changed:
             raise ConflictError(
                 f"partition {canonical!r} of {spec.url} changed since the update was planned "
                 "(its input was read from the version before); retry"

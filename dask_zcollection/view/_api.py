@@ -79,14 +79,38 @@ class View:
         filters: FilterLike = None,
         variables: Sequence[str] | None = None,
         compute: bool = True,
+        index: Any = None,
+        depth: Any = None,
+        boundary: Any = "none",
+        **predicates: Any,
     ) -> Any:
         """Compute view variables of the selected partitions with ``func(partition)``.
 
         See :meth:`dask_zcollection.view.AsyncView.update`. ``compute=False``
         returns a :class:`dask.delayed.Delayed` to compute later (on a
         ``distributed`` cluster, inside a larger ``dask.compute``).
+        ``index=`` and keyword predicates on its columns: ``func`` gets (and
+        writes) only the rows the index selects; ``depth=``: ``func`` gets each
+        partition with ``depth`` rows (or a time span) of its neighbours, as
+        for ``Collection.update``.
+
+        Examples
+        --------
+        >>> view.update(recheck, index="runs", flag=1)  # doctest: +SKIP
+        >>> view.update(smooth, depth=3, variables=["ssh"])  # doctest: +SKIP
         """
-        return sync(self.aio.update(func, filters=filters, variables=variables, compute=compute))
+        return sync(
+            self.aio.update(
+                func,
+                filters=filters,
+                variables=variables,
+                compute=compute,
+                index=index,
+                depth=depth,
+                boundary=boundary,
+                **predicates,
+            )
+        )
 
     def drop_partitions(self, filters: FilterLike = None) -> list[str]:
         """Forget the computed view partitions matching ``filters``; returns their paths."""

@@ -121,3 +121,94 @@ def test_an_index_in_the_view_store_follows_both_sides(tmp_path: Path, base: Any
     assert view.indexes() == []
     with pytest.raises(NotFoundError, match="no index named 'runs'"):
         dzc.read_view(url).filter(index="runs", flag=1)
+
+
+def double_ssh(ds: dzc.Dataset) -> dict[str, numpy.ndarray]:
+    return {"ssh_anom": (ds["ssh"].values * 2).astype("float32")}  # type: ignore[union-attr]
+
+
+def test_update_through_an_index_writes_only_its_rows(tmp_path: Path, base: Any) -> None:
+    base_url, data = base
+    url = f"file://{tmp_path}/view"
+    view = dzc.create_view(url, base=base_url, variables=VARIABLES)
+    view.update(anomalies, filters="month <= 2", variables=["ssh", "quality"])
+    view.create_index("runs", runs_of_flag, variables=["flag"])
+    flag = flags(data, {1: anomalies, 2: anomalies})
+    seen: list[int] = []
+
+    def double(ds: dzc.Dataset) -> dict[str, numpy.ndarray]:
+        seen.append(ds.dimensions["time"])
+        return double_ssh(ds)
+
+    # flag == -1: every row of March, which the view never computed.
+    written = view.update(double, index="runs", flag=[1, -1], variables=["ssh"])
+    assert written == ["year=2024/month=01", "year=2024/month=02", "year=2024/month=03"]
+    chosen = numpy.isin(flag, [1, -1])
+    assert sorted(seen) == sorted(int((chosen & month_rows(m)).sum()) for m in (1, 2, 3))
+    got = dzc.read_view(url).compute()
+    expected = numpy.where(
+        chosen[:, None], data["ssh"] * 2, data["ssh"] - numpy.float32(1.5)
+    ).astype("float32")
+    numpy.testing.assert_array_equal(got["ssh_anom"].values, expected)
+    numpy.testing.assert_array_equal(got["flag"].values, flag)  # kept, fill values too
+
+    # The update recomputed the three view partitions: the index says so, update_index repairs.
+    with pytest.raises(StaleIndexError, match="update_index"):
+        dzc.read_view(url).filter(index="runs", flag=1)
+    assert len(view.update_index("runs")) == 3
+    again = dzc.read_view(url).filter(index="runs", flag=1).compute()
+    numpy.testing.assert_array_equal(again["ssh_anom"].values, expected[flag == 1])
+
+    # An Indexer object selects as well; a partition recomputed after a lazy update was
+    # planned is a lost race: nothing written.
+    from dask_zcollection.indexing import Indexer
+
+    idx = Indexer.build(dzc.open_view(url), runs_of_flag, variables=["flag"])
+    graph = view.update(double, index=idx, flag=0, variables=["ssh"], compute=False)
+    view.update(inverted, filters="month == 2", variables=["quality"])
+    with pytest.raises(dzc.ConflictError, match=r"month=02"):
+        graph.compute()
+    after = dzc.read_view(url).compute()
+    numpy.testing.assert_array_equal(after["ssh_anom"].values, expected)
+    with pytest.raises(dzc.InvalidInputError, match="need index="):
+        view.update(double, flag=1)
+    with pytest.raises(dzc.InvalidInputError, match="not both"):
+        view.update(double, index="runs", flag=1, depth=1)
+
+
+def window(ds: dzc.Dataset) -> dict[str, numpy.ndarray]:
+    """``flag``: how many rows within 2 of each have quality > 100 (base variable)."""
+    hot = (ds["quality"].values > 100).astype("int64")  # type: ignore[union-attr]
+    return {"flag": numpy.convolve(hot, numpy.ones(5, "int64"), mode="same").astype("int8")}
+
+
+def window_of_flag(ds: dzc.Dataset) -> dict[str, numpy.ndarray]:
+    """``flag``: the sum of ``flag`` (a view variable) within 1 row of each."""
+    flag = ds["flag"].values.astype("int64")  # type: ignore[union-attr]
+    return {"flag": numpy.convolve(flag, numpy.ones(3, "int64"), mode="same").astype("int8")}
+
+
+def test_update_with_depth_sees_both_sides_of_the_neighbours(tmp_path: Path, base: Any) -> None:
+    base_url, data = base
+    url = f"file://{tmp_path}/view"
+    view = dzc.create_view(url, base=base_url, variables=VARIABLES)
+    # February only: its halo comes from January and March, which are not selected.
+    assert view.update(window, depth=2, filters="month == 2", variables=["quality"]) == [
+        "year=2024/month=02"
+    ]
+    hot = (data["quality"] > 100).astype("int64")
+    ref = numpy.convolve(hot, numpy.ones(5, "int64"), mode="same").astype("int8")
+    got = dzc.read_view(url).compute()["flag"].values
+    feb = month_rows(2)
+    numpy.testing.assert_array_equal(got[feb], ref[feb])
+    assert (got[~feb] == -1).all()
+    # A window over the view's own variable: January's halo reads February's computed
+    # values and nothing else (fill values beyond); a constant boundary pads the start.
+    view.update(window_of_flag, depth=1, boundary=0, filters="month == 1", variables=["flag"])
+    before = got.astype("int64")
+    padded = numpy.concatenate([[0], before, [0]])
+    ref2 = (padded[:-2] + padded[1:-1] + padded[2:]).astype("int8")
+    now = dzc.read_view(url).compute()["flag"].values
+    jan = month_rows(1)
+    numpy.testing.assert_array_equal(now[jan], ref2[jan])
+    numpy.testing.assert_array_equal(now[feb], ref[feb])
