@@ -42,7 +42,7 @@ from .expr import (
     ZExpr,
 )
 from .expr._dask import array_from_graph
-from .expr._read import row_count_task
+from .expr._read import row_count_task, values_task
 from .indexing._selection import clip
 from .io import ReadSource, TimeRange, parts_of, row_range
 from .partitioning import compile_filter, time_bound
@@ -359,17 +359,21 @@ class LazyCollection(DaskMethodsMixin):
             raise FilterError(
                 f"index= takes an Indexer (dask_zcollection.indexing), not {type(index).__name__}"
             )
-        leaf = None
+        leaf: ReadPartitions | Persisted | None = None
         for node in self._expr.walk():
-            if isinstance(node, (MapPartitions, Persisted)):
+            if isinstance(node, MapPartitions):
+                # Row numbers of the output are the stored ones only if the function
+                # keeps every row in place, which cannot be known.
                 raise FilterError(
-                    "an index selects stored rows: filter with index= before map_partitions "
-                    "and persist()"
+                    "an index selects stored rows, and map_partitions may change them: filter "
+                    "with index= before map_partitions"
                 )
-            if isinstance(node, ReadPartitions):
+            if isinstance(node, ReadPartitions | Persisted):
                 leaf = node
         if leaf is None:
             raise FilterError("an index selects rows of a stored collection only")
+        if isinstance(leaf, Persisted):
+            self._check_stored_rows(leaf)
         partitioning = self.source.config.partitioning
         selected = self.catalog
         txns = None
@@ -389,6 +393,30 @@ class LazyCollection(DaskMethodsMixin):
             **predicates,
         )
         return LazyCollection(Filter(self._expr, None, None, selection))
+
+    def _check_stored_rows(self, expr: Persisted) -> None:
+        """The persisted partitions hold their stored rows (an index's row numbers apply).
+
+        Raises
+        ------
+        FilterError
+            Naming the partitions trimmed (a time range or a row selection before
+            ``persist``) or changed (``map_partitions``).
+        """
+        counts = [b - a for a, b in self._persisted_ranges(expr)]
+        catalog = expr.catalog
+        encode = self.source.config.partitioning.encode
+        bad = [
+            encode(catalog.key_tuple(i))
+            for i, n in enumerate(counts)
+            if int(catalog.rows[i]) < 0 or int(catalog.rows[i]) != n
+        ]
+        if bad:
+            raise FilterError(
+                f"an index selects stored rows; the persisted partition(s) {bad[:5]} do not "
+                "hold their stored rows (a time range, a row selection or map_partitions before "
+                "persist()): filter with index= before persist()"
+            )
 
     def _reads_whole_partitions(self) -> bool:
         """Whether the plan reads whole stored partitions (no time range, row selection, map)."""
@@ -481,8 +509,29 @@ class LazyCollection(DaskMethodsMixin):
             stored partitions (after ``map_partitions``, ``persist`` or an
             index's row selection).
         """
-        from ._overlap import plan_overlap
+        from ._overlap import plan_overlap, plan_persisted_overlap
 
+        optimized = self._optimized_partitions()
+        if isinstance(optimized, Persisted):
+            # The persisted partitions are the array: halos are sliced from them.
+            return LazyCollection(
+                plan_persisted_overlap(
+                    optimized,
+                    [b - a for a, b in self._persisted_ranges(optimized)],
+                    self._persisted_axis(optimized),
+                    func,
+                    tuple(args),
+                    dict(kwargs) or None,
+                    depth,
+                    boundary,
+                )
+            )
+        if any(isinstance(n, MapPartitions) for n in self._expr.walk()):
+            raise InvalidInputError(
+                "map_overlap reads stored partitions and their neighbours: call it before "
+                "map_partitions, or persist() the mapped collection first (its halos are "
+                "then taken from the persisted partitions)"
+            )
         expr, ranges = self._block_ranges()
         if not isinstance(expr, ReadPartitions) or expr.operand("rows") is not None:
             raise InvalidInputError(
@@ -556,6 +605,24 @@ class LazyCollection(DaskMethodsMixin):
             return list(await asyncio.gather(*(rows(p) for p in parts)))
 
         return expr, tuple(sync(gather()))
+
+    def _persisted_axis(self, expr: Persisted) -> Callable[[int], numpy.ndarray]:
+        """The axis values of persisted partition ``k`` (what a time-span halo needs)."""
+        axis = self.source.config.axis_variable
+
+        def read(k: int) -> numpy.ndarray:
+            if axis not in expr.variables:
+                raise InvalidInputError(
+                    f"a time span depth needs the axis variable {axis!r}, which is not among "
+                    f"the persisted variables {list(expr.variables)}"
+                )
+            value = expr.operand("layer")[expr.operand("keys")[k]]
+            if isinstance(value, Dataset):
+                return values_task(value, axis)
+            delayed = LazyCollection(expr).to_delayed()[k]
+            return dask.compute(dask.delayed(values_task)(delayed, axis))[0]  # type: ignore[no-any-return]
+
+        return read
 
     @staticmethod
     def _persisted_ranges(expr: Persisted) -> tuple[tuple[int, int], ...]:
