@@ -333,6 +333,14 @@ class AsyncCollection:
                 "an index's columns)"
             )
 
+        maker = None
+        if isinstance(index, str):
+            # The index named: its entries of the partitions written are rebuilt beside them.
+            from .indexing._stored import entry_maker
+
+            found = await entry_maker(await self.spec.pinned(), index, self.axis_variable)
+            maker = None if found is None else found[0]
+
         async def plan() -> Planned | None:
             # The lookup and the halos are taken again on each attempt: a retry after a
             # lost race sees the versions that won it (or a stale index refuses).
@@ -353,6 +361,7 @@ class AsyncCollection:
                     self.config.partitioning,
                     rows_of,
                     {c: (v,) for c, v in versions.items()},
+                    index_entries=maker,
                 )
             return await self.planner.update(where, chosen)
 

@@ -36,10 +36,19 @@ class UpdateStrategy:
     func: Callable[..., Any]
     variables: tuple[str, ...] | None
     schema: Schema
+    #: Rebuilds a stored index's entry of each partition written (``update(index=name)``:
+    #: :func:`dask_zcollection.indexing._stored.entry_maker`), or ``None``.
+    index_entries: Any = dataclasses.field(default=None, kw_only=True)
 
     @property
     def name(self) -> str:
         return f"update({getattr(self.func, '__qualname__', self.func)!s})"
+
+    def entries(self, columns: Mapping[str, numpy.ndarray], canonical: str, identity: Any) -> Any:
+        """The index objects to write beside a partition version written (``{}``: none)."""
+        if self.index_entries is None:
+            return {}
+        return self.index_entries(columns_to_dataset(self.schema, columns), canonical, identity)
 
     def needs_existing(self, existing: AxisRange | None, inserted: AxisRange) -> bool:
         return True

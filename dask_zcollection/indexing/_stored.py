@@ -29,11 +29,21 @@ from typing import Any
 import numpy
 
 from ..errors import InvalidInputError, NotFoundError, StaleIndexError
-from ._indexer import INDEX_META_KEY, PARTITION, Indexer, _txns, concat_columns
+from ._indexer import (
+    INDEX_META_KEY,
+    PARTITION,
+    RESERVED,
+    Indexer,
+    _build_one,
+    _txns,
+    concat_columns,
+)
 
 __all__ = [
     "INDEX_DIR",
+    "EntryMaker",
     "create_index",
+    "entry_maker",
     "drop_index",
     "list_indexes",
     "load_index",
@@ -313,6 +323,48 @@ async def load_index(
             table[c] = numpy.empty(0, dtype=dtype)
     meta = {"format": 1, "keys": descriptor.get("keys"), "partitions": partitions}
     return Indexer(table, meta)
+
+
+#: ``make(dataset, canonical, identity) -> {key: parquet bytes}``: a partition's new entry.
+EntryMaker = Callable[[Any, str, Mapping[str, Any]], dict[str, bytes]]
+
+
+async def entry_maker(
+    spec: Any, name: str, axis: str
+) -> tuple[EntryMaker, list[str] | None] | None:
+    """What rebuilds index ``name``'s entry of a partition a write task just wrote.
+
+    ``update(fn, index=name)`` hands it to its tasks: each runs the stored
+    builder over the partition version it wrote and puts the entry, recording
+    that version's identity (its path, rows and this transaction), beside the
+    data. The entry matches the catalog once the commit lands (on Icechunk, in
+    the same commit); if the commit never does, the entry names a version
+    never committed and is refused as stale until ``update_index``. Returns it
+    with the variables the builder needs (``None``: all), or ``None`` when there
+    is no stored index ``name``.
+    """
+    raw = await spec.get(_descriptor_key(_check_name(name)))
+    if raw is None:
+        return None
+    import cloudpickle
+
+    descriptor = json.loads(raw)
+    builder = cloudpickle.loads(bytes.fromhex(descriptor["builder"]))
+    stored = [c for c, _ in descriptor.get("columns") or []]
+
+    def make(ds: Any, canonical: str, identity: Mapping[str, Any]) -> dict[str, bytes]:
+        try:
+            columns = _build_one(ds, builder, canonical, axis)
+        except Exception:  # the old entry stays, stale: update_index reports the error
+            return {}
+        columns.pop("__rows", None)
+        if stored and [c for c in columns if c not in RESERVED] != stored:
+            return {}  # not the index's columns: left stale, update_index reports it
+        meta = {"format": STORED_FORMAT, "partition": canonical, **identity}
+        return {_object_key(name, canonical): Indexer(columns, meta).to_parquet()}
+
+    variables = descriptor.get("variables")
+    return make, None if variables is None else list(variables)
 
 
 async def drop_index(collection: Any, name: str) -> None:

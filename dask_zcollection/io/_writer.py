@@ -185,6 +185,10 @@ async def _merge_write(
         if not spec.forked:  # forks creating one parent conflict: the commit creates them
             await io.ensure_parents(path)
         await io.write(path, merged, attrs=attrs)
+        entries = getattr(ctx.strategy, "entries", None)
+        if entries is not None:  # a stored index's entry of this version (update(index=))
+            identity = {"path": path, "rows": len(merged[axis]), "txn": ctx.txn.txn}
+            await spec.put_many(entries(merged, plan.canonical, identity))
         if await ctx.txn.aborted():  # the insert failed elsewhere while this task wrote
             await spec.delete_prefix(path)
             raise ConflictError(f"transaction {ctx.txn.txn} was aborted")

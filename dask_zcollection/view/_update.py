@@ -81,6 +81,10 @@ class ViewUpdate:
     depends_on : dict
         Canonical path -> the base and view partition versions its input came
         from (the index lookup, the halos), re-checked before writing.
+    index_entries : tuple or None
+        ``update(index=name)``: what rebuilds that stored index's entry of each
+        partition written (``indexing._stored.entry_maker``) and the variables
+        its builder needs (``None``: all).
     """
 
     func: Callable[..., Any]
@@ -97,6 +101,7 @@ class ViewUpdate:
     depends_on: Mapping[str, tuple[tuple[Any, ...], tuple[Any, ...]]] = dataclasses.field(
         default_factory=dict
     )
+    index_entries: tuple[Any, tuple[str, ...] | None] | None = None
 
     @property
     def name(self) -> str:
@@ -230,6 +235,25 @@ async def _update_one(
         if not spec.forked:
             await io.ensure_parents(path)
         await io.write(path, columns, attrs=attrs)
+        if job.index_entries is not None:  # the index named: its entry of this version
+            identity = {
+                "path": base_path,
+                "rows": rows,
+                "txn": base_txn,
+                "view": {"path": path, "rows": rows, "txn": ctx.txn.txn},
+            }
+            make, wanted = job.index_entries
+            every = [p for p, _ in job.joined.walk() if not job.joined[p].immutable]
+            need = [
+                v
+                for v in (every if wanted is None else wanted)
+                if v not in columns and v not in base and v in job.base.config.schema
+            ]
+            if need:
+                base = {**base, **await job.base.io.read(base_path, need, stop=rows)}
+            view = {v: a for v, a in base.items() if v in every}
+            ds = columns_to_dataset(job.joined, {**view, **columns}, job.immutable)
+            await spec.put_many(make(ds, plan.canonical, identity))
         if await ctx.txn.aborted():  # the update failed elsewhere while this task wrote
             await spec.delete_prefix(path)
             raise ConflictError(f"transaction {ctx.txn.txn} was aborted")

@@ -434,7 +434,11 @@ class AsyncView:
         """
         from .._engine import _index_rows
         from .._overlap import neighbour_versions, plan_halos, read_halos
+        from ..indexing._stored import entry_maker
 
+        maker = None
+        if isinstance(index, str):  # the index named: its entries are rebuilt beside the data
+            maker = await entry_maker(await self.spec.pinned(), index, self.base.axis_variable)
         whole = await self.lazy(stale="fill")
         lazy = whole.filter(filters) if filters is not None else whole
         source = whole.source
@@ -451,7 +455,11 @@ class AsyncView:
                 c: ((versions[c],), (mine[c],)) for c in canonical
             }
             ranges = {c: rows_of[c][1] for c in canonical}
-            return dataclasses.replace(job, rows=ranges, depends_on=depends), selected
+            entries = None
+            if maker is not None:
+                entries = (maker[0], None if maker[1] is None else tuple(maker[1]))
+            job = dataclasses.replace(job, rows=ranges, depends_on=depends, index_entries=entries)
+            return job, selected
         selected = lazy.catalog
         canonical = lazy.partitions
         counts = selected.rows.tolist()

@@ -152,12 +152,20 @@ def test_update_through_an_index_writes_only_its_rows(tmp_path: Path, base: Any)
     numpy.testing.assert_array_equal(got["ssh_anom"].values, expected)
     numpy.testing.assert_array_equal(got["flag"].values, flag)  # kept, fill values too
 
-    # The update recomputed the three view partitions: the index says so, update_index repairs.
-    with pytest.raises(StaleIndexError, match="update_index"):
-        dzc.read_view(url).filter(index="runs", flag=1)
-    assert len(view.update_index("runs")) == 3
+    # The update rebuilt the entries of the index it named beside the partitions it wrote:
+    # fresh at once, nothing for update_index to do.
     again = dzc.read_view(url).filter(index="runs", flag=1).compute()
     numpy.testing.assert_array_equal(again["ssh_anom"].values, expected[flag == 1])
+    assert view.update_index("runs") == []
+    # Another stored index is stale for the partitions written, until update_index.
+    view.create_index("other", runs_of_flag, variables=["flag"])
+    view.update(double, index="runs", flag=0, filters="month == 1", variables=["ssh"])
+    expected[(flag == 0) & month_rows(1)] = (data["ssh"] * 2)[(flag == 0) & month_rows(1)]
+    with pytest.raises(StaleIndexError, match=r"'other'.*month=01.*update_index"):
+        dzc.read_view(url).filter(index="other", flag=1)
+    assert view.update_index("other") == ["year=2024/month=01"]
+    got = dzc.read_view(url).filter(index="other", flag=0).compute()
+    numpy.testing.assert_array_equal(got["ssh_anom"].values, expected[flag == 0])
 
     # An Indexer object selects as well; a partition recomputed after a lazy update was
     # planned is a lost race: nothing written.
