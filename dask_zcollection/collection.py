@@ -288,7 +288,9 @@ class LazyCollection(DaskMethodsMixin):
             :class:`~dask_zcollection.indexing.Indexer`; the keyword
             predicates then name the index's columns (``value``, a list, or an
             inclusive ``slice``), only the partitions it names are read, and of
-            them only the chunks holding a selected row.
+            them only the chunks holding a selected row. After ``persist()``
+            it selects rows of the persisted partitions (when they hold their
+            stored rows); after ``map_partitions`` it is refused.
         **kwargs
             ``key=value`` (or a list, or ``slice(lo, hi)`` inclusive) on key
             components; ``<axis variable>=slice(start, stop)`` (inclusive, datetime
@@ -500,14 +502,16 @@ class LazyCollection(DaskMethodsMixin):
             (datetime variables with NaT; a depth in rows only).
 
         Planning reads the row counts the catalog lacks and, for a time span,
-        the axis of the partitions the halos reach.
+        the axis of the partitions the halos reach. After ``persist()`` the
+        persisted partitions are the array: each halo is sliced from the
+        persisted neighbours and nothing is read.
 
         Raises
         ------
         InvalidInputError
-            A negative depth, a bad boundary, or a plan that is not a read of
-            stored partitions (after ``map_partitions``, ``persist`` or an
-            index's row selection).
+            A negative depth, a bad boundary, or a plan that is neither a read
+            of stored partitions nor persisted partitions (directly after
+            ``map_partitions``: persist first; after an index's row selection).
         """
         from ._overlap import plan_overlap, plan_persisted_overlap
 
