@@ -378,13 +378,14 @@ class LazyCollection(DaskMethodsMixin):
             self._check_stored_rows(leaf)
         partitioning = self.source.config.partitioning
         selected = self.catalog
-        txns = None
+        txns = views = None
         if not stored and index.needs_txns():
             # The version each selected partition holds (a stored index checked it already).
-            from .indexing._indexer import _txns
+            from .indexing._indexer import _txns, view_identities
 
             names = [partitioning.encode(selected.key_tuple(i)) for i in range(len(selected))]
             txns = dict(zip(names, sync(_txns(self.source.spec, selected.paths)), strict=True))
+            views = sync(view_identities(self.source, names))
         selection = index.selection(
             leaf.catalog,
             partitioning.encode,
@@ -392,6 +393,7 @@ class LazyCollection(DaskMethodsMixin):
             complete=not stored and len(leaf.catalog) == leaf.total,
             selected=selected,
             txns=txns,
+            views=views,
             **predicates,
         )
         return LazyCollection(Filter(self._expr, None, None, selection))

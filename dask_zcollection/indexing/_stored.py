@@ -37,6 +37,7 @@ from ._indexer import (
     _build_one,
     _txns,
     concat_columns,
+    view_identities,
 )
 
 __all__ = [
@@ -89,15 +90,10 @@ async def _identities(source: Any, catalog: Any, canonical: Sequence[str]) -> di
         c: {"path": p, "rows": int(r), "txn": t}
         for c, p, r, t in zip(canonical, catalog.paths, catalog.rows.tolist(), txns, strict=True)
     }
-    overlay = getattr(source, "overlay", None)
-    if overlay is not None:
-        computed = {c: (p, int(n)) for c, p, n in source.computed}
-        mine = [c for c in canonical if c in computed]
-        vtxns = await _txns(overlay.spec, [computed[c][0] for c in mine])
+    views = await view_identities(source, canonical)
+    if views is not None:
         for c in canonical:
-            out[c]["view"] = None
-        for c, t in zip(mine, vtxns, strict=True):
-            out[c]["view"] = {"path": computed[c][0], "rows": computed[c][1], "txn": t}
+            out[c]["view"] = views[c]
     return out
 
 

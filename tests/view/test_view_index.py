@@ -220,3 +220,26 @@ def test_update_with_depth_sees_both_sides_of_the_neighbours(tmp_path: Path, bas
     jan = month_rows(1)
     numpy.testing.assert_array_equal(now[jan], ref2[jan])
     numpy.testing.assert_array_equal(now[feb], ref[feb])
+
+
+def test_an_indexer_built_over_a_view_goes_stale_with_the_view(tmp_path: Path, base: Any) -> None:
+    base_url, data = base
+    url = f"file://{tmp_path}/view"
+    view = dzc.create_view(url, base=base_url, variables=VARIABLES)
+    view.update(anomalies, filters="month <= 2", variables=["ssh", "quality"])
+    from dask_zcollection.indexing import Indexer
+
+    idx = Indexer.build(dzc.open_view(url), runs_of_flag, variables=["flag"])
+    flag = flags(data, {1: anomalies, 2: anomalies})
+    got = dzc.read_view(url).filter(index=idx, flag=1).compute()
+    numpy.testing.assert_array_equal(got["time"].values, TIMES[flag == 1])
+    # The view recomputes February (the base is untouched): its rows of flag == 1 moved.
+    view.update(inverted, filters="month == 2", variables=["quality"])
+    with pytest.raises(StaleIndexError, match="month=02"):
+        dzc.read_view(url).filter(index=idx, flag=1)
+    jan = dzc.read_view(url).filter("month == 1").filter(index=idx, flag=1).compute()
+    numpy.testing.assert_array_equal(jan["time"].values, TIMES[(flag == 1) & month_rows(1)])
+    # So does computing March, indexed over fill values.
+    view.update(anomalies, filters="month == 3", variables=["ssh", "quality"])
+    with pytest.raises(StaleIndexError, match="month=03"):
+        dzc.read_view(url).filter("month == 3").filter(index=idx, flag=-1)
