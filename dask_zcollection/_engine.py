@@ -360,7 +360,7 @@ class AsyncCollection:
                     self.schema,
                     self.config.partitioning,
                     rows_of,
-                    {c: (v,) for c, v in versions.items()},
+                    depends_on={c: (v,) for c, v in versions.items()},
                     index_entries=maker,
                 )
             return await self.planner.update(where, chosen)
@@ -450,7 +450,7 @@ class AsyncCollection:
                 )
             },
             constant,
-            depends_on,
+            depends_on=depends_on,
         )
 
     async def map(self, func: Callable[..., Any], *, filters: FilterLike = None) -> dict[str, Any]:

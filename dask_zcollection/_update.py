@@ -39,10 +39,21 @@ class UpdateStrategy:
     #: Rebuilds a stored index's entry of each partition written (``update(index=name)``:
     #: :func:`dask_zcollection.indexing._stored.entry_maker`), or ``None``.
     index_entries: Any = dataclasses.field(default=None, kw_only=True)
+    #: Canonical path -> the partition versions its input came from (an index lookup, a
+    #: halo's neighbours): checked by the write task under its lock
+    #: (:func:`dask_zcollection.io._writer.check_versions`) and by the commit (:attr:`reads`).
+    depends_on: Mapping[str, tuple[Any, ...]] = dataclasses.field(
+        default_factory=dict, kw_only=True
+    )
 
     @property
     def name(self) -> str:
         return f"update({getattr(self.func, '__qualname__', self.func)!s})"
+
+    @property
+    def reads(self) -> tuple[Any, ...]:
+        """Every version of :attr:`depends_on`, once (``Transaction.reads``)."""
+        return tuple({v[0]: v for vs in self.depends_on.values() for v in vs}.values())
 
     def entries(self, columns: Mapping[str, numpy.ndarray], canonical: str, identity: Any) -> Any:
         """The index objects to write beside a partition version written (``{}``: none)."""
@@ -110,9 +121,6 @@ class RowsUpdateStrategy(UpdateStrategy):
     rows: Mapping[str, tuple[int, tuple[tuple[int, int], ...]]] = dataclasses.field(
         default_factory=dict
     )
-    #: Canonical path -> the partition versions its input came from (checked by the
-    #: write task under its lock: :func:`dask_zcollection.io._writer.check_versions`).
-    depends_on: Mapping[str, tuple[Any, ...]] = dataclasses.field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -223,9 +231,6 @@ class OverlapUpdateStrategy(UpdateStrategy):
     partitioning: Any = None
     halos: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     constant: Any = None
-    #: Canonical path -> the neighbour versions its halo was read from (checked by the
-    #: write task: :func:`dask_zcollection.io._writer.check_versions`).
-    depends_on: Mapping[str, tuple[Any, ...]] = dataclasses.field(default_factory=dict)
 
     @property
     def name(self) -> str:

@@ -110,3 +110,39 @@ def test_a_depth_update_re_reads_the_halo_of_a_neighbour_committed_since(
     expected[5:9] = reference(now, 2, None)[5:9]  # over January's new values
     assert len(raced) == 1
     numpy.testing.assert_array_equal(zc.read_collection(memory_url).compute()["v"].values, expected)
+
+
+def test_a_neighbour_committed_while_the_task_runs_fails_the_commit(tmp_path: Any) -> None:
+    """The task checked its halo's neighbours before ``fn`` ran; January is committed (by
+    another process) while ``fn`` runs: the commit re-checks the reads and the update
+    plans again over January's new rows."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    url = f"file://{tmp_path}/col"
+    values = collection(url, [5, 4, 6])
+    col = zc.open_collection(url, mode="rw")
+    root = str(Path(__file__).parents[1])
+    script = (
+        "import dask_zcollection as zc\n"
+        f"zc.open_collection({url!r}, mode='rw').update(\n"
+        "    lambda ds: {'v': -ds['v'].values}, filters='month == 1', variables=['v'])\n"
+    )
+    calls: list[int] = []
+
+    def racing(ds: zc.Dataset) -> dict[str, Any]:
+        calls.append(1)
+        if len(calls) == 1:
+            env = {**os.environ, "PYTHONPATH": root}
+            subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=120)
+        return {"v": moving_sum(ds, 2)["v"].values}  # type: ignore[union-attr]
+
+    col.update(racing, depth=2, filters="month == 2", variables=["v"])
+    assert len(calls) == 2
+    now = values.copy()
+    now[:5] = -now[:5]
+    expected = now.copy()
+    expected[5:9] = reference(now, 2, None)[5:9]
+    numpy.testing.assert_array_equal(zc.read_collection(url).compute()["v"].values, expected)

@@ -444,6 +444,9 @@ def commit_task(
             # The tasks' forks (Icechunk on a cluster) merged into one session.
             changes = [r[5] for r in results] + ([immutable[1]] if immutable else [])
             txn = ctx.txn if not ctx.txn.spec.forked else ctx.on(ctx.txn.spec.absorb(changes)).txn
+            reads = tuple(getattr(ctx.strategy, "reads", ()))
+            if reads:  # what the tasks' input was read from: still committed as read
+                txn = dataclasses.replace(txn, reads=reads)
             if ctx.txn.spec.forked:
                 io = ctx.on(txn.spec).source.io
                 for path in change.paths:

@@ -104,6 +104,12 @@ class ViewUpdate:
     index_entries: tuple[Any, tuple[str, ...] | None] | None = None
 
     @property
+    def reads(self) -> tuple[Any, ...]:
+        """The view partition versions of :attr:`depends_on` (the view's commit re-checks them;
+        the base's are checked by the tasks only: another store)."""
+        return tuple({v[0]: v for _, vs in self.depends_on.values() for v in vs}.values())
+
+    @property
     def name(self) -> str:
         return f"view update({getattr(self.func, '__qualname__', self.func)!s})"
 

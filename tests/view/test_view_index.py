@@ -243,3 +243,31 @@ def test_an_indexer_built_over_a_view_goes_stale_with_the_view(tmp_path: Path, b
     view.update(anomalies, filters="month == 3", variables=["ssh", "quality"])
     with pytest.raises(StaleIndexError, match="month=03"):
         dzc.read_view(url).filter("month == 3").filter(index=idx, flag=-1)
+
+
+def test_a_neighbour_committed_after_the_task_checked_it_fails_the_commit(
+    tmp_path: Path, base: Any
+) -> None:
+    """The commit re-checks the view partitions a halo was read from (the task checked them
+    before ``fn`` ran; this neighbour is committed while ``fn`` runs): re-planned, not lost."""
+    base_url, data = base
+    url = f"file://{tmp_path}/view"
+    view = dzc.create_view(url, base=base_url, variables=VARIABLES)
+    view.update(anomalies, filters="month != 2", variables=["ssh", "quality"])
+    other = dzc.open_view(url, mode="rw")
+    calls: list[int] = []
+
+    def racing(ds: dzc.Dataset) -> dict[str, numpy.ndarray]:
+        calls.append(1)
+        if len(calls) == 1:  # March is recomputed while February's window runs
+            other.update(inverted, filters="month == 3", variables=["quality"])
+        return window_of_flag(ds)
+
+    view.update(racing, depth=1, filters="month == 2", variables=["flag"])
+    assert len(calls) == 2  # the first attempt's commit failed; the second saw March's values
+    now = flags(data, {1: anomalies, 3: inverted}).astype("int64")  # February: fill (-1)
+    padded = numpy.concatenate([[0], now, [0]])
+    ref = (padded[:-2] + padded[1:-1] + padded[2:]).astype("int8")
+    got = dzc.read_view(url).compute()["flag"].values
+    numpy.testing.assert_array_equal(got[month_rows(2)], ref[month_rows(2)])
+    numpy.testing.assert_array_equal(got[month_rows(3)], now[month_rows(3)])
