@@ -146,3 +146,44 @@ def test_a_neighbour_committed_while_the_task_runs_fails_the_commit(tmp_path: An
     expected = now.copy()
     expected[5:9] = reference(now, 2, None)[5:9]
     numpy.testing.assert_array_equal(zc.read_collection(url).compute()["v"].values, expected)
+
+
+def cool_quality(ds: zc.Dataset) -> dict[str, Any]:
+    """Module level: ships to the workers by reference."""
+    return {"quality": ds["quality"].values // 2}  # type: ignore[union-attr]
+
+
+def moving_sum_2(ds: zc.Dataset) -> dict[str, Any]:
+    """Module level: ships to the workers by reference."""
+    return {"v": moving_sum(ds, 2)["v"].values}  # type: ignore[union-attr]
+
+
+def test_index_and_depth_updates_on_worker_processes(tmp_path: Any) -> None:
+    """The tasks (their version checks, the index entries they write) run on the workers."""
+    distributed = pytest.importorskip("distributed")
+    from conftest import Factory
+    from indexing.test_maintained import runs_of_hot
+
+    url = f"file://{tmp_path}/col"
+    col, data = make(url, Factory())
+    col.create_index("hot", runs_of_hot, variables=["quality"])
+    over = f"file://{tmp_path}/overlap"
+    values = collection(over, [5, 4, 6])
+    with (
+        distributed.LocalCluster(
+            processes=True, n_workers=2, threads_per_worker=1, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster),
+    ):
+        written = col.update(cool_quality, index="hot", hot=1, variables=["quality"])
+        zc.open_collection(over, mode="rw").update(
+            moving_sum_2, depth=2, filters="month == 2", variables=["v"]
+        )
+    assert len(written) == 3
+    quality = numpy.where(data["quality"] > 100, data["quality"] // 2, data["quality"])
+    numpy.testing.assert_array_equal(zc.read_collection(url).compute()["quality"].values, quality)
+    got = zc.read_collection(url).filter(index="hot", hot=1).compute()  # fresh: rebuilt there
+    numpy.testing.assert_array_equal(got["quality"].values, quality[quality > 100])
+    expected = values.copy()
+    expected[5:9] = reference(values, 2, None)[5:9]
+    numpy.testing.assert_array_equal(zc.read_collection(over).compute()["v"].values, expected)
