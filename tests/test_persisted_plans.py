@@ -31,6 +31,7 @@ def test_an_index_selects_rows_of_persisted_partitions(memory_url: str, factory:
     odd = blocks_of(data["time"]) % 2 == 1
     month = data["time"].astype("datetime64[M]")
     persisted = zc.read_collection(memory_url).persist()
+    assert "rows selected by index[parity=1]" in persisted.filter(index=idx, parity=1).explain()
     for index in ("six", idx):
         got = persisted.filter(index=index, parity=1).compute()
         numpy.testing.assert_array_equal(got["time"].values, data["time"][odd])

@@ -490,9 +490,11 @@ class Filter(ZExpr):
 
     def describe(self) -> list[str]:
         p, t = self.operand("predicate"), self.operand("time_range")
-        return [
-            f"Filter {p.source if p is not None else ''} {t if t is not None else ''}".rstrip()
-        ] + ["  " + line for line in self.frame.describe()]
+        r = self.operand("rows")
+        head = f"Filter {p.source if p is not None else ''} {t if t is not None else ''}".rstrip()
+        if r is not None:
+            head += f" rows selected by {r.label}: {r.rows:,}"
+        return [head] + ["  " + line for line in self.frame.describe()]
 
     def _layer(self) -> dict[Any, Any]:
         # A row selection the read did not absorb: over persisted partitions holding
