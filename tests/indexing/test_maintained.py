@@ -52,3 +52,35 @@ def test_the_index_an_update_selects_through_is_fresh_after_it(
     with pytest.raises(StaleIndexError, match=r"'six'.*month=02.*update_index"):
         zc.read_collection(store_url).filter(index="six", parity=1)
     assert col.update_index("six") == ["year=2024/month=02", "year=2024/month=03"]
+
+
+def test_a_failed_update_leaves_no_entry_that_lies(memory_url: str, factory: Any) -> None:
+    """A task rewrote its entry, another task failed: nothing is committed, and the
+    rewritten entry (naming a version never committed) is refused until update_index."""
+    col, data = make(memory_url, factory)
+    col.create_index("hot", runs_of_hot, variables=["quality"])
+
+    def cool_but_march(ds: zc.Dataset) -> dict[str, Any]:
+        march = ds["time"].values.astype("datetime64[M]") == numpy.datetime64("2024-03")  # type: ignore[union-attr]
+        if march.any():
+            raise RuntimeError("boom in March")
+        return cool(ds)
+
+    import dask
+
+    # One task at a time: January's and February's run (and rewrite their entries) first.
+    with dask.config.set(scheduler="synchronous"), pytest.raises(RuntimeError, match="March"):
+        col.update(cool_but_march, index="hot", hot=1, variables=["quality", "time"])
+    out = zc.read_collection(memory_url).compute()
+    numpy.testing.assert_array_equal(out["quality"].values, data["quality"])  # nothing committed
+    hot = data["quality"] > 100
+    month = data["time"].astype("datetime64[M]")
+    for m in ("01", "02"):  # their entries name versions never committed
+        with pytest.raises(StaleIndexError, match=f"month={m}"):
+            zc.read_collection(memory_url).filter(f"month == {int(m)}").filter(index="hot", hot=1)
+    march = zc.read_collection(memory_url).filter("month == 3").filter(index="hot", hot=1)
+    mask = hot & (month == numpy.datetime64("2024-03"))
+    numpy.testing.assert_array_equal(march.compute()["quality"].values, data["quality"][mask])
+    assert col.update_index("hot") == ["year=2024/month=01", "year=2024/month=02"]
+    got = zc.read_collection(memory_url).filter(index="hot", hot=1).compute()
+    numpy.testing.assert_array_equal(got["quality"].values, data["quality"][hot])
