@@ -271,3 +271,35 @@ def test_a_neighbour_committed_after_the_task_checked_it_fails_the_commit(
     got = dzc.read_view(url).compute()["flag"].values
     numpy.testing.assert_array_equal(got[month_rows(2)], ref[month_rows(2)])
     numpy.testing.assert_array_equal(got[month_rows(3)], now[month_rows(3)])
+
+
+@pytest.mark.parametrize("kind", ["memory", "icechunk"])
+def test_a_view_index_in_a_memory_or_icechunk_view_store(
+    tmp_path: Path, base: Any, kind: str
+) -> None:
+    if kind == "icechunk":
+        pytest.importorskip("icechunk")
+        url = f"icechunk://{tmp_path}/views"
+    else:
+        from conftest import unique_memory_name
+
+        url = f"memory://{unique_memory_name()}"
+    base_url, data = base
+    view = dzc.create_view(url, base=base_url, variables=VARIABLES)
+    view.update(anomalies, variables=["ssh", "quality"])
+    assert len(view.create_index("runs", runs_of_flag, variables=["flag"])) == 3
+    assert dzc.open_view(url).indexes() == ["runs"]
+    flag = flags(data, {1: anomalies, 2: anomalies, 3: anomalies})
+    view.update(double_ssh, index="runs", flag=1, variables=["ssh"])
+    got = dzc.read_view(url).filter(index="runs", flag=1).compute()  # fresh after the update
+    numpy.testing.assert_array_equal(got["ssh_anom"].values, (data["ssh"] * 2)[flag == 1])
+    rest = dzc.read_view(url).filter(index="runs", flag=0).compute()
+    numpy.testing.assert_array_equal(
+        rest["ssh_anom"].values, (data["ssh"] - numpy.float32(1.5))[flag == 0]
+    )
+    view.drop_index("runs")
+    assert view.indexes() == []
+    if kind == "memory":
+        from dask_zcollection.store import MemoryStore
+
+        MemoryStore.forget(url.removeprefix("memory://"))
