@@ -564,7 +564,7 @@ async def _view_versions(
     from ..indexing._indexer import _txns
 
     computed = {c: (p, int(n)) for c, p, n in source.computed}
-    keys = {c: k for c, k in zip(source_canonicals(source, full), full.keys.tolist(), strict=True)}
+    keys = {c: k for c, k in zip(_canonicals_of(source, full), full.keys.tolist(), strict=True)}
     mine = [c for c in canonical if c in computed]
     txns = dict(
         zip(mine, await _txns(source.overlay.spec, [computed[c][0] for c in mine]), strict=True)
@@ -577,7 +577,7 @@ async def _view_versions(
     return out
 
 
-def source_canonicals(source: ViewSource, catalog: Catalog) -> list[str]:
+def _canonicals_of(source: ViewSource, catalog: Catalog) -> list[str]:
     """Canonical path of each partition of ``catalog``."""
     encode = source.config.partitioning.encode
     return [encode(catalog.key_tuple(i)) for i in range(len(catalog))]
