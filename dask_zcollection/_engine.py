@@ -17,6 +17,7 @@ from ._display import size_of
 from ._planner import Planned, WritePlanner
 from ._prepare import prepare_insert
 from ._repair import RepairReport, repair
+from ._sync import sync
 from ._update import OverlapUpdateStrategy, RowsUpdateStrategy, UpdateStrategy
 from .catalog import Catalog
 from .catalog._discovery import IMMUTABLE_PATH, CatalogDiscovery
@@ -324,26 +325,47 @@ class AsyncCollection:
             raise InvalidInputError(f"update needs a function, got {type(func).__name__}")
         names = self._check_variables(variables)
         strategy = UpdateStrategy(func, None if names is None else tuple(names), self.schema)
-        if depth is not None:
-            if index is not None or predicates:
-                raise InvalidInputError("update takes index= or depth=, not both")
-            strategy = await self._overlap_strategy(strategy, filters, depth, boundary)
-        elif index is not None or predicates:
-            if index is None:
-                raise InvalidInputError(
-                    f"update: keyword predicates {sorted(predicates)} need index= (they name "
-                    "an index's columns)"
-                )
-            lazy = await self.lazy(filters=filters)
-            rows_of, filters = await asyncio.to_thread(_index_rows, lazy, index, predicates)
-            if not rows_of:
-                return [] if compute else None
-            strategy = RowsUpdateStrategy(
-                func, strategy.variables, self.schema, self.config.partitioning, rows_of
+        if depth is not None and (index is not None or predicates):
+            raise InvalidInputError("update takes index= or depth=, not both")
+        if depth is None and predicates and index is None:
+            raise InvalidInputError(
+                f"update: keyword predicates {sorted(predicates)} need index= (they name "
+                "an index's columns)"
             )
-        return await self._run_graph(
-            lambda: self.planner.update(filters, strategy), retries=retries, compute=compute
-        )
+
+        maker = None
+        if isinstance(index, str):
+            # The index named: its entries of the partitions written are rebuilt beside them.
+            from .indexing._stored import entry_maker
+
+            found = await entry_maker(await self.spec.pinned(), index, self.axis_variable)
+            maker = None if found is None else found[0]
+
+        async def plan() -> Planned | None:
+            # The lookup and the halos are taken again on each attempt: a retry after a
+            # lost race sees the versions that won it (or a stale index refuses).
+            chosen, where = strategy, filters
+            if depth is not None:
+                chosen = await self._overlap_strategy(strategy, filters, depth, boundary)
+            elif index is not None:
+                lazy = await self.lazy(filters=filters)
+                rows_of, where, versions = await asyncio.to_thread(
+                    _index_rows, lazy, index, predicates
+                )
+                if not rows_of:
+                    return None
+                chosen = RowsUpdateStrategy(
+                    func,
+                    strategy.variables,
+                    self.schema,
+                    self.config.partitioning,
+                    rows_of,
+                    depends_on={c: (v,) for c, v in versions.items()},
+                    index_entries=maker,
+                )
+            return await self.planner.update(where, chosen)
+
+        return await self._run_graph(plan, retries=retries, compute=compute)
 
     # -- indexes -----------------------------------------------------------------------------
     async def create_index(
@@ -387,7 +409,7 @@ class AsyncCollection:
         self, strategy: UpdateStrategy, filters: FilterLike, depth: Any, boundary: Any
     ) -> OverlapUpdateStrategy:
         """Plan and read the halo of every selected partition (see ``_overlap``)."""
-        from ._overlap import plan_halos, read_halos
+        from ._overlap import neighbour_versions, plan_halos, read_halos
 
         whole = await self.lazy()
         lazy = whole.filter(filters) if filters is not None else whole
@@ -415,6 +437,7 @@ class AsyncCollection:
             and (strategy.variables is None or p in strategy.variables or p == self.axis_variable)
         )
         halos = await read_halos(whole.source, planned, names)
+        depends_on = await neighbour_versions(whole.source, whole.catalog, lazy.partitions, planned)
         return OverlapUpdateStrategy(
             strategy.func,
             strategy.variables,
@@ -427,6 +450,7 @@ class AsyncCollection:
                 )
             },
             constant,
+            depends_on=depends_on,
         )
 
     async def map(self, func: Callable[..., Any], *, filters: FilterLike = None) -> dict[str, Any]:
@@ -539,19 +563,28 @@ class AsyncCollection:
         return report
 
 
-def _index_rows(lazy: LazyCollection, index: Any, predicates: dict[str, Any]) -> tuple[Any, str]:
-    """``{canonical: (rows, ranges)}`` an index selects (checked fresh), and their key filter."""
+def _index_rows(
+    lazy: LazyCollection, index: Any, predicates: dict[str, Any]
+) -> tuple[Any, str, dict[str, Any]]:
+    """``{canonical: (rows, ranges)}`` an index selects (checked fresh), their key filter, and
+    the version of each the lookup was answered from (``check_versions`` re-checks them)."""
+    from .indexing._indexer import _txns
+
     selected = lazy.filter(index=index, **predicates).optimize()
     expr = selected.expr
     assert isinstance(expr, ReadPartitions)
     catalog = expr.catalog
     ranges = expr.row_ranges()
-    rows_of = {
-        path: (int(catalog.rows[i]), ranges[i] or ()) for i, path in enumerate(selected.partitions)
+    canonical = selected.partitions
+    rows_of = {path: (int(catalog.rows[i]), ranges[i] or ()) for i, path in enumerate(canonical)}
+    txns = sync(_txns(lazy.source.spec, catalog.paths))
+    versions = {
+        path: (path, catalog.key_tuple(i), catalog.paths[i], int(catalog.rows[i]), txns[i])
+        for i, path in enumerate(canonical)
     }
     names = catalog.key_names
     terms = [
         "(" + " and ".join(f"{n} == {int(v)}" for n, v in zip(names, row, strict=True)) + ")"
         for row in catalog.keys.tolist()
     ]
-    return rows_of, " or ".join(terms)
+    return rows_of, " or ".join(terms), versions

@@ -21,10 +21,16 @@ import numpy
 from ._sync import sync
 from .catalog import Catalog
 from .errors import InvalidInputError
-from .expr._overlap import Halo, MapOverlap
+from .expr._overlap import Halo, MapOverlap, PersistedOverlap
 from .io import ReadSource
 
-__all__ = ["plan_halos", "plan_overlap", "read_halos"]
+__all__ = [
+    "neighbour_versions",
+    "plan_halos",
+    "plan_overlap",
+    "plan_persisted_overlap",
+    "read_halos",
+]
 
 
 def _depth(depth: Any, axis_dtype: numpy.dtype[Any]) -> tuple[int | None, Any]:
@@ -103,6 +109,50 @@ def plan_overlap(
     )
 
 
+def plan_persisted_overlap(
+    frame: Any,
+    counts: list[int],
+    read_axis: Callable[[int], numpy.ndarray],
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any] | None,
+    depth: Any,
+    boundary: Any,
+) -> PersistedOverlap:
+    """The :class:`PersistedOverlap` of persisted partitions ``frame`` (``counts`` rows each).
+
+    The persisted partitions, in key order, are the array: a halo takes rows of
+    the persisted neighbours only (``read_axis(k)``: the axis values of
+    persisted partition ``k``, for a time span).
+    """
+    config = frame.source.config
+    axis_dtype = config.schema[config.axis_variable].dtype
+    rows_depth, span, constant = depth_of(depth, boundary, axis_dtype)
+    sizes = numpy.asarray(counts, dtype="int64")
+    offsets = numpy.concatenate([[0], numpy.cumsum(sizes)]).astype("int64")
+    bounds = halo_bounds(
+        sizes,
+        list(range(len(counts))),
+        [(0, int(n)) for n in counts],
+        rows_depth,
+        span,
+        constant,
+        read_axis,
+    )
+    halos: list[tuple[tuple[tuple[int, int, int], ...], int, int, int, int]] = []
+    for i, (lo, g0, g1, hi, pad_b, pad_a) in enumerate(bounds):
+        if g1 <= g0:
+            halos.append((((i, 0, 0),), 0, 0, 0, 0))
+            continue
+        pieces = []
+        for k in range(len(counts)):
+            a, b = max(lo, int(offsets[k])), min(hi, int(offsets[k + 1]))
+            if a < b:
+                pieces.append((k, a - int(offsets[k]), b - int(offsets[k])))
+        halos.append((tuple(pieces), g0 - lo, hi - g1, pad_b, pad_a))
+    return PersistedOverlap(frame, tuple(halos), constant, func, tuple(args), kwargs or None)
+
+
 #: A partition's halo: the whole read, and the pieces before and after its own rows.
 Planned = tuple[Halo, tuple[tuple[str, int, int, int], ...], tuple[tuple[str, int, int, int], ...]]
 
@@ -118,17 +168,7 @@ def plan_halos(
     """The halo of each selected partition, and the constant padding (``None``: none)."""
     config = source.config
     axis_dtype = config.schema[config.axis_variable].dtype
-    rows_depth, span = _depth(depth, axis_dtype)
-    if isinstance(boundary, str):
-        if boundary != "none":
-            raise InvalidInputError(f"boundary is 'none' or a constant, not {boundary!r}")
-        constant = None
-    else:
-        if span is not None:
-            raise InvalidInputError(
-                "a constant boundary pads a number of rows: give depth in rows with it"
-            )
-        constant = boundary
+    rows_depth, span, constant = depth_of(depth, boundary, axis_dtype)
     io = source.io
     axis = config.axis_variable
     counts = full.rows.copy()
@@ -140,16 +180,51 @@ def plan_halos(
 
         counts[unknown] = sync(count())
     offsets = numpy.concatenate([[0], numpy.cumsum(counts)]).astype("int64")
-    n_total = int(offsets[-1])
     where = full.find(selected.keys)
     if (where < 0).any():
         raise InvalidInputError("map_overlap: a selected partition is not in the collection")
+
+    def read_axis(k: int) -> numpy.ndarray:
+        n = int(counts[k])
+        return sync(io.read(full.paths[k], [axis], stop=n))[axis][:n]
+
+    halos: list[Planned] = []
+    bounds = halo_bounds(counts, where.tolist(), ranges, rows_depth, span, constant, read_axis)
+    for lo, g0, g1, hi, pad_b, pad_a in bounds:
+        if g1 <= g0:
+            halos.append((Halo((), 0, 0), (), ()))
+            continue
+        halo = Halo(_pieces(full, counts, offsets, lo, hi), g0 - lo, hi - g1, pad_b, pad_a)
+        before = _pieces(full, counts, offsets, lo, g0)
+        after = _pieces(full, counts, offsets, g1, hi)
+        halos.append((halo, before, after))
+    return halos, constant
+
+
+def halo_bounds(
+    counts: numpy.ndarray,
+    where: list[int],
+    ranges: list[tuple[int, int]],
+    rows_depth: int | None,
+    span: Any,
+    constant: Any,
+    read_axis: Callable[[int], numpy.ndarray],
+) -> list[tuple[int, int, int, int, int, int]]:
+    """``(lo, g0, g1, hi, pad_before, pad_after)`` of each output partition, in global rows.
+
+    The partitions (``counts`` rows each, in key order) are one array; output
+    partition ``j`` is rows ``ranges[j]`` of partition ``where[j]``, i.e. global
+    rows ``[g0, g1)``; its halo is ``[lo, g0)`` and ``[g1, hi)``, ``depth`` rows
+    (or the rows whose axis value, read with ``read_axis(k)``, lies within the
+    time span) each side, plus the constant rows padded beyond the ends.
+    """
+    offsets = numpy.concatenate([[0], numpy.cumsum(counts)]).astype("int64")
+    n_total, last = int(offsets[-1]), len(counts) - 1
     axes: dict[int, numpy.ndarray] = {}
 
     def axis_of(k: int) -> numpy.ndarray:
         if k not in axes:
-            n = int(counts[k])
-            axes[k] = sync(io.read(full.paths[k], [axis], stop=n))[axis][:n]
+            axes[k] = read_axis(k)
         return axes[k]
 
     def first_global_at_or_after(t: Any, k: int) -> int:
@@ -165,16 +240,15 @@ def plan_halos(
         while True:
             values = axis_of(k)
             local = int(numpy.searchsorted(values, t, side="right"))
-            if local < len(values) or k == len(full) - 1:
+            if local < len(values) or k == last:
                 return int(offsets[k]) + local
             k += 1
 
-    halos: list[Planned] = []
-    for j, (start, stop) in enumerate(ranges):
-        k = int(where[j])
+    out = []
+    for k, (start, stop) in zip(where, ranges, strict=True):
         g0, g1 = int(offsets[k]) + start, int(offsets[k]) + stop
         if g1 <= g0:
-            halos.append((Halo((), 0, 0), (), ()))
+            out.append((g0, g0, g1, g1, 0, 0))
             continue
         if rows_depth is not None:
             lo, hi = max(0, g0 - rows_depth), min(n_total, g1 + rows_depth)
@@ -186,11 +260,24 @@ def plan_halos(
             hi = last_global_at_or_before(own[stop - 1] + span, k)
             lo, hi = min(lo, g0), max(hi, g1)
             pad_b = pad_a = 0
-        halo = Halo(_pieces(full, counts, offsets, lo, hi), g0 - lo, hi - g1, pad_b, pad_a)
-        before = _pieces(full, counts, offsets, lo, g0)
-        after = _pieces(full, counts, offsets, g1, hi)
-        halos.append((halo, before, after))
-    return halos, constant
+        out.append((lo, g0, g1, hi, pad_b, pad_a))
+    return out
+
+
+def depth_of(
+    depth: Any, boundary: Any, axis_dtype: numpy.dtype[Any]
+) -> tuple[int | None, Any, Any]:
+    """``(rows, span, constant)`` of ``map_overlap``'s ``depth`` and ``boundary`` (checked)."""
+    rows_depth, span = _depth(depth, axis_dtype)
+    if isinstance(boundary, str):
+        if boundary != "none":
+            raise InvalidInputError(f"boundary is 'none' or a constant, not {boundary!r}")
+        return rows_depth, span, None
+    if span is not None:
+        raise InvalidInputError(
+            "a constant boundary pads a number of rows: give depth in rows with it"
+        )
+    return rows_depth, span, boundary
 
 
 def _pieces(
@@ -234,6 +321,36 @@ async def read_halos(
         return a, b
 
     return list(await asyncio.gather(*(both(p) for p in planned)))
+
+
+async def neighbour_versions(
+    source: ReadSource, full: Catalog, canonical: list[str], planned: list[Planned]
+) -> dict[str, tuple[Any, ...]]:
+    """Canonical path -> the versions of the partitions its halo reads (``check_versions``).
+
+    A halo is read when planning; the write task re-checks these versions, so a
+    neighbour committed in between is a lost race, never older rows written.
+    """
+    from .indexing._indexer import _txns
+
+    where = {p: k for k, p in enumerate(full.paths)}
+    used = sorted({where[p] for _, before, after in planned for p, *_ in (*before, *after)})
+    txns = dict(zip(used, await _txns(source.spec, [full.paths[k] for k in used]), strict=True))
+    encode = source.config.partitioning.encode
+    out: dict[str, tuple[Any, ...]] = {}
+    for own, (_, before, after) in zip(canonical, planned, strict=True):
+        ks = sorted({where[p] for p, *_ in (*before, *after)})
+        out[own] = tuple(
+            (
+                encode(full.key_tuple(k)),
+                full.key_tuple(k),
+                full.paths[k],
+                int(full.rows[k]),
+                txns[k],
+            )
+            for k in ks
+        )
+    return out
 
 
 def _tail(source: ReadSource, name: str) -> tuple[int, ...]:

@@ -8,18 +8,25 @@ lock, write aside, abort checks and the one commit.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy
 
 from ._prepare import columns_to_dataset
 from .data import Dataset, Variable
-from .errors import MergeError, SchemaError
+from .errors import ConflictError, MergeError, SchemaError
 from .merge import AxisRange
 from .schema import Schema
 
-__all__ = ["OverlapUpdateStrategy", "RowsUpdateStrategy", "UpdateStrategy"]
+__all__ = [
+    "OverlapUpdateStrategy",
+    "RowsUpdateStrategy",
+    "UpdateStrategy",
+    "extend_rows",
+    "row_index",
+    "scatter_rows",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,10 +36,30 @@ class UpdateStrategy:
     func: Callable[..., Any]
     variables: tuple[str, ...] | None
     schema: Schema
+    #: Rebuilds a stored index's entry of each partition written (``update(index=name)``:
+    #: :func:`dask_zcollection.indexing._stored.entry_maker`), or ``None``.
+    index_entries: Any = dataclasses.field(default=None, kw_only=True)
+    #: Canonical path -> the partition versions its input came from (an index lookup, a
+    #: halo's neighbours): checked by the write task under its lock
+    #: (:func:`dask_zcollection.io._writer.check_versions`) and by the commit (:attr:`reads`).
+    depends_on: Mapping[str, tuple[Any, ...]] = dataclasses.field(
+        default_factory=dict, kw_only=True
+    )
 
     @property
     def name(self) -> str:
         return f"update({getattr(self.func, '__qualname__', self.func)!s})"
+
+    @property
+    def reads(self) -> tuple[Any, ...]:
+        """Every version of :attr:`depends_on`, once (``Transaction.reads``)."""
+        return tuple({v[0]: v for vs in self.depends_on.values() for v in vs}.values())
+
+    def entries(self, columns: Mapping[str, numpy.ndarray], canonical: str, identity: Any) -> Any:
+        """The index objects to write beside a partition version written (``{}``: none)."""
+        if self.index_entries is None:
+            return {}
+        return self.index_entries(columns_to_dataset(self.schema, columns), canonical, identity)
 
     def needs_existing(self, existing: AxisRange | None, inserted: AxisRange) -> bool:
         return True
@@ -122,27 +149,73 @@ class RowsUpdateStrategy(UpdateStrategy):
                 f"update: partition {path!r} has {n} rows, the index selected rows of a "
                 f"version with {expected}: it was rewritten since the lookup"
             )
-        index = (
-            numpy.concatenate([numpy.arange(a, b) for a, b in ranges])
-            if ranges
-            else numpy.empty(0, dtype="intp")
-        )
+        index = row_index(ranges)
         subset = {k: v[index] for k, v in columns.items()}
         inner = UpdateStrategy(self.func, self.variables, self.schema)
         updated = inner(subset, inserted, axis=axis)
-        for name, data in updated.items():
-            if data is subset[name]:
-                continue
-            target = columns[name]
-            if not numpy.can_cast(data.dtype, target.dtype, casting="safe"):
-                raise SchemaError(
-                    f"update returned variable {name!r} as {data.dtype}, which does not cast "
-                    f"to its stored {target.dtype}"
-                )
-            merged = target.copy()
-            merged[index] = data
-            columns[name] = merged
-        return columns
+        return scatter_rows(
+            columns, index, {k: v for k, v in updated.items() if v is not subset[k]}
+        )
+
+
+def row_index(ranges: Sequence[tuple[int, int]]) -> numpy.ndarray:
+    """The row numbers of half-open ``ranges``."""
+    if not ranges:
+        return numpy.empty(0, dtype="intp")
+    return numpy.concatenate([numpy.arange(a, b) for a, b in ranges])
+
+
+def scatter_rows(
+    columns: Mapping[str, numpy.ndarray], index: numpy.ndarray, updated: Mapping[str, Any]
+) -> dict[str, numpy.ndarray]:
+    """``columns`` with rows ``index`` of each variable of ``updated`` replaced by its values.
+
+    Raises
+    ------
+    SchemaError
+        A value that does not cast safely to its variable's dtype.
+    """
+    out = dict(columns)
+    for name, data in updated.items():
+        target = columns[name]
+        data = numpy.asarray(data)
+        if not numpy.can_cast(data.dtype, target.dtype, casting="safe"):
+            raise SchemaError(
+                f"update returned variable {name!r} as {data.dtype}, which does not cast "
+                f"to its stored {target.dtype}"
+            )
+        merged = target.copy()
+        merged[index] = data
+        out[name] = merged
+    return out
+
+
+def extend_rows(
+    columns: Mapping[str, numpy.ndarray],
+    before: Mapping[str, numpy.ndarray],
+    after: Mapping[str, numpy.ndarray],
+    pad_before: int,
+    pad_after: int,
+    constant: Any,
+) -> tuple[dict[str, numpy.ndarray], int]:
+    """Each variable of ``before`` extended by its halo rows (and the constant padding).
+
+    Returns the extended columns and the row of the first own row in them.
+    """
+
+    def pad(name: str, rows: int) -> numpy.ndarray:
+        dtype = columns[name].dtype
+        fill = numpy.array("NaT", dtype=dtype)[()] if dtype.kind in "mM" else constant
+        return numpy.full((rows, *columns[name].shape[1:]), fill, dtype=dtype)
+
+    extended = {
+        k: numpy.concatenate(
+            [pad(k, pad_before), before[k], columns[k], after[k], pad(k, pad_after)]
+        )
+        for k in before
+    }
+    head = pad_before + (len(next(iter(before.values()))) if before else 0)
+    return extended, head
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,22 +254,12 @@ class OverlapUpdateStrategy(UpdateStrategy):
             )
         expected, before, after, pad_b, pad_a = self.halos[path]
         if expected >= 0 and expected != n:
-            raise MergeError(
+            raise ConflictError(
                 f"update: partition {path!r} has {n} rows, its halo was planned for {expected}: "
-                "it was rewritten since (retry)"
+                "it was rewritten since; retry"
             )
 
-        def pad(name: str, rows: int) -> numpy.ndarray:
-            dtype = columns[name].dtype
-            fill = numpy.array("NaT", dtype=dtype)[()] if dtype.kind in "mM" else self.constant
-            return numpy.full((rows, *columns[name].shape[1:]), fill, dtype=dtype)
-
-        names = list(before)
-        extended = {
-            k: numpy.concatenate([pad(k, pad_b), before[k], columns[k], after[k], pad(k, pad_a)])
-            for k in names
-        }
-        head = pad_b + len(before[axis])
+        extended, head = extend_rows(columns, before, after, pad_b, pad_a, self.constant)
         inner = UpdateStrategy(self.func, None, self.schema)
         updated = inner(extended, inserted, axis=axis)
         for name, data in updated.items():

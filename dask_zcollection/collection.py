@@ -42,7 +42,7 @@ from .expr import (
     ZExpr,
 )
 from .expr._dask import array_from_graph
-from .expr._read import row_count_task
+from .expr._read import row_count_task, values_task
 from .indexing._selection import clip
 from .io import ReadSource, TimeRange, parts_of, row_range
 from .partitioning import compile_filter, time_bound
@@ -288,7 +288,9 @@ class LazyCollection(DaskMethodsMixin):
             :class:`~dask_zcollection.indexing.Indexer`; the keyword
             predicates then name the index's columns (``value``, a list, or an
             inclusive ``slice``), only the partitions it names are read, and of
-            them only the chunks holding a selected row.
+            them only the chunks holding a selected row. After ``persist()``
+            it selects rows of the persisted partitions (when they hold their
+            stored rows); after ``map_partitions`` it is refused.
         **kwargs
             ``key=value`` (or a list, or ``slice(lo, hi)`` inclusive) on key
             components; ``<axis variable>=slice(start, stop)`` (inclusive, datetime
@@ -354,31 +356,36 @@ class LazyCollection(DaskMethodsMixin):
             from .indexing._stored import load_index
 
             partitioning = self.source.config.partitioning
-            index = sync(load_index(self.source.spec, index, self.catalog, partitioning.encode))
+            index = sync(load_index(self.source, index, self.catalog, partitioning.encode))
         if not hasattr(index, "selection"):
             raise FilterError(
                 f"index= takes an Indexer (dask_zcollection.indexing), not {type(index).__name__}"
             )
-        leaf = None
+        leaf: ReadPartitions | Persisted | None = None
         for node in self._expr.walk():
-            if isinstance(node, (MapPartitions, Persisted)):
+            if isinstance(node, MapPartitions):
+                # Row numbers of the output are the stored ones only if the function
+                # keeps every row in place, which cannot be known.
                 raise FilterError(
-                    "an index selects stored rows: filter with index= before map_partitions "
-                    "and persist()"
+                    "an index selects stored rows, and map_partitions may change them: filter "
+                    "with index= before map_partitions"
                 )
-            if isinstance(node, ReadPartitions):
+            if isinstance(node, ReadPartitions | Persisted):
                 leaf = node
         if leaf is None:
             raise FilterError("an index selects rows of a stored collection only")
+        if isinstance(leaf, Persisted):
+            self._check_stored_rows(leaf)
         partitioning = self.source.config.partitioning
         selected = self.catalog
-        txns = None
+        txns = views = None
         if not stored and index.needs_txns():
             # The version each selected partition holds (a stored index checked it already).
-            from .indexing._indexer import _txns
+            from .indexing._indexer import _txns, view_identities
 
             names = [partitioning.encode(selected.key_tuple(i)) for i in range(len(selected))]
             txns = dict(zip(names, sync(_txns(self.source.spec, selected.paths)), strict=True))
+            views = sync(view_identities(self.source, names))
         selection = index.selection(
             leaf.catalog,
             partitioning.encode,
@@ -386,9 +393,34 @@ class LazyCollection(DaskMethodsMixin):
             complete=not stored and len(leaf.catalog) == leaf.total,
             selected=selected,
             txns=txns,
+            views=views,
             **predicates,
         )
         return LazyCollection(Filter(self._expr, None, None, selection))
+
+    def _check_stored_rows(self, expr: Persisted) -> None:
+        """The persisted partitions hold their stored rows (an index's row numbers apply).
+
+        Raises
+        ------
+        FilterError
+            Naming the partitions trimmed (a time range or a row selection before
+            ``persist``) or changed (``map_partitions``).
+        """
+        counts = [b - a for a, b in self._persisted_ranges(expr)]
+        catalog = expr.catalog
+        encode = self.source.config.partitioning.encode
+        bad = [
+            encode(catalog.key_tuple(i))
+            for i, n in enumerate(counts)
+            if int(catalog.rows[i]) < 0 or int(catalog.rows[i]) != n
+        ]
+        if bad:
+            raise FilterError(
+                f"an index selects stored rows; the persisted partition(s) {bad[:5]} do not "
+                "hold their stored rows (a time range, a row selection or map_partitions before "
+                "persist()): filter with index= before persist()"
+            )
 
     def _reads_whole_partitions(self) -> bool:
         """Whether the plan reads whole stored partitions (no time range, row selection, map)."""
@@ -472,17 +504,40 @@ class LazyCollection(DaskMethodsMixin):
             (datetime variables with NaT; a depth in rows only).
 
         Planning reads the row counts the catalog lacks and, for a time span,
-        the axis of the partitions the halos reach.
+        the axis of the partitions the halos reach. After ``persist()`` the
+        persisted partitions are the array: each halo is sliced from the
+        persisted neighbours and nothing is read.
 
         Raises
         ------
         InvalidInputError
-            A negative depth, a bad boundary, or a plan that is not a read of
-            stored partitions (after ``map_partitions``, ``persist`` or an
-            index's row selection).
+            A negative depth, a bad boundary, or a plan that is neither a read
+            of stored partitions nor persisted partitions (directly after
+            ``map_partitions``: persist first; after an index's row selection).
         """
-        from ._overlap import plan_overlap
+        from ._overlap import plan_overlap, plan_persisted_overlap
 
+        optimized = self._optimized_partitions()
+        if isinstance(optimized, Persisted):
+            # The persisted partitions are the array: halos are sliced from them.
+            return LazyCollection(
+                plan_persisted_overlap(
+                    optimized,
+                    [b - a for a, b in self._persisted_ranges(optimized)],
+                    self._persisted_axis(optimized),
+                    func,
+                    tuple(args),
+                    dict(kwargs) or None,
+                    depth,
+                    boundary,
+                )
+            )
+        if any(isinstance(n, MapPartitions) for n in self._expr.walk()):
+            raise InvalidInputError(
+                "map_overlap reads stored partitions and their neighbours: call it before "
+                "map_partitions, or persist() the mapped collection first (its halos are "
+                "then taken from the persisted partitions)"
+            )
         expr, ranges = self._block_ranges()
         if not isinstance(expr, ReadPartitions) or expr.operand("rows") is not None:
             raise InvalidInputError(
@@ -556,6 +611,24 @@ class LazyCollection(DaskMethodsMixin):
             return list(await asyncio.gather(*(rows(p) for p in parts)))
 
         return expr, tuple(sync(gather()))
+
+    def _persisted_axis(self, expr: Persisted) -> Callable[[int], numpy.ndarray]:
+        """The axis values of persisted partition ``k`` (what a time-span halo needs)."""
+        axis = self.source.config.axis_variable
+
+        def read(k: int) -> numpy.ndarray:
+            if axis not in expr.variables:
+                raise InvalidInputError(
+                    f"a time span depth needs the axis variable {axis!r}, which is not among "
+                    f"the persisted variables {list(expr.variables)}"
+                )
+            value = expr.operand("layer")[expr.operand("keys")[k]]
+            if isinstance(value, Dataset):
+                return values_task(value, axis)
+            delayed = LazyCollection(expr).to_delayed()[k]
+            return dask.compute(dask.delayed(values_task)(delayed, axis))[0]  # type: ignore[no-any-return]
+
+        return read
 
     @staticmethod
     def _persisted_ranges(expr: Persisted) -> tuple[tuple[int, int], ...]:

@@ -237,6 +237,11 @@ class Transaction:
         The catalog entries of the touched partitions when the writer planned.
     planned_immutable : str or None
         The immutable group committed when the writer planned.
+    reads : tuple
+        Partitions the write read but does not write, as ``(canonical, key,
+        path, rows, txn)`` when read (path ``None``: none committed): the commit
+        fails with a ``ConflictError`` when one changed since (a halo's
+        neighbour, the partition an index lookup answered from).
     """
 
     spec: StoreSpec
@@ -244,6 +249,7 @@ class Transaction:
     canonicals: tuple[str, ...]
     planned: Catalog
     planned_immutable: str | None
+    reads: tuple[tuple[Any, ...], ...] = ()
 
     @classmethod
     async def begin(
@@ -343,6 +349,19 @@ class Transaction:
             if _entry(self.planned, int(before[i])) != _entry(latest, int(now[i]))
         ]
 
+    def _read_conflicts(self, latest: Catalog, written: numpy.ndarray) -> list[Any]:
+        """Partitions of :attr:`reads` (not written by this change) that changed since read."""
+        reads = [r for r in self.reads if not len(written) or not (written == r[1]).all(1).any()]
+        if not reads:
+            return []
+        pos = latest.find(numpy.array([r[1] for r in reads], dtype="int64"))
+        return [
+            r[0]
+            for r, p in zip(reads, pos.tolist(), strict=True)
+            if _entry(latest, p) != (None if r[2] is None else (r[2], r[3]))
+            and not (r[2] is not None and r[3] < 0 and p >= 0 and latest.paths[p] == r[2])
+        ]
+
     async def commit(self, change: Change, *, immutable: str | None = None) -> Catalog:
         """Publish ``change`` as the next catalog version.
 
@@ -355,8 +374,13 @@ class Transaction:
             When a concurrent commit changed a partition this one touches.
         """
         log = CatalogLog(self.spec)
-        # Only the segments the change's keys fall in are read and rewritten.
-        choose = by_keys(change.keys)
+        # Only the segments the change's keys (and the partitions it read) fall in are
+        # read, and only the change's rewritten.
+        watched = change.keys
+        if self.reads:
+            read_keys = numpy.array([r[1] for r in self.reads], dtype="int64")
+            watched = numpy.concatenate([change.keys.reshape(-1, read_keys.shape[1]), read_keys])
+        choose = by_keys(watched)
         # A writer declared dead (no heartbeat for a lease timeout) is being cleaned
         # up: it must not publish. Its recoverer puts the abort marker before deleting
         # anything, and sees no heartbeat newer than a timeout: publishing within half
@@ -373,6 +397,12 @@ class Transaction:
                 raise ConflictError(
                     f"a concurrent writer committed version {latest.version} of {self.spec.url} "
                     f"changing partition(s) {clash[:5]} that this write also changes; retry"
+                )
+            stale = self._read_conflicts(latest, numpy.asarray(change.keys, dtype="int64"))
+            if stale:
+                raise ConflictError(
+                    f"a concurrent writer committed version {latest.version} of {self.spec.url} "
+                    f"changing partition(s) {stale[:5]} that this write read; retry"
                 )
             new = log.numbered(change(latest).next_version(self.txn, immutable=immutable))
             named = set(new.paths) | {new.immutable}

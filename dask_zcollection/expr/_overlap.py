@@ -21,10 +21,10 @@ from ..catalog._discovery import IMMUTABLE_PATH
 from ..data import Dataset
 from ..errors import InvalidInputError
 from ..io import ReadSource, read_partition
-from ._dask import DataNode, Expr, Task, TaskRef
+from ._dask import DataNode, Expr, List, Task, TaskRef
 from ._read import ZExpr, _dataset, read_immutable_task
 
-__all__ = ["Halo", "MapOverlap"]
+__all__ = ["Halo", "MapOverlap", "PersistedOverlap"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -64,6 +64,33 @@ async def _read_pieces(
     )
 
 
+def _run_and_trim(
+    ds: Dataset,
+    dim: str,
+    head: int,
+    tail: int,
+    func: Callable[..., Dataset],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    label: str,
+) -> Dataset:
+    """``func`` over a partition extended by its halo, the halo trimmed off its result."""
+    total = ds.dimensions.get(dim, 0)
+    out = func(ds, *args, **kwargs)
+    if not isinstance(out, Dataset):
+        raise InvalidInputError(
+            f"map_overlap's function returned a {type(out).__name__} for partition "
+            f"{label!r}: return a Dataset"
+        )
+    if out.dimensions.get(dim, 0) != total:
+        raise InvalidInputError(
+            f"map_overlap's function returned {out.dimensions.get(dim, 0)} rows along {dim!r} "
+            f"for partition {label!r} given {total}: it must keep the rows (the halo is trimmed "
+            "after it)"
+        )
+    return out.isel({dim: slice(head, total - tail)})
+
+
 def overlap_task(
     source: ReadSource,
     halo: Halo,
@@ -95,25 +122,49 @@ def overlap_task(
             trailing = tuple(dims[d].size or 0 for d in schema[name].dimensions[1:])
             columns[name] = numpy.empty((0, *trailing), dtype=dtype)
     ds = _dataset(source, columns, immutable)
-    dim = source.config.axis
-    total = ds.dimensions.get(dim, 0)
     if not halo.pieces:
         return ds  # a time range kept no row of this partition: nothing to compute
-    out = func(ds, *args, **kwargs)
-    if not isinstance(out, Dataset):
-        raise InvalidInputError(
-            f"map_overlap's function returned a {type(out).__name__} for partition "
-            f"{label!r}: return a Dataset"
-        )
-    if out.dimensions.get(dim, 0) != total:
-        raise InvalidInputError(
-            f"map_overlap's function returned {out.dimensions.get(dim, 0)} rows along {dim!r} "
-            f"for partition {label!r} given {total}: it must keep the rows (the halo is trimmed "
-            "after it)"
-        )
     head = halo.pad_before + halo.before
     tail = halo.pad_after + halo.after
-    return out.isel({dim: slice(head, total - tail)})
+    return _run_and_trim(ds, source.config.axis, head, tail, func, args, kwargs, label)
+
+
+def _padding(ds: Dataset, dim: str, rows: int, constant: Any) -> Dataset:
+    """``rows`` rows of ``constant`` (NaT for datetimes) shaped like ``ds``'s rows."""
+    empty = ds.isel({dim: slice(0, 0)})
+    padded = {}
+    for path, var in empty.walk():
+        if var.dimensions[:1] != (dim,):
+            continue
+        dtype = var.dtype
+        fill = numpy.array("NaT", dtype=dtype)[()] if dtype.kind in "mM" else constant
+        padded[path] = var.with_data(numpy.full((rows, *var.shape[1:]), fill, dtype=dtype))
+    return empty.with_variables(padded)
+
+
+def persisted_overlap_task(
+    parts: list[Dataset],
+    pieces: tuple[tuple[int, int], ...],
+    before: int,
+    after: int,
+    pad: tuple[int, int],
+    constant: Any,
+    dim: str,
+    func: Callable[..., Dataset],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    label: str,
+) -> Dataset:
+    """A persisted partition with its halo (rows ``pieces`` of ``parts``), ``func``, trimmed."""
+    chunks = [ds.isel({dim: slice(a, b)}) for ds, (a, b) in zip(parts, pieces, strict=True)]
+    if pad[0]:
+        chunks.insert(0, _padding(parts[0], dim, pad[0], constant))
+    if pad[1]:
+        chunks.append(_padding(parts[-1], dim, pad[1], constant))
+    ds = Dataset.concat(chunks, dim)
+    if ds.dimensions.get(dim, 0) == before + after + pad[0] + pad[1]:
+        return ds.isel({dim: slice(0, 0)})  # a persisted partition without rows
+    return _run_and_trim(ds, dim, pad[0] + before, pad[1] + after, func, args, kwargs, label)
 
 
 class MapOverlap(ZExpr):
@@ -207,6 +258,75 @@ class MapOverlap(ZExpr):
                 part_vars,
                 imm_ref,
                 self.operand("constant"),
+                func,
+                args,
+                kwargs,
+                encode(cat.key_tuple(i)),
+            )
+        return layer
+
+
+class PersistedOverlap(ZExpr):
+    """``map_overlap`` over persisted partitions: the halo is sliced from their neighbours.
+
+    The persisted partitions, in key order, are the array (nothing is read):
+    output partition ``i`` is partition ``i`` extended by rows of the persisted
+    partitions around it (planned on the client, ``dask_zcollection._overlap``).
+
+    Parameters (operands)
+    ---------------------
+    frame : Persisted
+    halos : tuple
+        Per partition: ``(pieces, before, after, pad_before, pad_after)``, where
+        ``pieces`` are ``(partition, start, stop)`` of the persisted partitions.
+    constant : scalar or None
+    func, args, kwargs
+    """
+
+    _parameters = ["frame", "halos", "constant", "func", "args", "kwargs"]
+    _defaults = {"constant": None, "args": (), "kwargs": None}
+    _prefix = "zc-overlap-persisted"
+
+    @property
+    def catalog(self) -> Catalog:
+        import dataclasses as dc
+
+        cat: Catalog = self.frame.catalog
+        return dc.replace(cat, has_stats=False, rows=numpy.full(len(cat), -1, dtype="int64"))
+
+    def _simplify_up(self, parent: Expr, dependents: Mapping[str, Any]) -> Expr | None:
+        return None
+
+    def describe(self) -> list[str]:
+        func = self.operand("func")
+        halos = self.operand("halos")
+        rows = sum(h[1] + h[2] for h in halos)
+        return [
+            f"MapOverlap {getattr(func, '__qualname__', func)!s}: {len(halos)} persisted "
+            f"partition(s), {rows:,} halo row(s) sliced from their neighbours"
+        ] + ["  " + x for x in self.frame.describe()]
+
+    def _layer(self) -> dict[Any, Any]:
+        frame = self.frame
+        dim = self.source.config.axis
+        encode = self.source.config.partitioning.encode
+        cat = frame.catalog
+        func, args = self.operand("func"), tuple(self.operand("args"))
+        kwargs = dict(self.operand("kwargs") or {})
+        layer: dict[Any, Any] = {}
+        for i, (pieces, before, after, pad_b, pad_a) in enumerate(self.operand("halos")):
+            key = (self._name, i)
+            refs = List(*(TaskRef((frame._name, j)) for j, _, _ in pieces))
+            layer[key] = Task(
+                key,
+                persisted_overlap_task,
+                refs,
+                tuple((a, b) for _, a, b in pieces),
+                before,
+                after,
+                (pad_b, pad_a),
+                self.operand("constant"),
+                dim,
                 func,
                 args,
                 kwargs,

@@ -170,6 +170,18 @@ def trim_task(ds: Dataset, axis: str, dim: str, time_range: TimeRange) -> Datase
     return ds.isel({dim: slice(start, stop)})
 
 
+def select_rows_task(
+    ds: Dataset,
+    dim: str,
+    ranges: tuple[tuple[int, int], ...],
+    axis: str,
+    time_range: TimeRange | None,
+) -> Dataset:
+    """Rows ``ranges`` of a computed partition (an index's selection), then a time range."""
+    out = Dataset.concat([ds.isel({dim: slice(a, b)}) for a, b in ranges], dim)
+    return out if time_range is None else trim_task(out, axis, dim, time_range)
+
+
 def map_task(
     func: Callable[..., Dataset], ds: Dataset, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Dataset:
@@ -478,15 +490,20 @@ class Filter(ZExpr):
 
     def describe(self) -> list[str]:
         p, t = self.operand("predicate"), self.operand("time_range")
-        return [
-            f"Filter {p.source if p is not None else ''} {t if t is not None else ''}".rstrip()
-        ] + ["  " + line for line in self.frame.describe()]
+        r = self.operand("rows")
+        head = f"Filter {p.source if p is not None else ''} {t if t is not None else ''}".rstrip()
+        if r is not None:
+            head += f" rows selected by {r.label}: {r.rows:,}"
+        return [head] + ["  " + line for line in self.frame.describe()]
 
     def _layer(self) -> dict[Any, Any]:
-        if self.operand("rows") is not None:
-            # LazyCollection.filter(index=) refuses a frame the read does not absorb.
-            raise NotImplementedError("a row selection is applied by the read only")
+        # A row selection the read did not absorb: over persisted partitions holding
+        # their stored rows (LazyCollection.filter(index=) checks they do).
+        rows = self.operand("rows")
         mask = self.frame.catalog.matching(self.operand("predicate"))
+        canonical = canonical_paths(self.source, self.frame.catalog) if rows is not None else []
+        if rows is not None:
+            mask &= rows.mask(canonical)
         selected = numpy.flatnonzero(mask).tolist()
         time_range = self.operand("time_range")
         config = self.source.config
@@ -494,7 +511,17 @@ class Filter(ZExpr):
         layer: dict[Any, Any] = {}
         for j, i in enumerate(selected):
             key = (name, j)
-            if time_range is None:
+            if rows is not None:
+                layer[key] = Task(
+                    key,
+                    select_rows_task,
+                    TaskRef((frame_name, i)),
+                    config.axis,
+                    rows.get(canonical[i]),
+                    config.axis_variable,
+                    time_range,
+                )
+            elif time_range is None:
                 layer[key] = Alias(key, (frame_name, i))
             else:
                 layer[key] = Task(

@@ -131,6 +131,21 @@ async def _txns(spec: Any, paths: Sequence[str]) -> list[str | None]:
     return list(await asyncio.gather(*(one(p) for p in paths)))
 
 
+async def view_identities(source: Any, canonical: Sequence[str]) -> dict[str, Any] | None:
+    """Canonical path -> ``{"path", "rows", "txn"}`` of the view partition read (``None``:
+    not computed), when ``source`` reads a view; ``None`` otherwise."""
+    overlay = getattr(source, "overlay", None)  # a view's read source (view._source.ViewSource)
+    if overlay is None:
+        return None
+    computed = {c: (p, int(n)) for c, p, n in source.computed}
+    mine = [c for c in canonical if c in computed]
+    txns = await _txns(overlay.spec, [computed[c][0] for c in mine])
+    out: dict[str, Any] = dict.fromkeys(canonical)
+    for c, t in zip(mine, txns, strict=True):
+        out[c] = {"path": computed[c][0], "rows": computed[c][1], "txn": t}
+    return out
+
+
 def _natural_key(path: str) -> tuple[Any, ...]:
     """Sort canonical paths by their key values (``cycle=2`` before ``cycle=10``)."""
     out: list[Any] = []
@@ -250,10 +265,13 @@ class Indexer:
         ]
         results = dask.compute(*tasks)
         txns = sync(_txns(lazy.source.spec, catalog.paths))
+        views = sync(view_identities(lazy.source, canonical))
         partitions: dict[str, dict[str, Any]] = {}
         for path, version, txn, result in zip(canonical, catalog.paths, txns, results, strict=True):
             rows = int(result.pop("__rows", numpy.zeros(1, dtype="int64"))[0]) if result else 0
             partitions[path] = {"path": version, "rows": rows, "txn": txn}
+            if views is not None:  # built over a view: the view partition's version too
+                partitions[path]["view"] = views[path]
         meta = {
             "format": INDEX_FORMAT,
             "keys": list(config.partitioning.keys),
@@ -312,6 +330,7 @@ class Indexer:
         complete: bool = True,
         selected: Catalog | None = None,
         txns: Mapping[str, str | None] | None = None,
+        views: Mapping[str, Any] | None = None,
         **predicates: Any,
     ) -> RowSelection:
         """The rows of ``catalog``'s partitions matching ``predicates``, checked against it.
@@ -334,6 +353,10 @@ class Indexer:
             Canonical path -> the ``_zc_txn`` of its committed group (see
             :meth:`needs_txns`): compared with the one indexed, so a version
             written at a path an older one had is not taken for it.
+        views : mapping, optional
+            Over a view: canonical path -> the view partition's identity
+            (:func:`view_identities`), compared with the one indexed (an index
+            built over a view is stale once the view recomputes the partition).
 
         Raises
         ------
@@ -383,6 +406,7 @@ class Indexer:
                 entry.get("path") != catalog.paths[i]
                 or (rows >= 0 and entry.get("rows") != rows)
                 or (txns is not None and "txn" in entry and entry["txn"] != txns.get(path))
+                or (views is not None and "view" in entry and entry["view"] != views.get(path))
             ):
                 stale.append(path)
                 continue

@@ -7,7 +7,10 @@ Layout (``docs/format.md``)::
 
 Each partition's object records, in its parquet metadata, the identity of the
 partition version it was built from: the group path the catalog names, its
-committed row count and the ``_zc_txn`` of its group. Writers never touch an
+committed row count and the ``_zc_txn`` of its group; for an index of a view
+(stored in the view's store), also the view partition's (``"view"``: its path,
+rows and ``_zc_txn``, ``null`` when the view has not computed it), so
+recomputing the view partition or rewriting the base one both make it stale. Writers never touch an
 index; a lookup compares each selected partition's identity with the catalog
 it reads under and refuses stale or missing entries
 (:class:`~dask_zcollection.errors.StaleIndexError`, naming them), and
@@ -26,11 +29,22 @@ from typing import Any
 import numpy
 
 from ..errors import InvalidInputError, NotFoundError, StaleIndexError
-from ._indexer import INDEX_META_KEY, PARTITION, Indexer, _txns, concat_columns
+from ._indexer import (
+    INDEX_META_KEY,
+    PARTITION,
+    RESERVED,
+    Indexer,
+    _build_one,
+    _txns,
+    concat_columns,
+    view_identities,
+)
 
 __all__ = [
     "INDEX_DIR",
+    "EntryMaker",
     "create_index",
+    "entry_maker",
     "drop_index",
     "list_indexes",
     "load_index",
@@ -59,19 +73,36 @@ def _object_key(name: str, partition: str) -> str:
     return f"{INDEX_DIR}/{name}/{partition}.parquet"
 
 
-async def _identities(spec: Any, catalog: Any, canonical: Sequence[str]) -> dict[str, Any]:
-    """Canonical path -> ``{"path", "rows", "txn"}`` of each committed partition version."""
-    txns = await _txns(spec, catalog.paths)
-    return {
+def _spec_of(source: Any) -> Any:
+    """The store holding the indexes of what ``source`` reads: the view's store for a view."""
+    overlay = getattr(source, "overlay", None)  # a view's read source (view._source.ViewSource)
+    return source.spec if overlay is None else overlay.spec
+
+
+async def _identities(source: Any, catalog: Any, canonical: Sequence[str]) -> dict[str, Any]:
+    """Canonical path -> ``{"path", "rows", "txn"}`` of each committed partition version.
+
+    Over a view, each adds ``"view"``: ``{"path", "rows", "txn"}`` of the view's
+    partition (``None``: not computed), read from the view's own catalog.
+    """
+    txns = await _txns(source.spec, catalog.paths)
+    out = {
         c: {"path": p, "rows": int(r), "txn": t}
         for c, p, r, t in zip(canonical, catalog.paths, catalog.rows.tolist(), txns, strict=True)
     }
+    views = await view_identities(source, canonical)
+    if views is not None:
+        for c in canonical:
+            out[c]["view"] = views[c]
+    return out
 
 
 def _same(entry: Mapping[str, Any] | None, identity: Mapping[str, Any]) -> bool:
     if entry is None:
         return False
     if entry.get("path") != identity["path"] or entry.get("txn") != identity["txn"]:
+        return False
+    if entry.get("view") != identity.get("view"):
         return False
     return identity["rows"] < 0 or entry.get("rows") == identity["rows"]
 
@@ -93,7 +124,7 @@ def _partition_filter(catalog: Any, mask: numpy.ndarray) -> str:
 async def _read_descriptor(spec: Any, name: str) -> dict[str, Any]:
     raw = await spec.get(_descriptor_key(_check_name(name)))
     if raw is None:
-        raise NotFoundError(f"the collection {spec.url} has no index named {name!r}")
+        raise NotFoundError(f"{spec.url} has no index named {name!r}")
     descriptor: dict[str, Any] = json.loads(raw)
     if descriptor.get("format", 0) > STORED_FORMAT:
         raise InvalidInputError(f"index {name!r} has a newer format ({descriptor['format']})")
@@ -109,9 +140,8 @@ async def _build_and_write(
 ) -> list[str]:
     """Build the index over ``lazy``'s partitions and write one object each, then the descriptor."""
     idx = await asyncio.to_thread(Indexer.build, lazy, builder)
-    read_spec = lazy.source.spec
     canonical = lazy.partitions
-    identities = await _identities(read_spec, lazy.catalog, canonical)
+    identities = await _identities(lazy.source, lazy.catalog, canonical)
     parts = idx.table[PARTITION]
     columns = list(idx.columns)
     stored = [c for c, _ in descriptor.get("columns") or []]
@@ -145,15 +175,16 @@ async def create_index(
 ) -> list[str]:
     """Build an index of ``collection`` and store it under ``_indexes/<name>/``.
 
-    ``collection`` is an :class:`~dask_zcollection.aio.AsyncCollection` (or
-    anything with ``spec``, ``config`` and ``lazy(filters=, variables=)``).
-    Returns the partitions indexed.
+    ``collection`` is an :class:`~dask_zcollection.aio.AsyncCollection` or an
+    :class:`~dask_zcollection.aio.AsyncView` (anything with ``spec``, ``mode``
+    and ``lazy(filters=, variables=)``); a view's index lives in the view's
+    store. Returns the partitions indexed.
     """
     _check_name(name)
     if getattr(collection, "mode", "rw") != "rw":
         from ..errors import ReadOnlyError
 
-        raise ReadOnlyError(f"cannot create index {name!r}: the collection is open read-only")
+        raise ReadOnlyError(f"cannot create index {name!r}: {collection.url} is open read-only")
     if not callable(builder):
         raise InvalidInputError(f"an index needs a builder function, got {builder!r}")
     read = await collection.spec.pinned()  # the branch tip on Icechunk
@@ -167,7 +198,7 @@ async def create_index(
     descriptor: dict[str, Any] = {
         "format": STORED_FORMAT,
         "name": name,
-        "keys": list(collection.config.partitioning.keys),
+        "keys": list(lazy.source.config.partitioning.keys),
         "variables": None if variables is None else list(variables),
         "builder": cloudpickle.dumps(builder).hex(),
     }
@@ -197,7 +228,7 @@ async def update_index(
     lazy = await collection.lazy(variables=descriptor.get("variables"))
     catalog = lazy.catalog
     canonical = lazy.partitions
-    identities = await _identities(lazy.source.spec, catalog, canonical)
+    identities = await _identities(lazy.source, catalog, canonical)
     entries = await _entries(read, name, canonical)
     stale = numpy.array([not _same(entries[c], identities[c]) for c in canonical], dtype=bool)
     listed = await read.list_prefix(f"{INDEX_DIR}/{name}/")
@@ -238,9 +269,12 @@ def _meta_of(raw: bytes) -> dict[str, Any] | None:
 
 
 async def load_index(
-    spec: Any, name: str, catalog: Any, encode: Callable[[Sequence[int]], str]
+    source: Any, name: str, catalog: Any, encode: Callable[[Sequence[int]], str]
 ) -> Indexer:
     """The stored index ``name`` over the partitions of ``catalog``, checked fresh.
+
+    ``source`` is the read source of the lazy collection (a view's: the index
+    is read from the view's store, and the view's partitions must be fresh too).
 
     Raises
     ------
@@ -250,17 +284,18 @@ async def load_index(
         Partitions of ``catalog`` whose entry is missing or was built from
         another version (named; ``update_index`` rebuilds them).
     """
+    spec = _spec_of(source)
     descriptor = await _read_descriptor(spec, name)
     canonical = _canonical(catalog, encode)
     identities, raws = await asyncio.gather(
-        _identities(spec, catalog, canonical),
+        _identities(source, catalog, canonical),
         asyncio.gather(*(spec.get(_object_key(name, p)) for p in canonical)),
     )
     missing = [p for p, raw in zip(canonical, raws, strict=True) if raw is None]
     if missing:
         raise StaleIndexError(
             f"index {name!r} has no entry for partition(s) {missing[:10]} (written since it "
-            "was built): Collection.update_index(name) builds them"
+            "was built): update_index(name) builds them"
         )
     tables = []
     stale = []
@@ -274,7 +309,7 @@ async def load_index(
     if stale:
         raise StaleIndexError(
             f"index {name!r} is out of date for partition(s) {stale[:10]} (rewritten since "
-            "it was built): Collection.update_index(name) rebuilds them"
+            "it was built): update_index(name) rebuilds them"
         )
     if tables:
         table = concat_columns(tables)
@@ -284,6 +319,48 @@ async def load_index(
             table[c] = numpy.empty(0, dtype=dtype)
     meta = {"format": 1, "keys": descriptor.get("keys"), "partitions": partitions}
     return Indexer(table, meta)
+
+
+#: ``make(dataset, canonical, identity) -> {key: parquet bytes}``: a partition's new entry.
+EntryMaker = Callable[[Any, str, Mapping[str, Any]], dict[str, bytes]]
+
+
+async def entry_maker(
+    spec: Any, name: str, axis: str
+) -> tuple[EntryMaker, list[str] | None] | None:
+    """What rebuilds index ``name``'s entry of a partition a write task just wrote.
+
+    ``update(fn, index=name)`` hands it to its tasks: each runs the stored
+    builder over the partition version it wrote and puts the entry, recording
+    that version's identity (its path, rows and this transaction), beside the
+    data. The entry matches the catalog once the commit lands (on Icechunk, in
+    the same commit); if the commit never does, the entry names a version
+    never committed and is refused as stale until ``update_index``. Returns it
+    with the variables the builder needs (``None``: all), or ``None`` when there
+    is no stored index ``name``.
+    """
+    raw = await spec.get(_descriptor_key(_check_name(name)))
+    if raw is None:
+        return None
+    import cloudpickle
+
+    descriptor = json.loads(raw)
+    builder = cloudpickle.loads(bytes.fromhex(descriptor["builder"]))
+    stored = [c for c, _ in descriptor.get("columns") or []]
+
+    def make(ds: Any, canonical: str, identity: Mapping[str, Any]) -> dict[str, bytes]:
+        try:
+            columns = _build_one(ds, builder, canonical, axis)
+        except Exception:  # the old entry stays, stale: update_index reports the error
+            return {}
+        columns.pop("__rows", None)
+        if stored and [c for c in columns if c not in RESERVED] != stored:
+            return {}  # not the index's columns: left stale, update_index reports it
+        meta = {"format": STORED_FORMAT, "partition": canonical, **identity}
+        return {_object_key(name, canonical): Indexer(columns, meta).to_parquet()}
+
+    variables = descriptor.get("variables")
+    return make, None if variables is None else list(variables)
 
 
 async def drop_index(collection: Any, name: str) -> None:

@@ -34,7 +34,9 @@ from ._reader import Part, ReadSource, read_partition
 __all__ = [
     "InsertPlan",
     "PartitionPlan",
+    "Version",
     "WriteContext",
+    "check_versions",
     "commit_task",
     "immutable_task",
     "merge_write_task",
@@ -160,6 +162,10 @@ async def _merge_write(
             # Holding the lock, the planned version cannot be superseded any more; but it
             # may have been before: then this is a lost race, not an error.
             await _check_unchanged(ctx, plan)
+        # The versions the strategy's input was taken from (an index lookup, halos).
+        await check_versions(
+            ctx.txn.spec, getattr(ctx.strategy, "depends_on", {}).get(plan.canonical)
+        )
         if plan.append and plan.existing is not None and plan.stored is not None:
             merged = merge_checked(ctx, plan, None, inserted)
             if await _append(ctx, plan.existing, plan.stored.count, merged):
@@ -179,6 +185,10 @@ async def _merge_write(
         if not spec.forked:  # forks creating one parent conflict: the commit creates them
             await io.ensure_parents(path)
         await io.write(path, merged, attrs=attrs)
+        entries = getattr(ctx.strategy, "entries", None)
+        if entries is not None:  # a stored index's entry of this version (update(index=))
+            identity = {"path": path, "rows": len(merged[axis]), "txn": ctx.txn.txn}
+            await spec.put_many(entries(merged, plan.canonical, identity))
         if await ctx.txn.aborted():  # the insert failed elsewhere while this task wrote
             await spec.delete_prefix(path)
             raise ConflictError(f"transaction {ctx.txn.txn} was aborted")
@@ -275,6 +285,58 @@ async def _check_unchanged(ctx: WriteContext, plan: PartitionPlan) -> None:
         raise ConflictError(
             f"partition {plan.canonical!r} changed since the insert was planned; retry"
         )
+
+
+#: A partition version a write task's input came from: canonical path, key, the
+#: version's path (``None``: no partition was committed there), its committed rows
+#: and the ``_zc_txn`` of its group (``None``: none).
+Version = tuple[str, tuple[int, ...], str | None, int, str | None]
+
+
+async def check_versions(spec: StoreSpec, versions: Sequence[Version] | None) -> None:
+    """Each partition of ``versions`` is still the committed version it names.
+
+    A write task calls it before writing, when part of its input was read (or
+    looked up) while planning: an index's row ranges, the halo rows of its
+    neighbours. The partition rewritten since is a lost race (re-planned).
+
+    Raises
+    ------
+    ConflictError
+        Naming the partition that changed.
+    """
+    if not versions:
+        return
+    keys = numpy.array([v[1] for v in versions], dtype="int64")
+    latest = await CatalogLog(spec).latest(by_keys(keys))  # their segments only
+    pos = latest.find(keys) if latest is not None else numpy.full(len(keys), -1)
+
+    async def txn_of(path: str) -> str | None:
+        raw = await spec.get(f"{path}/zarr.json")
+        txn = None if raw is None else json.loads(raw).get("attributes", {}).get(TXN_ATTR)
+        return None if txn is None else str(txn)
+
+    committed = [
+        None if latest is None or p < 0 else (latest.paths[p], int(latest.rows[p]))
+        for p in pos.tolist()
+    ]
+    txns = await asyncio.gather(
+        *(txn_of(c[0]) if c is not None else asyncio.sleep(0) for c in committed)
+    )
+    for (canonical, _, path, rows, txn), now, now_txn in zip(
+        versions, committed, txns, strict=True
+    ):
+        if path is None:  # the input saw no committed partition there
+            changed = now is not None
+        else:
+            changed = (
+                now is None or now[0] != path or (rows >= 0 and now[1] != rows) or now_txn != txn
+            )
+        if changed:
+            raise ConflictError(
+                f"partition {canonical!r} of {spec.url} changed since the update was planned "
+                "(its input was read from the version before); retry"
+            )
 
 
 async def _append(
@@ -382,6 +444,9 @@ def commit_task(
             # The tasks' forks (Icechunk on a cluster) merged into one session.
             changes = [r[5] for r in results] + ([immutable[1]] if immutable else [])
             txn = ctx.txn if not ctx.txn.spec.forked else ctx.on(ctx.txn.spec.absorb(changes)).txn
+            reads = tuple(getattr(ctx.strategy, "reads", ()))
+            if reads:  # what the tasks' input was read from: still committed as read
+                txn = dataclasses.replace(txn, reads=reads)
             if ctx.txn.spec.forked:
                 io = ctx.on(txn.spec).source.io
                 for path in change.paths:

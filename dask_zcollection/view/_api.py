@@ -79,18 +79,90 @@ class View:
         filters: FilterLike = None,
         variables: Sequence[str] | None = None,
         compute: bool = True,
+        index: Any = None,
+        depth: Any = None,
+        boundary: Any = "none",
+        **predicates: Any,
     ) -> Any:
         """Compute view variables of the selected partitions with ``func(partition)``.
 
         See :meth:`dask_zcollection.view.AsyncView.update`. ``compute=False``
         returns a :class:`dask.delayed.Delayed` to compute later (on a
         ``distributed`` cluster, inside a larger ``dask.compute``).
+        ``index=`` and keyword predicates on its columns: ``func`` gets (and
+        writes) only the rows the index selects; ``depth=``: ``func`` gets each
+        partition with ``depth`` rows (or a time span) of its neighbours, as
+        for ``Collection.update``.
+
+        Examples
+        --------
+        >>> view.update(recheck, index="runs", flag=1)  # doctest: +SKIP
+        >>> view.update(smooth, depth=3, variables=["ssh"])  # doctest: +SKIP
         """
-        return sync(self.aio.update(func, filters=filters, variables=variables, compute=compute))
+        return sync(
+            self.aio.update(
+                func,
+                filters=filters,
+                variables=variables,
+                compute=compute,
+                index=index,
+                depth=depth,
+                boundary=boundary,
+                **predicates,
+            )
+        )
 
     def drop_partitions(self, filters: FilterLike = None) -> list[str]:
         """Forget the computed view partitions matching ``filters``; returns their paths."""
         return sync(self.aio.drop_partitions(filters))
+
+    # -- indexes ---------------------------------------------------------------------------
+    def create_index(
+        self,
+        name: str,
+        builder: Callable[..., Any],
+        *,
+        filters: FilterLike = None,
+        variables: Sequence[str] | None = None,
+        overwrite: bool = False,
+    ) -> list[str]:
+        """Build an index with ``builder`` and store it in the view's store as ``name``.
+
+        ``builder(partition) -> columns`` gets each partition with base and view
+        variables (``variables`` only, when given), as for
+        :meth:`dask_zcollection.Collection.create_index`. Each partition's entry
+        records the base partition's version and the view partition's (its
+        ``_zc_txn``, or that the view had not computed it): recomputing the view
+        partition or rewriting the base one makes the entry stale, and
+        ``read_view(url).filter(index=name, ...)`` then refuses it
+        (:class:`~dask_zcollection.errors.StaleIndexError` naming the partition)
+        until :meth:`update_index`. Returns the partitions indexed.
+
+        Examples
+        --------
+        >>> view.create_index("flagged", runs_of_flag, variables=["flag"])  # doctest: +SKIP
+        >>> dzc.read_view(url).filter(index="flagged", flag=1).compute()  # doctest: +SKIP
+        """
+        return sync(
+            self.aio.create_index(
+                name, builder, filters=filters, variables=variables, overwrite=overwrite
+            )
+        )
+
+    def update_index(self, name: str, builder: Callable[..., Any] | None = None) -> list[str]:
+        """Rebuild the stale or missing entries of index ``name`` (the stored builder by default).
+
+        Returns the partitions rebuilt; entries of partitions the base dropped go.
+        """
+        return sync(self.aio.update_index(name, builder))
+
+    def drop_index(self, name: str) -> None:
+        """Delete index ``name`` from the view's store."""
+        sync(self.aio.drop_index(name))
+
+    def indexes(self) -> list[str]:
+        """Names of the indexes stored in the view's store."""
+        return sync(self.aio.indexes())
 
 
 def create_view(

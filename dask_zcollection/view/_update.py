@@ -23,13 +23,20 @@ from dask.highlevelgraph import HighLevelGraph
 
 from .._prepare import _conform, columns_to_dataset
 from .._sync import sync
+from .._update import extend_rows, row_index, scatter_rows
 from ..catalog._transaction import TXN_ATTR, lock_key
 from ..data import Dataset, Variable
 from ..errors import ConflictError, SchemaError
 from ..expr._dask import DataNode, List, Task, TaskRef
 from ..io import CollectionConfig, ReadSource
 from ..io._partition import partition_attrs
-from ..io._writer import PartitionPlan, WriteContext, _check_unchanged, commit_task
+from ..io._writer import (
+    PartitionPlan,
+    WriteContext,
+    _check_unchanged,
+    check_versions,
+    commit_task,
+)
 from ..schema import Schema
 from ._source import BASE_ATTR, fill_array, group_attrs
 
@@ -62,6 +69,22 @@ class ViewUpdate:
         The view's URL (for messages).
     immutable : dict
         The base's immutable variables ``func`` gets (read once, on the client).
+    rows : dict or None
+        ``update(index=)``: canonical path -> the row ranges ``func`` gets (the
+        other rows keep their overlay values).
+    halos : dict or None
+        ``update(depth=)``: canonical path -> the rows before and after it and the
+        rows of ``constant`` padded beyond the collection's ends; ``func`` gets
+        the extended partition, its result is trimmed.
+    constant : scalar or None
+        The padding of ``halos``.
+    depends_on : dict
+        Canonical path -> the base and view partition versions its input came
+        from (the index lookup, the halos), re-checked before writing.
+    index_entries : tuple or None
+        ``update(index=name)``: what rebuilds that stored index's entry of each
+        partition written (``indexing._stored.entry_maker``) and the variables
+        its builder needs (``None``: all).
     """
 
     func: Callable[..., Any]
@@ -72,6 +95,19 @@ class ViewUpdate:
     overlay_names: tuple[str, ...]
     url: str
     immutable: Mapping[str, numpy.ndarray] = dataclasses.field(default_factory=dict)
+    rows: Mapping[str, tuple[tuple[int, int], ...]] | None = None
+    halos: Mapping[str, tuple[Any, Any, int, int]] | None = None
+    constant: Any = None
+    depends_on: Mapping[str, tuple[tuple[Any, ...], tuple[Any, ...]]] = dataclasses.field(
+        default_factory=dict
+    )
+    index_entries: tuple[Any, tuple[str, ...] | None] | None = None
+
+    @property
+    def reads(self) -> tuple[Any, ...]:
+        """The view partition versions of :attr:`depends_on` (the view's commit re-checks them;
+        the base's are checked by the tasks only: another store)."""
+        return tuple({v[0]: v for _, vs in self.depends_on.values() for v in vs}.values())
 
     @property
     def name(self) -> str:
@@ -118,7 +154,7 @@ class ViewUpdate:
                 got = data.shape[0] if data.ndim else 0
                 raise SchemaError(
                     f"{where}: the update returned {key!r} with {got} row(s) "
-                    f"(shape {data.shape}); the base partition has {rows}"
+                    f"(shape {data.shape}); it was given {rows}"
                 )
             try:
                 out[key] = numpy.asarray(_conform(key, data, schema, axis))
@@ -168,17 +204,35 @@ async def _update_one(
             stored = await io.read(kept, job.overlay_names, stop=rows)
         given = {v: stored.get(v, fill_array(job.joined, v, rows)) for v in job.overlay_names}
         inputs = {**{k: base[k] for k in names}, **given}
+        # Under the lock: the versions the lookup / the halos were taken from.
+        base_versions, view_versions = job.depends_on.get(plan.canonical, ((), ()))
+        await check_versions(job.base.spec, base_versions)
+        await check_versions(spec, view_versions)
+        index = None if job.rows is None else row_index(job.rows.get(plan.canonical, ()))
+        halo = None if job.halos is None else job.halos.get(plan.canonical)
+        head, size = 0, rows
+        if index is not None:  # func gets the index's rows only
+            inputs, size = {k: v[index] for k, v in inputs.items()}, len(index)
+        elif halo is not None:  # func gets the partition extended by its halo
+            before, after, pad_b, pad_a = halo
+            inputs, head = extend_rows(inputs, before, after, pad_b, pad_a, job.constant)
+            size = len(next(iter(inputs.values()))) if inputs else rows
         ds = columns_to_dataset(job.joined, inputs, job.immutable)
         # Off the event loop: it is shared by every task of this process.
-        result = await asyncio.to_thread(lambda: job.conform(job.func(ds), rows, plan.canonical))
-        # The variables it did not return keep their committed values (read under the lock).
-        missing = [v for v in job.variables if v not in result and v not in stored]
+        result = await asyncio.to_thread(lambda: job.conform(job.func(ds), size, plan.canonical))
+        if halo is not None:
+            result = {k: v[head : head + rows] for k, v in result.items()}
+        # The variables it did not return (all, for rows it did not get) keep their values.
+        missing = [
+            v for v in job.variables if v not in stored and (v not in result or index is not None)
+        ]
         if kept is not None and missing:
             stored.update(await io.read(kept, missing, stop=rows))
-        columns = {
-            v: result[v] if v in result else stored.get(v, fill_array(job.joined, v, rows))
-            for v in job.variables
-        }
+        columns = {v: stored.get(v, fill_array(job.joined, v, rows)) for v in job.variables}
+        if index is not None:
+            columns = scatter_rows(columns, index, result)
+        else:
+            columns.update(result)
         attrs = {
             **partition_attrs(job.overlay_config.partitioning.keys, plan.key, ctx.txn.txn),
             BASE_ATTR: {"path": base_path, "rows": rows, "txn": base_txn},
@@ -187,6 +241,25 @@ async def _update_one(
         if not spec.forked:
             await io.ensure_parents(path)
         await io.write(path, columns, attrs=attrs)
+        if job.index_entries is not None:  # the index named: its entry of this version
+            identity = {
+                "path": base_path,
+                "rows": rows,
+                "txn": base_txn,
+                "view": {"path": path, "rows": rows, "txn": ctx.txn.txn},
+            }
+            make, wanted = job.index_entries
+            every = [p for p, _ in job.joined.walk() if not job.joined[p].immutable]
+            need = [
+                v
+                for v in (every if wanted is None else wanted)
+                if v not in columns and v not in base and v in job.base.config.schema
+            ]
+            if need:
+                base = {**base, **await job.base.io.read(base_path, need, stop=rows)}
+            view = {v: a for v, a in base.items() if v in every}
+            ds = columns_to_dataset(job.joined, {**view, **columns}, job.immutable)
+            await spec.put_many(make(ds, plan.canonical, identity))
         if await ctx.txn.aborted():  # the update failed elsewhere while this task wrote
             await spec.delete_prefix(path)
             raise ConflictError(f"transaction {ctx.txn.txn} was aborted")

@@ -343,6 +343,10 @@ class AsyncView:
         filters: FilterLike = None,
         variables: Sequence[str] | None = None,
         compute: bool = True,
+        index: Any = None,
+        depth: Any = None,
+        boundary: Any = "none",
+        **predicates: Any,
     ) -> Any:
         """Compute view variables of the selected base partitions with ``func``.
 
@@ -352,6 +356,18 @@ class AsyncView:
         ``Dataset`` or a mapping path -> array), each of the partition's
         length. Variables it does not return keep their stored values. One
         task per base partition, then one commit of the view store.
+
+        With ``index`` (the name of an index stored in the view, or an
+        :class:`~dask_zcollection.indexing.Indexer`) and ``predicates`` on its
+        columns, ``func`` gets only the selected rows of the partitions the
+        index names; only those rows of the view variables it returns are
+        written (the others keep their values, or fill values in a partition
+        never computed). With ``depth`` (rows or a time span, as for
+        :meth:`~dask_zcollection.LazyCollection.map_overlap`), ``func`` gets
+        each partition extended by its neighbours' rows (padded with
+        ``boundary`` when a constant) and its result is trimmed. The lookup and
+        the halos are taken when planning; each task re-checks the versions
+        they came from (a partition committed since is a lost race: re-planned).
 
         Returns
         -------
@@ -369,6 +385,13 @@ class AsyncView:
         self._check_writable()
         if not callable(func):
             raise InvalidInputError(f"update needs a function, got {type(func).__name__}")
+        if depth is not None and (index is not None or predicates):
+            raise InvalidInputError("update takes index= or depth=, not both")
+        if depth is None and predicates and index is None:
+            raise InvalidInputError(
+                f"update: keyword predicates {sorted(predicates)} need index= (they name "
+                "an index's columns)"
+            )
         names = self._names(variables)
         overlay_set = set(self.variables)
         job = ViewUpdate(
@@ -392,6 +415,12 @@ class AsyncView:
         async def plan() -> tuple[Any, Transaction] | None:
             base = await self.base.catalog(refresh=True)
             selected = base.select(compile_filter(filters, self.base.partitioning.keys))
+            chosen = job
+            if index is not None or depth is not None:
+                # Taken again on each attempt: a retry sees the versions that won the race.
+                chosen, selected = await self._selection_job(
+                    job, names, filters, index, depth, boundary, predicates
+                )
             if not len(selected):
                 return None
             overlay = await self._writable_catalog()
@@ -426,12 +455,86 @@ class AsyncView:
             ctx = WriteContext(
                 source=ReadSource(txn.spec, self.joined_config),
                 txn=txn,
-                strategy=job,  # type: ignore[arg-type]
+                strategy=chosen,  # type: ignore[arg-type]
                 variables=(),
             )
-            return build_update_graph(ctx, job, selected.keys, plans, parts), txn
+            return build_update_graph(ctx, chosen, selected.keys, plans, parts), txn
 
         return await self._run(plan, compute)
+
+    async def _selection_job(
+        self,
+        job: ViewUpdate,
+        names: tuple[str, ...],
+        filters: FilterLike,
+        index: Any,
+        depth: Any,
+        boundary: Any,
+        predicates: dict[str, Any],
+    ) -> tuple[ViewUpdate, Catalog]:
+        """The job of ``update(index=)`` / ``update(depth=)`` and the base partitions it writes.
+
+        The collection's helpers do the lookup (``_engine._index_rows``) and the
+        halos (``_overlap``); this adds the view side of the versions re-checked.
+        """
+        from .._engine import _index_rows
+        from .._overlap import neighbour_versions, plan_halos, read_halos
+        from ..indexing._stored import entry_maker
+
+        maker = None
+        if isinstance(index, str):  # the index named: its entries are rebuilt beside the data
+            maker = await entry_maker(await self.spec.pinned(), index, self.base.axis_variable)
+        whole = await self.lazy(stale="fill")
+        lazy = whole.filter(filters) if filters is not None else whole
+        source = whole.source
+        assert isinstance(source, ViewSource)
+        full = whole.catalog
+        if index is not None:
+            rows_of, where, versions = await asyncio.to_thread(_index_rows, lazy, index, predicates)
+            selected = full.select(compile_filter(where or None, self.base.partitioning.keys))
+            if not rows_of:
+                return job, selected.take(numpy.zeros(0, dtype="intp"))
+            canonical = [self._canonical(selected, i) for i in range(len(selected))]
+            mine = await _view_versions(source, full, canonical)
+            depends: dict[str, tuple[tuple[Any, ...], tuple[Any, ...]]] = {
+                c: ((versions[c],), (mine[c],)) for c in canonical
+            }
+            ranges = {c: rows_of[c][1] for c in canonical}
+            entries = None
+            if maker is not None:
+                entries = (maker[0], None if maker[1] is None else tuple(maker[1]))
+            job = dataclasses.replace(job, rows=ranges, depends_on=depends, index_entries=entries)
+            return job, selected
+        selected = lazy.catalog
+        canonical = lazy.partitions
+        counts = selected.rows.tolist()
+        if any(n < 0 for n in counts):
+            axis = self.base.config.axis_variable
+            counts = [
+                n if n >= 0 else await self.base.io.row_count(p, axis)
+                for p, n in zip(selected.paths, counts, strict=True)
+            ]
+        planned, constant = await asyncio.to_thread(
+            plan_halos, source, full, selected, [(0, n) for n in counts], depth, boundary
+        )
+        read = tuple(v for v in names if not self.schema[v].immutable)
+        halos = await read_halos(source, planned, read)
+        theirs = await neighbour_versions(source, full, canonical, planned)
+        around = sorted({v[0] for vs in theirs.values() for v in vs})
+        mine = await _view_versions(source, full, around)
+        around_deps: dict[str, tuple[tuple[Any, ...], tuple[Any, ...]]] = {
+            c: (theirs[c], tuple(mine[v[0]] for v in theirs[c])) for c in canonical
+        }
+        job = dataclasses.replace(
+            job,
+            halos={
+                c: (before, after, h.pad_before, h.pad_after)
+                for c, (h, _, _), (before, after) in zip(canonical, planned, halos, strict=True)
+            },
+            constant=constant,
+            depends_on=around_deps,
+        )
+        return job, selected
 
     async def drop_partitions(self, filters: FilterLike = None) -> list[str]:
         """Forget the computed view partitions matching ``filters`` (the base is untouched)."""
@@ -453,6 +556,76 @@ class AsyncView:
             return canonicals
 
         return await retry_on_conflict(attempt, DEFAULT_RETRIES)
+
+    # -- indexes (stored in the view's store) ----------------------------------------------
+    async def create_index(
+        self,
+        name: str,
+        builder: Callable[..., Any],
+        *,
+        filters: FilterLike = None,
+        variables: Sequence[str] | None = None,
+        overwrite: bool = False,
+    ) -> list[str]:
+        """Build an index over base and view variables; store it in the view's store.
+
+        See :meth:`dask_zcollection.View.create_index`.
+        """
+        from ..indexing import _stored
+
+        self._check_writable()
+        return await _stored.create_index(
+            self, name, builder, filters=filters, variables=variables, overwrite=overwrite
+        )
+
+    async def update_index(self, name: str, builder: Callable[..., Any] | None = None) -> list[str]:
+        """Rebuild the stale or missing entries of index ``name``; return those partitions."""
+        from ..indexing import _stored
+
+        self._check_writable()
+        return await _stored.update_index(self, name, builder)
+
+    async def drop_index(self, name: str) -> None:
+        """Delete index ``name`` from the view's store."""
+        from ..indexing import _stored
+
+        self._check_writable()
+        await _stored.drop_index(self, name)
+
+    async def indexes(self) -> list[str]:
+        """Names of the indexes stored in the view's store."""
+        from ..indexing import _stored
+
+        return await _stored.list_indexes(self.spec)
+
+
+async def _view_versions(
+    source: ViewSource, full: Catalog, canonical: Sequence[str]
+) -> dict[str, tuple[Any, ...]]:
+    """Canonical path -> the view partition version a read of ``source`` saw (``check_versions``).
+
+    A partition the view had not computed is recorded as such (path ``None``).
+    """
+    from ..indexing._indexer import _txns
+
+    computed = {c: (p, int(n)) for c, p, n in source.computed}
+    keys = {c: k for c, k in zip(_canonicals_of(source, full), full.keys.tolist(), strict=True)}
+    mine = [c for c in canonical if c in computed]
+    txns = dict(
+        zip(mine, await _txns(source.overlay.spec, [computed[c][0] for c in mine]), strict=True)
+    )
+    out: dict[str, tuple[Any, ...]] = {}
+    for c in canonical:
+        key = tuple(int(x) for x in keys[c])
+        path, rows = computed.get(c, (None, -1))
+        out[c] = (c, key, path, rows, txns.get(c))
+    return out
+
+
+def _canonicals_of(source: ViewSource, catalog: Catalog) -> list[str]:
+    """Canonical path of each partition of ``catalog``."""
+    encode = source.config.partitioning.encode
+    return [encode(catalog.key_tuple(i)) for i in range(len(catalog))]
 
 
 # -- openers -----------------------------------------------------------------------------------
