@@ -47,6 +47,7 @@ from ..partitioning._base import decode_path
 from ..store import StoreSpec
 from ..store._base import group_json
 from ._catalog import Catalog
+from ._lease import lease_timeout
 from ._segments import (
     SEGMENT_DIR,
     Root,
@@ -70,6 +71,30 @@ _VERSION_RE = re.compile(r"^v(\d{12})\.zcat$")
 KEEP_VERSIONS = 4
 #: Listings of the versions before giving up on versions vanishing under a reader.
 _ATTEMPTS = 100
+
+
+def put_window() -> float:
+    """Seconds a writer may take from its listing of the versions to its put of the next.
+
+    A writer that took longer does not put (it re-plans): see :func:`prune_grace`.
+    """
+    return lease_timeout() / 4
+
+
+def prune_grace() -> float:
+    """Seconds a superseded version outlives the commit of its successor (two lease timeouts).
+
+    A writer lists the versions, finds ``v<N>`` the newest and puts ``v<N+1>``
+    within :func:`put_window` of that listing. ``v<N+1>`` could only be free
+    again at its put if another ``v<N+1>`` had been committed after the
+    listing and pruned before the put; pruning it waits for its successor's
+    commit (stamped after the listing) to be this old. So the number is still
+    taken, and the put fails, as long as the put lands within
+    ``prune_grace() - put_window()`` of being sent, less the clock skew
+    between machines (assumed below half a lease timeout by the lease
+    protocol): 75 s with the default 60 s lease timeout.
+    """
+    return 2 * lease_timeout()
 
 
 def _name(version: int) -> str:
@@ -377,7 +402,10 @@ class CatalogLog:
         """
         head = _head(new)
         root = base.root
-        if root is None or not len(root):
+        if root is None or not len(root) or base.damaged:
+            # A base below damaged versions: no segment of it is reused (see prune).
+            if base.root is not None and len(base.chosen) != len(base.root):
+                raise AssertionError("a version below damaged ones must be read whole")
             return await self._write(head, [new])
         chosen = list(base.chosen)
         where = root.locate(new.keys) if len(new) else numpy.empty(0, dtype="intp")
@@ -443,38 +471,78 @@ class CatalogLog:
         staged = (
             catalog if isinstance(catalog, Staged) else await self._write(_head(catalog), [catalog])
         )
-        # A number that prune freed (older than the KEEP_VERSIONS newest) must not be
-        # taken again: the put would succeed below the newest version, where no reader
-        # or writer looks, and the commit would be lost. A writer that planned from
-        # version N and finds a newer one listed lost the race.
+        # A number that prune freed must not be taken again: the put would succeed
+        # below the newest version, where no reader or writer looks, and the commit
+        # would be lost. A writer that planned from version N and finds a newer one
+        # listed lost the race; prune spares a superseded version for
+        # prune_grace() after its successor's commit, and the put is sent within
+        # put_window() of this listing, so the number is still taken when it lands.
+        start = time.monotonic()
         versions = await self.versions()
         if versions and versions[-1] >= staged.version:
             won = False
+        elif time.monotonic() - start > put_window():
+            won = False  # too slow to rely on prune's grace: plan again
         else:
             won = await self.spec.put_if_absent(_name(staged.version), encode_root(staged.root))
         if not won and not isinstance(catalog, Staged):
             await self.discard(staged)
         return won
 
-    async def prune(self, latest: int, keep: int = KEEP_VERSIONS) -> None:
-        """Delete catalog versions older than the ``keep`` newest, and the segments only they name.
+    async def prune(self, latest: int, keep: int = KEEP_VERSIONS) -> list[int]:
+        """Delete old catalog versions, and the segments only they name; the versions deleted.
 
-        A segment named by a kept version stays; when a kept version cannot
-        be read, no segment is deleted (repair sweeps what is left).
+        A version goes when it is older than the ``keep`` newest and its
+        successor was committed more than :func:`prune_grace` ago (the
+        timestamp in its header): a writer that listed the versions before
+        that commit and stalled can then never take the number again (see
+        :meth:`commit`). Versions go in ascending order.
+
+        The segments deleted are those the deleted versions name and the first
+        version kept does not: a version names only its base's segments and
+        fresh ones, and its base is the version before it (a writer that skips
+        damaged versions writes every segment afresh: :meth:`stage`). When
+        that version cannot be read, no segment is deleted (repair sweeps what
+        is left).
         """
         versions = await self.versions()
         old = [v for v in versions if v <= latest - keep]
         if not old:
-            return
-        kept = [v for v in versions if v > latest - keep]
-        objects = await asyncio.gather(*(self._quiet(v) for v in old + kept))
+            return []
+        objects: dict[int, Any] = {}
+
+        async def load(version: int) -> Any:
+            if version not in objects:
+                objects[version] = await self._quiet(version)
+            return objects[version]
+
+        cutoff = time.time() - prune_grace()
+        doomed: list[int] = []
         for v in old:
+            # The successor's commit time: the first readable version above (a later
+            # one was stamped later, so this never deletes sooner).
+            stamp = None
+            for later in versions[versions.index(v) + 1 :]:
+                obj = await load(later)
+                if isinstance(obj, Root | Catalog):
+                    stamp = obj.head.timestamp if isinstance(obj, Root) else obj.timestamp
+                    break
+            if stamp is None or stamp > cutoff:
+                break  # the next ones were committed later still
+            doomed.append(v)
+        if not doomed:
+            return []
+        first_kept = versions[versions.index(doomed[-1]) + 1]
+        roots = await asyncio.gather(*(load(v) for v in [*doomed, first_kept]))
+        for v in doomed:
             await self.spec.delete(_name(v))
-        if any(o is _UNREADABLE for o in objects[len(old) :]):
-            return
-        live = {n for o in objects[len(old) :] if isinstance(o, Root) for n in o.names}
-        doomed = {n for o in objects[: len(old)] if isinstance(o, Root) for n in o.names} - live
-        await asyncio.gather(*(self.spec.delete(segment_key(n)) for n in sorted(doomed)))
+        kept = roots[-1]
+        if kept is _UNREADABLE or kept is None:
+            return doomed
+        live = set(kept.names) if isinstance(kept, Root) else set()
+        gone = {n for o in roots[:-1] if isinstance(o, Root) for n in o.names} - live
+        await asyncio.gather(*(self.spec.delete(segment_key(n)) for n in sorted(gone)))
+        return doomed
 
     async def sweep_segments(self, min_age: float) -> list[str]:
         """Delete the segments no version names, older than ``min_age`` seconds (repair's).

@@ -364,6 +364,11 @@ class Transaction:
         budget = lease_timeout() / 2
         for _ in range(_COMMIT_ATTEMPTS):
             state = await log.state(choose)
+            if state.damaged and state.root is not None:
+                # Built on a version below damaged ones: every segment is written
+                # afresh (prune relies on a root naming only its predecessor's
+                # segments and new ones).
+                state = await log.state(None)
             log.warn(state)
             latest = state.latest
             if latest is None:

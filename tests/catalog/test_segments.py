@@ -173,12 +173,14 @@ def _segment_objects(spec: Any) -> list[str]:
 
 
 def test_inserts_split_segments_and_prune_frees_the_segments_only_old_versions_named(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Appending one partition at a time: the tail segment splits past SEGMENT_MAX, every
     other one is reused; after pruning, the segments left are exactly those the kept
     versions name."""
-    from dask_zcollection.catalog import _segments
+    from dask_zcollection.catalog import _log, _segments
+
+    monkeypatch.setattr(_log, "prune_grace", lambda: 0.0)  # prune as soon as 4 are newer
 
     n = _segments.SEGMENT_MAX - 2
     url = build(str(tmp_path / "c"), n, _schema())
