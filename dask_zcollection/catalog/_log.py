@@ -46,6 +46,7 @@ from ..errors import (
 from ..partitioning._base import decode_path
 from ..store import StoreSpec
 from ..store._base import group_json
+from . import _segments
 from ._catalog import Catalog
 from ._lease import lease_timeout
 from ._segments import (
@@ -166,6 +167,50 @@ def by_keys(keys: numpy.ndarray) -> Chooser:
         return sorted(set(root.locate(keys.reshape(len(keys), -1)).tolist()))
 
     return choose
+
+
+def compacting(choose: Chooser) -> Chooser:
+    """``choose`` (a commit's) plus the small neighbours its commit merges.
+
+    Segments shrink with drops and are never split below ``SEGMENT_TARGET``
+    otherwise. Beside each run of consecutive chosen segments, the segment
+    before and the one after it are read too when the run or that neighbour
+    holds fewer than ``SEGMENT_MIN`` partitions and both fit in one segment
+    (``SEGMENT_MAX``): the commit rewrites a run as one piece, so they merge.
+    At most two more segments per run: the commit's cost stays O(change).
+    """
+    if choose is None:
+        return None
+
+    def pick(root: Root) -> Sequence[int]:
+        idx = sorted(set(choose(root)))
+        if not idx:
+            return idx
+        small, largest = _segments.SEGMENT_MIN, _segments.SEGMENT_MAX
+        counts = root.counts.tolist()
+        out = set(idx)
+        for lo, hi in _runs(idx):
+            total = sum(counts[lo : hi + 1])
+            for nb in (lo - 1, hi + 1):
+                if not 0 <= nb < len(counts) or nb in out:
+                    continue
+                if min(total, counts[nb]) < small and total + counts[nb] <= largest:
+                    out.add(nb)
+                    total += counts[nb]
+        return sorted(out)
+
+    return pick
+
+
+def _runs(idx: Sequence[int]) -> list[tuple[int, int]]:
+    """Runs ``(first, last)`` of consecutive integers in sorted ``idx``."""
+    runs: list[tuple[int, int]] = []
+    for i in idx:
+        if runs and runs[-1][1] == i - 1:
+            runs[-1] = (runs[-1][0], i)
+        else:
+            runs.append((i, i))
+    return runs
 
 
 def by_paths(paths: Iterable[str]) -> Chooser:
@@ -407,14 +452,8 @@ class CatalogLog:
             if base.root is not None and len(base.chosen) != len(base.root):
                 raise AssertionError("a version below damaged ones must be read whole")
             return await self._write(head, [new])
-        chosen = list(base.chosen)
         where = root.locate(new.keys) if len(new) else numpy.empty(0, dtype="intp")
-        runs: list[tuple[int, int]] = []
-        for i in chosen:
-            if runs and runs[-1][1] == i - 1:
-                runs[-1] = (runs[-1][0], i)
-            else:
-                runs.append((i, i))
+        runs = _runs(sorted(base.chosen))
         parts: list[dict[str, Any]] = []
         pieces: list[Catalog] = []
         slots: list[int] = []  # position in parts of each run's new segments

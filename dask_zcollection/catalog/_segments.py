@@ -53,6 +53,8 @@ SEGMENT_DIR = "_catalog/seg"
 #: Rows of the segments a grown one is split into, and the size that splits it.
 SEGMENT_TARGET = 1024
 SEGMENT_MAX = 2048
+#: A segment below this size is merged with a neighbour by a commit touching either.
+SEGMENT_MIN = 256
 
 
 def new_segment_id() -> str:

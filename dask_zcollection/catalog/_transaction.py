@@ -55,7 +55,7 @@ from ._lease import (
     liveness,
     write_lease,
 )
-from ._log import CatalogLog, by_keys, by_paths
+from ._log import CatalogLog, by_keys, by_paths, compacting
 
 __all__ = [
     "GARBAGE_DIR",
@@ -355,8 +355,9 @@ class Transaction:
             When a concurrent commit changed a partition this one touches.
         """
         log = CatalogLog(self.spec)
-        # Only the segments the change's keys fall in are read and rewritten.
-        choose = by_keys(change.keys)
+        # Only the segments the change's keys fall in are read and rewritten (and
+        # their small neighbours, merged with them).
+        choose = compacting(by_keys(change.keys))
         # A writer declared dead (no heartbeat for a lease timeout) is being cleaned
         # up: it must not publish. Its recoverer puts the abort marker before deleting
         # anything, and sees no heartbeat newer than a timeout: publishing within half
