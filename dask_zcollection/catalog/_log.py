@@ -29,6 +29,7 @@ import asyncio
 import dataclasses
 import json
 import re
+import struct
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -47,7 +48,7 @@ from ..partitioning._base import decode_path
 from ..store import StoreSpec
 from ..store._base import group_json
 from . import _segments
-from ._catalog import Catalog
+from ._catalog import _MAGIC, Catalog
 from ._lease import lease_timeout
 from ._segments import (
     SEGMENT_DIR,
@@ -548,23 +549,28 @@ class CatalogLog:
         old = [v for v in versions if v <= latest - keep]
         if not old:
             return []
-        objects: dict[int, Any] = {}
+        raws: dict[int, bytes | None] = {}
+
+        async def raw(version: int) -> bytes | None:
+            if version not in raws:
+                raws[version] = await self.spec.get(_name(version))
+            return raws[version]
 
         async def load(version: int) -> Any:
-            if version not in objects:
-                objects[version] = await self._quiet(version)
-            return objects[version]
+            try:
+                return await self.version_object(version, await raw(version))
+            except (CorruptedDataError, FormatVersionError):
+                return _UNREADABLE
 
         cutoff = time.time() - prune_grace()
         doomed: list[int] = []
         for v in old:
-            # The successor's commit time: the first readable version above (a later
-            # one was stamped later, so this never deletes sooner).
+            # The successor's commit time (its header only): the first readable
+            # version above (a later one was stamped later: never deletes sooner).
             stamp = None
             for later in versions[versions.index(v) + 1 :]:
-                obj = await load(later)
-                if isinstance(obj, Root | Catalog):
-                    stamp = obj.head.timestamp if isinstance(obj, Root) else obj.timestamp
+                stamp = header_stamp(await raw(later), later)
+                if stamp is not None:
                     break
             if stamp is None or stamp > cutoff:
                 break  # the next ones were committed later still
@@ -626,6 +632,21 @@ _UNREADABLE = object()
 class _Parts:
     root_parts: list[dict[str, Any]]
     written: tuple[str, ...]
+
+
+def header_stamp(raw: bytes | None, version: int) -> float | None:
+    """The commit time in the header of version object ``raw`` (``None``: absent or unreadable)."""
+    if raw is None or not raw.startswith(_MAGIC):
+        return None
+    try:
+        (hlen,) = struct.unpack_from("<I", raw, len(_MAGIC))
+        start = len(_MAGIC) + 4
+        header = json.loads(raw[start : start + hlen])
+        if int(header["version"]) != version:
+            return None
+        return float(header["timestamp"])
+    except Exception:  # a damaged header: the caller looks further
+        return None
 
 
 def _head(catalog: Catalog) -> Catalog:

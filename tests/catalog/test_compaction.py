@@ -171,3 +171,44 @@ def _root(counts: list[int]) -> Root:
         crc=numpy.zeros(n, "int64"),
         nbytes=numpy.zeros(n, "int64"),
     )
+
+
+def test_a_commit_below_a_damaged_version_writes_fresh_segments_prune_keeps_them(
+    memory_url: str, factory: Any, small_segments: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prune deletes the segments of the versions it deletes that the first version kept
+    does not name. A writer that finds the newest version damaged builds on the one below
+    and writes every segment afresh: otherwise it would name a segment of that older
+    version which the damaged one replaced, and prune would delete it."""
+    from dask_zcollection.catalog import _log
+    from dask_zcollection.catalog._segments import segment_key
+    from dask_zcollection.errors import ZCollectionWarning
+
+    monkeypatch.setattr(_log, "prune_grace", lambda: 0.0)
+    monkeypatch.setattr(_segments, "SEGMENT_MIN", 0)  # no merging: fixed segments
+    col = factory.create(memory_url)
+    col.insert(factory.data(factory.times(*(_month(i) for i in range(12))), seed=3))
+    col.insert(factory.data(factory.times(_month(12)), seed=12))
+    base = _newest(memory_url)
+    assert base.counts.tolist() == [4, 4, 5]
+    # The next version rewrites the first and the last segment (a month before all and
+    # one after all); its last segment is then damaged.
+    col.insert(factory.data(factory.times(_month(-1), _month(13)), seed=40))
+    damaged = _newest(memory_url)
+    assert damaged.names[1] == base.names[1] and damaged.names[0] != base.names[0]
+    spec = col.aio.spec
+    sync(spec.put(segment_key(damaged.names[-1]), b"damaged"))
+    with pytest.warns(ZCollectionWarning, match="damaged"):
+        col.insert(factory.data(factory.times(_month(14)), seed=14))  # the last segment
+    built = _newest(memory_url)
+    assert built.version == damaged.version + 1
+    assert not set(built.names) & set(base.names)  # every segment new
+    for m in range(15, 20):  # prune deletes the base and its segments the next one replaced
+        col.insert(factory.data(factory.times(_month(m)), seed=m))
+    log = CatalogLog(spec)
+    assert base.version not in sync(log.versions())
+    stored = zc.open_collection(memory_url).query()
+    assert stored is not None  # built on the base: the damaged version's two months lost
+    assert len(stored["time"].values) == 13 + 6
+    first = factory.data(factory.times(*(_month(i) for i in range(12))), seed=3)
+    assert stored["quality"].values[0] == first["quality"][0]
