@@ -32,6 +32,7 @@ import re
 import struct
 import time
 import warnings
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -53,11 +54,13 @@ from ._lease import lease_timeout
 from ._segments import (
     SEGMENT_DIR,
     Root,
+    check_segment,
     chunks,
     concat_roots,
     decode_version,
     encode_root,
     encode_segments,
+    gather_bounded,
     join,
     make_root,
     new_segment_id,
@@ -245,6 +248,65 @@ def by_filter(predicate: Any, time_range: tuple[Any, Any] | None = None) -> Choo
     return lambda root: root.select(predicate, time_range).tolist()
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Survey:
+    """Every catalog version present (:meth:`CatalogLog.survey`).
+
+    Attributes
+    ----------
+    intact : tuple of Catalog
+        The intact versions, ascending: the newest whole, the others without
+        their partitions (version, txn, immutable, ...).
+    damaged : tuple of (int, str)
+        The versions that cannot be read, with the reason.
+    damaged_segments : tuple of (str, str)
+        The segments present but damaged (key, reason).
+    """
+
+    intact: tuple[Catalog, ...]
+    damaged: tuple[tuple[int, str], ...]
+    damaged_segments: tuple[tuple[str, str], ...]
+
+
+class _Missing(Exception):
+    """A segment a root names is absent (its message: the segment's key)."""
+
+
+def _checked(
+    url: str,
+    root: Root,
+    i: int,
+    raw: bytes | None,
+    decoded: dict[str, Catalog],
+    bad: dict[str, str],
+) -> Catalog:
+    """Segment ``i`` of ``root`` from ``raw``, checked against the root's record, decoded once."""
+    name = root.names[i]
+    key = segment_key(name)
+    if raw is None:
+        raise _Missing(key)
+    if name in bad:
+        raise CorruptedDataError(bad[name])
+    segment = decoded.get(name)
+    try:
+        if segment is None or len(raw) != int(root.nbytes[i]) or len(segment) != root.counts[i]:
+            segment = check_segment(root, i, raw, f"{url}/{key}")
+        elif zlib.crc32(raw) != int(root.crc[i]):
+            raise CorruptedDataError(
+                f"{url}/{key} is damaged: its size or checksum differs from the one its "
+                "root records"
+            )
+    except CorruptedDataError as err:
+        bad[name] = str(err)
+        raise
+    decoded[name] = segment
+    return segment
+
+
+def _head_of(obj: Catalog | Root) -> Catalog:
+    return _head(obj) if isinstance(obj, Catalog) else obj.head
+
+
 class _Unread:
     """A version object not fetched yet (``None`` is one found absent)."""
 
@@ -339,6 +401,68 @@ class CatalogLog:
             return (await self._load(version, None))[0]
         except _Vanished:
             return None
+
+    async def survey(self) -> Survey:
+        """Every version present, each segment fetched once (repair's).
+
+        The roots are read at once, then every segment any of them names, at
+        most ``READ_CONCURRENCY`` requests at a time: the versions share most
+        segments, so this costs about one whole read, however many versions
+        there are. Only the newest intact version is joined whole.
+
+        Raises
+        ------
+        FormatVersionError
+            When a version was written by a newer format.
+        """
+        versions = await self.versions()
+        raws = await gather_bounded([self.spec.get(_name(v)) for v in versions])
+        objects: dict[int, Catalog | Root] = {}
+        damaged: dict[int, str] = {}
+        for v, raw in zip(versions, raws, strict=True):
+            try:
+                obj = await self.version_object(v, raw)
+            except CorruptedDataError as err:
+                damaged[v] = str(err)
+                continue
+            if obj is not None:  # else pruned meanwhile
+                objects[v] = obj
+        names = sorted({n for o in objects.values() if isinstance(o, Root) for n in o.names})
+        fetched = await gather_bounded([self.spec.get(segment_key(n)) for n in names])
+        data = dict(zip(names, fetched, strict=True))
+        decoded: dict[str, Catalog] = {}
+        bad: dict[str, str] = {}
+        intact: dict[int, list[Catalog]] = {}
+        for v, obj in objects.items():
+            if isinstance(obj, Catalog):
+                intact[v] = [obj]
+                continue
+            # Every segment, not only up to the first damaged one: repair sets them all aside.
+            segments: list[Catalog] = []
+            failure: Exception | None = None
+            for i, name in enumerate(obj.names):
+                try:
+                    segments.append(_checked(self.spec.url, obj, i, data[name], decoded, bad))
+                except (_Missing, CorruptedDataError) as err:
+                    failure = failure or err
+            if failure is None:
+                intact[v] = segments
+            elif not isinstance(failure, _Missing):
+                damaged[v] = str(failure)
+            elif await self.spec.exists(_name(v)):  # else pruned meanwhile
+                damaged[v] = (
+                    f"{self.spec.url}/{_name(v)} names the segment {failure}, which is missing"
+                )
+        newest = max(intact, default=None)
+        heads = {v: _head_of(objects[v]) for v in intact}
+        if newest is not None:
+            obj = objects[newest]
+            heads[newest] = obj if isinstance(obj, Catalog) else join(obj.head, intact[newest])
+        return Survey(
+            intact=tuple(heads[v] for v in sorted(heads)),
+            damaged=tuple(sorted(damaged.items())),
+            damaged_segments=tuple((segment_key(n), why) for n, why in sorted(bad.items())),
+        )
 
     async def damaged_segments(self, version: int) -> list[tuple[str, str]]:
         """The segments of ``version`` present but damaged, with the reason (repair's)."""

@@ -29,7 +29,7 @@ import secrets
 import struct
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import numpy
@@ -481,6 +481,25 @@ def _compare(op: type[ast.cmpop], a: tuple[Any, Any], b: tuple[Any, Any]) -> tup
     return ahi >= blo, alo < bhi
 
 
+#: Segment requests in flight at once (a whole read of 1,000,000 partitions: ~1,000).
+READ_CONCURRENCY = 64
+
+
+async def gather_bounded[T](
+    coros: Sequence[Awaitable[T]], limit: int = READ_CONCURRENCY
+) -> list[T]:
+    """``asyncio.gather`` of ``coros`` with at most ``limit`` of them running at once."""
+    if len(coros) <= limit:
+        return list(await asyncio.gather(*coros))
+    gate = asyncio.Semaphore(limit)
+
+    async def one(coro: Awaitable[T]) -> T:
+        async with gate:
+            return await coro
+
+    return list(await asyncio.gather(*(one(c) for c in coros)))
+
+
 async def read_segments(spec: Any, root: Root, idx: Sequence[int]) -> list[Catalog | None]:
     """Read and check the segments ``idx`` of ``root`` (``None``: missing), concurrently.
 
@@ -490,7 +509,7 @@ async def read_segments(spec: Any, root: Root, idx: Sequence[int]) -> list[Catal
         When one is damaged.
     """
     keys = [segment_key(root.names[i]) for i in idx]
-    raws = await asyncio.gather(*(spec.get(k) for k in keys))
+    raws = await gather_bounded([spec.get(k) for k in keys])
     out: list[Catalog | None] = []
     for i, key, raw in zip(idx, keys, raws, strict=True):
         out.append(None if raw is None else check_segment(root, i, raw, f"{spec.url}/{key}"))
