@@ -481,8 +481,9 @@ def _compare(op: type[ast.cmpop], a: tuple[Any, Any], b: tuple[Any, Any]) -> tup
     return ahi >= blo, alo < bhi
 
 
-#: Segment requests in flight at once (a whole read of 1,000,000 partitions: ~1,000).
-READ_CONCURRENCY = 64
+#: Segment requests in flight at once: a whole read of 1,000,000 partitions (~1,000
+#: segments) is 4 waves of requests, and a catalog ten times larger no storm of 10,000.
+READ_CONCURRENCY = 256
 
 
 async def gather_bounded[T](
