@@ -641,6 +641,7 @@ class CatalogLog:
         # listed lost the race; prune spares a superseded version for
         # prune_grace() after its successor's commit, and the put is sent within
         # put_window() of this listing, so the number is still taken when it lands.
+        data = encode_root(staged.root)
         start = time.monotonic()
         versions = await self.versions()
         if versions and versions[-1] >= staged.version:
@@ -648,7 +649,7 @@ class CatalogLog:
         elif time.monotonic() - start > put_window():
             won = False  # too slow to rely on prune's grace: plan again
         else:
-            won = await self.spec.put_if_absent(_name(staged.version), encode_root(staged.root))
+            won = await self.spec.put_if_absent(_name(staged.version), data)
         if not won and not isinstance(catalog, Staged):
             await self.discard(staged)
         return won
