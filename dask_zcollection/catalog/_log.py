@@ -13,7 +13,9 @@ every backend (``link(2)`` locally, ``If-None-Match`` on object stores), so
 of two writers racing from version ``N`` exactly one wins. The segments a
 root names are written before it, under fresh names, and never changed; a
 root reuses every segment its commit did not touch (see :mod:`._segments`).
-Old versions are pruned with the segments only they named.
+Old versions are pruned with the segments only they named, once their
+successor is older than :func:`prune_grace`: a number is never freed while a
+writer's put of it may still land (:meth:`CatalogLog.commit`).
 
 A damaged version (truncated, bad magic or checksum, a header naming another
 version: a restore from a backup; a segment missing or damaged) never
@@ -463,26 +465,6 @@ class CatalogLog:
             damaged=tuple(sorted(damaged.items())),
             damaged_segments=tuple((segment_key(n), why) for n, why in sorted(bad.items())),
         )
-
-    async def damaged_segments(self, version: int) -> list[tuple[str, str]]:
-        """The segments of ``version`` present but damaged, with the reason (repair's)."""
-        try:
-            root = await self.version_object(version)
-        except (CorruptedDataError, FormatVersionError):
-            return []  # the root itself: repair sets it aside
-        if not isinstance(root, Root):
-            return []
-        results = await asyncio.gather(
-            *(read_segments(self.spec, root, [i]) for i in range(len(root))),
-            return_exceptions=True,
-        )
-        out = []
-        for name, result in zip(root.names, results, strict=True):
-            if isinstance(result, CorruptedDataError):
-                out.append((segment_key(name), str(result)))
-            elif isinstance(result, BaseException):
-                raise result
-        return out
 
     async def state(self, choose: Chooser = None) -> CatalogState:
         """The newest intact version and the damaged ones above it (bounded work).
