@@ -212,3 +212,43 @@ def test_a_commit_below_a_damaged_version_writes_fresh_segments_prune_keeps_them
     assert len(stored["time"].values) == 13 + 6
     first = factory.data(factory.times(*(_month(i) for i in range(12))), seed=3)
     assert stored["quality"].values[0] == first["quality"][0]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_inserts_and_drops_keep_the_segments_sound(
+    memory_url: str, factory: Any, small_segments: None, seed: int
+) -> None:
+    """Random inserts and drops of months (segments split, shrink and merge): the catalog
+    lists exactly the months of a model, and every segment holds the keys from its first
+    key up to the next segment's, in order."""
+    rng = numpy.random.default_rng(seed)
+    col = factory.create(memory_url)
+    model: set[int] = set()
+    log = CatalogLog(col.aio.spec)
+    for _ in range(25):
+        if model and rng.random() < 0.4:
+            doomed = sorted(rng.choice(sorted(model), size=min(len(model), 5), replace=False))
+            for m in doomed:
+                year, month = 2020 + int(m) // 12, int(m) % 12 + 1
+                col.drop_partitions(f"year == {year} and month == {month}")
+            model -= {int(m) for m in doomed}
+        else:
+            months = sorted({int(m) for m in rng.integers(0, 60, size=int(rng.integers(1, 12)))})
+            col.insert(factory.data(factory.times(*(_month(m) for m in months)), seed=len(model)))
+            model |= set(months)
+        root = _newest(memory_url)
+        catalog = sync(log.read(root.version))
+        assert catalog is not None
+        listed = sorted((k[0] - 2020) * 12 + k[1] - 1 for k in catalog.keys.tolist())
+        assert listed == sorted(model)
+        assert (root.counts > 0).all() and root.partitions == len(model)
+        assert (root.counts <= _segments.SEGMENT_MAX).all()
+        bounds = [tuple(r) for r in root.first.tolist()]
+        assert bounds == sorted(set(bounds))  # first keys strictly increasing
+        start = 0
+        for i, count in enumerate(root.counts.tolist()):
+            keys = [tuple(k) for k in catalog.keys[start : start + count].tolist()]
+            assert keys[0] == bounds[i] and keys[-1] == tuple(root.last[i].tolist())
+            if i + 1 < len(bounds):
+                assert keys[-1] < bounds[i + 1]
+            start += count
