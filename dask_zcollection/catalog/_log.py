@@ -628,7 +628,7 @@ class CatalogLog:
         versions = await self.versions()
         if versions and versions[-1] >= staged.version:
             won = False
-        elif time.monotonic() - start > put_window():
+        elif not self.spec.transactional and time.monotonic() - start > put_window():
             won = False  # too slow to rely on prune's grace: plan again
         else:
             won = await self.spec.put_if_absent(_name(staged.version), data)
@@ -643,7 +643,9 @@ class CatalogLog:
         successor was committed more than :func:`prune_grace` ago (the
         timestamp in its header): a writer that listed the versions before
         that commit and stalled can then never take the number again (see
-        :meth:`commit`). Versions go in ascending order.
+        :meth:`commit`; no grace on a transactional store, whose commit fails
+        when another one landed since its session began). Versions go in
+        ascending order.
 
         The segments deleted are those the deleted versions name and the first
         version kept does not: a version names only its base's segments and
@@ -669,7 +671,9 @@ class CatalogLog:
             except (CorruptedDataError, FormatVersionError):
                 return _UNREADABLE
 
-        cutoff = time.time() - prune_grace()
+        # A transactional store (Icechunk) publishes nothing a concurrent commit
+        # preceded: no put lands late there, no grace is needed.
+        cutoff = time.time() - (0.0 if self.spec.transactional else prune_grace())
         doomed: list[int] = []
         for v in old:
             # The successor's commit time (its header only): the first readable

@@ -160,3 +160,16 @@ def test_a_writer_slower_than_its_put_window_plans_again(
 
 def _version(key: str) -> int:
     return int(key.rpartition("/v")[2].removesuffix(".zcat"))
+
+
+@pytest.mark.icechunk
+def test_on_icechunk_prune_needs_no_grace(tmp_path: Any, factory: Any) -> None:
+    """An Icechunk commit fails when another landed since its session began: no put lands
+    late, so prune keeps only the 4 newest versions, at once."""
+    url = f"icechunk://{tmp_path}/repo"
+    col = factory.create(url)
+    for month in range(1, 8):
+        day = f"2024-{month:02d}-01"
+        col.insert(factory.data(factory.times(day), seed=month))
+    versions = sync(CatalogLog(zc.open_collection(url).aio.spec).versions())
+    assert versions == [5, 6, 7, 8]
