@@ -395,29 +395,16 @@ async def _versions(col: AsyncCollection) -> tuple[Catalog | None, list[RepairAc
     The floor is the transaction of the newest intact version below the oldest
     damaged one (``""`` when there is none; ``None`` when nothing is damaged).
     """
-    log = CatalogLog(col.spec)
-    intact: list[Catalog] = []
-    damaged: list[tuple[int, str]] = []
-    for version in await log.versions():
-        try:
-            catalog = await log.read(version)
-        except CorruptedDataError as err:
-            damaged.append((version, str(err)))
-            continue
-        if catalog is not None:  # else pruned meanwhile
-            intact.append(catalog)
+    # Every version at once, each segment fetched once (the versions share most).
+    survey = await CatalogLog(col.spec).survey()
+    intact, damaged = survey.intact, survey.damaged
     floor = None
     if damaged:
         below = [c for c in intact if c.version < damaged[0][0]]
         floor = below[-1].txn if below else ""
     actions = [RepairAction(version_key(v), why) for v, why in damaged]
     # A damaged segment damages every version naming it: set it aside too.
-    seen: set[str] = set()
-    for v, _ in damaged:
-        for key, why in await log.damaged_segments(v):
-            if key not in seen:
-                seen.add(key)
-                actions.append(RepairAction(key, why))
+    actions += [RepairAction(key, why) for key, why in survey.damaged_segments]
     return (intact[-1] if intact else None), actions, floor
 
 

@@ -13,7 +13,9 @@ every backend (``link(2)`` locally, ``If-None-Match`` on object stores), so
 of two writers racing from version ``N`` exactly one wins. The segments a
 root names are written before it, under fresh names, and never changed; a
 root reuses every segment its commit did not touch (see :mod:`._segments`).
-Old versions are pruned with the segments only they named.
+Old versions are pruned with the segments only they named, once their
+successor is older than :func:`prune_grace`: a number is never freed while a
+writer's put of it may still land (:meth:`CatalogLog.commit`).
 
 A damaged version (truncated, bad magic or checksum, a header naming another
 version: a restore from a backup; a segment missing or damaged) never
@@ -29,8 +31,10 @@ import asyncio
 import dataclasses
 import json
 import re
+import struct
 import time
 import warnings
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -46,15 +50,19 @@ from ..errors import (
 from ..partitioning._base import decode_path
 from ..store import StoreSpec
 from ..store._base import group_json
-from ._catalog import Catalog
+from . import _segments
+from ._catalog import _MAGIC, Catalog
+from ._lease import lease_timeout
 from ._segments import (
     SEGMENT_DIR,
     Root,
+    check_segment,
     chunks,
     concat_roots,
     decode_version,
     encode_root,
     encode_segments,
+    gather_bounded,
     join,
     make_root,
     new_segment_id,
@@ -70,6 +78,30 @@ _VERSION_RE = re.compile(r"^v(\d{12})\.zcat$")
 KEEP_VERSIONS = 4
 #: Listings of the versions before giving up on versions vanishing under a reader.
 _ATTEMPTS = 100
+
+
+def put_window() -> float:
+    """Seconds a writer may take from its listing of the versions to its put of the next.
+
+    A writer that took longer does not put (it re-plans): see :func:`prune_grace`.
+    """
+    return lease_timeout() / 4
+
+
+def prune_grace() -> float:
+    """Seconds a superseded version outlives the commit of its successor (two lease timeouts).
+
+    A writer lists the versions, finds ``v<N>`` the newest and puts ``v<N+1>``
+    within :func:`put_window` of that listing. ``v<N+1>`` could only be free
+    again at its put if another ``v<N+1>`` had been committed after the
+    listing and pruned before the put; pruning it waits for its successor's
+    commit (stamped after the listing) to be this old. So the number is still
+    taken, and the put fails, as long as the put lands within
+    ``prune_grace() - put_window()`` of being sent, less the clock skew
+    between machines (assumed below half a lease timeout by the lease
+    protocol): 75 s with the default 60 s lease timeout.
+    """
+    return 2 * lease_timeout()
 
 
 def _name(version: int) -> str:
@@ -143,6 +175,50 @@ def by_keys(keys: numpy.ndarray) -> Chooser:
     return choose
 
 
+def compacting(choose: Chooser) -> Chooser:
+    """``choose`` (a commit's) plus the small neighbours its commit merges.
+
+    Segments shrink with drops and are never split below ``SEGMENT_TARGET``
+    otherwise. Beside each run of consecutive chosen segments, the segment
+    before and the one after it are read too when the run or that neighbour
+    holds fewer than ``SEGMENT_MIN`` partitions and both fit in one segment
+    (``SEGMENT_MAX``): the commit rewrites a run as one piece, so they merge.
+    At most two more segments per run: the commit's cost stays O(change).
+    """
+    if choose is None:
+        return None
+
+    def pick(root: Root) -> Sequence[int]:
+        idx = sorted(set(choose(root)))
+        if not idx:
+            return idx
+        small, largest = _segments.SEGMENT_MIN, _segments.SEGMENT_MAX
+        counts = root.counts.tolist()
+        out = set(idx)
+        for lo, hi in _runs(idx):
+            total = sum(counts[lo : hi + 1])
+            for nb in (lo - 1, hi + 1):
+                if not 0 <= nb < len(counts) or nb in out:
+                    continue
+                if min(total, counts[nb]) < small and total + counts[nb] <= largest:
+                    out.add(nb)
+                    total += counts[nb]
+        return sorted(out)
+
+    return pick
+
+
+def _runs(idx: Sequence[int]) -> list[tuple[int, int]]:
+    """Runs ``(first, last)`` of consecutive integers in sorted ``idx``."""
+    runs: list[tuple[int, int]] = []
+    for i in idx:
+        if runs and runs[-1][1] == i - 1:
+            runs[-1] = (runs[-1][0], i)
+        else:
+            runs.append((i, i))
+    return runs
+
+
 def by_paths(paths: Iterable[str]) -> Chooser:
     """Chooser of the segments that hold the partitions at ``paths``, if committed.
 
@@ -172,6 +248,65 @@ def by_filter(predicate: Any, time_range: tuple[Any, Any] | None = None) -> Choo
     if predicate is None and time_range is None:
         return None
     return lambda root: root.select(predicate, time_range).tolist()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Survey:
+    """Every catalog version present (:meth:`CatalogLog.survey`).
+
+    Attributes
+    ----------
+    intact : tuple of Catalog
+        The intact versions, ascending: the newest whole, the others without
+        their partitions (version, txn, immutable, ...).
+    damaged : tuple of (int, str)
+        The versions that cannot be read, with the reason.
+    damaged_segments : tuple of (str, str)
+        The segments present but damaged (key, reason).
+    """
+
+    intact: tuple[Catalog, ...]
+    damaged: tuple[tuple[int, str], ...]
+    damaged_segments: tuple[tuple[str, str], ...]
+
+
+class _Missing(Exception):
+    """A segment a root names is absent (its message: the segment's key)."""
+
+
+def _checked(
+    url: str,
+    root: Root,
+    i: int,
+    raw: bytes | None,
+    decoded: dict[str, Catalog],
+    bad: dict[str, str],
+) -> Catalog:
+    """Segment ``i`` of ``root`` from ``raw``, checked against the root's record, decoded once."""
+    name = root.names[i]
+    key = segment_key(name)
+    if raw is None:
+        raise _Missing(key)
+    if name in bad:
+        raise CorruptedDataError(bad[name])
+    segment = decoded.get(name)
+    try:
+        if segment is None or len(raw) != int(root.nbytes[i]) or len(segment) != root.counts[i]:
+            segment = check_segment(root, i, raw, f"{url}/{key}")
+        elif zlib.crc32(raw) != int(root.crc[i]):
+            raise CorruptedDataError(
+                f"{url}/{key} is damaged: its size or checksum differs from the one its "
+                "root records"
+            )
+    except CorruptedDataError as err:
+        bad[name] = str(err)
+        raise
+    decoded[name] = segment
+    return segment
+
+
+def _head_of(obj: Catalog | Root) -> Catalog:
+    return _head(obj) if isinstance(obj, Catalog) else obj.head
 
 
 class _Unread:
@@ -269,25 +404,67 @@ class CatalogLog:
         except _Vanished:
             return None
 
-    async def damaged_segments(self, version: int) -> list[tuple[str, str]]:
-        """The segments of ``version`` present but damaged, with the reason (repair's)."""
-        try:
-            root = await self.version_object(version)
-        except (CorruptedDataError, FormatVersionError):
-            return []  # the root itself: repair sets it aside
-        if not isinstance(root, Root):
-            return []
-        results = await asyncio.gather(
-            *(read_segments(self.spec, root, [i]) for i in range(len(root))),
-            return_exceptions=True,
+    async def survey(self) -> Survey:
+        """Every version present, each segment fetched once (repair's).
+
+        The roots are read at once, then every segment any of them names, at
+        most ``READ_CONCURRENCY`` requests at a time: the versions share most
+        segments, so this costs about one whole read, however many versions
+        there are. Only the newest intact version is joined whole.
+
+        Raises
+        ------
+        FormatVersionError
+            When a version was written by a newer format.
+        """
+        versions = await self.versions()
+        raws = await gather_bounded([self.spec.get(_name(v)) for v in versions])
+        objects: dict[int, Catalog | Root] = {}
+        damaged: dict[int, str] = {}
+        for v, raw in zip(versions, raws, strict=True):
+            try:
+                obj = await self.version_object(v, raw)
+            except CorruptedDataError as err:
+                damaged[v] = str(err)
+                continue
+            if obj is not None:  # else pruned meanwhile
+                objects[v] = obj
+        names = sorted({n for o in objects.values() if isinstance(o, Root) for n in o.names})
+        fetched = await gather_bounded([self.spec.get(segment_key(n)) for n in names])
+        data = dict(zip(names, fetched, strict=True))
+        decoded: dict[str, Catalog] = {}
+        bad: dict[str, str] = {}
+        intact: dict[int, list[Catalog]] = {}
+        for v, obj in objects.items():
+            if isinstance(obj, Catalog):
+                intact[v] = [obj]
+                continue
+            # Every segment, not only up to the first damaged one: repair sets them all aside.
+            segments: list[Catalog] = []
+            failure: Exception | None = None
+            for i, name in enumerate(obj.names):
+                try:
+                    segments.append(_checked(self.spec.url, obj, i, data[name], decoded, bad))
+                except (_Missing, CorruptedDataError) as err:
+                    failure = failure or err
+            if failure is None:
+                intact[v] = segments
+            elif not isinstance(failure, _Missing):
+                damaged[v] = str(failure)
+            elif await self.spec.exists(_name(v)):  # else pruned meanwhile
+                damaged[v] = (
+                    f"{self.spec.url}/{_name(v)} names the segment {failure}, which is missing"
+                )
+        newest = max(intact, default=None)
+        heads = {v: _head_of(objects[v]) for v in intact}
+        if newest is not None:
+            obj = objects[newest]
+            heads[newest] = obj if isinstance(obj, Catalog) else join(obj.head, intact[newest])
+        return Survey(
+            intact=tuple(heads[v] for v in sorted(heads)),
+            damaged=tuple(sorted(damaged.items())),
+            damaged_segments=tuple((segment_key(n), why) for n, why in sorted(bad.items())),
         )
-        out = []
-        for name, result in zip(root.names, results, strict=True):
-            if isinstance(result, CorruptedDataError):
-                out.append((segment_key(name), str(result)))
-            elif isinstance(result, BaseException):
-                raise result
-        return out
 
     async def state(self, choose: Chooser = None) -> CatalogState:
         """The newest intact version and the damaged ones above it (bounded work).
@@ -377,16 +554,13 @@ class CatalogLog:
         """
         head = _head(new)
         root = base.root
-        if root is None or not len(root):
+        if root is None or not len(root) or base.damaged:
+            # A base below damaged versions: no segment of it is reused (see prune).
+            if base.root is not None and len(base.chosen) != len(base.root):
+                raise AssertionError("a version below damaged ones must be read whole")
             return await self._write(head, [new])
-        chosen = list(base.chosen)
         where = root.locate(new.keys) if len(new) else numpy.empty(0, dtype="intp")
-        runs: list[tuple[int, int]] = []
-        for i in chosen:
-            if runs and runs[-1][1] == i - 1:
-                runs[-1] = (runs[-1][0], i)
-            else:
-                runs.append((i, i))
+        runs = _runs(sorted(base.chosen))
         parts: list[dict[str, Any]] = []
         pieces: list[Catalog] = []
         slots: list[int] = []  # position in parts of each run's new segments
@@ -443,38 +617,88 @@ class CatalogLog:
         staged = (
             catalog if isinstance(catalog, Staged) else await self._write(_head(catalog), [catalog])
         )
-        # A number that prune freed (older than the KEEP_VERSIONS newest) must not be
-        # taken again: the put would succeed below the newest version, where no reader
-        # or writer looks, and the commit would be lost. A writer that planned from
-        # version N and finds a newer one listed lost the race.
+        # A number that prune freed must not be taken again: the put would succeed
+        # below the newest version, where no reader or writer looks, and the commit
+        # would be lost. A writer that planned from version N and finds a newer one
+        # listed lost the race; prune spares a superseded version for
+        # prune_grace() after its successor's commit, and the put is sent within
+        # put_window() of this listing, so the number is still taken when it lands.
+        data = encode_root(staged.root)
+        start = time.monotonic()
         versions = await self.versions()
         if versions and versions[-1] >= staged.version:
             won = False
+        elif not self.spec.transactional and time.monotonic() - start > put_window():
+            won = False  # too slow to rely on prune's grace: plan again
         else:
-            won = await self.spec.put_if_absent(_name(staged.version), encode_root(staged.root))
+            won = await self.spec.put_if_absent(_name(staged.version), data)
         if not won and not isinstance(catalog, Staged):
             await self.discard(staged)
         return won
 
-    async def prune(self, latest: int, keep: int = KEEP_VERSIONS) -> None:
-        """Delete catalog versions older than the ``keep`` newest, and the segments only they name.
+    async def prune(self, latest: int, keep: int = KEEP_VERSIONS) -> list[int]:
+        """Delete old catalog versions, and the segments only they name; the versions deleted.
 
-        A segment named by a kept version stays; when a kept version cannot
-        be read, no segment is deleted (repair sweeps what is left).
+        A version goes when it is older than the ``keep`` newest and its
+        successor was committed more than :func:`prune_grace` ago (the
+        timestamp in its header): a writer that listed the versions before
+        that commit and stalled can then never take the number again (see
+        :meth:`commit`; no grace on a transactional store, whose commit fails
+        when another one landed since its session began). Versions go in
+        ascending order.
+
+        The segments deleted are those the deleted versions name and the first
+        version kept does not: a version names only its base's segments and
+        fresh ones, and its base is the version before it (a writer that skips
+        damaged versions writes every segment afresh: :meth:`stage`). When
+        that version cannot be read, no segment is deleted (repair sweeps what
+        is left).
         """
         versions = await self.versions()
         old = [v for v in versions if v <= latest - keep]
         if not old:
-            return
-        kept = [v for v in versions if v > latest - keep]
-        objects = await asyncio.gather(*(self._quiet(v) for v in old + kept))
+            return []
+        raws: dict[int, bytes | None] = {}
+
+        async def raw(version: int) -> bytes | None:
+            if version not in raws:
+                raws[version] = await self.spec.get(_name(version))
+            return raws[version]
+
+        async def load(version: int) -> Any:
+            try:
+                return await self.version_object(version, await raw(version))
+            except (CorruptedDataError, FormatVersionError):
+                return _UNREADABLE
+
+        # A transactional store (Icechunk) publishes nothing a concurrent commit
+        # preceded: no put lands late there, no grace is needed.
+        cutoff = time.time() - (0.0 if self.spec.transactional else prune_grace())
+        doomed: list[int] = []
         for v in old:
+            # The successor's commit time (its header only): the first readable
+            # version above (a later one was stamped later: never deletes sooner).
+            stamp = None
+            for later in versions[versions.index(v) + 1 :]:
+                stamp = header_stamp(await raw(later), later)
+                if stamp is not None:
+                    break
+            if stamp is None or stamp > cutoff:
+                break  # the next ones were committed later still
+            doomed.append(v)
+        if not doomed:
+            return []
+        first_kept = versions[versions.index(doomed[-1]) + 1]
+        roots = await asyncio.gather(*(load(v) for v in [*doomed, first_kept]))
+        for v in doomed:
             await self.spec.delete(_name(v))
-        if any(o is _UNREADABLE for o in objects[len(old) :]):
-            return
-        live = {n for o in objects[len(old) :] if isinstance(o, Root) for n in o.names}
-        doomed = {n for o in objects[: len(old)] if isinstance(o, Root) for n in o.names} - live
-        await asyncio.gather(*(self.spec.delete(segment_key(n)) for n in sorted(doomed)))
+        kept = roots[-1]
+        if kept is _UNREADABLE or kept is None:
+            return doomed
+        live = set(kept.names) if isinstance(kept, Root) else set()
+        gone = {n for o in roots[:-1] if isinstance(o, Root) for n in o.names} - live
+        await asyncio.gather(*(self.spec.delete(segment_key(n)) for n in sorted(gone)))
+        return doomed
 
     async def sweep_segments(self, min_age: float) -> list[str]:
         """Delete the segments no version names, older than ``min_age`` seconds (repair's).
@@ -519,6 +743,21 @@ _UNREADABLE = object()
 class _Parts:
     root_parts: list[dict[str, Any]]
     written: tuple[str, ...]
+
+
+def header_stamp(raw: bytes | None, version: int) -> float | None:
+    """The commit time in the header of version object ``raw`` (``None``: absent or unreadable)."""
+    if raw is None or not raw.startswith(_MAGIC):
+        return None
+    try:
+        (hlen,) = struct.unpack_from("<I", raw, len(_MAGIC))
+        start = len(_MAGIC) + 4
+        header = json.loads(raw[start : start + hlen])
+        if int(header["version"]) != version:
+            return None
+        return float(header["timestamp"])
+    except Exception:  # a damaged header: the caller looks further
+        return None
 
 
 def _head(catalog: Catalog) -> Catalog:

@@ -55,7 +55,7 @@ from ._lease import (
     liveness,
     write_lease,
 )
-from ._log import CatalogLog, by_keys, by_paths
+from ._log import CatalogLog, by_keys, by_paths, compacting
 
 __all__ = [
     "GARBAGE_DIR",
@@ -375,12 +375,13 @@ class Transaction:
         """
         log = CatalogLog(self.spec)
         # Only the segments the change's keys (and the partitions it read) fall in are
-        # read, and only the change's rewritten.
+        # read, and only the change's rewritten (with their small neighbours, merged
+        # with them).
         watched = change.keys
         if self.reads:
             read_keys = numpy.array([r[1] for r in self.reads], dtype="int64")
             watched = numpy.concatenate([change.keys.reshape(-1, read_keys.shape[1]), read_keys])
-        choose = by_keys(watched)
+        choose = compacting(by_keys(watched))
         # A writer declared dead (no heartbeat for a lease timeout) is being cleaned
         # up: it must not publish. Its recoverer puts the abort marker before deleting
         # anything, and sees no heartbeat newer than a timeout: publishing within half
@@ -388,6 +389,11 @@ class Transaction:
         budget = lease_timeout() / 2
         for _ in range(_COMMIT_ATTEMPTS):
             state = await log.state(choose)
+            if state.damaged and state.root is not None:
+                # Built on a version below damaged ones: every segment is written
+                # afresh (prune relies on a root naming only its predecessor's
+                # segments and new ones).
+                state = await log.state(None)
             log.warn(state)
             latest = state.latest
             if latest is None:

@@ -17,6 +17,7 @@ from dask_zcollection.catalog import (
     CATALOG_FORMAT,
     Catalog,
     CatalogLog,
+    _log,
     decode_catalog,
     encode_catalog,
 )
@@ -266,7 +267,7 @@ def test_negative_keys_order_and_find() -> None:
 # -- versions on a store -------------------------------------------------------------------------
 
 
-def test_catalog_log() -> None:
+def test_catalog_log(monkeypatch: pytest.MonkeyPatch) -> None:
     name = unique_memory_name("log")
     spec = resolve_store(f"memory://{name}")
     log = CatalogLog(spec)
@@ -296,7 +297,11 @@ def test_catalog_log() -> None:
             assert await log.commit(current)
         assert (await log.latest()).version == 7
         assert await log.versions() == list(range(1, 8))
-        await log.prune(7)
+        # Superseded for less than prune's grace (two lease timeouts): all kept.
+        assert await log.prune(7) == []
+        assert await log.versions() == list(range(1, 8))
+        monkeypatch.setattr(_log, "prune_grace", lambda: 0.0)
+        assert await log.prune(7) == [1, 2, 3]
         assert await log.versions() == [4, 5, 6, 7]
         assert len((await log.latest()).paths) == 7
         assert (await log.read(2)) is None

@@ -173,12 +173,14 @@ def _segment_objects(spec: Any) -> list[str]:
 
 
 def test_inserts_split_segments_and_prune_frees_the_segments_only_old_versions_named(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Appending one partition at a time: the tail segment splits past SEGMENT_MAX, every
     other one is reused; after pruning, the segments left are exactly those the kept
     versions name."""
-    from dask_zcollection.catalog import _segments
+    from dask_zcollection.catalog import _log, _segments
+
+    monkeypatch.setattr(_log, "prune_grace", lambda: 0.0)  # prune as soon as 4 are newer
 
     n = _segments.SEGMENT_MAX - 2
     url = build(str(tmp_path / "c"), n, _schema())
@@ -369,3 +371,42 @@ def test_concurrent_writers_rebase_across_segments(tmp_path: Path) -> None:
     after = sync(log.version_object(max(sync(log.versions()))))
     assert isinstance(after, Root)
     assert set(before.names[1:-1]) <= set(after.names)  # the middle ones are reused
+
+
+def test_survey_fetches_each_segment_once_and_reports_every_damaged_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """repair's read of every version: the versions share their segments, each is fetched
+    once; a damaged shared segment damages every version naming it and is reported once."""
+    n = 5_000
+    url = build(str(tmp_path / "c"), n, _schema())
+    col = zc.open_collection(url, mode="rw")
+    for i in range(3):
+        col.insert(new_partition(n, i, WIDTH))
+    log = CatalogLog(col.aio.spec)
+    versions = sync(log.versions())
+    assert versions == [1, 2, 3, 4, 5]
+    roots = [sync(log.version_object(v)) for v in versions[1:]]
+    named = {n for r in roots if isinstance(r, Root) for n in r.names}
+    got: list[str] = []
+    original = LocalStore.get
+
+    async def get(self: Any, key: str) -> bytes | None:
+        got.append(key)
+        return await original(self, key)
+
+    monkeypatch.setattr(LocalStore, "get", get)
+    survey = sync(log.survey())
+    fetched = [k for k in got if k.startswith(SEGMENT_DIR)]
+    assert sorted(fetched) == sorted(f"{SEGMENT_DIR}/{n}.zseg" for n in named)  # once each
+    assert [c.version for c in survey.intact] == versions
+    assert len(survey.intact[-1]) == n + 3 and len(survey.intact[-2]) == 0  # headers only
+    assert survey.damaged == () and survey.damaged_segments == ()
+    # The second segment is shared by every root; a damaged copy damages all of them.
+    shared = roots[0].names[1]
+    assert all(shared in r.names for r in roots if isinstance(r, Root))
+    (tmp_path / "c" / SEGMENT_DIR / f"{shared}.zseg").write_bytes(b"damaged")
+    survey = sync(log.survey())
+    assert [v for v, _ in survey.damaged] == versions[1:]
+    assert [c.version for c in survey.intact] == [1]
+    assert [k for k, _ in survey.damaged_segments] == [f"{SEGMENT_DIR}/{shared}.zseg"]
