@@ -191,12 +191,27 @@ class AsyncCollection:
         names = self._check_variables(variables)
         spec = await self.spec.pinned()  # a read-only spec workers can open
         predicate = compile_filter(filters, self.partitioning.keys)
-        if predicate is None:
-            catalog = await self.catalog(refresh=True)
-        else:  # only the catalog segments the filter may match (it is applied below)
+        # The catalog comes from the snapshot the data are read from: a writer's
+        # spec (Icechunk) pins the branch tip, and a commit landing before the
+        # catalog's read would name partitions that snapshot lacks.
+        if spec is self.spec:
             await self.spec.refresh()
-            catalog = await self.discovery.load(by_filter(predicate))
+            discovery = self.discovery
+        else:
+            discovery = self.discovery_of(spec)
+        # Only the catalog segments the filter may match (it is applied below).
+        catalog = await discovery.load(by_filter(predicate))
+        if predicate is None and spec is self.spec:
+            self._catalog = catalog
         return collection_from(spec, self.config, catalog, names, filters)
+
+    def discovery_of(self, spec: StoreSpec) -> CatalogDiscovery:
+        """The catalog discovery over ``spec`` (this collection's own for its spec)."""
+        if spec is self.spec:
+            return self.discovery
+        return CatalogDiscovery(
+            spec, self.config.partitioning, self.config.schema[self.config.axis_variable].dtype
+        )
 
     async def query(
         self, *, filters: FilterLike = None, variables: Sequence[str] | None = None

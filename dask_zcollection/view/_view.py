@@ -182,9 +182,7 @@ class AsyncView:
         """
         part, dtype = self.base.partitioning, self.discovery.axis_dtype
         return (
-            self.base.discovery
-            if base_spec is self.base.spec
-            else CatalogDiscovery(base_spec, part, dtype),
+            self.base.discovery_of(base_spec),
             self.discovery if view_spec is self.spec else CatalogDiscovery(view_spec, part, dtype),
         )
 

@@ -422,3 +422,36 @@ def test_put_many_keeps_the_root_group_it_writes(tmp_path: Path) -> None:
     assert sync(writer.get("zarr.json")) == root
     assert sorted(sync(writer.list_dir(""))) == ["blob", "g", "h", "zarr.json"]
     assert sync(writer.get("blob")) == b"1"
+
+
+def test_a_lazy_read_takes_its_catalog_from_the_snapshot_it_reads(
+    tmp_path: Path, factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit landing while a read-write collection plans a read never mixes two snapshots.
+
+    The data are read from the snapshot pinned first; a catalog read from the
+    branch tip after another commit named a partition that snapshot lacks.
+    """
+    url = f"icechunk://{tmp_path}/repo"
+    factory.create(url).insert(factory.data(_months(1)))
+    col = zc.open_collection(url, mode="rw")
+    other = zc.open_collection(url, mode="rw")
+    pinned = IcechunkStore.pinned
+    landed: list[bool] = []
+
+    async def pinned_then_commit(self: IcechunkStore, version: str | None = None) -> IcechunkStore:
+        spec = await pinned(self, version)
+        if not landed:  # another writer commits right after the snapshot is taken
+            landed.append(True)
+            await asyncio.to_thread(other.insert, factory.data(_months(2), seed=1))
+        return spec
+
+    monkeypatch.setattr(IcechunkStore, "pinned", pinned_then_commit)
+    lazy = col.lazy()
+    monkeypatch.undo()
+    assert landed
+    ds = lazy.compute()
+    # One snapshot: January only (February landed after the snapshot was taken).
+    assert_arrays_identical(ds["time"].values, _months(1), "time")
+    ds = zc.read_collection(url).compute()
+    assert_arrays_identical(ds["time"].values, _months(1, 2), "time")
