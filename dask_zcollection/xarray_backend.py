@@ -32,6 +32,7 @@ from xarray.backends import BackendArray, BackendEntrypoint
 from xarray.core import indexing
 
 from ._sync import sync
+from ._xarray_index import AxisIndex, LazyAxis
 from .catalog._discovery import IMMUTABLE_PATH
 from .errors import CorruptedDataError, InvalidInputError, NotFoundError, StorageError
 from .io import CONFIG_KEY, ReadSource, read_block
@@ -140,12 +141,58 @@ class ZCollectionArray(BackendArray):
             raise StorageError(f"cannot read {arr.key!r}: {err}") from err
 
 
-def _block_chunks(lazy: LazyCollection, variable: str, ranges: numpy.ndarray) -> tuple[int, ...]:
-    """The rows of each block of ``variable`` (a block per zarr chunk inside each partition)."""
-    from .expr import ReadBlocks
+def _dask_chunks(ranges: numpy.ndarray, chunk: int, row_bytes: int) -> tuple[int, ...]:
+    """Rows of each dask chunk (``chunks={}``): whole partitions, split when too large.
 
-    blocks = ReadBlocks(lazy.source, lazy.catalog, variable, ranges)
-    return blocks.chunks[0]
+    A chunk never crosses a partition's end, and is split only on the zarr chunk
+    edges of its partition, into pieces of at most dask's ``array.chunk-size``
+    (128 MiB by default). One task per partition rather than per zarr chunk: a
+    task decodes its chunks concurrently into one block, and the tasks (and
+    blocks xarray concatenates) are fewer (figures in ``docs/xarray.md``).
+    """
+    import dask
+    from dask.utils import parse_bytes
+
+    target = parse_bytes(dask.config.get("array.chunk-size", "128MiB"))
+    # Zarr chunks per dask chunk: at least one.
+    per = max(1, target // max(1, row_bytes * chunk)) if chunk else 1
+    step = per * chunk if chunk else 0
+    sizes: list[int] = []
+    for start, stop in ranges.tolist():
+        if stop <= start:
+            continue
+        edge = ((start // step) + 1) * step if step else stop
+        while edge < stop:
+            sizes.append(edge - start)
+            start, edge = edge, edge + step
+        sizes.append(stop - start)
+    return tuple(sizes)
+
+
+def _lazy_axis(
+    array: ZCollectionArray, expr: Any, ranges: numpy.ndarray, spec: Any
+) -> LazyAxis | None:
+    """The axis read on demand, when the catalog's statistics place every partition.
+
+    ``None`` (read the axis at open) without statistics, for an axis CF decoding
+    transforms, or when the partitions' ranges overlap (the axis is then not
+    sorted across partitions, and pandas would answer differently).
+    """
+    catalog = expr.catalog
+    if (
+        not catalog.has_stats
+        or (catalog.rows < 0).any()
+        or spec.dtype.kind not in "iufM"
+        or spec.fill_value is not None
+        or {"scale_factor", "add_offset"} & set(spec.attrs)
+    ):
+        return None
+    lo, hi = catalog.bounds(expr.operand("time_range"))
+    lo = numpy.asarray(lo, dtype=spec.dtype)
+    hi = numpy.asarray(hi, dtype=spec.dtype)
+    if not LazyAxis.ordered(lo, hi, ranges[:, 1] - ranges[:, 0]):
+        return None
+    return LazyAxis(array, lo, hi)
 
 
 def _open_collection(
@@ -178,6 +225,8 @@ class _Opened:
         from .expr import ReadPartitions
 
         self.lazy = lazy
+        #: The axis read on demand (``None``: read at open, a plain pandas index).
+        self.lazy_axis: LazyAxis | None = None
         config = lazy.source.config
         self.axis, self.axis_variable = config.axis, config.axis_variable
         expr, rows = lazy._block_ranges()
@@ -203,7 +252,15 @@ class _Opened:
             # datetime64 "dtype" would make xarray cast its encoded numbers to datetimes).
             encoding: dict[str, Any] = {} if spec.dtype.kind in "mM" else {"dtype": spec.dtype}
             if not spec.immutable:
-                chunks = _block_chunks(lazy, path, ranges) or (0,)  # (0,): nothing selected
+                tail = [dims[d].size or 0 for d in spec.dimensions[1:]]
+                row_bytes = int(numpy.prod(tail, dtype="int64")) * spec.dtype.itemsize
+                chunk = dims[spec.dimensions[0]].chunks or 0
+                chunks = _dask_chunks(ranges, chunk, row_bytes) or (0,)  # (0,): nothing selected
+                # The zarr chunks, as xarray's zarr backend records them (a copy to another
+                # store or collection keeps them).
+                encoding["chunks"] = tuple(
+                    dims[d].chunks or dims[d].size or 0 for d in spec.dimensions
+                )
                 encoding["preferred_chunks"] = {
                     spec.dimensions[0]: chunks,
                     **{d: dims[d].size for d in spec.dimensions[1:]},
@@ -213,7 +270,9 @@ class _Opened:
                 attrs["_FillValue"] = spec.fill_value
             data: Any = indexing.LazilyIndexedArray(array)
             if path == self.axis_variable:
-                data = array[indexing.BasicIndexer((slice(None),))]  # the index: read it now
+                self.lazy_axis = _lazy_axis(array, expr, ranges, spec)
+                if self.lazy_axis is None:  # no usable statistics: read the index now
+                    data = array[indexing.BasicIndexer((slice(None),))]
             self.groups[group][name] = xarray.Variable(spec.dimensions, data, attrs, encoding)
 
     def dataset(self, group: str, decoders: Mapping[str, Any], with_axis: bool) -> xarray.Dataset:
@@ -245,8 +304,23 @@ class _Opened:
             for k, v in decoded.items()
             if k in coord_names or (v.ndim == 1 and v.dims[0] == k) or (has_axis and k == axis_name)
         }
+        lazy_axis = self.lazy_axis if has_axis else None
+        if lazy_axis is not None and decoded[axis_name].dtype != lazy_axis.array.dtype:
+            lazy_axis = None  # CF decoding changed the values: index the decoded ones
+        index_coords = None
+        if lazy_axis is not None:
+            # The lazy index (``_xarray_index``): nothing of the axis is read until a query
+            # needs it.
+            decoded = dict(decoded)
+            var = decoded.pop(axis_name)
+            index = AxisIndex(lazy_axis, axis_name, str(var.dims[0]))
+            index_coords = xarray.Coordinates(
+                index.create_variables({axis_name: var}), indexes={axis_name: index}
+            )
         ds = xarray.Dataset(decoded, attrs=attrs).set_coords(sorted(coords & set(decoded)))
-        if has_axis and axis_name not in ds.xindexes:
+        if index_coords is not None:
+            ds = ds.assign_coords(index_coords)
+        elif has_axis and axis_name not in ds.xindexes:
             ds = ds.set_xindex(axis_name)  # ``time`` along ``num_lines``: a non-dimension index
         return ds
 
