@@ -6,12 +6,14 @@
 
 Registered as the ``zcollection`` entry point of ``xarray.backends``. Opening
 reads the descriptor and the catalog (a filter prunes partitions there, before
-anything else is read), then the axis variable of the selected partitions, which
-becomes the index along the partitioned dimension. Every other variable is a
+anything else is read), nothing more: the axis variable is the index along the
+partitioned dimension, an :class:`~dask_zcollection._xarray_index.AxisIndex`
+that the catalog's per-partition min/max place, so ``sel`` on a label range
+reads the axis of the partitions it touches only (a plain pandas index read at
+open when the catalog cannot place them). Every other variable is a
 :class:`ZCollectionArray`: lazy, read only for the rows an indexing asks (one
-concurrent read per partition touched). With ``chunks={}`` the dask chunks are
-our blocks (a block per zarr chunk inside each partition, as
-:meth:`~dask_zcollection.LazyCollection.to_dask_array` makes them).
+concurrent read per partition touched). With ``chunks={}`` a dask chunk is a
+partition (split on its zarr chunk edges above dask's ``array.chunk-size``).
 
 CF decoding follows ``xr.open_dataset``: a variable's fill value is its
 ``_FillValue``; ``mask_and_scale=True`` (the default) turns it into NaN (an

@@ -619,3 +619,21 @@ def test_axis_index_falls_back_when_partitions_overlap(memory_url: str) -> None:
     ds = xarray.open_dataset(memory_url, engine=ENGINE)
     assert type(ds.xindexes["time"]) is xarray.indexes.PandasIndex
     numpy.testing.assert_array_equal(ds.sel(time=t[7])["pass_number"].values, 1)
+
+
+def test_backend_dask_chunks_are_partitions_split_above_the_chunk_size(monthly: Any) -> None:
+    import dask
+
+    url, data = monthly
+    ds = xarray.open_dataset(url, engine=ENGINE, chunks={})
+    # A chunk per month (a row every 12 h); the zarr chunks (4 rows) in the encoding.
+    assert ds["ssh"].chunks == ((62, 58, 62, 60), (3,))
+    assert ds["ssh"].encoding["chunks"] == (4, 3)
+    assert numpy.array_equal(ds["ssh"].values, data["ssh"], equal_nan=True)
+    # Above dask's chunk-size a partition splits on its zarr chunk edges: at 3 chunks
+    # (3 x 4 rows x 3 values) per dask chunk, January is 12 + 12 + 12 + 12 + 12 + 2.
+    with dask.config.set({"array.chunk-size": 3 * 4 * 3 * ds["ssh"].dtype.itemsize}):
+        small = xarray.open_dataset(url, engine=ENGINE, chunks={})
+    rows = small["ssh"].chunks[0]
+    assert rows[:6] == (12, 12, 12, 12, 12, 2) and sum(rows) == 242
+    assert numpy.array_equal(small["ssh"].values, data["ssh"], equal_nan=True)
