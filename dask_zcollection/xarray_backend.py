@@ -221,7 +221,9 @@ def _open_collection(
 class _Opened:
     """The raw (undecoded) xarray variables of an opened collection, by group."""
 
-    def __init__(self, lazy: LazyCollection, drop_variables: Iterable[str]) -> None:
+    def __init__(
+        self, lazy: LazyCollection, drop_variables: Iterable[str], lazy_index: bool = True
+    ) -> None:
         import xarray
 
         from .expr import ReadPartitions
@@ -272,7 +274,7 @@ class _Opened:
                 attrs["_FillValue"] = spec.fill_value
             data: Any = indexing.LazilyIndexedArray(array)
             if path == self.axis_variable:
-                self.lazy_axis = _lazy_axis(array, expr, ranges, spec)
+                self.lazy_axis = _lazy_axis(array, expr, ranges, spec) if lazy_index else None
                 if self.lazy_axis is None:  # no usable statistics: read the index now
                     data = array[indexing.BasicIndexer((slice(None),))]
             self.groups[group][name] = xarray.Variable(spec.dimensions, data, attrs, encoding)
@@ -339,8 +341,10 @@ class ZCollectionBackendEntrypoint(BackendEntrypoint):
     also hold a time range on the axis variable, ``{"time": slice(a, b)}``,
     bounds included), ``variables``
     (paths to read; the axis variable is always read, for the index),
-    ``storage_options``, ``version`` (Icechunk snapshot, tag or branch) and
-    ``group`` (``open_dataset`` only; the root group by default).
+    ``storage_options``, ``version`` (Icechunk snapshot, tag or branch),
+    ``group`` (``open_dataset`` only; the root group by default) and
+    ``lazy_index`` (``False``: read the axis at open into a plain pandas index,
+    which aligns with other xarray objects' indexes; see ``docs/xarray.md``).
     """
 
     description = "Open a dask_zcollection collection (partitioned Zarr v3 groups)"
@@ -359,6 +363,7 @@ class ZCollectionBackendEntrypoint(BackendEntrypoint):
         "variables",
         "storage_options",
         "version",
+        "lazy_index",
     )
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
@@ -394,10 +399,17 @@ class ZCollectionBackendEntrypoint(BackendEntrypoint):
         variables: Sequence[str] | None = None,
         storage_options: Mapping[str, Any] | None = None,
         version: str | None = None,
+        lazy_index: bool = True,
     ) -> xarray.Dataset:
         """One group of the collection (the root by default) as a lazy ``xarray.Dataset``."""
         opened = self._open(
-            filename_or_obj, drop_variables, filters, variables, storage_options, version
+            filename_or_obj,
+            drop_variables,
+            filters,
+            variables,
+            storage_options,
+            version,
+            lazy_index,
         )
         name = (group or "").strip("/")
         if name not in opened.groups:
@@ -430,10 +442,17 @@ class ZCollectionBackendEntrypoint(BackendEntrypoint):
         variables: Sequence[str] | None = None,
         storage_options: Mapping[str, Any] | None = None,
         version: str | None = None,
+        lazy_index: bool = True,
     ) -> dict[str, xarray.Dataset]:
         """Every group as a dataset, by path (``"/"``, ``"/data_01/ku"``)."""
         opened = self._open(
-            filename_or_obj, drop_variables, filters, variables, storage_options, version
+            filename_or_obj,
+            drop_variables,
+            filters,
+            variables,
+            storage_options,
+            version,
+            lazy_index,
         )
         decoders = _decoders(
             mask_and_scale=mask_and_scale,
@@ -467,6 +486,7 @@ class ZCollectionBackendEntrypoint(BackendEntrypoint):
         variables: Sequence[str] | None,
         storage_options: Mapping[str, Any] | None,
         version: str | None,
+        lazy_index: bool = True,
     ) -> _Opened:
         lazy = _open_collection(filename_or_obj, None, None, storage_options, version)
         axis = lazy.source.config.axis_variable
@@ -482,4 +502,4 @@ class ZCollectionBackendEntrypoint(BackendEntrypoint):
             # The axis variable is always read: it is the index.
             lazy = lazy[[*names, axis] if axis not in names else names]
         drop = [drop_variables] if isinstance(drop_variables, str) else list(drop_variables or ())
-        return _Opened(lazy, drop)
+        return _Opened(lazy, drop, lazy_index)

@@ -637,3 +637,17 @@ def test_backend_dask_chunks_are_partitions_split_above_the_chunk_size(monthly: 
     rows = small["ssh"].chunks[0]
     assert rows[:6] == (12, 12, 12, 12, 12, 2) and sum(rows) == 242
     assert numpy.array_equal(small["ssh"].values, data["ssh"], equal_nan=True)
+
+
+def test_backend_lazy_index_false_reads_the_axis_at_open(monthly: Any) -> None:
+    """The escape hatch: a pandas index, which aligns with a selection of itself."""
+    url, data = monthly
+    spec = counting_spec(url)
+    reset_reads(spec.tag)
+    ds = xarray.open_dataset(spec, engine=ENGINE, lazy_index=False)
+    assert type(ds.xindexes["time"]) is xarray.indexes.PandasIndex
+    assert {k.split("/")[2] for k in chunk_reads(spec.tag) if "=" in k} == {"time"}
+    diff = ds["ssh"] - ds["ssh"].isel(time=slice(0, 10))  # aligned: an inner join
+    assert diff.sizes["time"] == 10
+    assert numpy.nanmax(numpy.abs(diff.values)) == 0
+    numpy.testing.assert_array_equal(diff["time"].values, data["time"][:10])
