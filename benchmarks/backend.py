@@ -7,7 +7,7 @@ and a full ``.load()``; xarray opens the same partitions with
 range). The note gives each figure over our own ``read_collection`` path on the
 same selection (the backend adds the opening of the xarray objects).
 
-Rows ending in ``.dask`` open with ``chunks={}`` (dask arrays, a chunk per partition);
+Rows ending in ``.dask`` open with ``chunks={}`` (dask arrays over our blocks);
 the others with xarray's default ``chunks=None`` (lazily indexed arrays: one
 concurrent read per partition touched, no dask graph).
 """

@@ -12,8 +12,9 @@ that the catalog's per-partition min/max place, so ``sel`` on a label range
 reads the axis of the partitions it touches only (a plain pandas index read at
 open when the catalog cannot place them). Every other variable is a
 :class:`ZCollectionArray`: lazy, read only for the rows an indexing asks (one
-concurrent read per partition touched). With ``chunks={}`` a dask chunk is a
-partition (split on its zarr chunk edges above dask's ``array.chunk-size``).
+concurrent read per partition touched). With ``chunks={}`` the dask chunks are
+our blocks (a block per zarr chunk inside each partition, as
+:meth:`~dask_zcollection.LazyCollection.to_dask_array` makes them).
 
 CF decoding follows ``xr.open_dataset``: a variable's fill value is its
 ``_FillValue``; ``mask_and_scale=True`` (the default) turns it into NaN (an
@@ -143,32 +144,12 @@ class ZCollectionArray(BackendArray):
             raise StorageError(f"cannot read {arr.key!r}: {err}") from err
 
 
-def _dask_chunks(ranges: numpy.ndarray, chunk: int, row_bytes: int) -> tuple[int, ...]:
-    """Rows of each dask chunk (``chunks={}``): whole partitions, split when too large.
+def _block_chunks(lazy: LazyCollection, variable: str, ranges: numpy.ndarray) -> tuple[int, ...]:
+    """The rows of each block of ``variable`` (a block per zarr chunk inside each partition)."""
+    from .expr import ReadBlocks
 
-    A chunk never crosses a partition's end, and is split only on the zarr chunk
-    edges of its partition, into pieces of at most dask's ``array.chunk-size``
-    (128 MiB by default). One task per partition rather than per zarr chunk: a
-    task decodes its chunks concurrently into one block, and the tasks (and
-    blocks xarray concatenates) are fewer (figures in ``docs/xarray.md``).
-    """
-    import dask
-    from dask.utils import parse_bytes
-
-    target = parse_bytes(dask.config.get("array.chunk-size", "128MiB"))
-    # Zarr chunks per dask chunk: at least one.
-    per = max(1, target // max(1, row_bytes * chunk)) if chunk else 1
-    step = per * chunk if chunk else 0
-    sizes: list[int] = []
-    for start, stop in ranges.tolist():
-        if stop <= start:
-            continue
-        edge = ((start // step) + 1) * step if step else stop
-        while edge < stop:
-            sizes.append(edge - start)
-            start, edge = edge, edge + step
-        sizes.append(stop - start)
-    return tuple(sizes)
+    blocks = ReadBlocks(lazy.source, lazy.catalog, variable, ranges)
+    return blocks.chunks[0]
 
 
 def _lazy_axis(
@@ -256,15 +237,7 @@ class _Opened:
             # datetime64 "dtype" would make xarray cast its encoded numbers to datetimes).
             encoding: dict[str, Any] = {} if spec.dtype.kind in "mM" else {"dtype": spec.dtype}
             if not spec.immutable:
-                tail = [dims[d].size or 0 for d in spec.dimensions[1:]]
-                row_bytes = int(numpy.prod(tail, dtype="int64")) * spec.dtype.itemsize
-                chunk = dims[spec.dimensions[0]].chunks or 0
-                chunks = _dask_chunks(ranges, chunk, row_bytes) or (0,)  # (0,): nothing selected
-                # The zarr chunks, as xarray's zarr backend records them (a copy to another
-                # store or collection keeps them).
-                encoding["chunks"] = tuple(
-                    dims[d].chunks or dims[d].size or 0 for d in spec.dimensions
-                )
+                chunks = _block_chunks(lazy, path, ranges) or (0,)  # (0,): nothing selected
                 encoding["preferred_chunks"] = {
                     spec.dimensions[0]: chunks,
                     **{d: dims[d].size for d in spec.dimensions[1:]},

@@ -146,10 +146,8 @@ def test_fixtures_open_through_the_backend(fixtures_dir: Path, name: str) -> Non
         assert got.dtype == values.dtype, path
         assert numpy.array_equal(got.values, values, equal_nan=values.dtype.kind in "fmM"), path
         if var != lazy.source.config.axis_variable and var != "x_ac":
-            # A dask chunk per partition (each far below dask's chunk-size).
-            rows = tuple(b - a for a, b in lazy._block_ranges()[1] if b > a)
-            assert got.chunks[0] == rows, path
-            assert got.chunks[1:] == lazy.to_dask_array(path).chunks[1:], path
+            # dask chunks = our blocks (a block per zarr chunk inside each partition).
+            assert got.chunks == lazy.to_dask_array(path).chunks, path
     if name == "date_monthly":  # a nested group inherits the index
         t = expected["time"]
         ku = raw["/data_01/ku"].sel(time=slice(t[100], t[300]))
@@ -619,24 +617,6 @@ def test_axis_index_falls_back_when_partitions_overlap(memory_url: str) -> None:
     ds = xarray.open_dataset(memory_url, engine=ENGINE)
     assert type(ds.xindexes["time"]) is xarray.indexes.PandasIndex
     numpy.testing.assert_array_equal(ds.sel(time=t[7])["pass_number"].values, 1)
-
-
-def test_backend_dask_chunks_are_partitions_split_above_the_chunk_size(monthly: Any) -> None:
-    import dask
-
-    url, data = monthly
-    ds = xarray.open_dataset(url, engine=ENGINE, chunks={})
-    # A chunk per month (a row every 12 h); the zarr chunks (4 rows) in the encoding.
-    assert ds["ssh"].chunks == ((62, 58, 62, 60), (3,))
-    assert ds["ssh"].encoding["chunks"] == (4, 3)
-    assert numpy.array_equal(ds["ssh"].values, data["ssh"], equal_nan=True)
-    # Above dask's chunk-size a partition splits on its zarr chunk edges: at 3 chunks
-    # (3 x 4 rows x 3 values) per dask chunk, January is 12 + 12 + 12 + 12 + 12 + 2.
-    with dask.config.set({"array.chunk-size": 3 * 4 * 3 * ds["ssh"].dtype.itemsize}):
-        small = xarray.open_dataset(url, engine=ENGINE, chunks={})
-    rows = small["ssh"].chunks[0]
-    assert rows[:6] == (12, 12, 12, 12, 12, 2) and sum(rows) == 242
-    assert numpy.array_equal(small["ssh"].values, data["ssh"], equal_nan=True)
 
 
 def test_backend_lazy_index_false_reads_the_axis_at_open(monthly: Any) -> None:
