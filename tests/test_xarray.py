@@ -631,3 +631,20 @@ def test_backend_lazy_index_false_reads_the_axis_at_open(monthly: Any) -> None:
     assert diff.sizes["time"] == 10
     assert numpy.nanmax(numpy.abs(diff.values)) == 0
     numpy.testing.assert_array_equal(diff["time"].values, data["time"][:10])
+
+
+def test_axis_index_of_a_time_range_filter(factory: Any, memory_url: str) -> None:
+    """End partitions trimmed by the filter: their bounds are the catalog's, clipped."""
+    col = factory.create(memory_url)
+    t = numpy.arange("2024-01-01", "2024-05-01", numpy.timedelta64(5, "h"), dtype="M8[ns]")
+    col.insert(factory.data(t, seed=1))
+    lo, hi = numpy.datetime64("2024-01-20T03"), numpy.datetime64("2024-03-10T07")
+    ds = xarray.open_dataset(memory_url, engine=ENGINE, filters={"time": slice(lo, hi)})
+    assert type(ds.xindexes["time"]).__name__ == "AxisIndex"
+    kept = t[(t >= lo) & (t <= hi)]
+    plain = xarray.Dataset(coords={"time": kept})
+    bounds = [None, "2024-01", "2024-01-20", "2024-02-15", "2024-03-10", kept[3], kept[-1], "2025"]
+    for a in bounds:
+        for b in bounds:
+            got = ds.sel(time=slice(a, b))["time"].values
+            numpy.testing.assert_array_equal(got, plain.sel(time=slice(a, b))["time"].values)
