@@ -3,15 +3,16 @@
 :class:`AxisIndex` is an ``xarray.Index`` over the axis variable of the opened
 partitions. Opening reads none of it: the catalog records each partition's row
 count and axis min/max, enough for ``sel(time=slice(a, b))`` to find the
-partitions a label range touches. Only the axis of the (at most two) partitions
-at the ends of the range is read, to place the bounds exactly; partitions in
-between lie wholly inside. The bounds are cast by pandas itself (partial date
-strings, units), on the per-partition min/max and on the edge values, so the
-positions are those plain xarray finds.
+partitions a label range touches. Only their axis is read (concurrently); the
+two at the ends place the bounds exactly, those in between lie wholly inside.
+The bounds are cast by pandas itself (partial date strings, units), on the
+per-partition min/max and on the end partitions' values, so the positions are
+those plain xarray finds. The selection's result carries a plain
+:class:`~xarray.indexes.PandasIndex` of the rows read.
 
 Everything else (scalar or array labels, ``method=``, alignment, ``to_pandas_index``
-for ``resample``/``groupby``) reads the axis of the window once (cached) and
-answers with a plain :class:`xarray.indexes.PandasIndex`.
+for ``resample``/``groupby``) reads the whole axis once (cached) and answers with
+a :class:`~xarray.indexes.PandasIndex`.
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ class LazyAxis:
         self.offsets = array.offsets
         self._values: numpy.ndarray | None = None
         self._index: pandas.Index | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A worker reads what it needs: the cached values do not travel.
+        return {**self.__dict__, "_values": None, "_index": None}
 
     @staticmethod
     def ordered(lo: numpy.ndarray, hi: numpy.ndarray, rows: numpy.ndarray) -> bool:

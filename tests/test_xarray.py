@@ -648,3 +648,17 @@ def test_axis_index_of_a_time_range_filter(factory: Any, memory_url: str) -> Non
         for b in bounds:
             got = ds.sel(time=slice(a, b))["time"].values
             numpy.testing.assert_array_equal(got, plain.sel(time=slice(a, b))["time"].values)
+
+
+def test_axis_index_pickles_without_its_values(monthly: Any) -> None:
+    """A dataset sent to workers: the lazy index travels without the axis it read."""
+    import pickle
+
+    url, data = monthly
+    ds = xarray.open_dataset(url, engine=ENGINE)
+    small = len(pickle.dumps(ds))
+    numpy.testing.assert_array_equal(ds["time"].values, data["time"])  # read and cached
+    assert len(pickle.dumps(ds)) == small
+    back = pickle.loads(pickle.dumps(ds))
+    sel = back.sel(time=slice(LO, HI))
+    numpy.testing.assert_array_equal(sel["time"].values, data["time"][_in_range(data["time"])])
