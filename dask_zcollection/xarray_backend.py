@@ -6,8 +6,11 @@
 
 Registered as the ``zcollection`` entry point of ``xarray.backends``. Opening
 reads the descriptor and the catalog (a filter prunes partitions there, before
-anything else is read), then the axis variable of the selected partitions, which
-becomes the index along the partitioned dimension. Every other variable is a
+anything else is read), nothing more: the axis variable is the index along the
+partitioned dimension, an :class:`~dask_zcollection._xarray_index.AxisIndex`
+that the catalog's per-partition min/max place, so ``sel`` on a label range
+reads the axis of the partitions it touches only (a plain pandas index read at
+open when the catalog cannot place them). Every other variable is a
 :class:`ZCollectionArray`: lazy, read only for the rows an indexing asks (one
 concurrent read per partition touched). With ``chunks={}`` the dask chunks are
 our blocks (a block per zarr chunk inside each partition, as
@@ -32,6 +35,7 @@ from xarray.backends import BackendArray, BackendEntrypoint
 from xarray.core import indexing
 
 from ._sync import sync
+from ._xarray_index import AxisIndex, LazyAxis
 from .catalog._discovery import IMMUTABLE_PATH
 from .errors import CorruptedDataError, InvalidInputError, NotFoundError, StorageError
 from .io import CONFIG_KEY, ReadSource, read_block
@@ -148,6 +152,32 @@ def _block_chunks(lazy: LazyCollection, variable: str, ranges: numpy.ndarray) ->
     return blocks.chunks[0]
 
 
+def _lazy_axis(
+    array: ZCollectionArray, expr: Any, ranges: numpy.ndarray, spec: Any
+) -> LazyAxis | None:
+    """The axis read on demand, when the catalog's statistics place every partition.
+
+    ``None`` (read the axis at open) without statistics, for an axis CF decoding
+    transforms, or when the partitions' ranges overlap (the axis is then not
+    sorted across partitions, and pandas would answer differently).
+    """
+    catalog = expr.catalog
+    if (
+        not catalog.has_stats
+        or (catalog.rows < 0).any()
+        or spec.dtype.kind not in "iufM"
+        or spec.fill_value is not None
+        or {"scale_factor", "add_offset"} & set(spec.attrs)
+    ):
+        return None
+    lo, hi = catalog.bounds(expr.operand("time_range"))
+    lo = numpy.asarray(lo, dtype=spec.dtype)
+    hi = numpy.asarray(hi, dtype=spec.dtype)
+    if not LazyAxis.ordered(lo, hi, ranges[:, 1] - ranges[:, 0]):
+        return None
+    return LazyAxis(array, lo, hi)
+
+
 def _open_collection(
     filename_or_obj: Any,
     filters: Any,
@@ -172,12 +202,16 @@ def _open_collection(
 class _Opened:
     """The raw (undecoded) xarray variables of an opened collection, by group."""
 
-    def __init__(self, lazy: LazyCollection, drop_variables: Iterable[str]) -> None:
+    def __init__(
+        self, lazy: LazyCollection, drop_variables: Iterable[str], lazy_index: bool = True
+    ) -> None:
         import xarray
 
         from .expr import ReadPartitions
 
         self.lazy = lazy
+        #: The axis read on demand (``None``: read at open, a plain pandas index).
+        self.lazy_axis: LazyAxis | None = None
         config = lazy.source.config
         self.axis, self.axis_variable = config.axis, config.axis_variable
         expr, rows = lazy._block_ranges()
@@ -213,7 +247,9 @@ class _Opened:
                 attrs["_FillValue"] = spec.fill_value
             data: Any = indexing.LazilyIndexedArray(array)
             if path == self.axis_variable:
-                data = array[indexing.BasicIndexer((slice(None),))]  # the index: read it now
+                self.lazy_axis = _lazy_axis(array, expr, ranges, spec) if lazy_index else None
+                if self.lazy_axis is None:  # no usable statistics: read the index now
+                    data = array[indexing.BasicIndexer((slice(None),))]
             self.groups[group][name] = xarray.Variable(spec.dimensions, data, attrs, encoding)
 
     def dataset(self, group: str, decoders: Mapping[str, Any], with_axis: bool) -> xarray.Dataset:
@@ -245,8 +281,23 @@ class _Opened:
             for k, v in decoded.items()
             if k in coord_names or (v.ndim == 1 and v.dims[0] == k) or (has_axis and k == axis_name)
         }
+        lazy_axis = self.lazy_axis if has_axis else None
+        if lazy_axis is not None and decoded[axis_name].dtype != lazy_axis.array.dtype:
+            lazy_axis = None  # CF decoding changed the values: index the decoded ones
+        index_coords = None
+        if lazy_axis is not None:
+            # The lazy index (``_xarray_index``): nothing of the axis is read until a query
+            # needs it.
+            decoded = dict(decoded)
+            var = decoded.pop(axis_name)
+            index = AxisIndex(lazy_axis, axis_name, str(var.dims[0]))
+            index_coords = xarray.Coordinates(
+                index.create_variables({axis_name: var}), indexes={axis_name: index}
+            )
         ds = xarray.Dataset(decoded, attrs=attrs).set_coords(sorted(coords & set(decoded)))
-        if has_axis and axis_name not in ds.xindexes:
+        if index_coords is not None:
+            ds = ds.assign_coords(index_coords)
+        elif has_axis and axis_name not in ds.xindexes:
             ds = ds.set_xindex(axis_name)  # ``time`` along ``num_lines``: a non-dimension index
         return ds
 
@@ -263,8 +314,10 @@ class ZCollectionBackendEntrypoint(BackendEntrypoint):
     also hold a time range on the axis variable, ``{"time": slice(a, b)}``,
     bounds included), ``variables``
     (paths to read; the axis variable is always read, for the index),
-    ``storage_options``, ``version`` (Icechunk snapshot, tag or branch) and
-    ``group`` (``open_dataset`` only; the root group by default).
+    ``storage_options``, ``version`` (Icechunk snapshot, tag or branch),
+    ``group`` (``open_dataset`` only; the root group by default) and
+    ``lazy_index`` (``False``: read the axis at open into a plain pandas index,
+    which aligns with other xarray objects' indexes; see ``docs/xarray.md``).
     """
 
     description = "Open a dask_zcollection collection (partitioned Zarr v3 groups)"
@@ -283,6 +336,7 @@ class ZCollectionBackendEntrypoint(BackendEntrypoint):
         "variables",
         "storage_options",
         "version",
+        "lazy_index",
     )
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
@@ -318,10 +372,17 @@ class ZCollectionBackendEntrypoint(BackendEntrypoint):
         variables: Sequence[str] | None = None,
         storage_options: Mapping[str, Any] | None = None,
         version: str | None = None,
+        lazy_index: bool = True,
     ) -> xarray.Dataset:
         """One group of the collection (the root by default) as a lazy ``xarray.Dataset``."""
         opened = self._open(
-            filename_or_obj, drop_variables, filters, variables, storage_options, version
+            filename_or_obj,
+            drop_variables,
+            filters,
+            variables,
+            storage_options,
+            version,
+            lazy_index,
         )
         name = (group or "").strip("/")
         if name not in opened.groups:
@@ -354,10 +415,17 @@ class ZCollectionBackendEntrypoint(BackendEntrypoint):
         variables: Sequence[str] | None = None,
         storage_options: Mapping[str, Any] | None = None,
         version: str | None = None,
+        lazy_index: bool = True,
     ) -> dict[str, xarray.Dataset]:
         """Every group as a dataset, by path (``"/"``, ``"/data_01/ku"``)."""
         opened = self._open(
-            filename_or_obj, drop_variables, filters, variables, storage_options, version
+            filename_or_obj,
+            drop_variables,
+            filters,
+            variables,
+            storage_options,
+            version,
+            lazy_index,
         )
         decoders = _decoders(
             mask_and_scale=mask_and_scale,
@@ -391,6 +459,7 @@ class ZCollectionBackendEntrypoint(BackendEntrypoint):
         variables: Sequence[str] | None,
         storage_options: Mapping[str, Any] | None,
         version: str | None,
+        lazy_index: bool = True,
     ) -> _Opened:
         lazy = _open_collection(filename_or_obj, None, None, storage_options, version)
         axis = lazy.source.config.axis_variable
@@ -406,4 +475,4 @@ class ZCollectionBackendEntrypoint(BackendEntrypoint):
             # The axis variable is always read: it is the index.
             lazy = lazy[[*names, axis] if axis not in names else names]
         drop = [drop_variables] if isinstance(drop_variables, str) else list(drop_variables or ())
-        return _Opened(lazy, drop)
+        return _Opened(lazy, drop, lazy_index)

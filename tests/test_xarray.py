@@ -184,24 +184,21 @@ def test_backend_filters_prune_and_sel_reads_only_its_range(
     ds = xarray.open_dataset(spec, engine=ENGINE, filters="month in (2, 3)", chunks=chunks)
     t = data["time"]
     feb_mar = (t >= numpy.datetime64("2024-02")) & (t < numpy.datetime64("2024-04"))
-    # Opening read the axis of February and March only (and the immutable ``x_ac``, a
-    # dimension coordinate xarray indexes).
+    # Opening read nothing of the partitions (the index is lazy), only the immutable
+    # ``x_ac``, a dimension coordinate xarray indexes.
     keys = chunk_reads(spec.tag)
-    assert {k.split("/")[1] for k in keys if "=" not in k} == {"x_ac"}
-    assert {(partition_of(k), k.split("/")[2]) for k in keys if "=" in k} == {
-        ("year=2024/month=02", "time"),
-        ("year=2024/month=03", "time"),
-    }
-    numpy.testing.assert_array_equal(ds["time"].values, t[feb_mar])
+    assert {k.split("/")[1] for k in keys} == {"x_ac"}
     if chunks is not None:
         assert isinstance(ds["ssh"].data, da.Array)
     reset_reads(spec.tag)
     sel = ds.sel(time=slice(LO, HI)).load()
     keys = chunk_reads(spec.tag)
     assert {partition_of(k) for k in keys} == {"year=2024/month=02"}
-    assert {k.split("/", 2)[2] for k in keys} == {
+    # The data: only the chunks of rows 18..22 (chunks of 4); the axis: February's.
+    assert {k.split("/", 2)[2] for k in keys if "/time/" not in k} == {
         f"{v}/c/{i}{tail}" for v, tail in (("ssh", "/0"), ("quality", "")) for i in (4, 5)
     }
+    numpy.testing.assert_array_equal(ds["time"].values, t[feb_mar])
     mask = _in_range(t)
     assert numpy.array_equal(sel["ssh"].values, data["ssh"][mask], equal_nan=True)
     q = data["quality"][mask]
@@ -499,3 +496,169 @@ def test_backend_group_with_its_own_variable_named_like_the_axis(memory_url: str
     numpy.testing.assert_array_equal(g["time"].values, own)
     root = xarray.open_dataset(memory_url, engine=ENGINE)
     assert root["time"].dtype == numpy.dtype("M8[ns]") and "time" in root.xindexes
+
+
+# -- the lazy axis index -----------------------------------------------------------------------
+def test_backend_index_is_lazy_and_sel_reads_the_axis_of_the_partitions_touched(
+    monthly: Any,
+) -> None:
+    from dask_zcollection._xarray_index import AxisIndex
+
+    url, data = monthly
+    spec = counting_spec(url)
+    reset_reads(spec.tag)
+    ds = xarray.open_dataset(spec, engine=ENGINE)
+    # Opening read no partition's axis: the catalog's row counts and min/max suffice.
+    assert not [k for k in chunk_reads(spec.tag) if "=" in k]
+    assert isinstance(ds.xindexes["time"], AxisIndex)
+    assert "2024-01-01" in repr(ds)  # a repr shows the axis' first and last rows: reads them
+    assert {partition_of(k) for k in chunk_reads(spec.tag) if "=" in k} == {
+        "year=2024/month=01",
+        "year=2024/month=04",
+    }
+    reset_reads(spec.tag)
+    sel = ds.sel(time=slice("2024-01-20", "2024-03-10"))
+    # The axis of January to March only (April is out of range); no data yet.
+    assert {(partition_of(k), k.split("/")[2]) for k in chunk_reads(spec.tag)} == {
+        (f"year=2024/month=0{m}", "time") for m in (1, 2, 3)
+    }
+    assert isinstance(sel.xindexes["time"], xarray.indexes.PandasIndex)
+    t = data["time"]
+    mask = (t >= numpy.datetime64("2024-01-20")) & (t < numpy.datetime64("2024-03-11"))
+    reset_reads(spec.tag)
+    numpy.testing.assert_array_equal(sel["time"].values, t[mask])
+    assert not chunk_reads(spec.tag), "the selected axis was read again"
+    assert numpy.array_equal(sel["ssh"].values, data["ssh"][mask], equal_nan=True)
+    # A tree opens without reading either; nested groups inherit the lazy index.
+    reset_reads(spec.tag)
+    dt = xarray.open_datatree(spec, engine=ENGINE, chunks={})
+    assert not [k for k in chunk_reads(spec.tag) if "=" in k]
+    ku = dt["/data_01/ku"].sel(time=slice(LO, HI))
+    numpy.testing.assert_array_equal(ku["power"].values, data["data_01/ku/power"][_in_range(t)])
+    # Whole-axis uses read it once: values, pandas index, isel, scalar and nearest labels.
+    numpy.testing.assert_array_equal(ds["time"].values, t)
+    assert ds.indexes["time"].equals(xarray.Variable("time", t).to_index())
+    numpy.testing.assert_array_equal(ds.isel(time=slice(5, 40, 3))["time"].values, t[5:40:3])
+    assert ds.sel(time=t[17])["ssh"].shape == (3,)
+    near = ds.sel(time=[t[3] + numpy.timedelta64(1, "h")], method="nearest")
+    numpy.testing.assert_array_equal(near["time"].values, t[[3]])
+
+
+@pytest.mark.parametrize("chunks", [None, {}], ids=["lazy", "dask"])
+def test_axis_index_sel_finds_what_plain_xarray_finds(
+    factory: Any, memory_url: str, chunks: dict[str, Any] | None
+) -> None:
+    """Label slices of every kind, gaps inside and between partitions, against pandas."""
+    col = factory.create(memory_url)
+    times = numpy.arange(
+        "2024-01-01", "2024-05-01", numpy.timedelta64(7, "h"), dtype="datetime64[ns]"
+    )
+    # Gaps: inside February, and the first days of March and April.
+    gap = (
+        ((times >= numpy.datetime64("2024-02-10")) & (times < numpy.datetime64("2024-02-20")))
+        | ((times >= numpy.datetime64("2024-03")) & (times < numpy.datetime64("2024-03-06")))
+        | ((times >= numpy.datetime64("2024-04")) & (times < numpy.datetime64("2024-04-03")))
+    )
+    times = times[~gap]
+    data = factory.data(times, seed=3)
+    col.insert(data)
+    ds = xarray.open_dataset(memory_url, engine=ENGINE, chunks=chunks)
+    assert type(ds.xindexes["time"]).__name__ == "AxisIndex"
+    plain = xarray.Dataset({"ssh": (("time", "x_ac"), data["ssh"])}, coords={"time": times})
+    rng = numpy.random.default_rng(5)
+    bounds: list[Any] = [
+        None,
+        "2024-02",
+        "2024-02-15",  # in a gap
+        "2024-03",  # a month starting with a gap
+        "2024-02-29T23",
+        "2024-01-01",
+        "2023-12",
+        "2024-06",
+        numpy.datetime64("2024-03-06T00", "ns"),
+        *times[rng.integers(0, times.size, 6)],  # stored values (partition ends among them)
+        times[0],
+        times[-1],
+        *(times[rng.integers(0, times.size, 4)] + numpy.timedelta64(1, "h")),
+    ]
+    for start in bounds:
+        for stop in bounds:
+            label = slice(start, stop)
+            want = plain.sel(time=label)
+            got = ds.sel(time=label)
+            numpy.testing.assert_array_equal(got["time"].values, want["time"].values, str(label))
+    label = slice("2024-02-09", "2024-03-07")
+    assert numpy.array_equal(
+        ds.sel(time=label)["ssh"].values, plain.sel(time=label)["ssh"].values, equal_nan=True
+    )
+
+
+def test_axis_index_falls_back_when_partitions_overlap(memory_url: str) -> None:
+    """An axis not sorted across partitions (a Sequence): read at open, a pandas index."""
+    schema = (
+        zc.Schema()
+        .with_dimension("num_lines", chunks=4)
+        .with_variable("time", dtype="M8[ns]", dimensions=("num_lines",))
+        .with_variable("cycle_number", dtype="i2", dimensions=("num_lines",))
+        .with_variable("pass_number", dtype="i2", dimensions=("num_lines",))
+        .build()
+    )
+    part = zc.partitioning.Sequence(("cycle_number", "pass_number"), dimension="num_lines")
+    col = zc.create_collection(memory_url, schema=schema, partitioning=part)
+    t = numpy.arange(10).astype("M8[s]").astype("M8[ns]")
+    # Pass 1 holds the later times: key order is not time order.
+    col.insert(
+        {
+            "time": numpy.concatenate([t[5:], t[:5]]),
+            "cycle_number": numpy.ones(10, "i2"),
+            "pass_number": numpy.repeat(numpy.array([1, 2], "i2"), 5),
+        }
+    )
+    ds = xarray.open_dataset(memory_url, engine=ENGINE)
+    assert type(ds.xindexes["time"]) is xarray.indexes.PandasIndex
+    numpy.testing.assert_array_equal(ds.sel(time=t[7])["pass_number"].values, 1)
+
+
+def test_backend_lazy_index_false_reads_the_axis_at_open(monthly: Any) -> None:
+    """The escape hatch: a pandas index, which aligns with a selection of itself."""
+    url, data = monthly
+    spec = counting_spec(url)
+    reset_reads(spec.tag)
+    ds = xarray.open_dataset(spec, engine=ENGINE, lazy_index=False)
+    assert type(ds.xindexes["time"]) is xarray.indexes.PandasIndex
+    assert {k.split("/")[2] for k in chunk_reads(spec.tag) if "=" in k} == {"time"}
+    diff = ds["ssh"] - ds["ssh"].isel(time=slice(0, 10))  # aligned: an inner join
+    assert diff.sizes["time"] == 10
+    assert numpy.nanmax(numpy.abs(diff.values)) == 0
+    numpy.testing.assert_array_equal(diff["time"].values, data["time"][:10])
+
+
+def test_axis_index_of_a_time_range_filter(factory: Any, memory_url: str) -> None:
+    """End partitions trimmed by the filter: their bounds are the catalog's, clipped."""
+    col = factory.create(memory_url)
+    t = numpy.arange("2024-01-01", "2024-05-01", numpy.timedelta64(5, "h"), dtype="M8[ns]")
+    col.insert(factory.data(t, seed=1))
+    lo, hi = numpy.datetime64("2024-01-20T03"), numpy.datetime64("2024-03-10T07")
+    ds = xarray.open_dataset(memory_url, engine=ENGINE, filters={"time": slice(lo, hi)})
+    assert type(ds.xindexes["time"]).__name__ == "AxisIndex"
+    kept = t[(t >= lo) & (t <= hi)]
+    plain = xarray.Dataset(coords={"time": kept})
+    bounds = [None, "2024-01", "2024-01-20", "2024-02-15", "2024-03-10", kept[3], kept[-1], "2025"]
+    for a in bounds:
+        for b in bounds:
+            got = ds.sel(time=slice(a, b))["time"].values
+            numpy.testing.assert_array_equal(got, plain.sel(time=slice(a, b))["time"].values)
+
+
+def test_axis_index_pickles_without_its_values(monthly: Any) -> None:
+    """A dataset sent to workers: the lazy index travels without the axis it read."""
+    import pickle
+
+    url, data = monthly
+    ds = xarray.open_dataset(url, engine=ENGINE)
+    small = len(pickle.dumps(ds))
+    numpy.testing.assert_array_equal(ds["time"].values, data["time"])  # read and cached
+    assert len(pickle.dumps(ds)) == small
+    back = pickle.loads(pickle.dumps(ds))
+    sel = back.sel(time=slice(LO, HI))
+    numpy.testing.assert_array_equal(sel["time"].values, data["time"][_in_range(data["time"])])
