@@ -861,8 +861,14 @@ def collection_from(
     catalog: Catalog,
     variables: Sequence[str] | None = None,
     filters: FilterLike = None,
+    *,
+    total: int | None = None,
 ) -> LazyCollection:
-    """A :class:`LazyCollection` over an already read catalog."""
+    """A :class:`LazyCollection` over an already read catalog.
+
+    ``total`` is the number of partitions of the whole collection when
+    ``catalog`` holds only some of them (default: ``len(catalog)``).
+    """
     source = ReadSource(spec, config)
     names = tuple(p for p, _ in config.schema.walk())
     if variables is not None:
@@ -871,5 +877,6 @@ def collection_from(
             if v not in config.schema:
                 raise VariableNotFoundError(f"variable {v!r} is not in the collection")
         names = tuple(v for v in names if v in wanted)
-    lazy = LazyCollection(ReadPartitions(source, catalog, len(catalog), names))
+    count = len(catalog) if total is None else total
+    lazy = LazyCollection(ReadPartitions(source, catalog, count, names))
     return lazy.filter(filters) if filters is not None else lazy
