@@ -57,6 +57,8 @@ _POOL: ThreadPoolExecutor | None = None
 _POOL_PID = 0
 #: Chunk reads in flight per array read.
 _READ_CONCURRENCY = 16
+#: Rows of a local chunk up to this many bytes are read and decoded on the event loop.
+_INLINE_BYTES = 1 << 16
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -340,7 +342,10 @@ class ArrayHandle:
             key = f"{self.key}/c/{i}{tail}"
             for attempt in range(_DIGEST_RETRIES + 1):
                 entry = None if self.record is None else self.record.entry((i, *coords_tail))
-                if root is not None:
+                if root is not None and target.nbytes <= _INLINE_BYTES:
+                    # A small chunk: read and decoded on the loop, cheaper than a thread hop.
+                    done = self._read_local(root, key, target, a - lo, b - lo, entry)
+                elif root is not None:
                     async with sem:
                         done = await loop.run_in_executor(
                             pool, self._read_local, root, key, target, a - lo, b - lo, entry
