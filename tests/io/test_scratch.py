@@ -49,13 +49,16 @@ async def local_array(root: Path, data: numpy.ndarray, chunk: int, name: str, cr
     return ArrayHandle(store, "v", json.loads(buf.to_bytes()), data.dtype, -1.0)
 
 
+@pytest.mark.parametrize("width", [3, 1000], ids=["on-the-loop", "on-codec-threads"])
 @pytest.mark.parametrize("crc", [False, True], ids=["nocrc", "crc"])
 @pytest.mark.parametrize("name", sorted(COMPRESSORS))
 def test_local_chunks_are_read_from_their_files(
-    tmp_path: Path, name: str, crc: bool, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, name: str, crc: bool, width: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # 10 rows of 3 float64 are read on the event loop, 10 rows of 1000 on codec threads.
+    assert (10 * width * 8 <= _fastread._INLINE_BYTES) is (width == 3)
     rng = numpy.random.default_rng(3)
-    data = rng.random((45, 3))
+    data = rng.random((45, width))
     data[10:20] = -1.0  # a chunk of fill values only: not written
     handle = asyncio.run(local_array(tmp_path, data, 10, name, crc))
     assert handle.compressor is not None and handle.crc is crc
