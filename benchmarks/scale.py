@@ -187,9 +187,9 @@ def _one_partition(root: str, url: str, n: int, part: Any) -> tuple[Stat, Stat]:
 
     # Interleaved, many short runs: the two see the same machine.
     d, z = [], []
-    for _ in range(3):
-        d.append(timed(dzc_read, 10, warmup=1))
-        z.append(timed(raw_read, 10, warmup=1))
+    for _ in range(5):
+        d.append(timed(dzc_read, 20, warmup=1))
+        z.append(timed(raw_read, 20, warmup=1))
     return _best(d), _best(z)
 
 
