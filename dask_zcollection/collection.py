@@ -669,8 +669,15 @@ class LazyCollection(DaskMethodsMixin):
         schema = config.schema
         axis_variable = config.axis_variable if index and config.axis_variable in arrays else None
         if axis_variable is not None:
-            # The index holds the axis values: read them (that variable only, blocks in parallel).
-            arrays[axis_variable] = numpy.asarray(arrays[axis_variable].compute())
+            # The index holds the axis values: read them (that variable only, blocks in
+            # parallel). Read from the store, they are read here, on the client that
+            # planned from that store: on a cluster a round of tasks shipping the values
+            # back costs more (0.65 s against 0.05 s for the 1 GB benchmark's axis).
+            # Persisted blocks live on the workers: the default scheduler fetches them.
+            reads = isinstance(self._block_ranges()[0], ReadPartitions)
+            axis = arrays[axis_variable]
+            values = axis.compute(scheduler="threads") if reads else axis.compute()
+            arrays[axis_variable] = numpy.asarray(values)
         variables = {}
         for path, arr in arrays.items():
             spec = schema[path]
