@@ -85,10 +85,12 @@ class Scratch:
         Free buffers kept at most (others are released).
     largest : int
         Bytes above which a buffer is never kept.
+    total : int
+        Bytes the free buffers hold at most.
     """
 
-    def __init__(self, keep: int, largest: int) -> None:
-        self.keep, self.largest = keep, largest
+    def __init__(self, keep: int, largest: int, total: int) -> None:
+        self.keep, self.largest, self.total = keep, largest, total
         self._free: list[numpy.ndarray] = []
         self._lock = threading.Lock()
 
@@ -114,9 +116,10 @@ class Scratch:
             if buf.nbytes <= self.largest:
                 with self._lock:
                     self._free.append(buf)
-                    if len(self._free) > self.keep:  # release the smallest
-                        sizes = [b.nbytes for b in self._free]
-                        del self._free[sizes.index(min(sizes))]
+                    sizes = [b.nbytes for b in self._free]
+                    while len(sizes) > self.keep or sum(sizes) > self.total:
+                        i = sizes.index(min(sizes))  # release the smallest
+                        del self._free[i], sizes[i]
 
     @property
     def nbytes(self) -> int:
@@ -132,8 +135,10 @@ _SCRATCH_PID = 0
 def _scratch() -> Scratch:
     global _SCRATCH, _SCRATCH_PID
     if _SCRATCH is None or os.getpid() != _SCRATCH_PID:  # a forked child: a fresh lock
-        # One buffer per codec thread for the compressed bytes, one for a partial chunk.
-        _SCRATCH = Scratch(keep=2 * max(2, os.cpu_count() or 2), largest=64 << 20)
+        # One buffer per codec thread for the compressed bytes, one for a partial
+        # chunk; what a process keeps is bounded whatever its number of cores.
+        threads = min(8, max(2, os.cpu_count() or 2))
+        _SCRATCH = Scratch(keep=2 * threads, largest=64 << 20, total=256 << 20)
         _SCRATCH_PID = os.getpid()
     return _SCRATCH
 

@@ -90,7 +90,7 @@ def test_local_chunks_are_read_from_their_files(
 
 
 def test_scratch_lends_distinct_buffers_and_keeps_a_few() -> None:
-    scratch = Scratch(keep=2, largest=1 << 20)
+    scratch = Scratch(keep=2, largest=1 << 20, total=1 << 21)
     with scratch.take(1000) as a, scratch.take(1000) as b:
         assert a.nbytes == b.nbytes == 1000
         assert not numpy.shares_memory(a, b)  # both lent at once: never the same memory
@@ -110,6 +110,10 @@ def test_scratch_lends_distinct_buffers_and_keeps_a_few() -> None:
     with scratch.take(2 << 20):  # above ``largest``: never kept
         pass
     assert all(buf.nbytes <= 1 << 20 for buf in scratch._free)
+    with scratch.take(900_000), scratch.take(900_000), scratch.take(900_000):
+        pass
+    assert scratch.nbytes <= 1 << 21  # no more than ``total``
+    assert len(scratch._free) == 2
 
 
 def test_scratch_of_a_forked_child_is_its_own() -> None:
