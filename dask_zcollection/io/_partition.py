@@ -15,6 +15,7 @@ from typing import Any
 import numpy
 from zarr.api.asynchronous import create_array
 from zarr.buffer import default_buffer_prototype
+from zarr.storage import LocalStore as ZarrLocalStore
 from zarr.storage import MemoryStore, StorePath
 
 from .._zarr import AsyncArray, array_from_metadata
@@ -234,7 +235,8 @@ class PartitionIO:
         """Open variable ``name`` stored at ``key`` (one metadata read, no zarr array built)."""
         store = self.spec.zarr_store()
         raw: bytes | None
-        if isinstance(self.spec, LocalStore):  # read on the event loop, no thread hop
+        if isinstance(self.spec, LocalStore) and type(store) is ZarrLocalStore:
+            # Read on the event loop (LocalStore.get), no thread hop.
             raw = await self.spec.get(f"{key}/zarr.json")
         else:
             buf = await store.get(f"{key}/zarr.json", prototype=default_buffer_prototype())

@@ -42,3 +42,35 @@ def test_get_of_a_missing_key_or_a_directory_is_none(tmp_path: Path) -> None:
     assert asyncio.run(spec.get("f/below")) is None  # below a file
     assert asyncio.run(LocalStore(str(tmp_path / "nowhere")).get("f")) is None
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_subclass_with_its_own_zarr_store_sees_every_read(tmp_path: Path) -> None:
+    # The benchmarks' LatencyLocalStore counts (and delays) requests through a wrapping
+    # zarr store: the inline read must not go around it.
+    import numpy
+
+    import dask_zcollection as zc
+    from benchmarks._latency import LatencyLocalStore
+
+    url = f"file://{tmp_path}/c"
+    schema = (
+        zc.Schema()
+        .with_dimension("time", chunks=8)
+        .with_variable("time", dtype="datetime64[ns]", dimensions=("time",))
+        .build()
+    )
+    col = zc.create_collection(
+        url, schema=schema, axis="time", partitioning=zc.partitioning.Date(("time",), "D")
+    )
+    times = numpy.datetime64("2024-01-01", "ns") + numpy.arange(4) * numpy.timedelta64(1, "h")
+    col.insert({"time": times})
+    spec = LatencyLocalStore(str(tmp_path / "c"), latency=0.0)
+    spec.counter.reset()
+    got = zc.read_collection(spec).compute()
+    numpy.testing.assert_array_equal(got["time"].values, times)
+    reads = spec.counter.reads()
+    # The descriptor, the catalog root, the array's zarr.json and its chunk.
+    assert "_zcollection.json" in reads, reads
+    assert any(k.startswith("_catalog/") for k in reads), reads
+    assert any(k.endswith("time/zarr.json") for k in reads), reads
+    assert any("/time/c/" in k for k in reads), reads
