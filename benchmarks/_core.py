@@ -106,7 +106,7 @@ class Config:
     codec_matrix: tuple[str, ...] = ("none", "zstd1", "zstd3", "lz4")
     chunk_matrix: tuple[int, ...] = (4096, 16384, 65536)
     matrix_rows: int = 86400
-    scale_partitions: tuple[int, ...] = (1_000, 100_000, 1_000_000)
+    scale_partitions: tuple[int, ...] = (1_000, 10_000, 100_000, 1_000_000)
     scale_latency_ms: float = 20.0
     big_insert: int = 0
     quick: bool = False

@@ -9,6 +9,10 @@ partitions (no data, as in ``simulation``) is committed, then measured on
 * ``bytes``: metadata bytes that insert writes (everything but the new
   partition's own group: catalog root and segments, lease, lock, ...);
 * ``list``: open + list every partition;
+* ``one``: open + filter + compute one small partition (one inserted by
+  ``insert``: 10 real rows) with ``read_collection(url, filters=).compute()``,
+  against raw zarr opening that partition's group by path and reading its
+  arrays (target at N = 10,000: 1.2x);
 * ``latency``: open + filter and insert through a store adding
   ``scale_latency_ms`` per request, with the requests per operation and the
   round trips (wall time over the latency: the waves of requests that wait
@@ -142,6 +146,7 @@ def _run(ctx: Context, n: int) -> dict[str, Any]:
 
     out["insert"] = timed(insert, r, warmup=1)  # the first creates _locks/, _transactions/
     out["bytes"] = Stat.of(written[1:])
+    out["one"] = _one_partition(root, url, n, part)
     lat = cfg.scale_latency_ms / 1000.0
     if lat > 0:
         spec = LatencyLocalStore(root, latency=lat)
@@ -158,6 +163,39 @@ def _run(ctx: Context, n: int) -> dict[str, Any]:
         out["lat.insert"] = measured(lambda: lcol.insert(new_partition(n, next(j), width)))
     shutil.rmtree(os.path.dirname(root), ignore_errors=True)
     return out
+
+
+def _one_partition(root: str, url: str, n: int, part: Any) -> tuple[Stat, Stat]:
+    """Open + filter + compute the first inserted partition; raw zarr reading its group."""
+    import zarr
+
+    hour = numpy.datetime64(new_partition(n, 0, 1)["time"][0], "h")
+    key = _hour_key(hour)
+    flt = "year == {} and month == {} and day == {} and hour == {}".format(*key)
+    path = os.path.join(root, part.encode(key))
+
+    def dzc_read() -> None:
+        ds = dzc.read_collection(url, filters=flt).compute()
+        if ds["time"].shape[0] != 10:
+            raise AssertionError("the read of one partition returned the wrong rows")
+
+    def raw_read() -> None:
+        group = zarr.open_group(path, mode="r", zarr_format=3)
+        arrays = {name: arr[...] for name, arr in group.arrays()}
+        if arrays["time"].shape[0] != 10:
+            raise AssertionError("raw zarr returned the wrong rows")
+
+    # Interleaved, many short runs: the two see the same machine.
+    d, z = [], []
+    for _ in range(5):
+        d.append(timed(dzc_read, 20, warmup=1))
+        z.append(timed(raw_read, 20, warmup=1))
+    return _best(d), _best(z)
+
+
+def _best(stats: list[Stat]) -> Stat:
+    """The run of the lowest median among interleaved runs (the least disturbed)."""
+    return min(stats, key=lambda s: s.median)
 
 
 def _hour_key(hour: numpy.datetime64) -> tuple[int, int, int, int]:
@@ -211,6 +249,19 @@ def m_scale(n: int) -> Callable[[Context], list[Result]]:
                 params={"N": n},
             ),
         ]
+        d_one, z_one = out["one"]
+        results.append(
+            Result(
+                f"{base}.one",
+                "scale",
+                "s",
+                {"dzc": d_one, "zarr": z_one},
+                note=f"open + filter + compute one 10-row partition of {n:,}: "
+                f"{d_one.median / z_one.median:.2f}x raw zarr opening its group by path "
+                "(target at 10,000: 1.2x)",
+                params={"N": n},
+            )
+        )
         lat = ctx.cfg.scale_latency_ms
         for op in ("open", "insert"):
             if f"lat.{op}" not in out:
@@ -233,7 +284,7 @@ def m_scale(n: int) -> Callable[[Context], list[Result]]:
     return fn
 
 
-_OPS = ("open", "insert", "bytes", "list", "latency.open", "latency.insert")
+_OPS = ("open", "insert", "bytes", "list", "one", "latency.open", "latency.insert")
 
 
 def measurements(cfg: Config) -> list[Measurement]:
@@ -241,6 +292,6 @@ def measurements(cfg: Config) -> list[Measurement]:
     out = []
     for n in cfg.scale_partitions:
         name = f"scale[N={n}]"
-        ops = _OPS if cfg.scale_latency_ms > 0 else _OPS[:4]
+        ops = _OPS if cfg.scale_latency_ms > 0 else _OPS[:5]
         out.append(Measurement(name, "scale", m_scale(n), rows=tuple(f"{name}.{op}" for op in ops)))
     return out

@@ -153,6 +153,24 @@ class AsyncCollection:
         await self.spec.refresh()
         return (await self.discovery.load(by_filter(predicate))).select(predicate)
 
+    async def select_counted(self, filters: FilterLike = None) -> tuple[Catalog, int]:
+        """:meth:`select`, and the number of partitions of the whole collection.
+
+        The count comes from the catalog's root: the segments the filter
+        cannot match are still not read.
+        """
+        predicate = compile_filter(filters, self.partitioning.keys)
+        if predicate is None:
+            catalog = await self.catalog(refresh=True)
+            return catalog, len(catalog)
+        await self.spec.refresh()
+        log = self.discovery.log
+        log.partitions = -1
+        loaded = await self.discovery.load(by_filter(predicate))
+        # -1: not read through a committed version (a listed catalog is whole).
+        total = len(loaded) if log.partitions < 0 else log.partitions
+        return loaded.select(predicate), total
+
     async def partitions(self, filters: FilterLike = None) -> list[str]:
         """Canonical paths (``year=2024/month=03``) of the partitions, in key order."""
         selected = await self.select(filters)

@@ -213,5 +213,8 @@ async def read_collection(
             storage_options=storage_options,
             version=version,
         )
-    catalog = await collection.catalog()
-    return collection_from(collection.spec, collection.config, catalog, variables, filters)
+    # A filter reads only the catalog segments it may match (the root gives the total).
+    catalog, total = await collection.select_counted(filters)
+    return collection_from(
+        collection.spec, collection.config, catalog, variables, filters, total=total
+    )

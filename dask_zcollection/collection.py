@@ -742,8 +742,15 @@ class LazyCollection(DaskMethodsMixin):
         schema = config.schema
         axis_variable = config.axis_variable if index and config.axis_variable in arrays else None
         if axis_variable is not None:
-            # The index holds the axis values: read them (that variable only, blocks in parallel).
-            arrays[axis_variable] = numpy.asarray(arrays[axis_variable].compute())
+            # The index holds the axis values: read them (that variable only, blocks in
+            # parallel). Read from the store, they are read here, on the client that
+            # planned from that store: on a cluster a round of tasks shipping the values
+            # back costs more (0.65 s against 0.05 s for the 1 GB benchmark's axis).
+            # Persisted blocks live on the workers: the default scheduler fetches them.
+            reads = isinstance(self._block_ranges()[0], ReadPartitions)
+            axis = arrays[axis_variable]
+            values = axis.compute(scheduler="threads") if reads else axis.compute()
+            arrays[axis_variable] = numpy.asarray(values)
         variables = {}
         for path, arr in arrays.items():
             spec = schema[path]
@@ -934,8 +941,14 @@ def collection_from(
     catalog: Catalog,
     variables: Sequence[str] | None = None,
     filters: FilterLike = None,
+    *,
+    total: int | None = None,
 ) -> LazyCollection:
-    """A :class:`LazyCollection` over an already read catalog."""
+    """A :class:`LazyCollection` over an already read catalog.
+
+    ``total`` is the number of partitions of the whole collection when
+    ``catalog`` holds only some of them (default: ``len(catalog)``).
+    """
     source = ReadSource(spec, config)
     names = tuple(p for p, _ in config.schema.walk())
     if variables is not None:
@@ -944,5 +957,6 @@ def collection_from(
             if v not in config.schema:
                 raise VariableNotFoundError(f"variable {v!r} is not in the collection")
         names = tuple(v for v in names if v in wanted)
-    lazy = LazyCollection(ReadPartitions(source, catalog, len(catalog), names))
+    count = len(catalog) if total is None else total
+    lazy = LazyCollection(ReadPartitions(source, catalog, count, names))
     return lazy.filter(filters) if filters is not None else lazy

@@ -182,6 +182,41 @@ def test_to_xarray_reduction(client: Any, stored: tuple[str, Any]) -> None:
     numpy.testing.assert_allclose(means.values, numpy.nanmean(data["ssh"], axis=1), rtol=1e-6)
 
 
+class SchedulerBlocks(distributed.diagnostics.plugin.SchedulerPlugin):
+    """Block read tasks (``zc-block-<variable>``) the scheduler ran while on it."""
+
+    def __init__(self, client: Any) -> None:
+        self.keys: list[str] = []
+        self.scheduler = client.cluster.scheduler  # in this process (see the first test)
+        self.scheduler.add_plugin(self, name="zc-test-blocks")
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        if finish == "memory" and isinstance(key, tuple) and str(key[0]).startswith("zc-block"):
+            self.keys.append(str(key[0]))
+
+    def stop(self) -> list[str]:
+        self.scheduler.remove_plugin(name="zc-test-blocks")
+        return self.keys
+
+
+def test_to_xarray_reads_its_index_on_the_client(client: Any, stored: tuple[str, Any]) -> None:
+    # The axis index is read where the collection was planned (no round of tasks on the
+    # cluster to ship it back); the reduction itself runs on the workers.
+    url, data = stored
+    seen = SchedulerBlocks(client)
+    tree = zc.read_collection(url).to_xarray()
+    built = list(seen.keys)
+    numpy.testing.assert_array_equal(tree["time"].values, data["time"])
+    total = tree.to_dataset()["quality"].astype("int64").sum().compute()
+    ran = seen.stop()
+    assert built == []
+    assert int(total) == int(data["quality"].astype("int64").sum())
+    assert ran and all(k.startswith("zc-block-quality") for k in ran), ran
+    # A persisted collection's index comes from the workers.
+    held = zc.read_collection(url).persist()
+    numpy.testing.assert_array_equal(held.to_xarray()["time"].values, data["time"])
+
+
 def test_shipped_tasks_pickle_with_plain_pickle(stored: tuple[str, Any]) -> None:
     url, _ = stored
     lazy = zc.read_collection(url).filter("month > 1")

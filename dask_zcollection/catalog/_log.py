@@ -329,6 +329,9 @@ class CatalogLog:
         self.top = 0
         #: The version the next read expects newest: its root is fetched while listing.
         self.guess = 0
+        #: Partitions of the whole version the last :meth:`state` found (its root's
+        #: count: a read of some segments still knows the collection's size).
+        self.partitions = 0
 
     async def prime(self) -> None:
         """List the versions now, to guess the newest one at the next read.
@@ -493,6 +496,7 @@ class CatalogLog:
                     vanished = True
                     break
                 self.guess = versions[-1]  # the next read expects no new commit
+                self.partitions = len(catalog) if root is None else root.partitions
                 return CatalogState(catalog, tuple(damaged), versions[-1], root, idx)
             if not vanished:
                 return CatalogState(None, tuple(damaged), versions[-1] if versions else 0)

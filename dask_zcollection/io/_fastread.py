@@ -7,6 +7,14 @@ its place in the result: no intermediate array, no copy on the event loop
 thread. (De)compression runs on a small thread pool (zstd, blosc and zlib
 release the GIL). Anything else goes through zarr's own pipeline.
 
+On a local store (zarr's ``LocalStore``) a chunk file is read into a reused
+scratch buffer on the codec thread that decodes it: the compressed bytes never
+escape the decode, so they need no fresh allocation per chunk. Fresh large
+allocations are what a ``distributed`` worker pays for most: its nanny sets
+``MALLOC_TRIM_THRESHOLD_``, which pins glibc's mmap threshold at 128 KiB, so
+each one is mapped, page-faulted and unmapped again (see
+``docs/distributed.md``).
+
 Both paths check what they read (``_integrity``): the crc32c trailer of a
 chain that ends with one, and the array's record of written chunks. A chunk
 that fails either, or that its codec cannot decode, raises
@@ -20,17 +28,20 @@ import functools
 import json
 import os
 import sys
+import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import google_crc32c
 import numcodecs
 import numpy
 from zarr.buffer import default_buffer_prototype
-from zarr.storage import StorePath
+from zarr.storage import LocalStore, StorePath
 
 from .._zarr import AsyncArray, array_from_metadata, read_selection_into
-from ..errors import CorruptedDataError
+from ..errors import CorruptedDataError, StorageError
 from ._integrity import (
     _DIGEST_RETRIES,
     CheckedStore,
@@ -46,6 +57,8 @@ _POOL: ThreadPoolExecutor | None = None
 _POOL_PID = 0
 #: Chunk reads in flight per array read.
 _READ_CONCURRENCY = 16
+#: Rows of a local chunk up to this many bytes are read and decoded on the event loop.
+_INLINE_BYTES = 1 << 16
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -56,6 +69,121 @@ def _pool() -> ThreadPoolExecutor:
         )
         _POOL_PID = os.getpid()
     return _POOL
+
+
+class Scratch:
+    """Reusable byte buffers for data that never leaves a decode.
+
+    The compressed bytes of a chunk and a whole chunk decoded before a slice of
+    it is copied out: :meth:`take` lends a buffer for the ``with`` block, and
+    it returns to the free list afterwards. No result (an array handed to the
+    caller) is ever built on one of these buffers.
+
+    Parameters
+    ----------
+    keep : int
+        Free buffers kept at most (others are released).
+    largest : int
+        Bytes above which a buffer is never kept.
+    total : int
+        Bytes the free buffers hold at most.
+    """
+
+    def __init__(self, keep: int, largest: int, total: int) -> None:
+        self.keep, self.largest, self.total = keep, largest, total
+        self._free: list[numpy.ndarray] = []
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _size(nbytes: int) -> int:
+        # Rounded up (1/8 more, 64 KiB steps) so that chunks of nearby sizes share buffers.
+        step = 1 << 16
+        return -(-(nbytes + nbytes // 8) // step) * step
+
+    @contextmanager
+    def take(self, nbytes: int) -> Iterator[numpy.ndarray]:
+        """A ``uint8`` buffer of ``nbytes`` for the ``with`` block (its contents undefined)."""
+        buf: numpy.ndarray | None = None
+        with self._lock:
+            fits = [i for i, b in enumerate(self._free) if b.nbytes >= nbytes]
+            if fits:
+                buf = self._free.pop(min(fits, key=lambda i: self._free[i].nbytes))
+        if buf is None:
+            buf = numpy.empty(self._size(nbytes), dtype=numpy.uint8)
+        try:
+            yield buf[:nbytes]
+        finally:
+            if buf.nbytes <= self.largest:
+                with self._lock:
+                    self._free.append(buf)
+                    sizes = [b.nbytes for b in self._free]
+                    while len(sizes) > self.keep or sum(sizes) > self.total:
+                        i = sizes.index(min(sizes))  # release the smallest
+                        del self._free[i], sizes[i]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the free buffers."""
+        with self._lock:
+            return sum(b.nbytes for b in self._free)
+
+
+_SCRATCH: Scratch | None = None
+_SCRATCH_PID = 0
+
+
+def _scratch() -> Scratch:
+    global _SCRATCH, _SCRATCH_PID
+    if _SCRATCH is None or os.getpid() != _SCRATCH_PID:  # a forked child: a fresh lock
+        # One buffer per codec thread for the compressed bytes, one for a partial
+        # chunk; what a process keeps is bounded whatever its number of cores.
+        threads = min(8, max(2, os.cpu_count() or 2))
+        _SCRATCH = Scratch(keep=2 * threads, largest=64 << 20, total=256 << 20)
+        _SCRATCH_PID = os.getpid()
+    return _SCRATCH
+
+
+def _read_file(path: str, buf_of: Scratch, use: Any) -> Any:
+    """``use(bytes_read)`` on the contents of the file at ``path``, read into a scratch buffer.
+
+    Returns ``None`` when there is no such file (zarr's ``LocalStore.get``: a
+    missing chunk).
+    """
+    try:
+        f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed below, after the decode
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        # One byte more than its size: a file that grew since is read to its end.
+        with buf_of.take(size + 1) as buf:
+            n = 0
+            view = memoryview(buf)
+            try:
+                while n < len(buf):
+                    got = f.readinto(view[n:])
+                    if not got:
+                        break
+                    n += got
+            except IsADirectoryError:
+                return None
+            finally:
+                view.release()
+            if n <= size:
+                return use(buf[:n])
+            data = numpy.frombuffer(bytes(buf[:n]) + f.read(), dtype=numpy.uint8)
+        return use(data)
+
+
+def _check_blosc(data: numpy.ndarray, key: str) -> None:
+    """Refuse a blosc frame whose header disagrees with its size.
+
+    Blosc decompresses from a pointer, trusting the compressed size its
+    16-byte header states: a truncated frame would be decoded from whatever
+    memory follows it (a reused buffer holds the previous chunk's bytes).
+    """
+    if data.size < 16 or int(data[12:16].view("<u4")[0]) != data.size:
+        raise corrupted(key, f"cannot decode chunk {key!r}: a truncated blosc frame")
 
 
 def _compressor(codec: dict[str, Any]) -> Any:
@@ -209,25 +337,41 @@ class ArrayHandle:
         tail = "/0" * (self.ndim - 1)
         coords_tail = (0,) * (self.ndim - 1)
 
+        # A local chunk is read and decoded in one step on a codec thread.
+        root = str(self.store.root) if type(self.store) is LocalStore else None
+
         async def one(i: int) -> None:
             lo, hi = i * c, min((i + 1) * c, self.shape[0])
             a, b = max(lo, start), min(hi, stop)
             target = out[a - start : b - start]
             key = f"{self.key}/c/{i}{tail}"
             for attempt in range(_DIGEST_RETRIES + 1):
-                async with sem:
-                    raw = await self.store.get(key, prototype=prototype)
                 entry = None if self.record is None else self.record.entry((i, *coords_tail))
-                if raw is None:  # zarr semantics: a missing chunk holds the fill value
+                if root is not None and target.nbytes <= _INLINE_BYTES:
+                    # A small chunk: read and decoded on the loop, cheaper than a thread hop.
+                    done = self._read_local(root, key, target, a - lo, b - lo, entry)
+                elif root is not None:
+                    async with sem:
+                        done = await loop.run_in_executor(
+                            pool, self._read_local, root, key, target, a - lo, b - lo, entry
+                        )
+                else:
+                    async with sem:
+                        raw = await self.store.get(key, prototype=prototype)
+                    done = None
+                    if raw is not None:
+                        done = await loop.run_in_executor(
+                            pool, self._decode, raw.as_numpy_array(), target, a - lo, b - lo, key,
+                            entry,
+                        )  # fmt: skip
+                if done is None:  # zarr semantics: a missing chunk holds the fill value
                     if entry is not None:
                         raise corrupted(
                             key, f"chunk {key!r} is missing (the record says it was written)"
                         )
                     target[...] = self.fill if self.fill is not None else 0
                     return
-                if await loop.run_in_executor(
-                    pool, self._decode, raw.as_numpy_array(), target, a - lo, b - lo, key, entry
-                ):
+                if done:
                     return
                 if attempt < _DIGEST_RETRIES:
                     # An in-place append may have rewritten the chunk since the
@@ -286,18 +430,39 @@ class ArrayHandle:
             data, digest = split_trailer(data, key)
             if entry is not None and entry is not True and entry != digest:
                 return False
+        if isinstance(self.compressor, numcodecs.Blosc):
+            _check_blosc(data, key)
         full = self.chunk_rows
         try:
             if a == 0 and b == full:
                 # The whole chunk lands in place: decompress straight into the result.
                 self.compressor.decode(data, out=target.view(numpy.uint8).reshape(-1))
                 return True
-            chunk = numpy.empty((full, *self.shape[1:]), dtype=self.dtype)
-            self.compressor.decode(data, out=chunk.view(numpy.uint8).reshape(-1))
+            # Part of the chunk is kept: decode it whole into a scratch buffer, copy the rows.
+            row = target.dtype.itemsize * int(numpy.prod(self.shape[1:], dtype=numpy.int64))
+            with _scratch().take(full * row) as buf:
+                self.compressor.decode(data, out=buf)
+                chunk = buf.view(self.dtype).reshape((full, *self.shape[1:]))
+                target[...] = chunk[a:b]
         except (ValueError, RuntimeError) as err:
             raise corrupted(key, f"cannot decode chunk {key!r}: {err}") from err
-        target[...] = chunk[a:b]
         return True
+
+    def _read_local(
+        self, root: str, key: str, target: numpy.ndarray, a: int, b: int, entry: int | bool | None
+    ) -> bool | None:
+        """:meth:`_decode` of the chunk file ``key`` below ``root``; ``None``: no such file."""
+        path = os.path.join(root, *key.split("/"))
+        try:
+            return _read_file(  # type: ignore[no-any-return]
+                path,
+                _scratch(),
+                lambda data: self._decode(data, target, a, b, key, entry),
+            )
+        except StorageError:  # CorruptedDataError: named already
+            raise
+        except OSError as err:
+            raise StorageError(f"cannot read chunk {key!r} below {root}: {err}") from err
 
 
 async def encode_chunks(

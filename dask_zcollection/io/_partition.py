@@ -15,13 +15,14 @@ from typing import Any
 import numpy
 from zarr.api.asynchronous import create_array
 from zarr.buffer import default_buffer_prototype
+from zarr.storage import LocalStore as ZarrLocalStore
 from zarr.storage import MemoryStore, StorePath
 
 from .._zarr import AsyncArray, array_from_metadata
 from ..catalog._transaction import TXN_ATTR
 from ..errors import CorruptedDataError, PartitionNotFoundError, StorageError
 from ..schema import Schema, VariableSchema
-from ..store import StoreSpec
+from ..store import LocalStore, StoreSpec
 from ..store._base import group_json
 from ._fastread import ArrayHandle, encode_chunks
 from ._integrity import (
@@ -233,11 +234,17 @@ class PartitionIO:
     async def open_handle(self, key: str, name: str) -> ArrayHandle:
         """Open variable ``name`` stored at ``key`` (one metadata read, no zarr array built)."""
         store = self.spec.zarr_store()
-        buf = await store.get(f"{key}/zarr.json", prototype=default_buffer_prototype())
-        if buf is None:
+        raw: bytes | None
+        if isinstance(self.spec, LocalStore) and type(store) is ZarrLocalStore:
+            # Read on the event loop (LocalStore.get), no thread hop.
+            raw = await self.spec.get(f"{key}/zarr.json")
+        else:
+            buf = await store.get(f"{key}/zarr.json", prototype=default_buffer_prototype())
+            raw = None if buf is None else buf.to_bytes()
+        if raw is None:
             raise PartitionNotFoundError(f"array {key!r} is missing from {self.spec.url}")
         var = self.schema[name]
-        return ArrayHandle(store, key, json.loads(buf.to_bytes()), var.dtype, var.fill_value)
+        return ArrayHandle(store, key, json.loads(raw), var.dtype, var.fill_value)
 
     async def open_array(self, key: str) -> AsyncArray[Any]:
         """Open the array at ``key`` (one metadata read)."""

@@ -67,6 +67,34 @@ def _write_all(root: str, batches: tuple[Mapping[str, bytes], ...]) -> None:
             os.replace(_write_new(path, data), path)
 
 
+#: What :func:`_read_small` returns for a file of :data:`INLINE_BYTES` or more.
+_LARGE = object()
+
+
+def _read_small(path: str) -> bytes | object | None:
+    """The bytes of the file at ``path`` when smaller than :data:`INLINE_BYTES`.
+
+    ``None`` when there is no such file, :data:`_LARGE` when it is larger (the
+    caller reads it on a thread).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        if size >= INLINE_BYTES:
+            return _LARGE
+        parts = []
+        while part := os.read(fd, size + 1):  # to its end, even when it grew since
+            parts.append(part)
+        return b"".join(parts)
+    except IsADirectoryError:
+        return None
+    finally:
+        os.close(fd)
+
+
 async def _maybe_inline[T](size: int, fn: Callable[..., T], *args: Any) -> T:
     if size < INLINE_BYTES:
         return fn(*args)
@@ -100,7 +128,18 @@ class LocalStore(StoreSpec):
         # collection that does not exist must not leave an empty directory.
         if not os.path.isdir(self.root):
             return None
-        return await StoreSpec.get(self, key)
+        if type(self.zarr_store()) is not _ZarrLocalStore:  # a subclass's own store
+            return await StoreSpec.get(self, key)
+        # A small object (descriptor, catalog root and segments, zarr.json) is read
+        # on the event loop: a thread hop costs more than the read.
+        try:
+            data = _read_small(os.path.join(self.root, key))
+        except OSError as err:
+            raise StorageError(f"cannot read {key!r} from {self.url}: {err}") from err
+        if data is _LARGE:
+            return await StoreSpec.get(self, key)
+        assert data is None or isinstance(data, bytes)
+        return data
 
     async def put_if_absent(self, key: str, data: bytes, *, durable: bool = True) -> bool:
         path = os.path.join(self.root, key)
