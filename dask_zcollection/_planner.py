@@ -80,7 +80,9 @@ class WritePlanner:
         commit protocol has a version to race on.
         """
         await self.spec.refresh()
-        current = await self.discovery.load(choose)
+        # Refused before anything is written when a version is damaged (the commit
+        # checks again).
+        current = await self.discovery.load(choose, writing=True)
         if current.version > 0:
             return await self.with_stats(current)
         log = self.discovery.log

@@ -226,9 +226,10 @@ async def _plan(
     """Classify each disagreement between the catalog and the tree (reads only).
 
     A group no intact catalog names is adopted when there is no intact catalog,
-    or when its key is not committed and it was written after ``floor`` (the
-    transaction of the newest intact version below a damaged one: its commit
-    was lost with that version). Otherwise it is an uncommitted write (its
+    or when it was written after ``floor`` (the transaction of the newest
+    intact version below a damaged one: its commit was lost with that version)
+    and its key is not committed or committed at an older version (the damaged
+    version rewrote the partition and retired the path the catalog names). Otherwise it is an uncommitted write (its
     writer left no lease) or an unnamed version of a committed partition, and
     is quarantined, never published.
     """
@@ -282,8 +283,15 @@ async def _plan(
             )
             continue
         if base is not None and TXN_ATTR in attrs:
-            named_key = int(base.find(numpy.array([key], dtype="int64"))[0]) >= 0
-            if named_key or floor is None or f.txn <= floor:
+            pos = int(base.find(numpy.array([key], dtype="int64"))[0])
+            named_key = pos >= 0
+            # Written after the newest intact version and newer than the version it
+            # names (the damaged version rewrote the partition and retired that one).
+            lost = floor is not None and f.txn > floor
+            if named_key and lost:
+                current = by_path.get(base.paths[pos])
+                lost = current is None or f.txn > current.txn
+            if not lost:
                 what = "an unnamed version of a committed partition" if named_key else "uncommitted"
                 plan.quarantine_orphan.append(
                     (f, RepairAction(f.path, f"{what} (no catalog version names it)"))
@@ -300,6 +308,9 @@ async def _plan(
         else:
             reason = "found in the tree, written by the reference implementation"
         plan.adopt.append((f, key, RepairAction(f.path, reason)))
+    # A partition adopted under a newer path is not dropped (its old one may be gone).
+    adopted = {k for _, k, _ in plan.adopt}
+    plan.drop[:] = [(i, a) for i, a in plan.drop if base is None or base.key_tuple(i) not in adopted]
     return plan
 
 
@@ -470,7 +481,8 @@ async def _apply(
                     held.add(canonical)
                 except ConflictError as err:
                     skipped.append(RepairAction(canonical, str(err)))
-            latest = await CatalogLog(spec).latest()
+            # No warning: the damaged versions are what repair sets aside.
+            latest = (await CatalogLog(spec).state()).latest
             if latest is None or latest.version != base.version:
                 # Another commit landed since the plan: plan again (the locks are released).
                 raise ConflictError("the catalog changed while repair planned")

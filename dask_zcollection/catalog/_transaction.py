@@ -389,12 +389,8 @@ class Transaction:
         budget = lease_timeout() / 2
         for _ in range(_COMMIT_ATTEMPTS):
             state = await log.state(choose)
-            if state.damaged and state.root is not None:
-                # Built on a version below damaged ones: every segment is written
-                # afresh (prune relies on a root naming only its predecessor's
-                # segments and new ones).
-                state = await log.state(None)
-            log.warn(state)
+            # Never built on a version below a damaged one: its commit would be lost.
+            log.refuse_damaged(state.damaged)
             latest = state.latest
             if latest is None:
                 raise ConflictError(f"the catalog of {self.spec.url} disappeared during the write")
@@ -663,7 +659,9 @@ async def collect_garbage(spec: StoreSpec, older_than: float | None = None) -> l
     Each path is deleted under its partition's lock (a writer creating that
     partition again cannot be writing into it meanwhile) and only when the
     newest catalog does not name it; a record whose lock is busy is kept for a
-    later collection.
+    later collection. Nothing is deleted while the newest catalog version is
+    damaged: readers then read the version below it, which may name the paths
+    the damaged one retired (``repair()`` sets the damage aside first).
 
     Parameters
     ----------
@@ -709,7 +707,18 @@ async def collect_garbage(spec: StoreSpec, older_than: float | None = None) -> l
                 # writer re-created one of them at its canonical path and committed it.
                 if not await spec.exists(f"{GARBAGE_DIR}/{name}"):
                     continue
-                named = _named(await CatalogLog(spec).latest(by_paths(paths)))
+                state = await CatalogLog(spec).state(by_paths(paths))
+                if state.damaged:
+                    # Readers fall back to the version below the damaged one, which
+                    # may name what it retired; repair decides what it committed.
+                    _log.warning(
+                        "garbage of %s not collected: catalog version(s) %s are damaged "
+                        "(run repair())",
+                        spec.url,
+                        [v for v, _ in state.damaged],
+                    )
+                    break
+                named = _named(state.latest)
                 doomed = [p for p in paths if p not in named]
                 await _delete_prefixes(spec, doomed)
                 await spec.delete(f"{GARBAGE_DIR}/{name}")

@@ -141,7 +141,7 @@ class AsyncView:
         """The newest overlay catalog, published first when only listed (reference views)."""
         await self.spec.refresh()
         log = self.discovery.log
-        latest = await log.latest()
+        latest = await log.writable()  # never on a version below a damaged one
         if latest is not None:
             return latest
         listed = await self.discovery.load()
