@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -67,6 +68,7 @@ QUARANTINE_DIR = "_quarantine"
 _RETRIES = 5
 #: Objects copied concurrently into the quarantine.
 _COPY_CONCURRENCY = 16
+_VERSION_KEY = re.compile(r"_catalog/v(\d{12})\.zcat")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -505,8 +507,11 @@ async def _apply(
             drops = [i for i, _ in plan.drop if ok(base.paths[i])] + named_q
             put = await _stats(col, [p for p, _ in adopt])
             drop = base.keys[drops] if drops else numpy.empty((0, len(base.key_names)), "int64")
-            if len(put) or len(drop):
-                await txn.commit(_RepairChange(put, drop))
+            if len(put) or len(drop) or damaged:
+                # Past every damaged version set aside: a number is never taken twice
+                # (a writer's put that planned on it must still fail).
+                top = max((_version_of(a.path) for a in damaged), default=0)
+                await txn.commit(_RepairChange(put, drop), past=top)
                 catalog = await CatalogLog(spec).latest()  # the commit returns its segments only
             else:
                 catalog = latest
@@ -518,6 +523,12 @@ async def _apply(
     return _report(
         plan, damaged, base, held=held, skipped=skipped, recovered=recovered, catalog=catalog
     )
+
+
+def _version_of(key: str) -> int:
+    """The version number a catalog key names (0: a segment or another object)."""
+    match = _VERSION_KEY.fullmatch(key)
+    return int(match.group(1)) if match else 0
 
 
 async def _stats(col: AsyncCollection, paths: Sequence[str]) -> Catalog:

@@ -362,16 +362,23 @@ class Transaction:
             and not (r[2] is not None and r[3] < 0 and p >= 0 and latest.paths[p] == r[2])
         ]
 
-    async def commit(self, change: Change, *, immutable: str | None = None) -> Catalog:
+    async def commit(
+        self, change: Change, *, immutable: str | None = None, past: int = 0
+    ) -> Catalog:
         """Publish ``change`` as the next catalog version.
 
         Returns the new version holding only the partitions of the segments
         the change touched (read the whole one with ``CatalogLog.latest()``).
+        ``past``: number the version above it (repair: the numbers of the
+        damaged versions it set aside are never taken again).
 
         Raises
         ------
         ConflictError
             When a concurrent commit changed a partition this one touches.
+        CorruptedDataError
+            When a version above the newest intact one is damaged (nothing is
+            published: the commit would lose what it committed).
         """
         log = CatalogLog(self.spec)
         # Only the segments the change's keys (and the partitions it read) fall in are
@@ -407,6 +414,8 @@ class Transaction:
                     f"changing partition(s) {stale[:5]} that this write read; retry"
                 )
             new = log.numbered(change(latest).next_version(self.txn, immutable=immutable))
+            if new.version <= past:
+                new = dataclasses.replace(new, version=past + 1)
             named = set(new.paths) | {new.immutable}
             pos = latest.find(change.keys) if len(change.keys) else numpy.empty(0, dtype="intp")
             superseded = [
