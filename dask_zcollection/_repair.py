@@ -231,9 +231,10 @@ async def _plan(
     or when it was written after ``floor`` (the transaction of the newest
     intact version below a damaged one: its commit was lost with that version)
     and its key is not committed or committed at an older version (the damaged
-    version rewrote the partition and retired the path the catalog names). Otherwise it is an uncommitted write (its
-    writer left no lease) or an unnamed version of a committed partition, and
-    is quarantined, never published.
+    version rewrote the partition and retired the path the catalog names).
+    Otherwise it is an uncommitted write (its writer left no lease) or an
+    unnamed version of a committed partition, and is quarantined, never
+    published.
     """
     part = col.partitioning
     plan = _Plan([], [], [], [], [])
@@ -312,7 +313,8 @@ async def _plan(
         plan.adopt.append((f, key, RepairAction(f.path, reason)))
     # A partition adopted under a newer path is not dropped (its old one may be gone).
     adopted = {k for _, k, _ in plan.adopt}
-    plan.drop[:] = [(i, a) for i, a in plan.drop if base is None or base.key_tuple(i) not in adopted]
+    if base is not None:
+        plan.drop[:] = [(i, a) for i, a in plan.drop if base.key_tuple(i) not in adopted]
     return plan
 
 
