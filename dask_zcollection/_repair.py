@@ -56,11 +56,12 @@ from .catalog._transaction import (
 from .errors import ConflictError, CorruptedDataError
 from .io._partition import PARTITION_KEY_ATTR as _KEY_ATTR
 from .io._partition import group_json, partition_attrs
+from .store import StoreSpec
 
 if TYPE_CHECKING:
     from ._engine import AsyncCollection
 
-__all__ = ["QUARANTINE_DIR", "RepairAction", "RepairReport", "repair"]
+__all__ = ["QUARANTINE_DIR", "RepairAction", "RepairReport", "repair", "set_aside_damaged"]
 
 #: Where repair puts what disagrees (never deleted by ``vacuum``).
 QUARANTINE_DIR = "_quarantine"
@@ -318,9 +319,8 @@ async def _plan(
     return plan
 
 
-async def _quarantine(col: AsyncCollection, stamp: str, paths: Sequence[str]) -> None:
+async def _quarantine(spec: StoreSpec, stamp: str, paths: Sequence[str]) -> None:
     """Copy each prefix (a group or one object) under ``_quarantine/<stamp>/``."""
-    spec = col.spec
     keys: list[str] = []
     for path in paths:
         listed = await spec.list_prefix(path + "/")
@@ -347,7 +347,7 @@ async def _set_aside(
     """Copy under the quarantine: damaged catalog objects (then deleted), groups no
     catalog names (then retired) and committed groups (the commit that drops them
     retires them)."""
-    await _quarantine(col, stamp, [*damaged, *named, *orphans])
+    await _quarantine(col.spec, stamp, [*damaged, *named, *orphans])
     await asyncio.gather(*(col.spec.delete(p) for p in damaged))
     await _retire(col.spec, f"{stamp}-quarantine", orphans)
 
@@ -421,6 +421,23 @@ async def _versions(col: AsyncCollection) -> tuple[Catalog | None, list[RepairAc
     # A damaged segment damages every version naming it: set it aside too.
     actions += [RepairAction(key, why) for key, why in survey.damaged_segments]
     return (intact[-1] if intact else None), actions, floor
+
+
+async def set_aside_damaged(spec: StoreSpec, *, dry_run: bool = False) -> RepairReport:
+    """Copy the damaged catalog objects under ``_quarantine/`` and delete them (a view's repair).
+
+    A view's partitions are computed from its base: what a damaged version
+    committed is recomputed by the next update (the view's catalog then falls
+    back to the newest intact version).
+    """
+    survey = await CatalogLog(spec).survey()
+    damaged = [RepairAction(version_key(v), why) for v, why in survey.damaged]
+    damaged += [RepairAction(key, why) for key, why in survey.damaged_segments]
+    if damaged and not dry_run:
+        await _quarantine(spec, new_txn_id(), [a.path for a in damaged])
+        await asyncio.gather(*(spec.delete(a.path) for a in damaged))
+    catalog = None if dry_run else await CatalogLog(spec).latest()
+    return RepairReport(quarantined=tuple(damaged), catalog=catalog, dry_run=dry_run)
 
 
 def _report(
