@@ -510,7 +510,8 @@ class Transaction:
         busy = await self._wait_for_writers(ABORT_WAIT)
         # Only the segments of its partitions: what it wrote is named there, if at all.
         mine = [p for c in self.canonicals for p in (c, f"{c}@{self.txn}")]
-        latest = await CatalogLog(self.spec).latest(by_paths(mine))
+        # No warning about damaged versions: uncommitted, nothing of it is named there.
+        latest = (await CatalogLog(self.spec).state(by_paths(mine))).latest
         try:
             await _remove_leftovers(
                 self.spec,

@@ -2,15 +2,18 @@
 
 Before: a writer built its commit on the newest intact version below a damaged
 one and numbered it past the damaged one, silently dropping what that version
-committed; garbage collection, judging by the same fallback version, deleted
-the path the damaged version had written a partition to... or rather kept the
-retired one and deleted nothing of the new, while repair adopted the old path
-and quarantined the new version. Now writers refuse with a
-``CorruptedDataError`` until ``repair()``, garbage collection waits, and repair
-adopts the rewritten partition: nothing is lost.
+committed (and naming the path it had retired), and repair kept a partition the
+damaged version rewrote at its old, retired path and quarantined the new
+version. Now writers refuse with a ``CorruptedDataError`` until ``repair()``
+(checked at plan and again at commit), garbage collection deletes nothing while
+the newest version is damaged, and repair adopts the rewritten partition:
+nothing is lost.
 """
 
 from __future__ import annotations
+
+import asyncio
+import concurrent.futures
 
 import dask
 import numpy
@@ -22,6 +25,7 @@ from dask_zcollection.catalog import CatalogLog
 from dask_zcollection.catalog._log import version_key
 from dask_zcollection.catalog._segments import segment_key
 from dask_zcollection.errors import CorruptedDataError, ZCollectionWarning
+from dask_zcollection.store import resolve_store
 
 
 def _schema() -> zc.Schema:
@@ -122,3 +126,36 @@ def test_a_garbage_version_refuses_writes_until_repair(protocol_url: str) -> Non
     assert report.adopted == ()
     col.insert(_rows(2, 3, 2.0))
     assert _values(url) == [1.0, 2.0, 3.0, 2.0, 3.0, 4.0]
+
+
+def test_damage_between_plan_and_commit_aborts_and_leaves_nothing(protocol_url: str) -> None:
+    """The commit checks again: a version damaged while the insert's tasks ran (here by
+    its merge function) is refused at commit, and the aborted insert leaves nothing."""
+    url = protocol_url
+    col = zc.create_collection(
+        url, schema=_schema(), axis="time", partitioning=zc.partitioning.Date(("time",), "M")
+    )
+    col.insert(_rows(1, 4, 1.0))
+    col.insert(_rows(2, 4, 2.0))
+    spec = col.aio.spec
+    newest = version_key(sync(CatalogLog(spec).versions())[-1])
+    before = _keys(col)
+
+    def damage() -> None:  # another process's write: its own store, its own loop
+        asyncio.run(resolve_store(url).put(newest, b"x"))
+
+    def merge(existing: dict, inserted: dict, *, axis: str) -> dict:
+        # The damage lands after the plan (the merge runs on the library's loop).
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(damage).result()
+        return inserted
+
+    with pytest.raises(CorruptedDataError, match=r"Run repair\(\)"):
+        col.insert(_rows(1, 3, 9.0), merge=merge)
+    # Only the abort marker (kept for the insert's tasks, dropped after its TTL).
+    added = sorted(set(_keys(col)) - set(before))
+    assert [k.rpartition(".")[2] for k in added] == ["aborted"], added
+    assert set(before) <= set(_keys(col))
+    report = col.repair()
+    assert [a.path for a in report.quarantined] == [newest]
+    assert _values(url) == [1.0, 2.0, 3.0, 4.0, 2.0, 3.0, 4.0, 5.0]
