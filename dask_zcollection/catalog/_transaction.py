@@ -779,7 +779,10 @@ async def recover_transaction(
     The verdict is made again once the marker is there, and the newest catalog
     read after it: a writer that signed its lease between the first verdict and
     the marker is alive (it stops at the marker: nothing is deleted under it),
-    and one that committed before the marker has its paths named.
+    and one that committed before the marker has its paths named. While the
+    newest version is damaged, a writer that finished writing every partition
+    may have committed it there: what it wrote is kept (``repair()`` adopts
+    it), only its locks and lease go.
 
     Returns
     -------
@@ -797,14 +800,47 @@ async def recover_transaction(
     every = sorted({*canonicals, *(c for c in named_ if isinstance(c, str))})
     # The segments of the partitions it may have written or superseded: all it checks.
     checked = [*every, *(p for p in lease.get("superseded", []) if isinstance(p, str))]
-    latest = await CatalogLog(spec).latest(by_paths(checked))
-    await _remove_leftovers(spec, txn, every, latest)
-    named = _named(latest)
-    superseded = [p for p in lease.get("superseded", []) if isinstance(p, str) and p not in named]
-    await _retire(spec, txn, superseded)
+    found = await CatalogLog(spec).state(by_paths(checked))
+    if found.damaged and await _wrote_all(spec, txn, every):
+        # Its commit may be the damaged version, which cannot be read: what it wrote
+        # stays for repair() to adopt from the tree (deleting it could lose a commit).
+        await _release_locks(spec, txn, every)
+    else:
+        latest = found.latest
+        await _remove_leftovers(spec, txn, every, latest)
+        named = _named(latest)
+        superseded = [
+            p for p in lease.get("superseded", []) if isinstance(p, str) and p not in named
+        ]
+        await _retire(spec, txn, superseded)
     await spec.delete(lease_key(txn))
     await spec.delete(alive_key(txn))
     return True
+
+
+async def _wrote_all(spec: StoreSpec, txn: str, canonicals: Sequence[str]) -> bool:
+    """Whether ``txn`` finished writing every partition in ``canonicals`` (it may have committed).
+
+    Each has a finished group stamped by ``txn`` (at its canonical path or
+    beside it), and no task of ``txn`` still holds its lock as writing: a
+    writer commits only then, so otherwise it certainly did not.
+    """
+    if not canonicals:
+        return False
+    paths = [p for c in canonicals for p in (c, f"{c}@{txn}")]
+    raws = await asyncio.gather(*(spec.get(f"{p}/zarr.json") for p in paths))
+    locks = await asyncio.gather(*(spec.get(lock_key(c)) for c in canonicals))
+    stamped = set()
+    for path, raw in zip(paths, raws, strict=True):
+        try:
+            attrs = json.loads(raw).get("attributes", {}) if raw is not None else {}
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(attrs, dict) and attrs.get(TXN_ATTR) == txn and not attrs.get(PENDING_ATTR):
+            stamped.add(path.partition("@")[0])
+    return all(
+        c in stamped and lock != lock_token(txn) for c, lock in zip(canonicals, locks, strict=True)
+    )
 
 
 async def recover(

@@ -159,3 +159,39 @@ def test_damage_between_plan_and_commit_aborts_and_leaves_nothing(protocol_url: 
     report = col.repair()
     assert [a.path for a in report.quarantined] == [newest]
     assert _values(url) == [1.0, 2.0, 3.0, 4.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def test_a_writer_dead_after_committing_the_damaged_version_loses_nothing(
+    protocol_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer committed (a rewrite of month 1), then died before cleaning up (its
+    lease and locks stay); its version is damaged. Recovery (repair's first step)
+    cannot read that version: it keeps what the writer wrote instead of deleting it as
+    uncommitted, and repair adopts it. Before, recovery deleted the committed month."""
+    from dask_zcollection.catalog._transaction import Transaction
+
+    url = protocol_url
+    col = zc.create_collection(
+        url, schema=_schema(), axis="time", partitioning=zc.partitioning.Date(("time",), "M")
+    )
+    col.insert(_rows(1, 4, 10.0))
+    col.insert(_rows(2, 4, 20.0))
+
+    async def dies(*args: object, **kwargs: object) -> None:
+        return None
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Transaction, "_clean_up", dies)  # killed right after its commit
+        col.insert(_rows(1, 6, 100.0), merge="replace")
+    spec = col.aio.spec
+    log = CatalogLog(spec)
+    newest = sync(log.versions())[-1]
+    committed = sync(log.read(newest))
+    assert committed is not None
+    rewritten = [p for p in committed.paths if p.startswith("year=2024/month=01")]
+    assert "@" in rewritten[0] and sync(spec.list_dir("_transactions"))  # its lease stays
+    sync(spec.put(version_key(newest), b"\0"))
+    report = col.repair(force=True)  # no writer runs: the dead one is recovered now
+    assert report.recovered == (committed.txn,)
+    assert [a.path for a in report.adopted] == rewritten
+    assert _values(url) == [100.0 + i for i in range(6)] + [20.0, 21.0, 22.0, 23.0]
