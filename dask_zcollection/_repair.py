@@ -566,5 +566,6 @@ async def _adopt_tree(
         orphans=[f.path for f, _ in plan.quarantine_orphan],
     )
     listed = await _stats(col, [f.path for f, _, _ in plan.adopt])
-    catalog = await col.planner.base(listed)
+    top = max((_version_of(a.path) for a in damaged), default=0)
+    catalog = await col.planner.base(listed, past=top)  # a number is never taken twice
     return _report(plan, damaged, None, recovered=recovered, catalog=catalog)

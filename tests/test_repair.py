@@ -230,6 +230,7 @@ def test_every_catalog_version_damaged_repair_rebuilds_from_the_tree(three_month
     report = col.repair()
     assert sorted(a.path for a in report.adopted) == [f"year=2024/month={m:02d}" for m in (1, 2, 3)]
     assert report.catalog is not None and report.catalog.rows.tolist() == [5, 5, 5]
+    assert report.catalog.version == 5  # past the 4 damaged ones: never a number twice
     assert _values(path) == before  # no warning: the damaged versions are quarantined
 
 
