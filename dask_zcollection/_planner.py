@@ -71,16 +71,25 @@ class WritePlanner:
         self.io = io
         self.discovery = discovery
 
-    async def base(self, listed: Catalog | None = None, choose: Chooser = None) -> Catalog:
+    async def base(
+        self, listed: Catalog | None = None, choose: Chooser = None, *, past: int = 0
+    ) -> Catalog:
         """The newest catalog, with stats, for a write to plan and commit against.
 
         A collection written by the reference implementation has no catalog of
         ours (version 0, listed from ``state.json`` or a walk): its listed
         catalog (or ``listed``) is first published as the next version, so the
-        commit protocol has a version to race on.
+        commit protocol has a version to race on (numbered above ``past``).
+
+        Raises
+        ------
+        CorruptedDataError
+            When a catalog version is damaged (``repair()`` first).
         """
         await self.spec.refresh()
-        current = await self.discovery.load(choose)
+        # Refused before anything is written when a version is damaged (the commit
+        # checks again).
+        current = await self.discovery.load(choose, writing=True)
         if current.version > 0:
             return await self.with_stats(current)
         log = self.discovery.log
@@ -90,6 +99,8 @@ class WritePlanner:
         await log.versions()  # numbered past damaged versions, if any
         adopted = dataclasses.replace(base, version=0)
         adopted = log.numbered(adopted.next_version(new_txn_id(), immutable=immutable))
+        if adopted.version <= past:  # repair: past the damaged versions it set aside
+            adopted = dataclasses.replace(adopted, version=past + 1)
         if await log.commit(adopted):
             return adopted
         latest = await log.latest()  # another writer adopted it first

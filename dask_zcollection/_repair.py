@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -55,11 +56,12 @@ from .catalog._transaction import (
 from .errors import ConflictError, CorruptedDataError
 from .io._partition import PARTITION_KEY_ATTR as _KEY_ATTR
 from .io._partition import group_json, partition_attrs
+from .store import StoreSpec
 
 if TYPE_CHECKING:
     from ._engine import AsyncCollection
 
-__all__ = ["QUARANTINE_DIR", "RepairAction", "RepairReport", "repair"]
+__all__ = ["QUARANTINE_DIR", "RepairAction", "RepairReport", "repair", "set_aside_damaged"]
 
 #: Where repair puts what disagrees (never deleted by ``vacuum``).
 QUARANTINE_DIR = "_quarantine"
@@ -67,6 +69,7 @@ QUARANTINE_DIR = "_quarantine"
 _RETRIES = 5
 #: Objects copied concurrently into the quarantine.
 _COPY_CONCURRENCY = 16
+_VERSION_KEY = re.compile(r"_catalog/v(\d{12})\.zcat")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -226,11 +229,13 @@ async def _plan(
     """Classify each disagreement between the catalog and the tree (reads only).
 
     A group no intact catalog names is adopted when there is no intact catalog,
-    or when its key is not committed and it was written after ``floor`` (the
-    transaction of the newest intact version below a damaged one: its commit
-    was lost with that version). Otherwise it is an uncommitted write (its
-    writer left no lease) or an unnamed version of a committed partition, and
-    is quarantined, never published.
+    or when it was written after ``floor`` (the transaction of the newest
+    intact version below a damaged one: its commit was lost with that version)
+    and its key is not committed or committed at an older version (the damaged
+    version rewrote the partition and retired the path the catalog names).
+    Otherwise it is an uncommitted write (its writer left no lease) or an
+    unnamed version of a committed partition, and is quarantined, never
+    published.
     """
     part = col.partitioning
     plan = _Plan([], [], [], [], [])
@@ -282,8 +287,15 @@ async def _plan(
             )
             continue
         if base is not None and TXN_ATTR in attrs:
-            named_key = int(base.find(numpy.array([key], dtype="int64"))[0]) >= 0
-            if named_key or floor is None or f.txn <= floor:
+            pos = int(base.find(numpy.array([key], dtype="int64"))[0])
+            named_key = pos >= 0
+            # Written after the newest intact version and newer than the version it
+            # names (the damaged version rewrote the partition and retired that one).
+            lost = floor is not None and f.txn > floor
+            if named_key and lost:
+                current = by_path.get(base.paths[pos])
+                lost = current is None or f.txn > current.txn
+            if not lost:
                 what = "an unnamed version of a committed partition" if named_key else "uncommitted"
                 plan.quarantine_orphan.append(
                     (f, RepairAction(f.path, f"{what} (no catalog version names it)"))
@@ -300,12 +312,15 @@ async def _plan(
         else:
             reason = "found in the tree, written by the reference implementation"
         plan.adopt.append((f, key, RepairAction(f.path, reason)))
+    # A partition adopted under a newer path is not dropped (its old one may be gone).
+    adopted = {k for _, k, _ in plan.adopt}
+    if base is not None:
+        plan.drop[:] = [(i, a) for i, a in plan.drop if base.key_tuple(i) not in adopted]
     return plan
 
 
-async def _quarantine(col: AsyncCollection, stamp: str, paths: Sequence[str]) -> None:
+async def _quarantine(spec: StoreSpec, stamp: str, paths: Sequence[str]) -> None:
     """Copy each prefix (a group or one object) under ``_quarantine/<stamp>/``."""
-    spec = col.spec
     keys: list[str] = []
     for path in paths:
         listed = await spec.list_prefix(path + "/")
@@ -332,7 +347,7 @@ async def _set_aside(
     """Copy under the quarantine: damaged catalog objects (then deleted), groups no
     catalog names (then retired) and committed groups (the commit that drops them
     retires them)."""
-    await _quarantine(col, stamp, [*damaged, *named, *orphans])
+    await _quarantine(col.spec, stamp, [*damaged, *named, *orphans])
     await asyncio.gather(*(col.spec.delete(p) for p in damaged))
     await _retire(col.spec, f"{stamp}-quarantine", orphans)
 
@@ -408,6 +423,23 @@ async def _versions(col: AsyncCollection) -> tuple[Catalog | None, list[RepairAc
     return (intact[-1] if intact else None), actions, floor
 
 
+async def set_aside_damaged(spec: StoreSpec, *, dry_run: bool = False) -> RepairReport:
+    """Copy the damaged catalog objects under ``_quarantine/`` and delete them (a view's repair).
+
+    A view's partitions are computed from its base: what a damaged version
+    committed is recomputed by the next update (the view's catalog then falls
+    back to the newest intact version).
+    """
+    survey = await CatalogLog(spec).survey()
+    damaged = [RepairAction(version_key(v), why) for v, why in survey.damaged]
+    damaged += [RepairAction(key, why) for key, why in survey.damaged_segments]
+    if damaged and not dry_run:
+        await _quarantine(spec, new_txn_id(), [a.path for a in damaged])
+        await asyncio.gather(*(spec.delete(a.path) for a in damaged))
+    catalog = None if dry_run else await CatalogLog(spec).latest()
+    return RepairReport(quarantined=tuple(damaged), catalog=catalog, dry_run=dry_run)
+
+
 def _report(
     plan: _Plan,
     damaged: list[RepairAction],
@@ -470,7 +502,8 @@ async def _apply(
                     held.add(canonical)
                 except ConflictError as err:
                     skipped.append(RepairAction(canonical, str(err)))
-            latest = await CatalogLog(spec).latest()
+            # No warning: the damaged versions are what repair sets aside.
+            latest = (await CatalogLog(spec).state()).latest
             if latest is None or latest.version != base.version:
                 # Another commit landed since the plan: plan again (the locks are released).
                 raise ConflictError("the catalog changed while repair planned")
@@ -493,8 +526,11 @@ async def _apply(
             drops = [i for i, _ in plan.drop if ok(base.paths[i])] + named_q
             put = await _stats(col, [p for p, _ in adopt])
             drop = base.keys[drops] if drops else numpy.empty((0, len(base.key_names)), "int64")
-            if len(put) or len(drop):
-                await txn.commit(_RepairChange(put, drop))
+            if len(put) or len(drop) or damaged:
+                # Past every damaged version set aside: a number is never taken twice
+                # (a writer's put that planned on it must still fail).
+                top = max((_version_of(a.path) for a in damaged), default=0)
+                await txn.commit(_RepairChange(put, drop), past=top)
                 catalog = await CatalogLog(spec).latest()  # the commit returns its segments only
             else:
                 catalog = latest
@@ -506,6 +542,12 @@ async def _apply(
     return _report(
         plan, damaged, base, held=held, skipped=skipped, recovered=recovered, catalog=catalog
     )
+
+
+def _version_of(key: str) -> int:
+    """The version number a catalog key names (0: a segment or another object)."""
+    match = _VERSION_KEY.fullmatch(key)
+    return int(match.group(1)) if match else 0
 
 
 async def _stats(col: AsyncCollection, paths: Sequence[str]) -> Catalog:
@@ -524,5 +566,6 @@ async def _adopt_tree(
         orphans=[f.path for f, _ in plan.quarantine_orphan],
     )
     listed = await _stats(col, [f.path for f, _, _ in plan.adopt])
-    catalog = await col.planner.base(listed)
+    top = max((_version_of(a.path) for a in damaged), default=0)
+    catalog = await col.planner.base(listed, past=top)  # a number is never taken twice
     return _report(plan, damaged, None, recovered=recovered, catalog=catalog)

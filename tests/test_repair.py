@@ -4,7 +4,8 @@ Issue 12: items 1 (repair racing writers lost 8 committed inserts), 6 (repair
 retired an intact partition missing its group ``zarr.json``, retired every
 partition after the configuration was edited, published a copied directory
 under its new name) and 7 (a damaged catalog object blocked reads and repair;
-a restored one made every insert spin forever).
+a restored one made every insert spin forever; now reads fall back, writers
+refuse until repair, and nothing the damaged version committed is lost).
 """
 
 from __future__ import annotations
@@ -152,8 +153,13 @@ def _newest(path: Path) -> Path:
     return sorted((path / "_catalog").glob("v*.zcat"))[-1]
 
 
+def _objects(path: Path) -> list[str]:
+    """Every file of the collection (what a refused write must leave unchanged)."""
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
+
+
 @pytest.mark.parametrize("damage", ["truncated", "bad-magic", "zero-bytes", "bit-flip", "v999"])
-def test_a_damaged_catalog_version_blocks_neither_reads_nor_writes(
+def test_a_damaged_catalog_version_falls_back_for_reads_refuses_writes_until_repair(
     three_months: Path, damage: str
 ) -> None:
     path = three_months
@@ -180,10 +186,11 @@ def test_a_damaged_catalog_version_blocks_neither_reads_nor_writes(
     else:  # the previous version: the third month's insert is not visible
         assert got["v"] == before["v"][:10]
     col = zc.open_collection(f"file://{path}", mode="rw")
-    with pytest.warns(ZCollectionWarning, match="damaged"):
+    # A commit on the version below would lose the third month: refused, nothing written.
+    objects = _objects(path)
+    with pytest.raises(CorruptedDataError, match=rf"{damaged.name}.*Run repair\(\)"):
         col.insert(_rows(4, 2, 40.0))
-    # The next version is numbered past the damaged one and reads without a warning.
-    assert int(_newest(path).name[1:13]) > int(damaged.name[1:13])
+    assert _objects(path) == objects
     report = col.repair()
     assert [a.path for a in report.quarantined] == [version_key(int(damaged.name[1:13]))]
     if damage != "v999":
@@ -191,6 +198,7 @@ def test_a_damaged_catalog_version_blocks_neither_reads_nor_writes(
         assert [a.path for a in report.adopted] == ["year=2024/month=03"]
     assert not damaged.exists()
     assert list((path / "_quarantine").glob(f"*/_catalog/{damaged.name}"))
+    col.insert(_rows(4, 2, 40.0))
     assert _values(path)["v"] == before["v"] + [40.0, 41.0]
 
 
@@ -201,12 +209,13 @@ def test_a_restored_catalog_version_never_makes_writers_spin(three_months: Path)
     versions[-1].write_bytes(versions[-2].read_bytes())
     col = zc.open_collection(f"file://{path}", mode="rw")
     t0 = time.monotonic()
-    with pytest.warns(ZCollectionWarning, match="holds version"):
+    with pytest.raises(CorruptedDataError, match="holds version"):
         col.insert(_rows(5, 1, 50.0))
     assert time.monotonic() - t0 < 30
     report = col.repair()
     assert [a.path for a in report.quarantined] == [f"_catalog/{versions[-1].name}"]
     assert [a.path for a in report.adopted] == ["year=2024/month=03"]
+    col.insert(_rows(5, 1, 50.0))
     assert len(_values(path)["v"]) == 16
 
 
@@ -221,6 +230,7 @@ def test_every_catalog_version_damaged_repair_rebuilds_from_the_tree(three_month
     report = col.repair()
     assert sorted(a.path for a in report.adopted) == [f"year=2024/month={m:02d}" for m in (1, 2, 3)]
     assert report.catalog is not None and report.catalog.rows.tolist() == [5, 5, 5]
+    assert report.catalog.version == 5  # past the 4 damaged ones: never a number twice
     assert _values(path) == before  # no warning: the damaged versions are quarantined
 
 

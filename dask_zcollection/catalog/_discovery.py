@@ -133,14 +133,16 @@ class CatalogDiscovery:
         """A catalog with no partition."""
         return Catalog.empty(self.partitioning.keys, self.axis_dtype)
 
-    async def load(self, choose: Chooser = None) -> Catalog:
+    async def load(self, choose: Chooser = None, *, writing: bool = False) -> Catalog:
         """The newest intact catalog, else one listed from ``state.json`` or a walk.
 
         ``choose`` picks the segments of a committed catalog to read (see
         :func:`~dask_zcollection.catalog._log.by_filter`): the catalog returned
         then holds at least the partitions they may match (a listed one, all).
+        ``writing``: refuse (``CorruptedDataError``) while a version above the
+        newest intact one is damaged, instead of warning.
         """
-        latest = await self.log.latest(choose)
+        latest = await (self.log.writable(choose) if writing else self.log.latest(choose))
         if latest is not None:
             return latest
         paths = await self.log.legacy_paths()

@@ -19,10 +19,12 @@ writer's put of it may still land (:meth:`CatalogLog.commit`).
 
 A damaged version (truncated, bad magic or checksum, a header naming another
 version: a restore from a backup; a segment missing or damaged) never
-blocks: readers take the newest intact one with a
-:class:`~dask_zcollection.errors.ZCollectionWarning`, writers number their
-commit past every version present, and ``repair()`` quarantines the damaged
-objects.
+blocks reads: readers take the newest intact one with a
+:class:`~dask_zcollection.errors.ZCollectionWarning`. Writers refuse
+(:meth:`CatalogLog.refuse_damaged`): a commit built on the version below
+would silently drop what the damaged one committed, and name paths that it
+retired. ``repair()`` adopts what the damaged version committed from the
+tree and quarantines the damaged objects; then writers proceed.
 """
 
 from __future__ import annotations
@@ -513,6 +515,48 @@ class CatalogLog:
                 ZCollectionWarning,
                 stacklevel=3,
             )
+
+    def refuse_damaged(self, damaged: Sequence[tuple[int, str]]) -> None:
+        """Refuse to write while a version above the newest intact one is damaged.
+
+        A commit built on the version below would silently drop what the
+        damaged one committed (it cannot be read), and could name partition
+        paths that it retired (garbage collection may have deleted them).
+        Neither a garbage ``v<N>`` nor a restored copy is told apart from a lost
+        commit: every damaged version refuses until ``repair()`` sets it aside.
+
+        Parameters
+        ----------
+        damaged : sequence of (int, str)
+            The damaged versions found (:attr:`CatalogState.damaged`).
+
+        Raises
+        ------
+        CorruptedDataError
+            When ``damaged`` is not empty; nothing was published.
+        """
+        if not damaged:
+            return
+        versions = sorted(v for v, _ in damaged)
+        more = f" (and {len(versions) - 1} more damaged version(s))" if len(versions) > 1 else ""
+        raise CorruptedDataError(
+            f"cannot write to {self.spec.url}: {dict(damaged)[versions[-1]]}{more}. A commit "
+            "built on the newest intact version below would lose what the damaged one "
+            "committed; nothing was written. Run repair(): it adopts what that version "
+            "committed from the tree and sets the damaged object aside; then write again"
+        )
+
+    async def writable(self, choose: Chooser = None) -> Catalog | None:
+        """:meth:`latest` for a writer: refused while a newer version is damaged.
+
+        Raises
+        ------
+        CorruptedDataError
+            See :meth:`refuse_damaged`.
+        """
+        state = await self.state(choose)
+        self.refuse_damaged(state.damaged)
+        return state.latest
 
     async def latest(self, choose: Chooser = None) -> Catalog | None:
         """The newest intact committed catalog, or ``None`` when none was ever written.

@@ -362,16 +362,23 @@ class Transaction:
             and not (r[2] is not None and r[3] < 0 and p >= 0 and latest.paths[p] == r[2])
         ]
 
-    async def commit(self, change: Change, *, immutable: str | None = None) -> Catalog:
+    async def commit(
+        self, change: Change, *, immutable: str | None = None, past: int = 0
+    ) -> Catalog:
         """Publish ``change`` as the next catalog version.
 
         Returns the new version holding only the partitions of the segments
         the change touched (read the whole one with ``CatalogLog.latest()``).
+        ``past``: number the version above it (repair: the numbers of the
+        damaged versions it set aside are never taken again).
 
         Raises
         ------
         ConflictError
             When a concurrent commit changed a partition this one touches.
+        CorruptedDataError
+            When a version above the newest intact one is damaged (nothing is
+            published: the commit would lose what it committed).
         """
         log = CatalogLog(self.spec)
         # Only the segments the change's keys (and the partitions it read) fall in are
@@ -389,12 +396,8 @@ class Transaction:
         budget = lease_timeout() / 2
         for _ in range(_COMMIT_ATTEMPTS):
             state = await log.state(choose)
-            if state.damaged and state.root is not None:
-                # Built on a version below damaged ones: every segment is written
-                # afresh (prune relies on a root naming only its predecessor's
-                # segments and new ones).
-                state = await log.state(None)
-            log.warn(state)
+            # Never built on a version below a damaged one: its commit would be lost.
+            log.refuse_damaged(state.damaged)
             latest = state.latest
             if latest is None:
                 raise ConflictError(f"the catalog of {self.spec.url} disappeared during the write")
@@ -411,6 +414,8 @@ class Transaction:
                     f"changing partition(s) {stale[:5]} that this write read; retry"
                 )
             new = log.numbered(change(latest).next_version(self.txn, immutable=immutable))
+            if new.version <= past:
+                new = dataclasses.replace(new, version=past + 1)
             named = set(new.paths) | {new.immutable}
             pos = latest.find(change.keys) if len(change.keys) else numpy.empty(0, dtype="intp")
             superseded = [
@@ -505,7 +510,8 @@ class Transaction:
         busy = await self._wait_for_writers(ABORT_WAIT)
         # Only the segments of its partitions: what it wrote is named there, if at all.
         mine = [p for c in self.canonicals for p in (c, f"{c}@{self.txn}")]
-        latest = await CatalogLog(self.spec).latest(by_paths(mine))
+        # No warning about damaged versions: uncommitted, nothing of it is named there.
+        latest = (await CatalogLog(self.spec).state(by_paths(mine))).latest
         try:
             await _remove_leftovers(
                 self.spec,
@@ -663,7 +669,9 @@ async def collect_garbage(spec: StoreSpec, older_than: float | None = None) -> l
     Each path is deleted under its partition's lock (a writer creating that
     partition again cannot be writing into it meanwhile) and only when the
     newest catalog does not name it; a record whose lock is busy is kept for a
-    later collection.
+    later collection. Nothing is deleted while the newest catalog version is
+    damaged: readers then read the version below it, which may name the paths
+    the damaged one retired (``repair()`` sets the damage aside first).
 
     Parameters
     ----------
@@ -709,7 +717,18 @@ async def collect_garbage(spec: StoreSpec, older_than: float | None = None) -> l
                 # writer re-created one of them at its canonical path and committed it.
                 if not await spec.exists(f"{GARBAGE_DIR}/{name}"):
                     continue
-                named = _named(await CatalogLog(spec).latest(by_paths(paths)))
+                state = await CatalogLog(spec).state(by_paths(paths))
+                if state.damaged:
+                    # Readers fall back to the version below the damaged one, which
+                    # may name what it retired; repair decides what it committed.
+                    _log.warning(
+                        "garbage of %s not collected: catalog version(s) %s are damaged "
+                        "(run repair())",
+                        spec.url,
+                        [v for v, _ in state.damaged],
+                    )
+                    break
+                named = _named(state.latest)
                 doomed = [p for p in paths if p not in named]
                 await _delete_prefixes(spec, doomed)
                 await spec.delete(f"{GARBAGE_DIR}/{name}")
@@ -760,7 +779,10 @@ async def recover_transaction(
     The verdict is made again once the marker is there, and the newest catalog
     read after it: a writer that signed its lease between the first verdict and
     the marker is alive (it stops at the marker: nothing is deleted under it),
-    and one that committed before the marker has its paths named.
+    and one that committed before the marker has its paths named. While the
+    newest version is damaged, a writer that finished writing every partition
+    may have committed it there: what it wrote is kept (``repair()`` adopts
+    it), only its locks and lease go.
 
     Returns
     -------
@@ -778,14 +800,47 @@ async def recover_transaction(
     every = sorted({*canonicals, *(c for c in named_ if isinstance(c, str))})
     # The segments of the partitions it may have written or superseded: all it checks.
     checked = [*every, *(p for p in lease.get("superseded", []) if isinstance(p, str))]
-    latest = await CatalogLog(spec).latest(by_paths(checked))
-    await _remove_leftovers(spec, txn, every, latest)
-    named = _named(latest)
-    superseded = [p for p in lease.get("superseded", []) if isinstance(p, str) and p not in named]
-    await _retire(spec, txn, superseded)
+    found = await CatalogLog(spec).state(by_paths(checked))
+    if found.damaged and await _wrote_all(spec, txn, every):
+        # Its commit may be the damaged version, which cannot be read: what it wrote
+        # stays for repair() to adopt from the tree (deleting it could lose a commit).
+        await _release_locks(spec, txn, every)
+    else:
+        latest = found.latest
+        await _remove_leftovers(spec, txn, every, latest)
+        named = _named(latest)
+        superseded = [
+            p for p in lease.get("superseded", []) if isinstance(p, str) and p not in named
+        ]
+        await _retire(spec, txn, superseded)
     await spec.delete(lease_key(txn))
     await spec.delete(alive_key(txn))
     return True
+
+
+async def _wrote_all(spec: StoreSpec, txn: str, canonicals: Sequence[str]) -> bool:
+    """Whether ``txn`` finished writing every partition in ``canonicals`` (it may have committed).
+
+    Each has a finished group stamped by ``txn`` (at its canonical path or
+    beside it), and no task of ``txn`` still holds its lock as writing: a
+    writer commits only then, so otherwise it certainly did not.
+    """
+    if not canonicals:
+        return False
+    paths = [p for c in canonicals for p in (c, f"{c}@{txn}")]
+    raws = await asyncio.gather(*(spec.get(f"{p}/zarr.json") for p in paths))
+    locks = await asyncio.gather(*(spec.get(lock_key(c)) for c in canonicals))
+    stamped = set()
+    for path, raw in zip(paths, raws, strict=True):
+        try:
+            attrs = json.loads(raw).get("attributes", {}) if raw is not None else {}
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(attrs, dict) and attrs.get(TXN_ATTR) == txn and not attrs.get(PENDING_ATTR):
+            stamped.add(path.partition("@")[0])
+    return all(
+        c in stamped and lock != lock_token(txn) for c, lock in zip(canonicals, locks, strict=True)
+    )
 
 
 async def recover(

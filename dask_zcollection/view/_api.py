@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._sync import sync
 from ..collection import LazyCollection
@@ -13,6 +13,9 @@ from ..store import StoreLike
 from . import _view
 from ._source import StaleMode
 from ._view import AsyncView, BaseLike, Mode
+
+if TYPE_CHECKING:
+    from .._repair import RepairReport
 
 __all__ = ["View", "create_view", "open_view", "read_view"]
 
@@ -115,6 +118,25 @@ class View:
     def drop_partitions(self, filters: FilterLike = None) -> list[str]:
         """Forget the computed view partitions matching ``filters``; returns their paths."""
         return sync(self.aio.drop_partitions(filters))
+
+    def repair(self, *, dry_run: bool = False) -> RepairReport:
+        """Set aside the view's damaged catalog versions; then updates and drops write again.
+
+        A damaged newest catalog version (truncated, bad magic, zero bytes, an
+        object that is no real version) makes reads fall back to the newest
+        intact version with a warning, and every write refuse with a
+        :class:`~dask_zcollection.errors.CorruptedDataError`: a commit on the
+        version below would lose what the damaged one committed. This copies
+        the damaged objects under ``_quarantine/`` and deletes them; the view
+        partitions the damaged version computed read as not computed until
+        :meth:`update` computes them again (from the base, unchanged).
+
+        Returns
+        -------
+        RepairReport
+            ``quarantined`` lists the objects set aside, with the reason.
+        """
+        return sync(self.aio.repair(dry_run=dry_run))
 
     # -- indexes ---------------------------------------------------------------------------
     def create_index(

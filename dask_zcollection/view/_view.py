@@ -15,7 +15,7 @@ import asyncio
 import dataclasses
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy
 
@@ -60,6 +60,9 @@ from ._config import (
 )
 from ._source import BASE_ATTR, StaleMode, ViewSource, check_stale, group_attrs
 from ._update import BasePart, ViewUpdate, build_update_graph
+
+if TYPE_CHECKING:
+    from .._repair import RepairReport
 
 __all__ = ["AsyncView", "create_view", "is_view", "open_view", "read_view", "view_schema"]
 
@@ -141,7 +144,7 @@ class AsyncView:
         """The newest overlay catalog, published first when only listed (reference views)."""
         await self.spec.refresh()
         log = self.discovery.log
-        latest = await log.latest()
+        latest = await log.writable()  # never on a version below a damaged one
         if latest is not None:
             return latest
         listed = await self.discovery.load()
@@ -533,6 +536,13 @@ class AsyncView:
             depends_on=around_deps,
         )
         return job, selected
+
+    async def repair(self, *, dry_run: bool = False) -> RepairReport:
+        """Set aside the view's damaged catalog versions (see :meth:`View.repair`)."""
+        self._check_writable()
+        from .._repair import set_aside_damaged
+
+        return await set_aside_damaged(self.spec, dry_run=dry_run)
 
     async def drop_partitions(self, filters: FilterLike = None) -> list[str]:
         """Forget the computed view partitions matching ``filters`` (the base is untouched)."""

@@ -173,16 +173,17 @@ def _root(counts: list[int]) -> Root:
     )
 
 
-def test_a_commit_below_a_damaged_version_writes_fresh_segments_prune_keeps_them(
+def test_a_damaged_segment_refuses_writes_until_repair_then_prune_keeps_every_month(
     memory_url: str, factory: Any, small_segments: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Prune deletes the segments of the versions it deletes that the first version kept
-    does not name. A writer that finds the newest version damaged builds on the one below
-    and writes every segment afresh: otherwise it would name a segment of that older
-    version which the damaged one replaced, and prune would delete it."""
+    """A writer never builds on the version below a damaged one: that commit would drop
+    the months the damaged version committed (before, it did, and wrote every segment
+    afresh). Repair adopts them from the tree and publishes a version past the damaged
+    one; prune then deletes the old versions and the segments only they name: every
+    month stays readable."""
     from dask_zcollection.catalog import _log
     from dask_zcollection.catalog._segments import segment_key
-    from dask_zcollection.errors import ZCollectionWarning
+    from dask_zcollection.errors import CorruptedDataError, ZCollectionWarning
 
     monkeypatch.setattr(_log, "prune_grace", lambda: 0.0)
     monkeypatch.setattr(_segments, "SEGMENT_MIN", 0)  # no merging: fixed segments
@@ -198,20 +199,27 @@ def test_a_commit_below_a_damaged_version_writes_fresh_segments_prune_keeps_them
     assert damaged.names[1] == base.names[1] and damaged.names[0] != base.names[0]
     spec = col.aio.spec
     sync(spec.put(segment_key(damaged.names[-1]), b"damaged"))
+    with pytest.raises(CorruptedDataError, match=r"Run repair\(\)"):
+        col.insert(factory.data(factory.times(_month(14)), seed=14))
+    assert _newest(memory_url).version == damaged.version  # nothing published
     with pytest.warns(ZCollectionWarning, match="damaged"):
-        col.insert(factory.data(factory.times(_month(14)), seed=14))  # the last segment
-    built = _newest(memory_url)
-    assert built.version == damaged.version + 1
-    assert not set(built.names) & set(base.names)  # every segment new
-    for m in range(15, 20):  # prune deletes the base and its segments the next one replaced
+        fallback = zc.open_collection(memory_url).query()
+    assert fallback is not None and len(fallback["time"].values) == 13
+    report = col.repair()
+    assert sorted(a.path for a in report.adopted) == ["year=2019/month=12", "year=2021/month=02"]
+    assert segment_key(damaged.names[-1]) in [a.path for a in report.quarantined]
+    assert _newest(memory_url).version == damaged.version + 1  # past the damaged one
+    for m in range(14, 20):  # prune deletes the base, the damaged version and their segments
         col.insert(factory.data(factory.times(_month(m)), seed=m))
     log = CatalogLog(spec)
     assert base.version not in sync(log.versions())
+    assert damaged.version not in sync(log.versions())
     stored = zc.open_collection(memory_url).query()
-    assert stored is not None  # built on the base: the damaged version's two months lost
-    assert len(stored["time"].values) == 13 + 6
+    assert stored is not None  # every month: none lost with the damaged version
+    expected = numpy.array([_month(i) for i in range(-1, 20)], dtype="datetime64[ns]")
+    assert (stored["time"].values == expected).all()
     first = factory.data(factory.times(*(_month(i) for i in range(12))), seed=3)
-    assert stored["quality"].values[0] == first["quality"][0]
+    assert stored["quality"].values[1] == first["quality"][0]
 
 
 @pytest.mark.parametrize("seed", range(3))

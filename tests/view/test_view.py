@@ -21,9 +21,11 @@ import dask_zcollection as dzc
 from dask_zcollection.errors import (
     AlreadyExistsError,
     CollectionNotFoundError,
+    CorruptedDataError,
     ReadOnlyError,
     SchemaError,
     StalePartitionError,
+    ZCollectionWarning,
 )
 from dask_zcollection.store import MemoryStore
 
@@ -736,3 +738,34 @@ def test_open_refuses_a_base_with_a_variable_named_like_the_view(
     factory.create(other, schema=schema)
     with pytest.raises(SchemaError, match="flag"):
         dzc.open_view(f"file://{tmp_path}/view", base=other)
+
+
+def test_a_damaged_view_catalog_version_refuses_writes_until_repair(
+    tmp_path: Path, base: Any
+) -> None:
+    """A view writer never commits on the version below a damaged one (the damaged
+    version's partitions would be silently forgotten): update and drop refuse, writing
+    nothing; repair sets the damaged object aside, and the next update recomputes."""
+    url, data = base
+    view = dzc.create_view(f"file://{tmp_path}/view", base=url, variables=VARIABLES)
+    view.update(anomalies, filters="month == 1", variables=["ssh", "quality"])
+    view.update(anomalies, filters="month == 2", variables=["ssh", "quality"])
+    newest = sorted((tmp_path / "view" / "_catalog").glob("v*.zcat"))[-1]
+    newest.write_bytes(newest.read_bytes()[:20])
+    with pytest.warns(ZCollectionWarning, match="damaged"):
+        assert dzc.open_view(f"file://{tmp_path}/view").partitions() == ["year=2024/month=01"]
+    before = tree_digest(str(tmp_path / "view"))
+    with pytest.raises(CorruptedDataError, match=rf"{newest.name}.*Run repair\(\)"):
+        view.update(anomalies, filters="month == 3", variables=["ssh", "quality"])
+    with pytest.raises(CorruptedDataError, match=r"Run repair\(\)"):
+        view.drop_partitions("month == 1")
+    assert tree_digest(str(tmp_path / "view")) == before
+    report = view.repair()
+    assert [a.path for a in report.quarantined] == [f"_catalog/{newest.name}"]
+    assert list((tmp_path / "view" / "_quarantine").glob(f"*/_catalog/{newest.name}"))
+    view.update(anomalies, filters="month >= 2", variables=["ssh", "quality"])
+    got = dzc.read_view(f"file://{tmp_path}/view").compute()
+    numpy.testing.assert_array_equal(
+        got["ssh_anom"].values, (data["ssh"] - numpy.float32(1.5)).astype("float32")
+    )
+    numpy.testing.assert_array_equal(got["flag"].values, (data["quality"] > 100).astype("int8"))
