@@ -55,11 +55,12 @@ def main(argv: list[str] | None = None) -> None:
         "--dir", default=None, help="where to create the collection (default: a temp dir)"
     )
     parser.add_argument("--days", type=int, default=90, help="days of 10 s data to insert")
+    parser.add_argument("--width", type=int, default=240, help="cross-track points of ssh")
     args = parser.parse_args(argv)
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="dzc-demo-"))
     url = f"file://{root.resolve() / 'altimetry'}"
 
-    schema = altimetry_schema()
+    schema = altimetry_schema(width=args.width)
     col = dzc.create_collection(
         url,
         schema=schema,
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         partitioning=dzc.partitioning.Date(("time",), resolution="M"),
         overwrite=True,
     )
-    data = _synthetic("2024-01-01", args.days)
+    data = _synthetic("2024-01-01", args.days, width=args.width)
     mb = sum(a.nbytes for a in data.values()) / 1e6
     t0 = time.perf_counter()
     written = col.insert(data)
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     # Appending new acquisitions: time_series merge, in place after the stored rows.
-    more = _synthetic(str(data["time"][-1] + numpy.timedelta64(10, "s")), 1)
+    more = _synthetic(str(data["time"][-1] + numpy.timedelta64(10, "s")), 1, width=args.width)
     t0 = time.perf_counter()
     col.insert({"time": more["time"], "ssh": more["ssh"]}, merge="time_series")
     print(f"appended one more day ({more['time'].size} rows) in {time.perf_counter() - t0:.3f} s")
