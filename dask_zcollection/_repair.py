@@ -181,14 +181,53 @@ class _RepairChange:
         return out
 
 
-async def _retired(col: AsyncCollection) -> set[str]:
-    """Paths named by a garbage record (retired, deleted by the collector)."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Retired:
+    """What the garbage records (``_garbage/``) say.
+
+    A record is written by a transaction's clean-up after its catalog put
+    landed (or by the recovery of a dead writer, for paths the newest readable
+    catalog no longer names): it is evidence of a commit, kept while the
+    newest version is damaged (garbage collection is halted then).
+    """
+
+    #: Every path a record names.
+    paths: set[str]
+    #: Path -> the transactions whose record retires it.
+    by: dict[str, list[str]]
+    #: Transactions that wrote a record: they committed.
+    committed: set[str]
+
+
+async def _retired(col: AsyncCollection) -> _Retired:
+    """Read the garbage records (retired paths, deleted by the collector)."""
     names = _records(await col.spec.list_dir(GARBAGE_DIR))
-    out: set[str] = set()
-    for _, doc in await _json_records(col.spec, GARBAGE_DIR, names):
-        if isinstance(doc, dict):
-            out.update(str(p) for p in doc.get("paths", []) if isinstance(p, str))
+    out = _Retired(set(), {}, set())
+    for name, doc in await _json_records(col.spec, GARBAGE_DIR, names):
+        if not isinstance(doc, dict):
+            continue
+        paths = [str(p) for p in doc.get("paths", []) if isinstance(p, str)]
+        out.paths.update(paths)
+        txn = doc.get("txn", name.removesuffix(".json"))
+        # Repair's own record of the orphans it sets aside is written before its
+        # commit and names no committed path: no evidence of a commit.
+        if not isinstance(txn, str) or txn.endswith("-quarantine"):
+            continue
+        out.committed.add(txn)
+        for path in paths:
+            out.by.setdefault(path, []).append(txn)
     return out
+
+
+def _dropped_by(retired: _Retired, path: str, found: FoundGroup) -> str | None:
+    """The committed transaction that retired the version at ``path`` (or ``None``).
+
+    Only a record of a transaction later than the group's own counts: a path
+    written again after an older record (a canonical path reused once its
+    retired version was collected) is not what that record retired.
+    """
+    later = [t for t in retired.by.get(path, ()) if t > found.txn]
+    return max(later) if later else None
 
 
 def _key_attr(found: FoundGroup, names: Sequence[str]) -> tuple[int, ...] | None:
@@ -223,7 +262,7 @@ async def _plan(
     col: AsyncCollection,
     base: Catalog | None,
     found: list[FoundGroup],
-    retired: set[str],
+    retired: _Retired,
     floor: str | None,
 ) -> _Plan:
     """Classify each disagreement between the catalog and the tree (reads only).
@@ -233,21 +272,44 @@ async def _plan(
     intact version below a damaged one: its commit was lost with that version)
     and its key is not committed or committed at an older version (the damaged
     version rewrote the partition and retired the path the catalog names).
+    A group written by a transaction whose garbage record exists is adopted
+    too, even when that transaction began before ``floor``: the record is
+    written only once its commit landed (a slow writer whose commit is the
+    damaged version).
     Otherwise it is an uncommitted write (its writer left no lease) or an
     unnamed version of a committed partition, and is quarantined, never
     published.
+
+    A committed path that a garbage record retires, written before the
+    record's transaction, was superseded or dropped by a commit the damaged
+    version held: unless a newer version of it is adopted, it is dropped (a
+    drop the damaged version committed is never undone).
     """
     part = col.partitioning
     plan = _Plan([], [], [], [], [])
     by_path = {f.path: f for f in found}
     named: dict[str, int] = {}
+    # Committed partitions a lost commit retired (catalog position -> that commit).
+    lost_drops: dict[int, str] = {}
     if base is not None:
         named = {p: i for i, p in enumerate(base.paths)}
         for path, i in named.items():
             key = base.key_tuple(i)
             f = by_path.get(path)
+            dropper = (
+                _dropped_by(retired, path, f or FoundGroup(path, None))
+                if floor is not None
+                else None
+            )
             if f is None or (f.attrs is None and not f.has_data):
                 plan.drop.append((i, RepairAction(path, "nothing left in the store at its path")))
+            elif dropper is not None:
+                lost_drops[i] = dropper
+                reason = (
+                    f"dropped by transaction {dropper}, committed in a damaged catalog "
+                    "version (its garbage record retires this path)"
+                )
+                plan.drop.append((i, RepairAction(path, reason)))
             elif f.attrs is None:
                 plan.rebuild.append(
                     (i, RepairAction(path, "group zarr.json missing; arrays intact"))
@@ -261,7 +323,7 @@ async def _plan(
     # The newest version of each partition the catalog does not name.
     best: dict[str, FoundGroup] = {}
     for f in found:
-        if f.path in named or f.path in retired or f.attrs is None:
+        if f.path in named or f.path in retired.paths or f.attrs is None:
             continue
         if f.pending:
             continue  # a claim: its writer's recovery deletes it
@@ -291,10 +353,10 @@ async def _plan(
             named_key = pos >= 0
             # Written after the newest intact version and newer than the version it
             # names (the damaged version rewrote the partition and retired that one).
-            lost = floor is not None and f.txn > floor
+            lost = floor is not None and (f.txn > floor or f.txn in retired.committed)
             if named_key and lost:
                 current = by_path.get(base.paths[pos])
-                lost = current is None or f.txn > current.txn
+                lost = current is None or f.txn > current.txn or pos in lost_drops
             if not lost:
                 what = "an unnamed version of a committed partition" if named_key else "uncommitted"
                 plan.quarantine_orphan.append(
