@@ -14,7 +14,8 @@ does), checks again against the newest catalog, then acts:
   version older than the catalog; a damaged catalog object) is copied under
   ``_quarantine/<repair txn>/`` (never deleted by ``vacuum``) and the original
   retired;
-* **dropped**: a committed partition with nothing left at its path;
+* **dropped**: a committed partition with nothing left at its path, or one a
+  commit of a damaged version dropped (its garbage record retires the path);
 * **skipped**: a partition a live writer holds (repair never waits on it).
 
 The catalog change is committed through :class:`Transaction.commit`: it
