@@ -197,3 +197,71 @@ def test_a_slow_writer_committed_in_the_damaged_version_is_adopted(
     assert report.dropped == ()
     assert [a.path for a in report.quarantined] == [damaged]
     _assert_equal(url, _reference(new_jan, feb))
+
+
+@pytest.mark.parametrize("damaged_count", [1, 2])
+@pytest.mark.usefixtures("keep_retired")
+def test_a_rewrite_then_drop_in_damaged_versions_stays_dropped(
+    protocol_url: str, damaged_count: int
+) -> None:
+    """January rewritten (a new path) then dropped; the drop's version is damaged, or
+    both. Either way January stays dropped: with both damaged, the version below names
+    January's first path, retired by the rewrite's record, and the rewrite's path is
+    retired by the drop's record (nothing to adopt)."""
+    url = protocol_url
+    col = _create(url)
+    jan, feb = _rows(1, 4, 10.0), _rows(2, 4, 20.0)
+    col.insert(jan)
+    col.insert(feb)
+    col.insert(_rows(1, 6, 100.0), merge="replace")
+    col.drop_partitions("month == 1")
+    spec = col.aio.spec
+    versions = sync(CatalogLog(spec).versions())
+    damaged = [version_key(v) for v in versions[-damaged_count:]]
+    for key in damaged:
+        sync(spec.put(key, b"\0" * 7))
+    with pytest.warns(ZCollectionWarning, match="damaged"):
+        assert len(_read(url)["v"]) == (6 if damaged_count == 1 else 4) + 4
+
+    report = col.repair()
+    assert [a.path for a in report.dropped] == [
+        p
+        for p in sync(CatalogLog(spec).read(versions[-1 - damaged_count])).paths
+        if p.startswith("year=2024/month=01")
+    ]
+    assert report.adopted == ()
+    assert sorted(a.path for a in report.quarantined) == sorted(damaged)
+    _assert_equal(url, feb)
+    col.vacuum(older_than=0)
+    assert not [k for k in sync(spec.list_prefix("year=2024/month=01"))]
+    _assert_equal(url, feb)
+
+
+@pytest.mark.usefixtures("keep_retired")
+def test_a_drop_killed_before_its_record_is_kept(
+    protocol_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The documented limit: a drop killed between its catalog put and its garbage
+    record, whose version is then damaged, leaves no evidence that it committed (its
+    lease's list was written before the put). Repair keeps February: nothing is lost."""
+    url = protocol_url
+    col = _create(url)
+    jan, feb = _rows(1, 4, 10.0), _rows(2, 4, 20.0)
+    col.insert(jan)
+    col.insert(feb)
+
+    async def dies(*args: object, **kwargs: object) -> None:
+        return None
+
+    with monkeypatch.context() as patch:
+        patch.setattr(transaction.Transaction, "_clean_up", dies)  # killed after its put
+        col.drop_partitions("month == 2")
+    spec = col.aio.spec
+    assert [n for n in sync(spec.list_dir("_transactions")) if n.endswith(".json")]
+    damaged = _damage_newest(col)
+    report = col.repair(force=True)  # no writer runs: the dead one is recovered now
+    assert len(report.recovered) == 1
+    assert report.dropped == ()
+    assert [a.path for a in report.quarantined] == [damaged]
+    assert [n for n in sync(spec.list_dir("_garbage")) if n.endswith(".json")] == []
+    _assert_equal(url, _reference(jan, feb))
