@@ -43,6 +43,7 @@ from .catalog._log import version_key
 from .catalog._transaction import (
     GARBAGE_DIR,
     TXN_ATTR,
+    DropPartitions,
     Transaction,
     _json_records,
     _records,
@@ -200,11 +201,11 @@ class _Retired:
     committed: set[str]
 
 
-async def _retired(col: AsyncCollection) -> _Retired:
+async def _retired(spec: StoreSpec) -> _Retired:
     """Read the garbage records (retired paths, deleted by the collector)."""
-    names = _records(await col.spec.list_dir(GARBAGE_DIR))
+    names = _records(await spec.list_dir(GARBAGE_DIR))
     out = _Retired(set(), {}, set())
-    for name, doc in await _json_records(col.spec, GARBAGE_DIR, names):
+    for name, doc in await _json_records(spec, GARBAGE_DIR, names):
         if not isinstance(doc, dict):
             continue
         paths = [str(p) for p in doc.get("paths", []) if isinstance(p, str)]
@@ -452,7 +453,7 @@ async def repair(col: AsyncCollection, *, force: bool, dry_run: bool) -> RepairR
                 "configuration edited? Nothing was changed"
             )
         found = await walk(spec, col.partitioning.keys, strict=True, probe_data=True)
-        plan = await _plan(col, base, found, await _retired(col), floor)
+        plan = await _plan(col, base, found, await _retired(spec), floor)
         if dry_run:
             return _report(plan, damaged, base, recovered=recovered, dry_run=True)
         if base is None:
@@ -499,8 +500,60 @@ async def set_aside_damaged(spec: StoreSpec, *, dry_run: bool = False) -> Repair
     if damaged and not dry_run:
         await _quarantine(spec, new_txn_id(), [a.path for a in damaged])
         await asyncio.gather(*(spec.delete(a.path) for a in damaged))
-    catalog = None if dry_run else await CatalogLog(spec).latest()
-    return RepairReport(quarantined=tuple(damaged), catalog=catalog, dry_run=dry_run)
+    catalog = await CatalogLog(spec).latest()
+    dropped: list[RepairAction] = []
+    if damaged and catalog is not None:
+        # A drop the damaged version committed stays a drop (its garbage record shows it).
+        top = max((_version_of(a.path) for a in damaged), default=0)
+        dropped, catalog = await _redo_lost_drops(spec, catalog, dry_run=dry_run, past=top)
+    return RepairReport(
+        quarantined=tuple(damaged),
+        dropped=tuple(dropped),
+        catalog=None if dry_run else catalog,
+        dry_run=dry_run,
+    )
+
+
+async def _redo_lost_drops(
+    spec: StoreSpec, catalog: Catalog, *, dry_run: bool, past: int
+) -> tuple[list[RepairAction], Catalog]:
+    """Drop again the partitions of ``catalog`` a garbage record retires (see :func:`_plan`).
+
+    The commit is numbered past ``past`` (the damaged versions set aside).
+    """
+    retired = await _retired(spec)
+    named = [(i, p) for i, p in enumerate(catalog.paths) if p in retired.by]
+    raws = await asyncio.gather(*(spec.get(f"{p}/zarr.json") for _, p in named))
+    lost: list[tuple[int, RepairAction]] = []
+    for (i, path), raw in zip(named, raws, strict=True):
+        try:
+            attrs = json.loads(raw).get("attributes") if raw is not None else None
+        except (ValueError, AttributeError):
+            attrs = None
+        found = FoundGroup(path, attrs if isinstance(attrs, dict) else None)
+        dropper = _dropped_by(retired, path, found)
+        if dropper is not None:
+            reason = (
+                f"dropped by transaction {dropper}, committed in a damaged catalog version "
+                "(its garbage record retires this path)"
+            )
+            lost.append((i, RepairAction(path, reason)))
+    if not lost or dry_run:
+        return [a for _, a in lost], catalog
+    keys = catalog.keys[[i for i, _ in lost]]
+    canonicals = sorted({a.path.partition("@")[0] for _, a in lost})
+
+    async def attempt() -> None:
+        txn = await Transaction.begin(spec, catalog, keys, canonicals)
+        async with txn.aborting():
+            token = lock_token(txn.txn, done=True)  # a drop writes nothing under its locks
+            for canonical in canonicals:
+                await acquire_lock(spec, canonical, token)
+            await txn.commit(DropPartitions(keys), past=past)
+
+    await retry_on_conflict(attempt, _RETRIES)
+    latest = await CatalogLog(spec).latest()
+    return [a for _, a in lost], latest if latest is not None else catalog
 
 
 def _report(
