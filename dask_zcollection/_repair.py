@@ -514,6 +514,17 @@ async def set_aside_damaged(spec: StoreSpec, *, dry_run: bool = False) -> Repair
     )
 
 
+async def _stamp(spec: StoreSpec, path: str) -> str | None:
+    """The ``_zc_txn`` of the group at ``path`` (``None``: none, or unreadable)."""
+    raw = await spec.get(f"{path}/zarr.json")
+    try:
+        attrs = json.loads(raw).get("attributes", {}) if raw is not None else {}
+    except (ValueError, AttributeError):
+        return None
+    txn = attrs.get(TXN_ATTR) if isinstance(attrs, dict) else None
+    return txn if isinstance(txn, str) else None
+
+
 async def _redo_lost_drops(
     spec: StoreSpec, catalog: Catalog, *, dry_run: bool, past: int
 ) -> tuple[list[RepairAction], Catalog]:
@@ -532,12 +543,23 @@ async def _redo_lost_drops(
             attrs = None
         found = FoundGroup(path, attrs if isinstance(attrs, dict) else None)
         dropper = _dropped_by(retired, path, found)
-        if dropper is not None:
-            reason = (
-                f"dropped by transaction {dropper}, committed in a damaged catalog version "
-                "(its garbage record retires this path)"
-            )
-            lost.append((i, RepairAction(path, reason)))
+        if dropper is None:
+            continue
+        # A rewrite (a newer version the commit wrote beside it, not retired since) is
+        # no drop: the view's next update computes the partition again.
+        later = [t for t in retired.by[path] if t > found.txn]
+        beside = [f"{found.canonical}@{t}" for t in later]
+        if path != found.canonical:
+            beside.append(found.canonical)  # free again once collected: claimed as is
+        beside = [b for b in beside if b not in retired.paths]
+        stamps = await asyncio.gather(*(_stamp(spec, b) for b in beside))
+        if any(t in later for t in stamps):
+            continue
+        reason = (
+            f"dropped by transaction {dropper}, committed in a damaged catalog version "
+            "(its garbage record retires this path)"
+        )
+        lost.append((i, RepairAction(path, reason)))
     if not lost or dry_run:
         return [a for _, a in lost], catalog
     keys = catalog.keys[[i for i, _ in lost]]

@@ -55,3 +55,29 @@ def test_a_view_drop_in_a_damaged_version_stays_dropped(tmp_path: Path, base: An
         got["ssh_anom"].values[jan], (data["ssh"] - numpy.float32(1.5)).astype("float32")[jan]
     )
     assert (got["flag"].values[~jan] == -1).all()
+
+
+def test_a_view_rewrite_in_a_damaged_version_is_not_dropped(tmp_path: Path, base: Any) -> None:
+    """A second update of January (a new path beside the first, which it retires) in the
+    damaged version is a rewrite, not a drop: repair keeps the version below's January
+    (the next update computes it again), and drops nothing."""
+    url, data = base
+    view_url = f"file://{tmp_path}/view"
+    with dask.config.set({"zcollection.retention": 3600}):
+        view = dzc.create_view(view_url, base=url, variables=VARIABLES)
+        view.update(anomalies, filters="month == 1", variables=["ssh", "quality"])
+        view.update(
+            lambda ds: {"flag": numpy.full(len(ds["time"].values), 3, "int8")},
+            filters="month == 1",
+            variables=["time"],
+        )
+        newest = sorted((tmp_path / "view" / "_catalog").glob("v*.zcat"))[-1]
+        newest.write_bytes(newest.read_bytes()[:20])
+        report = view.repair()
+    assert report.dropped == ()
+    assert dzc.open_view(view_url).partitions() == ["year=2024/month=01"]
+    got = dzc.read_view(view_url).compute()
+    jan = month_rows(1)
+    numpy.testing.assert_array_equal(
+        got["flag"].values[jan], (data["quality"] > 100).astype("int8")[jan]
+    )
