@@ -14,7 +14,8 @@ does), checks again against the newest catalog, then acts:
   version older than the catalog; a damaged catalog object) is copied under
   ``_quarantine/<repair txn>/`` (never deleted by ``vacuum``) and the original
   retired;
-* **dropped**: a committed partition with nothing left at its path;
+* **dropped**: a committed partition with nothing left at its path, or one a
+  commit of a damaged version dropped (its garbage record retires the path);
 * **skipped**: a partition a live writer holds (repair never waits on it).
 
 The catalog change is committed through :class:`Transaction.commit`: it
@@ -42,6 +43,7 @@ from .catalog._log import version_key
 from .catalog._transaction import (
     GARBAGE_DIR,
     TXN_ATTR,
+    DropPartitions,
     Transaction,
     _json_records,
     _records,
@@ -181,14 +183,53 @@ class _RepairChange:
         return out
 
 
-async def _retired(col: AsyncCollection) -> set[str]:
-    """Paths named by a garbage record (retired, deleted by the collector)."""
-    names = _records(await col.spec.list_dir(GARBAGE_DIR))
-    out: set[str] = set()
-    for _, doc in await _json_records(col.spec, GARBAGE_DIR, names):
-        if isinstance(doc, dict):
-            out.update(str(p) for p in doc.get("paths", []) if isinstance(p, str))
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Retired:
+    """What the garbage records (``_garbage/``) say.
+
+    A record is written by a transaction's clean-up after its catalog put
+    landed (or by the recovery of a dead writer, for paths the newest readable
+    catalog no longer names): it is evidence of a commit, kept while the
+    newest version is damaged (garbage collection is halted then).
+    """
+
+    #: Every path a record names.
+    paths: set[str]
+    #: Path -> the transactions whose record retires it.
+    by: dict[str, list[str]]
+    #: Transactions that wrote a record: they committed.
+    committed: set[str]
+
+
+async def _retired(spec: StoreSpec) -> _Retired:
+    """Read the garbage records (retired paths, deleted by the collector)."""
+    names = _records(await spec.list_dir(GARBAGE_DIR))
+    out = _Retired(set(), {}, set())
+    for name, doc in await _json_records(spec, GARBAGE_DIR, names):
+        if not isinstance(doc, dict):
+            continue
+        paths = [str(p) for p in doc.get("paths", []) if isinstance(p, str)]
+        out.paths.update(paths)
+        txn = doc.get("txn", name.removesuffix(".json"))
+        # Repair's own record of the orphans it sets aside is written before its
+        # commit and names no committed path: no evidence of a commit.
+        if not isinstance(txn, str) or txn.endswith("-quarantine"):
+            continue
+        out.committed.add(txn)
+        for path in paths:
+            out.by.setdefault(path, []).append(txn)
     return out
+
+
+def _dropped_by(retired: _Retired, path: str, found: FoundGroup) -> str | None:
+    """The committed transaction that retired the version at ``path`` (or ``None``).
+
+    Only a record of a transaction later than the group's own counts: a path
+    written again after an older record (a canonical path reused once its
+    retired version was collected) is not what that record retired.
+    """
+    later = [t for t in retired.by.get(path, ()) if t > found.txn]
+    return max(later) if later else None
 
 
 def _key_attr(found: FoundGroup, names: Sequence[str]) -> tuple[int, ...] | None:
@@ -223,7 +264,7 @@ async def _plan(
     col: AsyncCollection,
     base: Catalog | None,
     found: list[FoundGroup],
-    retired: set[str],
+    retired: _Retired,
     floor: str | None,
 ) -> _Plan:
     """Classify each disagreement between the catalog and the tree (reads only).
@@ -233,21 +274,44 @@ async def _plan(
     intact version below a damaged one: its commit was lost with that version)
     and its key is not committed or committed at an older version (the damaged
     version rewrote the partition and retired the path the catalog names).
+    A group written by a transaction whose garbage record exists is adopted
+    too, even when that transaction began before ``floor``: the record is
+    written only once its commit landed (a slow writer whose commit is the
+    damaged version).
     Otherwise it is an uncommitted write (its writer left no lease) or an
     unnamed version of a committed partition, and is quarantined, never
     published.
+
+    A committed path that a garbage record retires, written before the
+    record's transaction, was superseded or dropped by a commit the damaged
+    version held: unless a newer version of it is adopted, it is dropped (a
+    drop the damaged version committed is never undone).
     """
     part = col.partitioning
     plan = _Plan([], [], [], [], [])
     by_path = {f.path: f for f in found}
     named: dict[str, int] = {}
+    # Committed partitions a lost commit retired (catalog position -> that commit).
+    lost_drops: dict[int, str] = {}
     if base is not None:
         named = {p: i for i, p in enumerate(base.paths)}
         for path, i in named.items():
             key = base.key_tuple(i)
             f = by_path.get(path)
+            dropper = (
+                _dropped_by(retired, path, f or FoundGroup(path, None))
+                if floor is not None
+                else None
+            )
             if f is None or (f.attrs is None and not f.has_data):
                 plan.drop.append((i, RepairAction(path, "nothing left in the store at its path")))
+            elif dropper is not None:
+                lost_drops[i] = dropper
+                reason = (
+                    f"dropped by transaction {dropper}, committed in a damaged catalog "
+                    "version (its garbage record retires this path)"
+                )
+                plan.drop.append((i, RepairAction(path, reason)))
             elif f.attrs is None:
                 plan.rebuild.append(
                     (i, RepairAction(path, "group zarr.json missing; arrays intact"))
@@ -261,7 +325,7 @@ async def _plan(
     # The newest version of each partition the catalog does not name.
     best: dict[str, FoundGroup] = {}
     for f in found:
-        if f.path in named or f.path in retired or f.attrs is None:
+        if f.path in named or f.path in retired.paths or f.attrs is None:
             continue
         if f.pending:
             continue  # a claim: its writer's recovery deletes it
@@ -291,10 +355,10 @@ async def _plan(
             named_key = pos >= 0
             # Written after the newest intact version and newer than the version it
             # names (the damaged version rewrote the partition and retired that one).
-            lost = floor is not None and f.txn > floor
+            lost = floor is not None and (f.txn > floor or f.txn in retired.committed)
             if named_key and lost:
                 current = by_path.get(base.paths[pos])
-                lost = current is None or f.txn > current.txn
+                lost = current is None or f.txn > current.txn or pos in lost_drops
             if not lost:
                 what = "an unnamed version of a committed partition" if named_key else "uncommitted"
                 plan.quarantine_orphan.append(
@@ -389,7 +453,7 @@ async def repair(col: AsyncCollection, *, force: bool, dry_run: bool) -> RepairR
                 "configuration edited? Nothing was changed"
             )
         found = await walk(spec, col.partitioning.keys, strict=True, probe_data=True)
-        plan = await _plan(col, base, found, await _retired(col), floor)
+        plan = await _plan(col, base, found, await _retired(spec), floor)
         if dry_run:
             return _report(plan, damaged, base, recovered=recovered, dry_run=True)
         if base is None:
@@ -436,8 +500,82 @@ async def set_aside_damaged(spec: StoreSpec, *, dry_run: bool = False) -> Repair
     if damaged and not dry_run:
         await _quarantine(spec, new_txn_id(), [a.path for a in damaged])
         await asyncio.gather(*(spec.delete(a.path) for a in damaged))
-    catalog = None if dry_run else await CatalogLog(spec).latest()
-    return RepairReport(quarantined=tuple(damaged), catalog=catalog, dry_run=dry_run)
+    catalog = await CatalogLog(spec).latest()
+    dropped: list[RepairAction] = []
+    if damaged and catalog is not None:
+        # A drop the damaged version committed stays a drop (its garbage record shows it).
+        top = max((_version_of(a.path) for a in damaged), default=0)
+        dropped, catalog = await _redo_lost_drops(spec, catalog, dry_run=dry_run, past=top)
+    return RepairReport(
+        quarantined=tuple(damaged),
+        dropped=tuple(dropped),
+        catalog=None if dry_run else catalog,
+        dry_run=dry_run,
+    )
+
+
+async def _stamp(spec: StoreSpec, path: str) -> str | None:
+    """The ``_zc_txn`` of the group at ``path`` (``None``: none, or unreadable)."""
+    raw = await spec.get(f"{path}/zarr.json")
+    try:
+        attrs = json.loads(raw).get("attributes", {}) if raw is not None else {}
+    except (ValueError, AttributeError):
+        return None
+    txn = attrs.get(TXN_ATTR) if isinstance(attrs, dict) else None
+    return txn if isinstance(txn, str) else None
+
+
+async def _redo_lost_drops(
+    spec: StoreSpec, catalog: Catalog, *, dry_run: bool, past: int
+) -> tuple[list[RepairAction], Catalog]:
+    """Drop again the partitions of ``catalog`` a garbage record retires (see :func:`_plan`).
+
+    The commit is numbered past ``past`` (the damaged versions set aside).
+    """
+    retired = await _retired(spec)
+    named = [(i, p) for i, p in enumerate(catalog.paths) if p in retired.by]
+    raws = await asyncio.gather(*(spec.get(f"{p}/zarr.json") for _, p in named))
+    lost: list[tuple[int, RepairAction]] = []
+    for (i, path), raw in zip(named, raws, strict=True):
+        try:
+            attrs = json.loads(raw).get("attributes") if raw is not None else None
+        except (ValueError, AttributeError):
+            attrs = None
+        found = FoundGroup(path, attrs if isinstance(attrs, dict) else None)
+        dropper = _dropped_by(retired, path, found)
+        if dropper is None:
+            continue
+        # A rewrite (a newer version the commit wrote beside it, not retired since) is
+        # no drop: the view's next update computes the partition again.
+        later = [t for t in retired.by[path] if t > found.txn]
+        beside = [f"{found.canonical}@{t}" for t in later]
+        if path != found.canonical:
+            beside.append(found.canonical)  # free again once collected: claimed as is
+        beside = [b for b in beside if b not in retired.paths]
+        stamps = await asyncio.gather(*(_stamp(spec, b) for b in beside))
+        if any(t in later for t in stamps):
+            continue
+        reason = (
+            f"dropped by transaction {dropper}, committed in a damaged catalog version "
+            "(its garbage record retires this path)"
+        )
+        lost.append((i, RepairAction(path, reason)))
+    if not lost or dry_run:
+        return [a for _, a in lost], catalog
+    keys = catalog.keys[[i for i, _ in lost]]
+    canonicals = sorted({a.path.partition("@")[0] for _, a in lost})
+
+    async def attempt() -> None:
+        txn = await Transaction.begin(spec, catalog, keys, canonicals)
+        async with txn.aborting():
+            token = lock_token(txn.txn, done=True)  # a drop writes nothing under its locks
+            for canonical in canonicals:
+                await acquire_lock(spec, canonical, token)
+            await txn.commit(DropPartitions(keys), past=past)
+
+    await retry_on_conflict(attempt, _RETRIES)
+    latest = await CatalogLog(spec).latest()
+    return [a for _, a in lost], latest if latest is not None else catalog
 
 
 def _report(

@@ -1,0 +1,267 @@
+"""Repair never undoes what a damaged catalog version committed: drops, slow writers.
+
+Before: repair compared the intact version below the damage with the tree. A
+partition the damaged version *dropped* is still named there and still in the
+tree (garbage collection is halted while the newest version is damaged), so
+repair published it again: data the user deleted came back. And a writer that
+began before the intact version below was committed, but committed in the
+damaged version, had its partition quarantined instead of published. Now repair
+reads the garbage records (``_garbage/<txn>.json``, written by a transaction's
+clean-up only once its catalog put landed): a committed path retired by one is
+dropped unless a newer version of it is adopted, and a group written by a
+transaction with a record is adopted whenever it began.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import dask
+import numpy
+import pytest
+
+import dask_zcollection as zc
+from dask_zcollection._sync import sync
+from dask_zcollection.catalog import CatalogLog
+from dask_zcollection.catalog import _transaction as transaction
+from dask_zcollection.catalog._log import version_key
+from dask_zcollection.errors import ConflictError, ZCollectionWarning
+
+
+def _schema() -> zc.Schema:
+    return (
+        zc.Schema()
+        .with_dimension("time", chunks=8)
+        .with_variable("time", dtype="datetime64[ns]", dimensions=("time",))
+        .with_variable("v", dtype="float64", dimensions=("time",))
+        .build()
+    )
+
+
+def _rows(month: int, n: int, start: float) -> dict[str, numpy.ndarray]:
+    t0 = numpy.datetime64(f"2024-{month:02d}-01", "ns")
+    return {
+        "time": t0 + numpy.arange(n) * numpy.timedelta64(1, "h"),
+        "v": start + numpy.arange(n, dtype="float64"),
+    }
+
+
+def _read(url: str) -> dict[str, numpy.ndarray]:
+    ds = zc.open_collection(url).query()
+    assert ds is not None
+    return {"time": ds["time"].values, "v": ds["v"].values}
+
+
+def _reference(*parts: dict[str, numpy.ndarray]) -> dict[str, numpy.ndarray]:
+    return {k: numpy.concatenate([p[k] for p in parts]) for k in ("time", "v")}
+
+
+def _assert_equal(url: str, expected: dict[str, numpy.ndarray]) -> None:
+    got = _read(url)
+    for name in ("time", "v"):
+        numpy.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+def _damage_newest(col: zc.Collection) -> str:
+    spec = col.aio.spec
+    key = version_key(sync(CatalogLog(spec).versions())[-1])
+    sync(spec.put(key, b"\0" * 7))
+    return key
+
+
+def _create(url: str) -> zc.Collection:
+    return zc.create_collection(
+        url, schema=_schema(), axis="time", partitioning=zc.partitioning.Date(("time",), "M")
+    )
+
+
+@pytest.fixture
+def keep_retired() -> Iterator[None]:
+    """Retired versions stay (the default retention): a reader in flight may read them."""
+    with dask.config.set({"zcollection.retention": 3600}):
+        yield
+
+
+def _txn_between(low: str, high: str) -> str:
+    """A transaction id after ``low`` and before ``high`` (a writer that began in between)."""
+    between = low[:11] + "f" * (len(low) - 11)
+    assert low < between < high, (low, between, high)
+    return between
+
+
+@pytest.mark.parametrize("slow", [False, True], ids=["drop", "slow-drop"])
+@pytest.mark.usefixtures("keep_retired")
+def test_a_drop_committed_in_a_damaged_version_stays_dropped(
+    protocol_url: str, monkeypatch: pytest.MonkeyPatch, slow: bool
+) -> None:
+    url = protocol_url
+    col = _create(url)
+    jan, feb, mar = _rows(1, 4, 10.0), _rows(2, 4, 20.0), _rows(3, 3, 30.0)
+    col.insert(jan)
+    col.insert(feb)
+    spec = col.aio.spec
+    log = CatalogLog(spec)
+    if slow:
+        # The drop began before the insert of March was committed (the floor repair
+        # adopts from) and committed after it.
+        feb_txn = sync(log.latest()).txn
+        col.insert(mar)
+        ids = itertools.chain([_txn_between(feb_txn, sync(log.latest()).txn)])
+        real = transaction.new_txn_id
+        monkeypatch.setattr(transaction, "new_txn_id", lambda: next(ids, None) or real())
+    dropped = sync(log.latest()).paths[1]
+    assert dropped.startswith("year=2024/month=02")
+    assert col.drop_partitions("month == 2") == ["year=2024/month=02"]
+    monkeypatch.undo()
+    damaged = _damage_newest(col)
+    # The version below still names February, and its data is still there.
+    with pytest.warns(ZCollectionWarning, match="damaged"):
+        assert len(_read(url)["v"]) == 4 + 4 + (3 if slow else 0)
+
+    report = col.repair()
+    assert [a.path for a in report.dropped] == [dropped]
+    assert "garbage record" in report.dropped[0].reason
+    assert report.adopted == ()
+    assert [a.path for a in report.quarantined] == [damaged]
+    expected = _reference(jan, mar) if slow else _reference(jan)
+    _assert_equal(url, expected)  # no warning: the damage is set aside
+    assert sync(spec.exists(f"{dropped}/zarr.json"))  # retired: readers in flight
+    assert dropped in col.vacuum(older_than=0)
+    assert not sync(spec.exists(f"{dropped}/zarr.json"))
+    # Writers proceed; February is written again as new.
+    col.insert(_rows(2, 2, 50.0))
+    expected = _reference(jan, _rows(2, 2, 50.0), *([mar] if slow else []))
+    _assert_equal(url, expected)
+
+
+@pytest.mark.usefixtures("keep_retired")
+def test_an_aborted_drop_loses_nothing(protocol_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A drop that reached its commit (its lease names what it would retire) but never
+    published leaves no garbage record: repair keeps the partition."""
+    url = protocol_url
+    col = _create(url)
+    jan, feb, mar = _rows(1, 4, 10.0), _rows(2, 4, 20.0), _rows(3, 3, 30.0)
+    col.insert(jan)
+    col.insert(feb)
+
+    async def lost_race(self: CatalogLog, staged: object) -> bool:
+        raise ConflictError("another writer won")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(CatalogLog, "commit", lost_race)
+        with pytest.raises(ConflictError, match="another writer won"):
+            col.drop_partitions("month == 2")
+    spec = col.aio.spec
+    aborted = [n for n in sync(spec.list_dir("_transactions")) if n.endswith(".aborted")]
+    assert aborted  # every attempt aborted: no commit, so no garbage record
+    assert [n for n in sync(spec.list_dir("_garbage")) if n.endswith(".json")] == []
+    col.insert(mar)  # a later commit, damaged: its month is adopted from the tree
+    damaged = _damage_newest(col)
+    report = col.repair()
+    assert report.dropped == ()
+    assert [a.path for a in report.adopted] == ["year=2024/month=03"]
+    assert [a.path for a in report.quarantined] == [damaged]
+    _assert_equal(url, _reference(jan, feb, mar))
+
+
+@pytest.mark.usefixtures("keep_retired")
+def test_a_slow_writer_committed_in_the_damaged_version_is_adopted(
+    protocol_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rewrite of January that began before February's insert was committed (the
+    floor) and committed in the damaged version: its garbage record shows the commit,
+    so its new version is published, not quarantined (January's new rows stay)."""
+    url = protocol_url
+    col = _create(url)
+    jan, feb = _rows(1, 4, 10.0), _rows(2, 4, 20.0)
+    col.insert(jan)
+    spec = col.aio.spec
+    log = CatalogLog(spec)
+    jan_txn = sync(log.latest()).txn
+    col.insert(feb)
+    ids = itertools.chain([_txn_between(jan_txn, sync(log.latest()).txn)])
+    real = transaction.new_txn_id
+    new_jan = _rows(1, 6, 100.0)
+    with monkeypatch.context() as patch:
+        patch.setattr(transaction, "new_txn_id", lambda: next(ids, None) or real())
+        col.insert(new_jan, merge="replace")
+    rewritten = [p for p in sync(log.latest()).paths if p.startswith("year=2024/month=01")]
+    assert len(rewritten) == 1 and "@" in rewritten[0]
+    damaged = _damage_newest(col)
+    with pytest.warns(ZCollectionWarning, match="damaged"):
+        numpy.testing.assert_array_equal(_read(url)["v"][:4], jan["v"])
+
+    report = col.repair()
+    assert [a.path for a in report.adopted] == rewritten
+    assert report.dropped == ()
+    assert [a.path for a in report.quarantined] == [damaged]
+    _assert_equal(url, _reference(new_jan, feb))
+
+
+@pytest.mark.parametrize("damaged_count", [1, 2])
+@pytest.mark.usefixtures("keep_retired")
+def test_a_rewrite_then_drop_in_damaged_versions_stays_dropped(
+    protocol_url: str, damaged_count: int
+) -> None:
+    """January rewritten (a new path) then dropped; the drop's version is damaged, or
+    both. Either way January stays dropped: with both damaged, the version below names
+    January's first path, retired by the rewrite's record, and the rewrite's path is
+    retired by the drop's record (nothing to adopt)."""
+    url = protocol_url
+    col = _create(url)
+    jan, feb = _rows(1, 4, 10.0), _rows(2, 4, 20.0)
+    col.insert(jan)
+    col.insert(feb)
+    col.insert(_rows(1, 6, 100.0), merge="replace")
+    col.drop_partitions("month == 1")
+    spec = col.aio.spec
+    versions = sync(CatalogLog(spec).versions())
+    damaged = [version_key(v) for v in versions[-damaged_count:]]
+    for key in damaged:
+        sync(spec.put(key, b"\0" * 7))
+    with pytest.warns(ZCollectionWarning, match="damaged"):
+        assert len(_read(url)["v"]) == (6 if damaged_count == 1 else 4) + 4
+
+    report = col.repair()
+    assert [a.path for a in report.dropped] == [
+        p
+        for p in sync(CatalogLog(spec).read(versions[-1 - damaged_count])).paths
+        if p.startswith("year=2024/month=01")
+    ]
+    assert report.adopted == ()
+    assert sorted(a.path for a in report.quarantined) == sorted(damaged)
+    _assert_equal(url, feb)
+    col.vacuum(older_than=0)
+    assert not [k for k in sync(spec.list_prefix("year=2024/month=01"))]
+    _assert_equal(url, feb)
+
+
+@pytest.mark.usefixtures("keep_retired")
+def test_a_drop_killed_before_its_record_is_kept(
+    protocol_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The documented limit: a drop killed between its catalog put and its garbage
+    record, whose version is then damaged, leaves no evidence that it committed (its
+    lease's list was written before the put). Repair keeps February: nothing is lost."""
+    url = protocol_url
+    col = _create(url)
+    jan, feb = _rows(1, 4, 10.0), _rows(2, 4, 20.0)
+    col.insert(jan)
+    col.insert(feb)
+
+    async def dies(*args: object, **kwargs: object) -> None:
+        return None
+
+    with monkeypatch.context() as patch:
+        patch.setattr(transaction.Transaction, "_clean_up", dies)  # killed after its put
+        col.drop_partitions("month == 2")
+    spec = col.aio.spec
+    assert [n for n in sync(spec.list_dir("_transactions")) if n.endswith(".json")]
+    damaged = _damage_newest(col)
+    report = col.repair(force=True)  # no writer runs: the dead one is recovered now
+    assert len(report.recovered) == 1
+    assert report.dropped == ()
+    assert [a.path for a in report.quarantined] == [damaged]
+    assert [n for n in sync(spec.list_dir("_garbage")) if n.endswith(".json")] == []
+    _assert_equal(url, _reference(jan, feb))
