@@ -408,11 +408,11 @@ async def _set_aside(
     orphans: Sequence[str],
     named: Sequence[str] = (),
 ) -> None:
-    """Copy under the quarantine: damaged catalog objects (then deleted), groups no
-    catalog names (then retired) and committed groups (the commit that drops them
-    retires them)."""
+    """Copy under the quarantine: damaged catalog objects (deleted only by the caller,
+    once its commit landed: a failed repair leaves the damage for the next one to
+    see), groups no catalog names (then retired) and committed groups (the commit
+    that drops them retires them)."""
     await _quarantine(col.spec, stamp, [*damaged, *named, *orphans])
-    await asyncio.gather(*(col.spec.delete(p) for p in damaged))
     await _retire(col.spec, f"{stamp}-quarantine", orphans)
 
 
@@ -669,6 +669,8 @@ async def _apply(
                 # (a writer's put that planned on it must still fail).
                 top = max((_version_of(a.path) for a in damaged), default=0)
                 await txn.commit(_RepairChange(put, drop), past=top)
+                # Below the new version now: nothing reads or builds on them.
+                await asyncio.gather(*(spec.delete(a.path) for a in damaged))
                 catalog = await CatalogLog(spec).latest()  # the commit returns its segments only
             else:
                 catalog = latest
@@ -703,6 +705,10 @@ async def _adopt_tree(
         damaged=[a.path for a in damaged],
         orphans=[f.path for f, _ in plan.quarantine_orphan],
     )
+    # Every version is damaged: the writer's path refuses on them, so they go first
+    # (their copies are in the quarantine; a failed adoption is retried by the next
+    # repair from the tree, which this one left untouched).
+    await asyncio.gather(*(col.spec.delete(a.path) for a in damaged))
     listed = await _stats(col, [f.path for f, _, _ in plan.adopt])
     top = max((_version_of(a.path) for a in damaged), default=0)
     catalog = await col.planner.base(listed, past=top)  # a number is never taken twice

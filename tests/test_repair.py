@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy
 import pytest
@@ -200,6 +201,41 @@ def test_a_damaged_catalog_version_falls_back_for_reads_refuses_writes_until_rep
     assert list((path / "_quarantine").glob(f"*/_catalog/{damaged.name}"))
     col.insert(_rows(4, 2, 40.0))
     assert _values(path)["v"] == before["v"] + [40.0, 41.0]
+
+
+def test_a_repair_whose_commit_fails_keeps_the_damage_for_the_next_repair(
+    three_months: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The damaged object goes only once repair's commit has landed.
+
+    Deleted before, a failed commit left no trace of the damage: the next
+    repair quarantined the third month (a group no catalog names) instead of
+    adopting it.
+    """
+    from dask_zcollection.catalog._transaction import Transaction
+
+    path = three_months
+    before = _values(path)
+    damaged = _newest(path)
+    damaged.write_bytes(b"")
+    col = zc.open_collection(f"file://{path}", mode="rw")
+    commit = Transaction.commit
+
+    async def failing(self: Transaction, *args: Any, **kwargs: Any) -> Any:
+        raise OSError("the machine went away at the commit")
+
+    monkeypatch.setattr(Transaction, "commit", failing)
+    with pytest.raises(OSError, match="went away"):
+        col.repair()
+    monkeypatch.setattr(Transaction, "commit", commit)
+    assert damaged.exists()  # still there: the next repair sees it
+    with pytest.warns(ZCollectionWarning, match="damaged"):
+        assert _values(path)["v"] == before["v"][:10]
+    report = col.repair()
+    assert [a.path for a in report.adopted] == ["year=2024/month=03"]
+    assert [a.path for a in report.quarantined] == [version_key(int(damaged.name[1:13]))]
+    assert not damaged.exists()
+    assert _values(path) == before
 
 
 def test_a_restored_catalog_version_never_makes_writers_spin(three_months: Path) -> None:

@@ -388,7 +388,10 @@ class Transaction:
         if self.reads:
             read_keys = numpy.array([r[1] for r in self.reads], dtype="int64")
             watched = numpy.concatenate([change.keys.reshape(-1, read_keys.shape[1]), read_keys])
-        choose = compacting(by_keys(watched))
+        # Repair commits past the damaged versions it set aside, before deleting them
+        # (a failed repair leaves them for the next): built on the version below,
+        # read whole, every segment written afresh (CatalogLog.stage).
+        choose = compacting(by_keys(watched)) if not past else None
         # A writer declared dead (no heartbeat for a lease timeout) is being cleaned
         # up: it must not publish. Its recoverer puts the abort marker before deleting
         # anything, and sees no heartbeat newer than a timeout: publishing within half
@@ -396,8 +399,9 @@ class Transaction:
         budget = lease_timeout() / 2
         for _ in range(_COMMIT_ATTEMPTS):
             state = await log.state(choose)
-            # Never built on a version below a damaged one: its commit would be lost.
-            log.refuse_damaged(state.damaged)
+            # Never built on a version below a damaged one: its commit would be lost
+            # (but repair's, numbered past those it set aside).
+            log.refuse_damaged([d for d in state.damaged if d[0] > past])
             latest = state.latest
             if latest is None:
                 raise ConflictError(f"the catalog of {self.spec.url} disappeared during the write")
