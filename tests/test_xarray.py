@@ -662,3 +662,56 @@ def test_axis_index_pickles_without_its_values(monthly: Any) -> None:
     back = pickle.loads(pickle.dumps(ds))
     sel = back.sel(time=slice(LO, HI))
     numpy.testing.assert_array_equal(sel["time"].values, data["time"][_in_range(data["time"])])
+
+
+# -- chunks={}: what a full load costs ----------------------------------------------------------
+def test_backend_dask_load_opens_each_partition_array_once(monthly: Any) -> None:
+    """A ``chunks={}`` load reads each chunk once and each ``zarr.json`` once per partition.
+
+    xarray makes a dask block per zarr chunk, each reading through the backend
+    array: the array of a partition is opened by the first block, not by each.
+    """
+    from collections import Counter
+
+    url, data = monthly
+    spec = counting_spec(url)
+    ds = xarray.open_dataset(spec, engine=ENGINE, chunks={}, mask_and_scale=False)
+    assert len(ds["ssh"].data.chunks[0]) > 4 * 2  # several blocks per partition
+    reset_reads(spec.tag)
+    ds = ds.load()
+    keys = [k for k in reads(spec.tag) if "=" in k]
+    counts = Counter(keys)
+    assert max(counts.values()) == 1, [k for k, n in counts.items() if n > 1]
+    metadata = [k for k in keys if k.endswith("/zarr.json")]
+    # The root group's ssh and quality, and the axis the lazy index reads: 4 partitions each.
+    assert {k.rsplit("/", 2)[-2] for k in metadata} == {"ssh", "quality", "time"}
+    assert len(metadata) == 3 * 4
+    assert numpy.array_equal(ds["ssh"].values, data["ssh"], equal_nan=True)
+    numpy.testing.assert_array_equal(ds["quality"].values, data["quality"])
+
+
+def test_backend_block_read_allocates_its_rows_only(monthly: Any) -> None:
+    """Reading a few rows costs memory for them, not an index of every row of the variable."""
+    import tracemalloc
+
+    from xarray.core import indexing
+
+    from dask_zcollection.xarray_backend import ZCollectionArray
+
+    url, data = monthly
+    lazy = zc.read_collection(url)
+    expr, _ = lazy._block_ranges()
+    first = expr.catalog.paths[:1]
+    # The partition's first rows, inside a concatenation claiming 10 million rows.
+    array = ZCollectionArray(lazy.source, first, numpy.array([[0, 10_000_000]]), "ssh", "")
+    for key, want in ((slice(0, 5), data["ssh"][:5]), (slice(1, 9, 3), data["ssh"][1:9:3])):
+        tracemalloc.start()
+        try:
+            got = array[indexing.BasicIndexer((key, slice(None)))]
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert numpy.array_equal(got, want, equal_nan=True)
+        assert peak < 1_000_000, peak  # an arange of 10 million rows is 80 MB
+    with pytest.raises(IndexError, match="ssh"):
+        array[indexing.BasicIndexer((10_000_000, slice(None)))]
