@@ -35,7 +35,15 @@ from typing import Any
 import numpy
 
 from ..errors import CorruptedDataError, FormatVersionError
-from ._catalog import _CODEC, _MAGIC, Catalog, _void_view, decode_catalog, encode_catalog
+from ._catalog import (
+    _CODEC,
+    _MAGIC,
+    DECODED,
+    Catalog,
+    _void_view,
+    decode_catalog,
+    encode_catalog,
+)
 
 __all__ = [
     "ROOT_FORMAT",
@@ -313,7 +321,7 @@ def decode_version(data: bytes, name: str = "catalog object") -> Catalog | Root:
     if header.get("layout") != "segments":
         raise FormatVersionError(f"{name}: catalog layout {header.get('layout')!r} is unknown")
     try:
-        return _decode_root(header, data[start + hlen :])
+        return DECODED.get(data, lambda raw: _decode_root(header, raw[start + hlen :]))
     except CorruptedDataError as err:
         raise CorruptedDataError(f"{name} is damaged: {err}") from err
     except Exception as err:

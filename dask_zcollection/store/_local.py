@@ -22,6 +22,10 @@ __all__ = ["LocalStore"]
 #: costs more than writing a few small files (and far more when the GIL is busy).
 INLINE_BYTES = 1 << 16
 
+#: A directory this size or smaller (its entries' bytes: ext4 holds ~400 short
+#: names in 16 KiB) is listed on the event loop.
+SMALL_DIR_BYTES = 1 << 14
+
 
 def _write_new(path: str, data: bytes, durable: bool = False) -> str:
     """Write ``data`` to a fresh temporary file next to ``path``; return its name."""
@@ -172,11 +176,20 @@ class LocalStore(StoreSpec):
 
     async def list_dir(self, prefix: str) -> list[str]:
         # os.scandir is one syscall batch; zarr's listing stats every entry.
+        path = os.path.join(self.root, prefix)
+
         def scan() -> list[str]:
             try:
-                with os.scandir(os.path.join(self.root, prefix)) as it:
+                with os.scandir(path) as it:
                     return [e.name for e in it if not e.name.endswith(".partial")]
             except (FileNotFoundError, NotADirectoryError):
                 return []
 
-        return await asyncio.to_thread(scan)
+        # A small directory (the catalog's versions, a partition's arrays: a few
+        # hundred entries at most) is listed on the event loop, as small objects
+        # are read: a thread hop costs more.
+        try:
+            small = os.stat(path).st_size <= SMALL_DIR_BYTES
+        except OSError:
+            small = True  # missing: scan() says so at once
+        return scan() if small else await asyncio.to_thread(scan)
