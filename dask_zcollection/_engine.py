@@ -38,6 +38,7 @@ from .errors import (
     ReadOnlyError,
 )
 from .expr import ReadPartitions
+from .indexing._stored import StoredIndexes
 from .io import (
     CollectionConfig,
     PartitionIO,
@@ -76,7 +77,7 @@ def encode_keys(partitioning: Partitioning, keys: numpy.ndarray) -> list[str]:
     return ["/".join(row) for row in zip(*columns, strict=True)]
 
 
-class AsyncCollection:
+class AsyncCollection(StoredIndexes):
     """A partitioned collection (async API). Use :func:`open_collection` to get one."""
 
     def __init__(self, spec: StoreSpec, config: CollectionConfig, mode: Mode = "r") -> None:
@@ -399,44 +400,6 @@ class AsyncCollection:
             return await self.planner.update(where, chosen)
 
         return await self._run_graph(plan, retries=retries, compute=compute)
-
-    # -- indexes -----------------------------------------------------------------------------
-    async def create_index(
-        self,
-        name: str,
-        builder: Callable[..., Any],
-        *,
-        filters: FilterLike = None,
-        variables: Sequence[str] | None = None,
-        overwrite: bool = False,
-    ) -> list[str]:
-        """Build an index and store it in the collection (see ``Collection.create_index``)."""
-        from .indexing import _stored
-
-        self._check_writable()
-        return await _stored.create_index(
-            self, name, builder, filters=filters, variables=variables, overwrite=overwrite
-        )
-
-    async def update_index(self, name: str, builder: Callable[..., Any] | None = None) -> list[str]:
-        """Rebuild the stale or missing entries of index ``name``; return those partitions."""
-        from .indexing import _stored
-
-        self._check_writable()
-        return await _stored.update_index(self, name, builder)
-
-    async def drop_index(self, name: str) -> None:
-        """Delete index ``name``."""
-        from .indexing import _stored
-
-        self._check_writable()
-        await _stored.drop_index(self, name)
-
-    async def indexes(self) -> list[str]:
-        """Names of the indexes stored in the collection."""
-        from .indexing import _stored
-
-        return await _stored.list_indexes(self.spec)
 
     async def _overlap_strategy(
         self, strategy: UpdateStrategy, filters: FilterLike, depth: Any, boundary: Any

@@ -381,3 +381,45 @@ async def list_indexes(spec: Any) -> list[str]:
     # SeaweedFS keeps directories; Icechunk lists an implicit group's zarr.json).
     exists = await asyncio.gather(*(read.exists(_descriptor_key(n)) for n in names))
     return sorted(n for n, ok in zip(names, exists, strict=True) if ok)
+
+
+class StoredIndexes:
+    """The stored-index methods of a writable collection or view (async API).
+
+    The class using it has ``spec`` (where the indexes are stored) and
+    ``_check_writable()``; the index lives in that store under ``_indexes/``.
+    """
+
+    spec: Any
+
+    def _check_writable(self) -> None:  # pragma: no cover - the using class's own
+        raise NotImplementedError
+
+    async def create_index(
+        self,
+        name: str,
+        builder: Callable[..., Any],
+        *,
+        filters: Any = None,
+        variables: Sequence[str] | None = None,
+        overwrite: bool = False,
+    ) -> list[str]:
+        """Build an index and store it (see ``Collection.create_index``)."""
+        self._check_writable()
+        return await create_index(
+            self, name, builder, filters=filters, variables=variables, overwrite=overwrite
+        )
+
+    async def update_index(self, name: str, builder: Callable[..., Any] | None = None) -> list[str]:
+        """Rebuild the stale or missing entries of index ``name``; return those partitions."""
+        self._check_writable()
+        return await update_index(self, name, builder)
+
+    async def drop_index(self, name: str) -> None:
+        """Delete index ``name``."""
+        self._check_writable()
+        await drop_index(self, name)
+
+    async def indexes(self) -> list[str]:
+        """Names of the stored indexes."""
+        return await list_indexes(self.spec)

@@ -43,6 +43,7 @@ from ..errors import (
     VariableNotFoundError,
 )
 from ..expr import ReadPartitions
+from ..indexing._stored import StoredIndexes
 from ..io import ReadSource, forget_collection, group_json, read_config
 from ..io._writer import PartitionPlan, WriteContext
 from ..merge import AxisRange
@@ -82,7 +83,7 @@ def _check_stale_mode(stale: Any) -> StaleMode:
     return stale  # type: ignore[no-any-return]
 
 
-class AsyncView:
+class AsyncView(StoredIndexes):
     """A view: variables of its own over a read-only base collection (async API).
 
     Get one from :func:`create_view` or :func:`open_view`.
@@ -564,47 +565,6 @@ class AsyncView:
             return canonicals
 
         return await retry_on_conflict(attempt, DEFAULT_RETRIES)
-
-    # -- indexes (stored in the view's store) ----------------------------------------------
-    async def create_index(
-        self,
-        name: str,
-        builder: Callable[..., Any],
-        *,
-        filters: FilterLike = None,
-        variables: Sequence[str] | None = None,
-        overwrite: bool = False,
-    ) -> list[str]:
-        """Build an index over base and view variables; store it in the view's store.
-
-        See :meth:`dask_zcollection.View.create_index`.
-        """
-        from ..indexing import _stored
-
-        self._check_writable()
-        return await _stored.create_index(
-            self, name, builder, filters=filters, variables=variables, overwrite=overwrite
-        )
-
-    async def update_index(self, name: str, builder: Callable[..., Any] | None = None) -> list[str]:
-        """Rebuild the stale or missing entries of index ``name``; return those partitions."""
-        from ..indexing import _stored
-
-        self._check_writable()
-        return await _stored.update_index(self, name, builder)
-
-    async def drop_index(self, name: str) -> None:
-        """Delete index ``name`` from the view's store."""
-        from ..indexing import _stored
-
-        self._check_writable()
-        await _stored.drop_index(self, name)
-
-    async def indexes(self) -> list[str]:
-        """Names of the indexes stored in the view's store."""
-        from ..indexing import _stored
-
-        return await _stored.list_indexes(self.spec)
 
 
 async def _view_versions(
