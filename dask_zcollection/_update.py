@@ -64,6 +64,13 @@ class UpdateStrategy:
     def needs_existing(self, existing: AxisRange | None, inserted: AxisRange) -> bool:
         return True
 
+    @staticmethod
+    def _stored(existing: Mapping[str, numpy.ndarray] | None) -> dict[str, numpy.ndarray]:
+        """A copy of the partition's columns to rewrite."""
+        if existing is None:
+            raise MergeError("update: the partition to rewrite is missing")
+        return dict(existing)
+
     def appends(self, existing: AxisRange, inserted: AxisRange) -> bool:
         return False
 
@@ -74,9 +81,7 @@ class UpdateStrategy:
         *,
         axis: str,
     ) -> dict[str, numpy.ndarray]:
-        if existing is None:
-            raise MergeError("update: the partition to rewrite is missing")
-        columns = dict(existing)
+        columns = self._stored(existing)
         rows = len(columns[axis])
         view = {k: v for k, v in columns.items() if self.variables is None or k in self.variables}
         result = self.func(columns_to_dataset(self.schema, view))
@@ -109,7 +114,22 @@ class UpdateStrategy:
 
 
 @dataclasses.dataclass(frozen=True)
-class RowsUpdateStrategy(UpdateStrategy):
+class _PartitionUpdate(UpdateStrategy):
+    """An update whose inputs were planned per partition (named by canonical path)."""
+
+    partitioning: Any = None
+
+    def _located(
+        self, existing: Mapping[str, numpy.ndarray] | None, axis: str
+    ) -> tuple[dict[str, numpy.ndarray], int, str]:
+        """The columns to rewrite, their rows and the canonical path of their partition."""
+        columns = self._stored(existing)
+        n = len(columns[axis])
+        return columns, n, _partition_of(self.partitioning, self.schema, columns) if n else ""
+
+
+@dataclasses.dataclass(frozen=True)
+class RowsUpdateStrategy(_PartitionUpdate):
     """``func`` sees only some rows of each partition (an index's selection); the rest are kept.
 
     ``rows`` maps each canonical partition path to its committed row count
@@ -117,7 +137,6 @@ class RowsUpdateStrategy(UpdateStrategy):
     variables to replace for those rows only; they are written back in place.
     """
 
-    partitioning: Any = None
     rows: Mapping[str, tuple[int, tuple[tuple[int, int], ...]]] = dataclasses.field(
         default_factory=dict
     )
@@ -126,9 +145,6 @@ class RowsUpdateStrategy(UpdateStrategy):
     def name(self) -> str:
         return f"update({getattr(self.func, '__qualname__', self.func)!s}, rows)"
 
-    def _partition(self, columns: Mapping[str, numpy.ndarray]) -> str:
-        return _partition_of(self.partitioning, self.schema, columns)
-
     def __call__(
         self,
         existing: Mapping[str, numpy.ndarray] | None,
@@ -136,11 +152,7 @@ class RowsUpdateStrategy(UpdateStrategy):
         *,
         axis: str,
     ) -> dict[str, numpy.ndarray]:
-        if existing is None:
-            raise MergeError("update: the partition to rewrite is missing")
-        columns = dict(existing)
-        n = len(columns[axis])
-        path = self._partition(columns) if n else ""
+        columns, n, path = self._located(existing, axis)
         expected, ranges = self.rows.get(path, (n, ()))
         if expected >= 0 and expected != n:
             from .errors import StaleIndexError
@@ -219,7 +231,7 @@ def extend_rows(
 
 
 @dataclasses.dataclass(frozen=True)
-class OverlapUpdateStrategy(UpdateStrategy):
+class OverlapUpdateStrategy(_PartitionUpdate):
     """``func`` sees each partition extended by its neighbours' rows (read when planned).
 
     ``halos`` maps each canonical partition path to its committed row count,
@@ -228,7 +240,6 @@ class OverlapUpdateStrategy(UpdateStrategy):
     replace over the extended rows; the halo is trimmed before writing.
     """
 
-    partitioning: Any = None
     halos: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     constant: Any = None
 
@@ -243,11 +254,7 @@ class OverlapUpdateStrategy(UpdateStrategy):
         *,
         axis: str,
     ) -> dict[str, numpy.ndarray]:
-        if existing is None:
-            raise MergeError("update: the partition to rewrite is missing")
-        columns = dict(existing)
-        n = len(columns[axis])
-        path = _partition_of(self.partitioning, self.schema, columns) if n else ""
+        columns, n, path = self._located(existing, axis)
         if path not in self.halos:
             return UpdateStrategy(self.func, self.variables, self.schema)(
                 existing, inserted, axis=axis
