@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import dask
 import numpy
 import pytest
+from test_damaged_version import _rows, _schema
 
 import dask_zcollection as zc
 from dask_zcollection._sync import sync
@@ -27,24 +28,6 @@ from dask_zcollection.catalog import CatalogLog
 from dask_zcollection.catalog import _transaction as transaction
 from dask_zcollection.catalog._log import version_key
 from dask_zcollection.errors import ConflictError, ZCollectionWarning
-
-
-def _schema() -> zc.Schema:
-    return (
-        zc.Schema()
-        .with_dimension("time", chunks=8)
-        .with_variable("time", dtype="datetime64[ns]", dimensions=("time",))
-        .with_variable("v", dtype="float64", dimensions=("time",))
-        .build()
-    )
-
-
-def _rows(month: int, n: int, start: float) -> dict[str, numpy.ndarray]:
-    t0 = numpy.datetime64(f"2024-{month:02d}-01", "ns")
-    return {
-        "time": t0 + numpy.arange(n) * numpy.timedelta64(1, "h"),
-        "v": start + numpy.arange(n, dtype="float64"),
-    }
 
 
 def _read(url: str) -> dict[str, numpy.ndarray]:
