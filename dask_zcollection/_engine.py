@@ -18,7 +18,12 @@ from ._planner import Planned, WritePlanner
 from ._prepare import prepare_insert
 from ._repair import RepairReport, repair
 from ._sync import sync
-from ._update import OverlapUpdateStrategy, RowsUpdateStrategy, UpdateStrategy
+from ._update import (
+    OverlapUpdateStrategy,
+    RowsUpdateStrategy,
+    UpdateStrategy,
+    check_update_call,
+)
 from .catalog import Catalog
 from .catalog._discovery import IMMUTABLE_PATH, CatalogDiscovery
 from .catalog._log import by_filter
@@ -355,17 +360,9 @@ class AsyncCollection(StoredIndexes):
             Canonical paths of the partitions rewritten (or the lazy update).
         """
         self._check_writable()
-        if not callable(func):
-            raise InvalidInputError(f"update needs a function, got {type(func).__name__}")
+        check_update_call(func, index, depth, predicates)
         names = self._check_variables(variables)
         strategy = UpdateStrategy(func, None if names is None else tuple(names), self.schema)
-        if depth is not None and (index is not None or predicates):
-            raise InvalidInputError("update takes index= or depth=, not both")
-        if depth is None and predicates and index is None:
-            raise InvalidInputError(
-                f"update: keyword predicates {sorted(predicates)} need index= (they name "
-                "an index's columns)"
-            )
 
         maker = None
         if isinstance(index, str):

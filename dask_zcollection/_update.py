@@ -15,7 +15,7 @@ import numpy
 
 from ._prepare import columns_to_dataset
 from .data import Dataset, Variable
-from .errors import ConflictError, MergeError, SchemaError
+from .errors import ConflictError, InvalidInputError, MergeError, SchemaError
 from .merge import AxisRange
 from .schema import Schema
 
@@ -27,6 +27,26 @@ __all__ = [
     "row_index",
     "scatter_rows",
 ]
+
+
+def check_update_call(func: Any, index: Any, depth: Any, predicates: Mapping[str, Any]) -> None:
+    """The checks of an ``update(func, index=, depth=, **predicates)`` call (collection, view).
+
+    Raises
+    ------
+    InvalidInputError
+        When ``func`` is not callable, both ``index`` and ``depth`` are given,
+        or keyword predicates come without ``index``.
+    """
+    if not callable(func):
+        raise InvalidInputError(f"update needs a function, got {type(func).__name__}")
+    if depth is not None and (index is not None or predicates):
+        raise InvalidInputError("update takes index= or depth=, not both")
+    if depth is None and predicates and index is None:
+        raise InvalidInputError(
+            f"update: keyword predicates {sorted(predicates)} need index= (they name "
+            "an index's columns)"
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy
 
 from .._engine import DEFAULT_RETRIES, AsyncCollection
+from .._update import check_update_call
 from ..catalog import Catalog, CatalogLog
 from ..catalog._discovery import CatalogDiscovery
 from ..catalog._log import by_filter
@@ -385,15 +386,7 @@ class AsyncView(StoredIndexes):
             When the view is open read-only.
         """
         self._check_writable()
-        if not callable(func):
-            raise InvalidInputError(f"update needs a function, got {type(func).__name__}")
-        if depth is not None and (index is not None or predicates):
-            raise InvalidInputError("update takes index= or depth=, not both")
-        if depth is None and predicates and index is None:
-            raise InvalidInputError(
-                f"update: keyword predicates {sorted(predicates)} need index= (they name "
-                "an index's columns)"
-            )
+        check_update_call(func, index, depth, predicates)
         names = self._names(variables)
         overlay_set = set(self.variables)
         job = ViewUpdate(
