@@ -176,15 +176,11 @@ async def create_index(
     """Build an index of ``collection`` and store it under ``_indexes/<name>/``.
 
     ``collection`` is an :class:`~dask_zcollection.aio.AsyncCollection` or an
-    :class:`~dask_zcollection.aio.AsyncView` (anything with ``spec``, ``mode``
-    and ``lazy(filters=, variables=)``); a view's index lives in the view's
-    store. Returns the partitions indexed.
+    :class:`~dask_zcollection.aio.AsyncView` (anything with ``spec`` and
+    ``lazy(filters=, variables=)``, checked writable by :class:`StoredIndexes`);
+    a view's index lives in the view's store. Returns the partitions indexed.
     """
     _check_name(name)
-    if getattr(collection, "mode", "rw") != "rw":
-        from ..errors import ReadOnlyError
-
-        raise ReadOnlyError(f"cannot create index {name!r}: {collection.url} is open read-only")
     if not callable(builder):
         raise InvalidInputError(f"an index needs a builder function, got {builder!r}")
     read = await collection.spec.pinned()  # the branch tip on Icechunk
