@@ -153,26 +153,30 @@ class AsyncCollection(StoredIndexes):
 
         Reads only the catalog segments the filter may match.
         """
-        predicate = compile_filter(filters, self.partitioning.keys)
-        if predicate is None:
-            return await self.catalog(refresh=True)
-        await self.spec.refresh()
-        return (await self.discovery.load(by_filter(predicate))).select(predicate)
+        return (await self.select_counted(filters))[0]
 
-    async def select_counted(self, filters: FilterLike = None) -> tuple[Catalog, int]:
+    async def select_counted(
+        self, filters: FilterLike = None, spec: StoreSpec | None = None
+    ) -> tuple[Catalog, int]:
         """:meth:`select`, and the number of partitions of the whole collection.
 
         The count comes from the catalog's root: the segments the filter
-        cannot match are still not read.
+        cannot match are still not read. ``spec``: read the catalog of that
+        (pinned) spec instead of this collection's newest.
         """
+        spec = self.spec if spec is None else spec
+        if spec is self.spec:
+            await self.spec.refresh()
         predicate = compile_filter(filters, self.partitioning.keys)
+        discovery = self.discovery_of(spec)
         if predicate is None:
-            catalog = await self.catalog(refresh=True)
+            catalog = await discovery.load()
+            if spec is self.spec:
+                self._catalog = catalog
             return catalog, len(catalog)
-        await self.spec.refresh()
-        log = self.discovery.log
+        log = discovery.log
         log.partitions = -1
-        loaded = await self.discovery.load(by_filter(predicate))
+        loaded = await discovery.load(by_filter(predicate))
         # -1: not read through a committed version (a listed catalog is whole).
         total = len(loaded) if log.partitions < 0 else log.partitions
         return loaded.select(predicate), total
@@ -214,20 +218,12 @@ class AsyncCollection(StoredIndexes):
         """The lazy Dask collection over the current catalog (see :func:`read_collection`)."""
         names = self._check_variables(variables)
         spec = await self.spec.pinned()  # a read-only spec workers can open
-        predicate = compile_filter(filters, self.partitioning.keys)
         # The catalog comes from the snapshot the data are read from: a writer's
         # spec (Icechunk) pins the branch tip, and a commit landing before the
-        # catalog's read would name partitions that snapshot lacks.
-        if spec is self.spec:
-            await self.spec.refresh()
-            discovery = self.discovery
-        else:
-            discovery = self.discovery_of(spec)
-        # Only the catalog segments the filter may match (it is applied below).
-        catalog = await discovery.load(by_filter(predicate))
-        if predicate is None and spec is self.spec:
-            self._catalog = catalog
-        return collection_from(spec, self.config, catalog, names, filters)
+        # catalog's read would name partitions that snapshot lacks. Only the
+        # segments the filter may match are read.
+        catalog, total = await self.select_counted(filters, spec)
+        return collection_from(spec, self.config, catalog, names, filters, total=total)
 
     def discovery_of(self, spec: StoreSpec) -> CatalogDiscovery:
         """The catalog discovery over ``spec`` (this collection's own for its spec)."""
