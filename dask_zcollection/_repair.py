@@ -488,24 +488,40 @@ async def _versions(col: AsyncCollection) -> tuple[Catalog | None, list[RepairAc
 
 
 async def set_aside_damaged(spec: StoreSpec, *, dry_run: bool = False) -> RepairReport:
-    """Copy the damaged catalog objects under ``_quarantine/`` and delete them (a view's repair).
+    """Copy the damaged catalog objects under ``_quarantine/``, commit, then delete them (a view's repair).
 
     A view's partitions are computed from its base: what a damaged version
     committed is recomputed by the next update (the view's catalog then falls
-    back to the newest intact version).
+    back to the newest intact version). The drops the damaged versions
+    committed are committed again, in a version numbered past them, and the
+    damaged objects are deleted only once that commit landed: a repair whose
+    commit fails leaves the damage (and the garbage records that show its
+    drops) for the next repair to see.
     """
     survey = await CatalogLog(spec).survey()
     damaged = [RepairAction(version_key(v), why) for v, why in survey.damaged]
     damaged += [RepairAction(key, why) for key, why in survey.damaged_segments]
-    if damaged and not dry_run:
+    # The newest intact version, read whole (no warning: the damage is what this sets aside).
+    catalog = survey.intact[-1] if survey.intact else None
+    if not damaged:
+        return RepairReport(catalog=None if dry_run else catalog, dry_run=dry_run)
+    if not dry_run:
         await _quarantine(spec, new_txn_id(), [a.path for a in damaged])
-        await asyncio.gather(*(spec.delete(a.path) for a in damaged))
-    catalog = await CatalogLog(spec).latest()
     dropped: list[RepairAction] = []
-    if damaged and catalog is not None:
+    if catalog is not None:
         # A drop the damaged version committed stays a drop (its garbage record shows it).
+        # Committed even with nothing to drop: past every damaged version, a number is
+        # never taken twice (a writer's put that planned on one must still fail).
         top = max((_version_of(a.path) for a in damaged), default=0)
-        dropped, catalog = await _redo_lost_drops(spec, catalog, dry_run=dry_run, past=top)
+        dropped, catalog = await _redo_lost_drops(
+            spec, catalog, dry_run=dry_run, past=top, always=True
+        )
+    if not dry_run:
+        # Below the new version now: nothing reads or builds on them. (With no intact
+        # version, the view has nothing to commit on: its next update starts afresh.)
+        await asyncio.gather(*(spec.delete(a.path) for a in damaged))
+        if catalog is None:
+            catalog = await CatalogLog(spec).latest()
     return RepairReport(
         quarantined=tuple(damaged),
         dropped=tuple(dropped),
@@ -526,11 +542,12 @@ async def _stamp(spec: StoreSpec, path: str) -> str | None:
 
 
 async def _redo_lost_drops(
-    spec: StoreSpec, catalog: Catalog, *, dry_run: bool, past: int
+    spec: StoreSpec, catalog: Catalog, *, dry_run: bool, past: int, always: bool = False
 ) -> tuple[list[RepairAction], Catalog]:
     """Drop again the partitions of ``catalog`` a garbage record retires (see :func:`_plan`).
 
-    The commit is numbered past ``past`` (the damaged versions set aside).
+    The commit is numbered past ``past`` (the damaged versions set aside);
+    ``always``: committed even when nothing is dropped.
     """
     retired = await _retired(spec)
     named = [(i, p) for i, p in enumerate(catalog.paths) if p in retired.by]
@@ -560,7 +577,7 @@ async def _redo_lost_drops(
             "(its garbage record retires this path)"
         )
         lost.append((i, RepairAction(path, reason)))
-    if not lost or dry_run:
+    if dry_run or not (lost or always):
         return [a for _, a in lost], catalog
     keys = catalog.keys[[i for i, _ in lost]]
     canonicals = sorted({a.path.partition("@")[0] for _, a in lost})
