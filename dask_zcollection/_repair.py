@@ -488,7 +488,7 @@ async def _versions(col: AsyncCollection) -> tuple[Catalog | None, list[RepairAc
 
 
 async def set_aside_damaged(spec: StoreSpec, *, dry_run: bool = False) -> RepairReport:
-    """Copy the damaged catalog objects under ``_quarantine/``, commit, then delete them (a view's repair).
+    """Set aside the damaged catalog objects: copy, commit past them, delete (a view's repair).
 
     A view's partitions are computed from its base: what a damaged version
     committed is recomputed by the next update (the view's catalog then falls
