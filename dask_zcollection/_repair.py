@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy
 
 from .catalog import Catalog, CatalogLog
-from .catalog._discovery import FoundGroup, walk
+from .catalog._discovery import IMMUTABLE_PATH, FoundGroup, walk
 from .catalog._lease import lease_key, lease_timeout
 from .catalog._log import version_key
 from .catalog._transaction import (
@@ -715,18 +715,44 @@ async def _stats(col: AsyncCollection, paths: Sequence[str]) -> Catalog:
 async def _adopt_tree(
     col: AsyncCollection, plan: _Plan, damaged: list[RepairAction], recovered: tuple[str, ...]
 ) -> RepairReport:
-    """No intact catalog: publish the groups found (the reference format, or all versions lost)."""
+    """No intact catalog: publish the groups found (the reference format, or all versions lost).
+
+    With every version damaged, the catalog adopted from the tree is committed
+    numbered past them, and they are deleted only once it landed: a repair
+    whose commit fails leaves them, and the tree, for the next repair.
+
+    Raises
+    ------
+    ConflictError
+        When another repair committed a version first (repair plans again on it).
+    """
     await _set_aside(
         col,
         new_txn_id(),
         damaged=[a.path for a in damaged],
         orphans=[f.path for f, _ in plan.quarantine_orphan],
     )
-    # Every version is damaged: the writer's path refuses on them, so they go first
-    # (their copies are in the quarantine; a failed adoption is retried by the next
-    # repair from the tree, which this one left untouched).
-    await asyncio.gather(*(col.spec.delete(a.path) for a in damaged))
     listed = await _stats(col, [f.path for f, _, _ in plan.adopt])
+    if not damaged:  # the reference format: its first version of ours
+        catalog = await col.planner.base(listed)
+        return _report(plan, damaged, None, recovered=recovered, catalog=catalog)
+    # The writer's path (Planner.base) refuses while they are there: committed here, on
+    # an empty catalog plus what the tree holds. No writer commits meanwhile (each
+    # refuses on the damage); a concurrent repair's put of the same number wins or loses.
+    log = CatalogLog(col.spec)
+    trusted = await col.discovery.unnamed_immutable(listed=True)
+    await log.initialise()
+    await log.versions()  # numbered past every version present, the damaged ones too
+    new = log.numbered(
+        dataclasses.replace(listed, version=0).next_version(
+            new_txn_id(), immutable=IMMUTABLE_PATH if trusted else None
+        )
+    )
     top = max((_version_of(a.path) for a in damaged), default=0)
-    catalog = await col.planner.base(listed, past=top)  # a number is never taken twice
-    return _report(plan, damaged, None, recovered=recovered, catalog=catalog)
+    if new.version <= top:  # a number is never taken twice
+        new = dataclasses.replace(new, version=top + 1)
+    if not await log.commit(new):
+        raise ConflictError(f"another repair of {col.spec.url} committed version {new.version}")
+    # Below the new version now: nothing reads or builds on them.
+    await asyncio.gather(*(col.spec.delete(a.path) for a in damaged))
+    return _report(plan, damaged, None, recovered=recovered, catalog=new)

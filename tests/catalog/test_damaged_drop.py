@@ -248,3 +248,39 @@ def test_a_drop_killed_before_its_record_is_kept(
     assert [a.path for a in report.quarantined] == [damaged]
     assert [n for n in sync(spec.list_dir("_garbage")) if n.endswith(".json")] == []
     _assert_equal(url, _reference(jan, feb))
+
+
+def test_every_version_damaged_a_repair_whose_commit_fails_keeps_them(
+    protocol_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every catalog version damaged, repair commits the catalog it adopts from the
+    tree (numbered past them) before deleting them. Before: it deleted them first, so a
+    failed commit left a collection whose next repair reused their numbers (a writer's
+    put that planned on one could land) and showed no trace of the damage."""
+    url = protocol_url
+    col = _create(url)
+    months = [_rows(m, 3, 10.0 * m) for m in (1, 2, 3)]
+    for rows in months:
+        col.insert(rows)
+    spec = col.aio.spec
+    versions = sync(CatalogLog(spec).versions())
+    for v in versions:
+        sync(spec.put(version_key(v), b"\0" * 10))
+
+    async def failing(self: CatalogLog, catalog: object) -> bool:
+        raise OSError("the machine went away at the commit")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(CatalogLog, "commit", failing)
+        with pytest.raises(OSError, match="went away"):
+            col.repair()
+    # Every damaged version is still there (copied aside too): the next repair sees them.
+    assert [sync(spec.get(version_key(v))) for v in versions] == [b"\0" * 10] * len(versions)
+    report = col.repair()
+    assert sorted(a.path for a in report.adopted) == [f"year=2024/month={m:02d}" for m in (1, 2, 3)]
+    assert sorted(a.path for a in report.quarantined) == [version_key(v) for v in versions]
+    assert report.catalog is not None and report.catalog.version == versions[-1] + 1
+    assert sync(CatalogLog(spec).versions()) == [versions[-1] + 1]
+    _assert_equal(url, _reference(*months))  # no warning: nothing damaged is left
+    col.insert(_rows(4, 2, 40.0))
+    _assert_equal(url, _reference(*months, _rows(4, 2, 40.0)))
