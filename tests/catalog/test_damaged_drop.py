@@ -15,6 +15,7 @@ transaction with a record is adopted whenever it began.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
 
 import dask
@@ -284,3 +285,93 @@ def test_every_version_damaged_a_repair_whose_commit_fails_keeps_them(
     _assert_equal(url, _reference(*months))  # no warning: nothing damaged is left
     col.insert(_rows(4, 2, 40.0))
     _assert_equal(url, _reference(*months, _rows(4, 2, 40.0)))
+
+
+def _damage_body(col: zc.Collection) -> str:
+    """Flip the last byte of the newest version: its body no longer checks, its header reads."""
+    spec = col.aio.spec
+    key = version_key(sync(CatalogLog(spec).versions())[-1])
+    raw = sync(spec.get(key))
+    assert raw is not None
+    sync(spec.put(key, raw[:-1] + bytes([raw[-1] ^ 0xFF])))
+    return key
+
+
+@pytest.mark.usefixtures("keep_retired")
+def test_a_drop_killed_before_its_record_in_a_version_whose_header_reads_stays_dropped(
+    protocol_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drop killed between its catalog put and its garbage record, whose version is then
+    damaged in its body (a flipped bit): the header still names the drop's transaction,
+    so its commit landed, and the recovery of the dead writer records what its lease
+    says it superseded. Before: recovery ignored the lease's list (the version below
+    still names February), no record was written, and February came back."""
+    url = protocol_url
+    col = _create(url)
+    jan, feb = _rows(1, 4, 10.0), _rows(2, 4, 20.0)
+    col.insert(jan)
+    col.insert(feb)
+    spec = col.aio.spec
+    dropped = sync(CatalogLog(spec).latest()).paths[1]
+
+    async def dies(*args: object, **kwargs: object) -> None:
+        return None
+
+    with monkeypatch.context() as patch:
+        patch.setattr(transaction.Transaction, "_clean_up", dies)  # killed after its put
+        col.drop_partitions("month == 2")
+    damaged = _damage_body(col)
+    with pytest.warns(ZCollectionWarning, match="damaged"):
+        assert len(_read(url)["v"]) == 8  # the version below names February
+    report = col.repair(force=True)  # no writer runs: the dead one is recovered now
+    assert len(report.recovered) == 1
+    assert [a.path for a in report.dropped] == [dropped]
+    assert "garbage record" in report.dropped[0].reason
+    assert report.adopted == ()
+    assert [a.path for a in report.quarantined] == [damaged]
+    _assert_equal(url, jan)
+    assert dropped in col.vacuum(older_than=0)
+    _assert_equal(url, jan)
+
+
+@pytest.mark.usefixtures("keep_retired")
+def test_a_drop_killed_before_its_put_is_never_taken_for_committed(
+    protocol_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drop killed after its lease named what it would supersede but before its
+    catalog put; the next version (another writer's) is damaged, header readable. That
+    header names the other transaction: the dead drop never committed, no record is
+    written for it, and repair keeps February (and adopts March)."""
+    url = protocol_url
+    col = _create(url)
+    jan, feb, mar = _rows(1, 4, 10.0), _rows(2, 4, 20.0), _rows(3, 3, 30.0)
+    col.insert(jan)
+    col.insert(feb)
+    spec = col.aio.spec
+
+    async def killed(self: CatalogLog, staged: object) -> bool:
+        raise OSError("killed before the put")
+
+    async def never(self: transaction.Transaction) -> None:
+        return None  # a killed writer aborts nothing
+
+    with monkeypatch.context() as patch:
+        patch.setattr(CatalogLog, "commit", killed)
+        patch.setattr(transaction.Transaction, "abort", never)
+        with pytest.raises(OSError, match="killed before the put"):
+            col.drop_partitions("month == 2")
+    leases = [n for n in sync(spec.list_dir("_transactions")) if n.endswith(".json")]
+    assert len(leases) == 1
+    lease = json.loads(sync(spec.get(f"_transactions/{leases[0]}")))
+    assert lease["superseded"] == [sync(CatalogLog(spec).latest()).paths[1]]
+    col.insert(mar)
+    damaged = _damage_body(col)
+    report = col.repair(force=True)
+    assert len(report.recovered) == 1
+    assert report.dropped == ()
+    assert [a.path for a in report.adopted] == ["year=2024/month=03"]
+    assert [a.path for a in report.quarantined] == [damaged]
+    assert [n for n in sync(spec.list_dir("_garbage")) if n.endswith(".json")] == []
+    _assert_equal(url, _reference(jan, feb, mar))
+    col.vacuum(older_than=0)
+    _assert_equal(url, _reference(jan, feb, mar))
