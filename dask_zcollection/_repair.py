@@ -189,8 +189,9 @@ class _Retired:
 
     A record is written by a transaction's clean-up after its catalog put
     landed (or by the recovery of a dead writer, for paths the newest readable
-    catalog no longer names): it is evidence of a commit, kept while the
-    newest version is damaged (garbage collection is halted then).
+    catalog no longer names, or for all its lease lists when a damaged
+    version's readable header names it): it is evidence of a commit, kept
+    while the newest version is damaged (garbage collection is halted then).
     """
 
     #: Every path a record names.
