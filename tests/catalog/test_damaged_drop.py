@@ -375,3 +375,24 @@ def test_a_drop_killed_before_its_put_is_never_taken_for_committed(
     _assert_equal(url, _reference(jan, feb, mar))
     col.vacuum(older_than=0)
     _assert_equal(url, _reference(jan, feb, mar))
+
+
+def test_a_record_of_an_uncommitted_transaction_never_deletes_a_live_path(
+    protocol_url: str,
+) -> None:
+    """Garbage collection deletes a recorded path only when the newest catalog does not
+    name it: a record naming committed partitions (written by a transaction that never
+    committed) deletes nothing, and is dropped."""
+    url = protocol_url
+    col = _create(url)
+    jan, feb = _rows(1, 4, 10.0), _rows(2, 4, 20.0)
+    col.insert(jan)
+    col.insert(feb)
+    spec = col.aio.spec
+    paths = list(sync(CatalogLog(spec).latest()).paths)
+    doc = {"txn": "0" * 11 + "deadbeef", "retired": 0.0, "paths": paths}
+    sync(spec.put("_garbage/00000000000deadbeef.json", json.dumps(doc).encode()))
+    assert col.vacuum(older_than=0) == []
+    assert [n for n in sync(spec.list_dir("_garbage")) if n.endswith(".json")] == []
+    assert all(sync(spec.exists(f"{p}/zarr.json")) for p in paths)
+    _assert_equal(url, _reference(jan, feb))
