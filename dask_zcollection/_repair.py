@@ -488,7 +488,9 @@ async def _versions(col: AsyncCollection) -> tuple[Catalog | None, list[RepairAc
     return (intact[-1] if intact else None), actions, floor
 
 
-async def set_aside_damaged(spec: StoreSpec, *, dry_run: bool = False) -> RepairReport:
+async def set_aside_damaged(
+    spec: StoreSpec, *, force: bool = False, dry_run: bool = False
+) -> RepairReport:
     """Set aside the damaged catalog objects: copy, commit past them, delete (a view's repair).
 
     A view's partitions are computed from its base: what a damaged version
@@ -497,15 +499,20 @@ async def set_aside_damaged(spec: StoreSpec, *, dry_run: bool = False) -> Repair
     committed are committed again, in a version numbered past them, and the
     damaged objects are deleted only once that commit landed: a repair whose
     commit fails leaves the damage (and the garbage records that show its
-    drops) for the next repair to see.
+    drops) for the next repair to see. Dead writers are recovered first, as
+    the collection's repair does: one whose commit is a damaged version then
+    has its garbage record (see :func:`recover_transaction`).
     """
+    recovered = () if dry_run else tuple(await recover(spec, force=force, locks=True))
     survey = await CatalogLog(spec).survey()
     damaged = [RepairAction(version_key(v), why) for v, why in survey.damaged]
     damaged += [RepairAction(key, why) for key, why in survey.damaged_segments]
     # The newest intact version, read whole (no warning: the damage is what this sets aside).
     catalog = survey.intact[-1] if survey.intact else None
     if not damaged:
-        return RepairReport(catalog=None if dry_run else catalog, dry_run=dry_run)
+        return RepairReport(
+            recovered=recovered, catalog=None if dry_run else catalog, dry_run=dry_run
+        )
     if not dry_run:
         await _quarantine(spec, new_txn_id(), [a.path for a in damaged])
     dropped: list[RepairAction] = []
@@ -526,6 +533,7 @@ async def set_aside_damaged(spec: StoreSpec, *, dry_run: bool = False) -> Repair
     return RepairReport(
         quarantined=tuple(damaged),
         dropped=tuple(dropped),
+        recovered=recovered,
         catalog=None if dry_run else catalog,
         dry_run=dry_run,
     )

@@ -142,3 +142,34 @@ def test_a_view_repair_with_nothing_to_drop_numbers_past_the_damage(
     assert not newest.exists()
     assert report.catalog.paths == ("year=2024/month=01",)
     assert dzc.open_view(view_url).partitions() == ["year=2024/month=01"]
+
+
+def test_a_view_drop_killed_before_its_record_stays_dropped(
+    tmp_path: Path, base: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A view's drop killed between its catalog put and its garbage record, whose version
+    is then damaged in its body (its header still names the drop's transaction):
+    ``View.repair()`` recovers the dead writer first, which records what its lease says
+    the commit retired, then commits the drop again. Before: February came back."""
+    from dask_zcollection.catalog._transaction import Transaction
+
+    url, _ = base
+    view_url = f"file://{tmp_path}/view"
+
+    async def dies(*args: object, **kwargs: object) -> None:
+        return None
+
+    with dask.config.set({"zcollection.retention": 3600}):
+        view = dzc.create_view(view_url, base=url, variables=VARIABLES)
+        view.update(anomalies, filters="month <= 2", variables=["ssh", "quality"])
+        with monkeypatch.context() as patch:
+            patch.setattr(Transaction, "_clean_up", dies)  # killed after its put
+            assert view.drop_partitions("month == 2") == ["year=2024/month=02"]
+        newest = sorted((tmp_path / "view" / "_catalog").glob("v*.zcat"))[-1]
+        raw = newest.read_bytes()
+        newest.write_bytes(raw[:-1] + bytes([raw[-1] ^ 0xFF]))  # the body's CRC fails
+        report = view.repair(force=True)  # no writer runs: the dead one is recovered now
+    assert len(report.recovered) == 1
+    assert [a.path for a in report.quarantined] == [f"_catalog/{newest.name}"]
+    assert [a.path for a in report.dropped] == ["year=2024/month=02"]
+    assert dzc.open_view(view_url).partitions() == ["year=2024/month=01"]
