@@ -10,6 +10,10 @@ reads the garbage records (``_garbage/<txn>.json``, written by a transaction's
 clean-up only once its catalog put landed): a committed path retired by one is
 dropped unless a newer version of it is adopted, and a group written by a
 transaction with a record is adopted whenever it began.
+
+Repair commits before it deletes the damaged objects (every version damaged
+included), and the recovery of a dead writer whose commit is a damaged version
+with a readable header writes the record its clean-up did not.
 """
 
 from __future__ import annotations
@@ -226,8 +230,10 @@ def test_a_drop_killed_before_its_record_is_kept(
     protocol_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The documented limit: a drop killed between its catalog put and its garbage
-    record, whose version is then damaged, leaves no evidence that it committed (its
-    lease's list was written before the put). Repair keeps February: nothing is lost."""
+    record, whose version is then damaged in its header too (seven zero bytes), leaves
+    no evidence that it committed (its lease's list, written before the put, cannot be
+    told from that of a writer killed before it). Repair keeps February: nothing is
+    lost. (With the header readable, the drop stays: see below.)"""
     url = protocol_url
     col = _create(url)
     jan, feb = _rows(1, 4, 10.0), _rows(2, 4, 20.0)
