@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy
 
 from .catalog import Catalog, CatalogLog
-from .catalog._discovery import FoundGroup, walk
+from .catalog._discovery import IMMUTABLE_PATH, FoundGroup, walk
 from .catalog._lease import lease_key, lease_timeout
 from .catalog._log import version_key
 from .catalog._transaction import (
@@ -189,8 +189,9 @@ class _Retired:
 
     A record is written by a transaction's clean-up after its catalog put
     landed (or by the recovery of a dead writer, for paths the newest readable
-    catalog no longer names): it is evidence of a commit, kept while the
-    newest version is damaged (garbage collection is halted then).
+    catalog no longer names, or for all its lease lists when a damaged
+    version's readable header names it): it is evidence of a commit, kept
+    while the newest version is damaged (garbage collection is halted then).
     """
 
     #: Every path a record names.
@@ -487,28 +488,52 @@ async def _versions(col: AsyncCollection) -> tuple[Catalog | None, list[RepairAc
     return (intact[-1] if intact else None), actions, floor
 
 
-async def set_aside_damaged(spec: StoreSpec, *, dry_run: bool = False) -> RepairReport:
-    """Copy the damaged catalog objects under ``_quarantine/`` and delete them (a view's repair).
+async def set_aside_damaged(
+    spec: StoreSpec, *, force: bool = False, dry_run: bool = False
+) -> RepairReport:
+    """Set aside the damaged catalog objects: copy, commit past them, delete (a view's repair).
 
     A view's partitions are computed from its base: what a damaged version
     committed is recomputed by the next update (the view's catalog then falls
-    back to the newest intact version).
+    back to the newest intact version). The drops the damaged versions
+    committed are committed again, in a version numbered past them, and the
+    damaged objects are deleted only once that commit landed: a repair whose
+    commit fails leaves the damage (and the garbage records that show its
+    drops) for the next repair to see. Dead writers are recovered first, as
+    the collection's repair does: one whose commit is a damaged version then
+    has its garbage record (see :func:`recover_transaction`).
     """
+    recovered = () if dry_run else tuple(await recover(spec, force=force, locks=True))
     survey = await CatalogLog(spec).survey()
     damaged = [RepairAction(version_key(v), why) for v, why in survey.damaged]
     damaged += [RepairAction(key, why) for key, why in survey.damaged_segments]
-    if damaged and not dry_run:
+    # The newest intact version, read whole (no warning: the damage is what this sets aside).
+    catalog = survey.intact[-1] if survey.intact else None
+    if not damaged:
+        return RepairReport(
+            recovered=recovered, catalog=None if dry_run else catalog, dry_run=dry_run
+        )
+    if not dry_run:
         await _quarantine(spec, new_txn_id(), [a.path for a in damaged])
-        await asyncio.gather(*(spec.delete(a.path) for a in damaged))
-    catalog = await CatalogLog(spec).latest()
     dropped: list[RepairAction] = []
-    if damaged and catalog is not None:
+    if catalog is not None:
         # A drop the damaged version committed stays a drop (its garbage record shows it).
+        # Committed even with nothing to drop: past every damaged version, a number is
+        # never taken twice (a writer's put that planned on one must still fail).
         top = max((_version_of(a.path) for a in damaged), default=0)
-        dropped, catalog = await _redo_lost_drops(spec, catalog, dry_run=dry_run, past=top)
+        dropped, catalog = await _redo_lost_drops(
+            spec, catalog, dry_run=dry_run, past=top, always=True
+        )
+    if not dry_run:
+        # Below the new version now: nothing reads or builds on them. (With no intact
+        # version, the view has nothing to commit on: its next update starts afresh.)
+        await asyncio.gather(*(spec.delete(a.path) for a in damaged))
+        if catalog is None:
+            catalog = await CatalogLog(spec).latest()
     return RepairReport(
         quarantined=tuple(damaged),
         dropped=tuple(dropped),
+        recovered=recovered,
         catalog=None if dry_run else catalog,
         dry_run=dry_run,
     )
@@ -526,11 +551,12 @@ async def _stamp(spec: StoreSpec, path: str) -> str | None:
 
 
 async def _redo_lost_drops(
-    spec: StoreSpec, catalog: Catalog, *, dry_run: bool, past: int
+    spec: StoreSpec, catalog: Catalog, *, dry_run: bool, past: int, always: bool = False
 ) -> tuple[list[RepairAction], Catalog]:
     """Drop again the partitions of ``catalog`` a garbage record retires (see :func:`_plan`).
 
-    The commit is numbered past ``past`` (the damaged versions set aside).
+    The commit is numbered past ``past`` (the damaged versions set aside);
+    ``always``: committed even when nothing is dropped.
     """
     retired = await _retired(spec)
     named = [(i, p) for i, p in enumerate(catalog.paths) if p in retired.by]
@@ -560,7 +586,7 @@ async def _redo_lost_drops(
             "(its garbage record retires this path)"
         )
         lost.append((i, RepairAction(path, reason)))
-    if not lost or dry_run:
+    if dry_run or not (lost or always):
         return [a for _, a in lost], catalog
     keys = catalog.keys[[i for i, _ in lost]]
     canonicals = sorted({a.path.partition("@")[0] for _, a in lost})
@@ -698,18 +724,44 @@ async def _stats(col: AsyncCollection, paths: Sequence[str]) -> Catalog:
 async def _adopt_tree(
     col: AsyncCollection, plan: _Plan, damaged: list[RepairAction], recovered: tuple[str, ...]
 ) -> RepairReport:
-    """No intact catalog: publish the groups found (the reference format, or all versions lost)."""
+    """No intact catalog: publish the groups found (the reference format, or all versions lost).
+
+    With every version damaged, the catalog adopted from the tree is committed
+    numbered past them, and they are deleted only once it landed: a repair
+    whose commit fails leaves them, and the tree, for the next repair.
+
+    Raises
+    ------
+    ConflictError
+        When another repair committed a version first (repair plans again on it).
+    """
     await _set_aside(
         col,
         new_txn_id(),
         damaged=[a.path for a in damaged],
         orphans=[f.path for f, _ in plan.quarantine_orphan],
     )
-    # Every version is damaged: the writer's path refuses on them, so they go first
-    # (their copies are in the quarantine; a failed adoption is retried by the next
-    # repair from the tree, which this one left untouched).
-    await asyncio.gather(*(col.spec.delete(a.path) for a in damaged))
     listed = await _stats(col, [f.path for f, _, _ in plan.adopt])
+    if not damaged:  # the reference format: its first version of ours
+        catalog = await col.planner.base(listed)
+        return _report(plan, damaged, None, recovered=recovered, catalog=catalog)
+    # The writer's path (Planner.base) refuses while they are there: committed here, on
+    # an empty catalog plus what the tree holds. No writer commits meanwhile (each
+    # refuses on the damage); a concurrent repair's put of the same number wins or loses.
+    log = CatalogLog(col.spec)
+    trusted = await col.discovery.unnamed_immutable(listed=True)
+    await log.initialise()
+    await log.versions()  # numbered past every version present, the damaged ones too
+    new = log.numbered(
+        dataclasses.replace(listed, version=0).next_version(
+            new_txn_id(), immutable=IMMUTABLE_PATH if trusted else None
+        )
+    )
     top = max((_version_of(a.path) for a in damaged), default=0)
-    catalog = await col.planner.base(listed, past=top)  # a number is never taken twice
-    return _report(plan, damaged, None, recovered=recovered, catalog=catalog)
+    if new.version <= top:  # a number is never taken twice
+        new = dataclasses.replace(new, version=top + 1)
+    if not await log.commit(new):
+        raise ConflictError(f"another repair of {col.spec.url} committed version {new.version}")
+    # Below the new version now: nothing reads or builds on them.
+    await asyncio.gather(*(col.spec.delete(a.path) for a in damaged))
+    return _report(plan, damaged, None, recovered=recovered, catalog=new)

@@ -279,28 +279,50 @@ class Zygote:
         op: Mapping[str, Any],
         kill_after: float | None = None,
         options: Options = None,
+        *,
+        marker: str | None = None,
     ) -> dict[str, Any]:
-        """Run ``op`` in a forked writer; SIGKILL it ``kill_after`` seconds after the fork."""
+        """Run ``op`` in a forked writer; SIGKILL it ``kill_after`` seconds after the fork.
+
+        ``marker``: the writer reports its progress (``"committed"``: its catalog put
+        landed), and ``kill_after`` counts from that event (no kill if the writer ends
+        without it). Each event is recorded with ``at``, seconds since the fork.
+        """
         assert self.proc.stdin is not None
-        cmd = {"url": url, "op": op, "options": dict(options or {})}
+        cmd = {"url": url, "op": op, "options": dict(options or {}), "markers": bool(marker)}
         self.proc.stdin.write(json.dumps(cmd) + "\n")
         self.proc.stdin.flush()
         forked = self.next(30)
         assert forked["event"] == "forked", forked
         start = time.monotonic()
         outcome: dict[str, Any] = {"pid": forked["pid"]}
-        if kill_after is not None:
-            time.sleep(max(0.0, kill_after - (time.monotonic() - start)))
-            with contextlib.suppress(ProcessLookupError):  # it finished and was reaped
-                os.kill(forked["pid"], signal.SIGKILL)
-        while True:
-            event = self.next(60)
+
+        def record(event: dict[str, Any]) -> dict[str, Any] | None:
+            event["at"] = time.monotonic() - start
             if event["event"] == "exit":
-                outcome["elapsed"] = time.monotonic() - start
+                outcome["elapsed"] = event["at"]
                 outcome["status"] = event["status"]
                 outcome["killed"] = os.WIFSIGNALED(event["status"])
                 return outcome
             outcome[event["event"]] = event
+            return None
+
+        if kill_after is not None:
+            t0 = start
+            if marker is not None:
+                while True:
+                    event = self.next(60)
+                    if record(event) is not None:
+                        return outcome  # ended before the marker: nothing to kill
+                    if event["event"] == marker:
+                        t0 = time.monotonic()
+                        break
+            time.sleep(max(0.0, kill_after - (time.monotonic() - t0)))
+            with contextlib.suppress(ProcessLookupError):  # it finished and was reaped
+                os.kill(forked["pid"], signal.SIGKILL)
+        while True:
+            if (done := record(self.next(60))) is not None:
+                return done
 
     def close(self) -> None:
         if self.proc.stdin:
@@ -405,37 +427,62 @@ def test_sigkill_at_many_moments(
     base_path, before = base
     op = OPS[name]
     # Measure the operation (3 runs: durations vary by 2x here); it also gives the "after" state.
-    elapsed = []
+    elapsed, committed = [], []
     for j in range(3):
         done = fresh_copy(base_path, tmp_path / f"done{j}")
-        full = zygote.run(url_of(done), op)
+        full = zygote.run(url_of(done), op, marker="committed")
         assert "done" in full, full
         elapsed.append(full["elapsed"])
-    duration = float(numpy.median(elapsed))
+        committed.append(full["committed"]["at"])
+    duration, commit_at = float(numpy.median(elapsed)), float(numpy.median(committed))
     after = snapshot(done)
     assert not same(before, after)
     assert not tree_problems(done), tree_problems(done)
     changed = [p for p in set(before) | set(after) if not same_part(before, after, p)]
     assert len(changed) >= 4  # a multi-partition operation
 
+    # Kill moments relative to the writer's progress, not absolute times (which a loaded
+    # machine may never reach before the commit): half counted from the fork, spread
+    # over the time to its commit (the writes); half counted from its "committed" marker
+    # (its catalog put landed), spread over the clean-up and past the end.
     outcomes = []
     temporaries = 0
     rng = numpy.random.default_rng(len(name))
-    delays = duration * (numpy.linspace(0.0, 2.0, N_DELAYS) + rng.uniform(0, 0.05, N_DELAYS))
-    for j, delay in enumerate(delays):
+    n_before = N_DELAYS // 2
+    jitter = rng.uniform(0, 0.05, N_DELAYS)
+    kills = [
+        (None, commit_at * (f + jitter[i]))
+        for i, f in enumerate(numpy.linspace(0.0, 1.0, n_before, endpoint=False))
+    ] + [
+        ("committed", max(duration - commit_at, 0.01) * (f + jitter[n_before + i]))
+        for i, f in enumerate(numpy.linspace(0.0, 1.5, N_DELAYS - n_before))
+    ]
+    for j, (marker, delay) in enumerate(kills):
         path = fresh_copy(base_path, tmp_path / f"kill{j}")
-        out = zygote.run(url_of(path), op, kill_after=float(delay))
-        what = f"{name}, killed after {delay:.3f} s of ~{duration:.3f} s"
+        out = zygote.run(url_of(path), op, kill_after=float(delay), marker=marker)
+        since = "its commit" if marker else "the fork"
+        what = (
+            f"{name}, killed {delay:.3f} s after {since} (~{commit_at:.3f} s of ~{duration:.3f} s)"
+        )
         assert out["killed"] or "done" in out, (what, out)
-        outcomes.append(check_recovered(path, before, after, what))
+        outcome = check_recovered(path, before, after, what)
+        if marker is not None:
+            assert "committed" in out, (what, out)
+            assert outcome == "after", what  # its catalog put landed: the commit stays
+        outcomes.append(outcome)
         temporaries += len(stray_temporaries(path))
         # The collection stays writable: the operation now runs to the end.
         W.run_op(url_of(path), op)
         assert same(snapshot(path), after), what
         assert not tree_problems(path)
         shutil.rmtree(path)
-    print(f"{name}: {elapsed} s; outcomes {outcomes}; {temporaries} stray *.partial files")
-    assert "before" in outcomes and "after" in outcomes
+    print(
+        f"{name}: {elapsed} s, committed at {committed} s; outcomes {outcomes}; "
+        f"{temporaries} stray *.partial files"
+    )
+    # A kill at the fork lands before anything is written.
+    assert outcomes[0] == "before", outcomes
+    assert "after" in outcomes
 
 
 #: (operation, step of the commit protocol at which its writer dies).

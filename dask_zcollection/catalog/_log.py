@@ -777,6 +777,18 @@ class CatalogLog:
         await asyncio.gather(*(self.spec.delete(k) for k in doomed))
         return doomed
 
+    async def damaged_txns(self, versions: Iterable[int]) -> set[str]:
+        """The transactions that committed the (damaged) ``versions``, where their header reads.
+
+        A version whose body is damaged (a flipped bit, a missing segment)
+        still proves its transaction's commit landed; one damaged in its header
+        names none.
+        """
+        versions = list(versions)
+        raws = await asyncio.gather(*(self.spec.get(_name(v)) for v in versions))
+        txns = (header_txn(raw, v) for v, raw in zip(versions, raws, strict=True))
+        return {t for t in txns if t is not None}
+
     async def _quiet(self, version: int) -> Any:
         try:
             return await self.version_object(version)
@@ -793,19 +805,39 @@ class _Parts:
     written: tuple[str, ...]
 
 
-def header_stamp(raw: bytes | None, version: int) -> float | None:
-    """The commit time in the header of version object ``raw`` (``None``: absent or unreadable)."""
+def _header(raw: bytes | None, version: int) -> dict[str, Any] | None:
+    """The header of version object ``raw`` when it reads and names ``version`` (else ``None``).
+
+    The body is not checked: a version damaged past its header still says
+    when, and by which transaction, it was committed.
+    """
     if raw is None or not raw.startswith(_MAGIC):
         return None
     try:
         (hlen,) = struct.unpack_from("<I", raw, len(_MAGIC))
         start = len(_MAGIC) + 4
         header = json.loads(raw[start : start + hlen])
-        if int(header["version"]) != version:
+        if not isinstance(header, dict) or int(header["version"]) != version:
             return None
-        return float(header["timestamp"])
+        return header
     except Exception:  # a damaged header: the caller looks further
         return None
+
+
+def header_stamp(raw: bytes | None, version: int) -> float | None:
+    """The commit time in the header of version object ``raw`` (``None``: absent or unreadable)."""
+    header = _header(raw, version)
+    try:
+        return None if header is None else float(header["timestamp"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def header_txn(raw: bytes | None, version: int) -> str | None:
+    """The transaction in the header of version object ``raw`` (``None``: absent or unreadable)."""
+    header = _header(raw, version)
+    txn = None if header is None else header.get("txn")
+    return txn if isinstance(txn, str) else None
 
 
 def _head(catalog: Catalog) -> Catalog:

@@ -786,7 +786,9 @@ async def recover_transaction(
     and one that committed before the marker has its paths named. While the
     newest version is damaged, a writer that finished writing every partition
     may have committed it there: what it wrote is kept (``repair()`` adopts
-    it), only its locks and lease go.
+    it), only its locks and lease go. One that a damaged version's readable
+    header names did commit there: the versions its lease says it superseded
+    are retired too (the garbage record its clean-up did not write).
 
     Returns
     -------
@@ -804,8 +806,17 @@ async def recover_transaction(
     every = sorted({*canonicals, *(c for c in named_ if isinstance(c, str))})
     # The segments of the partitions it may have written or superseded: all it checks.
     checked = [*every, *(p for p in lease.get("superseded", []) if isinstance(p, str))]
-    found = await CatalogLog(spec).state(by_paths(checked))
-    if found.damaged and await _wrote_all(spec, txn, every):
+    log = CatalogLog(spec)
+    found = await log.state(by_paths(checked))
+    supersedes = [p for p in lease.get("superseded", []) if isinstance(p, str)]
+    if found.damaged and txn in await log.damaged_txns(v for v, _ in found.damaged):
+        # Its commit is a damaged version whose header still reads: it landed, and the
+        # writer died before (or the version was damaged after) its clean-up. The lease's
+        # list, written before the put, is what that commit retired: record it, as its
+        # clean-up would have (repair() then keeps its drops); what it wrote stays.
+        await _release_locks(spec, txn, every)
+        await _retire(spec, txn, supersedes)
+    elif found.damaged and await _wrote_all(spec, txn, every):
         # Its commit may be the damaged version, which cannot be read: what it wrote
         # stays for repair() to adopt from the tree (deleting it could lose a commit).
         await _release_locks(spec, txn, every)
@@ -813,10 +824,7 @@ async def recover_transaction(
         latest = found.latest
         await _remove_leftovers(spec, txn, every, latest)
         named = _named(latest)
-        superseded = [
-            p for p in lease.get("superseded", []) if isinstance(p, str) and p not in named
-        ]
-        await _retire(spec, txn, superseded)
+        await _retire(spec, txn, [p for p in supersedes if p not in named])
     await spec.delete(lease_key(txn))
     await spec.delete(alive_key(txn))
     return True

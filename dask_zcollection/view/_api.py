@@ -119,24 +119,35 @@ class View:
         """Forget the computed view partitions matching ``filters``; returns their paths."""
         return sync(self.aio.drop_partitions(filters))
 
-    def repair(self, *, dry_run: bool = False) -> RepairReport:
+    def repair(self, *, force: bool = False, dry_run: bool = False) -> RepairReport:
         """Set aside the view's damaged catalog versions; then updates and drops write again.
 
         A damaged newest catalog version (truncated, bad magic, zero bytes, an
         object that is no real version) makes reads fall back to the newest
         intact version with a warning, and every write refuse with a
         :class:`~dask_zcollection.errors.CorruptedDataError`: a commit on the
-        version below would lose what the damaged one committed. This copies
-        the damaged objects under ``_quarantine/`` and deletes them; the view
-        partitions the damaged version computed read as not computed until
-        :meth:`update` computes them again (from the base, unchanged).
+        version below would lose what the damaged one committed. This cleans
+        up after dead writers, copies the damaged objects under
+        ``_quarantine/``, commits the drops they held again (numbered past
+        them), and only then deletes them; the view partitions the damaged
+        version computed read as not computed until :meth:`update` computes
+        them again (from the base, unchanged).
+
+        Parameters
+        ----------
+        force : bool
+            Treat every writer as dead (only when none can be running).
+        dry_run : bool
+            Report what would be done; change nothing.
 
         Returns
         -------
         RepairReport
-            ``quarantined`` lists the objects set aside, with the reason.
+            ``quarantined`` lists the objects set aside, with the reason;
+            ``dropped`` the drops committed again; ``recovered`` the dead
+            writers cleaned up.
         """
-        return sync(self.aio.repair(dry_run=dry_run))
+        return sync(self.aio.repair(force=force, dry_run=dry_run))
 
     # -- indexes ---------------------------------------------------------------------------
     def create_index(

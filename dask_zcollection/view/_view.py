@@ -531,12 +531,12 @@ class AsyncView(StoredIndexes):
         )
         return job, selected
 
-    async def repair(self, *, dry_run: bool = False) -> RepairReport:
+    async def repair(self, *, force: bool = False, dry_run: bool = False) -> RepairReport:
         """Set aside the view's damaged catalog versions (see :meth:`View.repair`)."""
         self._check_writable()
         from .._repair import set_aside_damaged
 
-        return await set_aside_damaged(self.spec, dry_run=dry_run)
+        return await set_aside_damaged(self.spec, force=force, dry_run=dry_run)
 
     async def drop_partitions(self, filters: FilterLike = None) -> list[str]:
         """Forget the computed view partitions matching ``filters`` (the base is untouched)."""

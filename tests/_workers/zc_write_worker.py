@@ -5,8 +5,9 @@ Commands (``python zc_write_worker.py CMD ...``):
 ``zygote``
     Imports everything once, then reads JSON commands on stdin; for each one it
     forks a writer process that runs the operation (``{"url": ..., "op": ...,
-    "options": {...}}``, ``options`` being the optional ``storage_options``),
-    prints ``{"event": "forked", "pid": N}``, reaps it and prints
+    "options": {...}, "markers": bool}``, ``options`` being the optional
+    ``storage_options``; with ``markers`` the writer prints ``{"event": "committed"}``
+    once its catalog put landed), prints ``{"event": "forked", "pid": N}``, reaps it and prints
     ``{"event": "exit", "pid": N, "status": S}``. The test kills the forked
     writer with SIGKILL at a chosen moment: a fresh interpreter per kill would
     spend ~1.5 s importing dask, zarr and xarray before doing anything.
@@ -164,6 +165,22 @@ def _die_after(point: str) -> None:
         Transaction.commit = txn_commit  # type: ignore[method-assign]
 
 
+def _mark_commit() -> None:
+    """Print ``{"event": "committed"}`` as soon as this writer's catalog put has landed
+    (a progress marker: the crash test kills relative to it, whatever the load)."""
+    from dask_zcollection.catalog import CatalogLog
+
+    original = CatalogLog.commit
+
+    async def commit(self: Any, catalog: Any) -> bool:
+        won = await original(self, catalog)
+        if won:
+            _emit({"event": "committed"})
+        return won
+
+    CatalogLog.commit = commit  # type: ignore[method-assign]
+
+
 def _write_then_die(plan: Any) -> None:
     """Run every write task of a planned write graph (``plan``: a coroutine of the
     engine's planner), then die before the commit task."""
@@ -210,6 +227,8 @@ def zygote() -> None:
         if pid == 0:  # the writer
             code = 0
             start = time.perf_counter()
+            if cmd.get("markers"):
+                _mark_commit()
             try:
                 run_op(cmd["url"], cmd["op"], cmd.get("options"))
                 _emit({"event": "done", "elapsed": time.perf_counter() - start})
