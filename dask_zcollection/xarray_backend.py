@@ -140,7 +140,7 @@ class ZCollectionArray(BackendArray):
         the reader's thread pool).
         """
         offsets = self.offsets
-        out = huge_page_empty((hi - lo, *self.shape[1:]), self.dtype)
+        out = numpy.empty((hi - lo, *self.shape[1:]), dtype=self.dtype)
         first = int(numpy.searchsorted(offsets, lo, side="right")) - 1
         last = int(numpy.searchsorted(offsets, hi, side="left"))
         reads = []
@@ -175,36 +175,6 @@ class ZCollectionArray(BackendArray):
             raise
         except OSError as err:
             raise StorageError(f"cannot read {arr.key!r}: {err}") from err
-
-
-#: Transparent huge page size (x86-64, arm64 with 4 KiB pages).
-_HUGE_PAGE = 2 << 20
-#: From this size numpy asks the kernel for huge pages (``madvise(MADV_HUGEPAGE)``).
-_HUGE_MIN = 4 << 20
-
-
-def huge_page_empty(shape: tuple[int, ...], dtype: numpy.dtype[Any]) -> numpy.ndarray:
-    """An uninitialised C-contiguous array starting on a huge page boundary.
-
-    numpy asks for transparent huge pages on allocations of 4 MiB and more, but
-    malloc returns them 16 bytes past a page boundary: the first and the last
-    2 MiB of the array, which no whole huge page covers, fault in 4 KiB pages
-    (up to 1,024 faults per array instead of one per 2 MiB). With ``chunks={}``
-    every dask block is such an array (a 16 MB zarr chunk of the benchmark: 264
-    to 775 faults each, 38,000 per 1 GB load). Aligned, a block faults one huge
-    page per 2 MiB. The tail is padded to a whole huge page when that costs at
-    most an eighth more memory (a huge page is resident whole once touched).
-    The array owns a fresh buffer (its ``base``), never shared with another.
-    """
-    dtype = numpy.dtype(dtype)
-    nbytes = int(numpy.prod(shape, dtype=numpy.int64)) * dtype.itemsize
-    if nbytes < _HUGE_MIN or dtype.hasobject:
-        return numpy.empty(shape, dtype=dtype)
-    padded = -(-nbytes // _HUGE_PAGE) * _HUGE_PAGE
-    size = padded if padded - nbytes <= nbytes // 8 else nbytes
-    raw = numpy.empty(size + _HUGE_PAGE, dtype=numpy.uint8)
-    start = -raw.ctypes.data % _HUGE_PAGE
-    return raw[start : start + nbytes].view(dtype).reshape(shape)
 
 
 def _block_chunks(lazy: LazyCollection, variable: str, ranges: numpy.ndarray) -> tuple[int, ...]:
