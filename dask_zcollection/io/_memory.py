@@ -19,6 +19,11 @@ read overwrites), otherwise the next read of a similar size rewrites them
 without a fault. A mapping is reused only once no array refers to it: the
 arrays' base is an owner object whose finalizer returns the mapping, and numpy
 keeps that owner alive from every view.
+
+Only reads that return one result per variable use it (``read_concat``, the
+xarray backend's row reads), not the per-partition pieces of a dask graph: a
+kept page counts in the process's resident memory until the kernel takes it,
+which a ``distributed`` worker's memory monitor would see.
 """
 
 from __future__ import annotations

@@ -300,7 +300,7 @@ async def _read_many(
     else:
         targets = [
             [
-                empty((size, *arr.shape[1:]), schema[name].dtype)
+                numpy.empty((size, *arr.shape[1:]), dtype=schema[name].dtype)
                 for name, arr in zip(names, arrays[: len(names)], strict=True)
             ]
             for size, arrays in zip(sizes, opened, strict=True)
