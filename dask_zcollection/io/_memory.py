@@ -112,9 +112,13 @@ class ResultMemory:
         size = -(-nbytes // _STEP) * _STEP
         block = self._take(size, limit)
         if block is None:
-            block = mmap.mmap(-1, size, flags=_PRIVATE)
+            try:
+                block = mmap.mmap(-1, size, flags=_PRIVATE)
+            except OSError:  # out of address space: numpy's own error if memory is short
+                return numpy.empty(shape, dtype=dtype)
             if hasattr(mmap, "MADV_HUGEPAGE"):
-                block.madvise(mmap.MADV_HUGEPAGE)
+                with contextlib.suppress(OSError):  # a kernel without transparent huge pages
+                    block.madvise(mmap.MADV_HUGEPAGE)
         owner = _Owner(block)
         done = weakref.finalize(owner, self._give, block)
         done.atexit = False
