@@ -3,17 +3,19 @@
 A read decodes each chunk straight into its place in one result array (see
 ``_fastread``). For a large result that array is fresh memory: glibc maps it
 (anything above 32 MiB is always mapped) and the kernel zeroes every page on
-first touch, inside the decode. On a virtual machine whose freed memory goes
-back to the host (virtio free page reporting) that zeroing also waits for the
-host to back each page again: measured on the benchmark machine, faulting in a
+first touch, inside the decode. On a virtual machine that reports freed pages
+to its host (``page_reporting`` shows in the kernel's profile here), that
+zeroing apparently also waits for the host to back each page again: measured
+on the benchmark machine, faulting in a
 fresh 250 MB array took 0.04-2 s against 0.01 s to rewrite a resident one, and
 ``clear_page`` took 20-36 % of the CPU of a 3-day read (as much as half of
 zstd's own decoding).
 
 :func:`empty` hands out large result arrays on private anonymous mappings.
 When the last array using one is freed, the mapping is not unmapped but kept
-(up to ``dask.config`` ``zcollection.read-memory`` bytes, default 512 MiB, for
-at most :data:`_IDLE_SECONDS`) and marked ``MADV_FREE``: the kernel may take
+(up to ``dask.config`` ``zcollection.read-memory`` bytes, default 512 MiB; one
+unused for :data:`_IDLE_SECONDS` is unmapped at the next read or release) and
+marked ``MADV_FREE``: the kernel may take
 its pages back under memory pressure (they then read as zeros, which the next
 read overwrites), otherwise the next read of a similar size rewrites them
 without a fault. A mapping is reused only once no array refers to it: the
