@@ -146,17 +146,20 @@ class ResultMemory:
 
     def _give(self, block: mmap.mmap) -> None:
         """The finalizer of an owner: keep its mapping (its pages the kernel's to take)."""
-        if os.getpid() != self._pid or block.closed:
-            return  # a forked child's copy: let it go
-        if hasattr(mmap, "MADV_FREE"):
-            with contextlib.suppress(OSError):  # an old kernel: keep the pages as they are
-                block.madvise(mmap.MADV_FREE)
-        self._returned.append((block, time.monotonic()))
-        if self._lock.acquire(blocking=False):
-            try:
-                self._collect(time.monotonic())
-            finally:
-                self._lock.release()
+        try:
+            if os.getpid() != self._pid or block.closed:
+                return  # a forked child's copy: let it go
+            if hasattr(mmap, "MADV_FREE"):
+                with contextlib.suppress(OSError):  # an old kernel: keep the pages as they are
+                    block.madvise(mmap.MADV_FREE)
+            self._returned.append((block, time.monotonic()))
+            if self._lock.acquire(blocking=False):
+                try:
+                    self._collect(time.monotonic())
+                finally:
+                    self._lock.release()
+        except Exception:  # a finalizer (maybe at interpreter exit): unmap instead
+            return
 
     def _collect(self, now: float) -> None:
         """Move returned mappings to the kept ones; drop idle ones and those over the limit."""

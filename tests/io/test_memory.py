@@ -9,6 +9,8 @@ edges, across partitions, 2-D and nested variables, fill values.
 from __future__ import annotations
 
 import gc
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +90,31 @@ def test_idle_mappings_are_unmapped(monkeypatch: pytest.MonkeyPatch) -> None:
     assert mem.nbytes == 12 * MIB
     monkeypatch.setattr(_memory, "_IDLE_SECONDS", 0.0)
     assert mem.nbytes == 0
+
+
+def test_live_arrays_never_share_memory_across_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_memory, "_MIN_BYTES", 0)
+    mem = ResultMemory(limit=16 * MIB)  # 8 mappings of 2 MiB for 4 threads: constant reuse
+    errors: list[str] = []
+
+    def work(k: int) -> None:
+        for i in range(200):
+            a = mem.empty((1 << 14,), numpy.int64)
+            a[...] = k * 1000 + i
+            view = a[::7]
+            del a
+            time.sleep(0.0001)  # let the other threads take memory meanwhile
+            if not (view == k * 1000 + i).all():
+                errors.append(f"thread {k}, round {i}: overwritten by another")
+            del view
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert 0 < mem.nbytes <= 16 * MIB
 
 
 # -- reads on reused memory --------------------------------------------------------------------
