@@ -39,6 +39,7 @@ from ._xarray_index import AxisIndex, LazyAxis
 from .catalog._discovery import IMMUTABLE_PATH
 from .errors import CorruptedDataError, InvalidInputError, NotFoundError, StorageError
 from .io import CONFIG_KEY, ReadSource, read_block
+from .io._memory import empty
 from .store import StoreSpec
 
 if TYPE_CHECKING:
@@ -140,7 +141,7 @@ class ZCollectionArray(BackendArray):
         the reader's thread pool).
         """
         offsets = self.offsets
-        out = numpy.empty((hi - lo, *self.shape[1:]), dtype=self.dtype)
+        out = empty((hi - lo, *self.shape[1:]), self.dtype)  # large: on reused memory
         first = int(numpy.searchsorted(offsets, lo, side="right")) - 1
         last = int(numpy.searchsorted(offsets, hi, side="left"))
         reads = []

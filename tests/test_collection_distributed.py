@@ -625,3 +625,17 @@ def test_view_update_runs_on_worker_processes(
     m = months(data)
     expected = numpy.where(m >= numpy.datetime64("2024-02"), data["quality"] > 100, -1)
     numpy.testing.assert_array_equal(got["flag"].values, expected.astype("int8"))
+
+
+def pooled_in_this_process() -> bool:
+    """Whether a large read result lands on pooled memory in this process."""
+    from dask_zcollection.io._memory import ResultMemory
+
+    return ResultMemory(limit=64 << 20).empty((16 << 20,), numpy.uint8).base is not None
+
+
+def test_a_worker_never_keeps_read_results_on_pooled_memory(client: Any) -> None:
+    """Kept pages would count in a worker's memory: a task's large result is plain numpy."""
+    assert client.submit(pooled_in_this_process, pure=False).result() is False
+    # The same call on the client (not a worker) does pool it.
+    assert pooled_in_this_process() is True

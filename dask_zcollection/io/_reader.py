@@ -22,6 +22,7 @@ from ..errors import CorruptedDataError, StorageError
 from ..store import StoreSpec
 from ._config import CollectionConfig
 from ._fastread import ArrayHandle
+from ._memory import empty
 from ._partition import PartitionIO
 
 __all__ = [
@@ -287,10 +288,10 @@ async def _read_many(
     sizes = [sum(b - a for a, b in pieces) for pieces in selected]
     if concat:
         total = sum(sizes)
+        # One result per variable, each chunk decoded into its place; large ones on
+        # reused memory (``_memory``: fresh pages cost more than the decode on some hosts).
         outputs = [
-            numpy.empty(
-                (total, *(opened[0][j].shape[1:] if opened else ())), dtype=schema[name].dtype
-            )
+            empty((total, *(opened[0][j].shape[1:] if opened else ())), schema[name].dtype)
             for j, name in enumerate(names)
         ]
         offsets = numpy.concatenate([[0], numpy.cumsum(sizes)]).tolist()
