@@ -708,9 +708,7 @@ class LazyCollection(DaskMethodsMixin):
             )
         return chunks
 
-    def _dask_arrays(
-        self, names: Sequence[str], chunks: int | str | None = None
-    ) -> dict[str, Any]:
+    def _dask_arrays(self, names: Sequence[str], chunks: int | str | None = None) -> dict[str, Any]:
         """One dask array per variable, each over one block expression.
 
         Over a read, :class:`~dask_zcollection.expr.ReadBlocks` (a task per
