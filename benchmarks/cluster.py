@@ -35,6 +35,7 @@ processes and of this process (the client, and the scheduler of a
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import threading
 import time
@@ -59,6 +60,29 @@ MALLOC_TUNED = {
     "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": 32 << 20,
     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 128 << 20,
 }
+
+
+@contextmanager
+def tuned_allocator() -> Iterator[None]:
+    """:data:`MALLOC_TUNED` for the workers of the clusters started inside the block.
+
+    A nanny copies the variables it gives its worker into this process's
+    ``os.environ``, and reads ``os.environ`` before the config: after one
+    cluster with the defaults, its ``MALLOC_TRIM_THRESHOLD_=65536`` would win
+    over the config (a half-tuned worker). They are removed for the block and
+    restored after.
+    """
+    import dask
+
+    names = [key.rsplit(".", 1)[1] for key in MALLOC_TUNED]
+    saved = {n: os.environ.pop(n) for n in names if n in os.environ}
+    try:
+        with dask.config.set(MALLOC_TUNED):
+            yield
+    finally:
+        for n in names:
+            os.environ.pop(n, None)
+        os.environ.update(saved)
 
 
 @contextmanager
@@ -213,7 +237,7 @@ def m_cluster(ctx: Context) -> list[Result]:
     mean_tuned: Stat | None = None
     blocks_tuned: Stat | None = None
     if not ctx.cfg.quick:  # a second cluster: not in the smoke test
-        with dask.config.set(MALLOC_TUNED), local_cluster() as client:
+        with tuned_allocator(), local_cluster() as client:
             mean_tuned = counted("cluster_malloc", client, mean)
             blocks_tuned = counted("blocks.cluster_malloc", client, mean_blocks)
     ratio = read_cluster.median / read_threads.median
