@@ -668,7 +668,8 @@ class LazyCollection(DaskMethodsMixin):
             (one at least); a block never spans two partitions. Fewer, larger
             blocks are fewer tasks: on a ``distributed`` cluster each costs the
             scheduler and the worker a few milliseconds (see
-            ``docs/distributed.md``). Default: one zarr chunk.
+            ``docs/distributed.md``). Default: ``zcollection.array-chunks`` of
+            dask's config, else one zarr chunk.
 
         Raises
         ------
@@ -678,7 +679,12 @@ class LazyCollection(DaskMethodsMixin):
         return self._dask_arrays([name], chunks)[name]
 
     def _block_rows(self, names: Sequence[str], chunks: int | str | None) -> int | None:
-        """The rows of a block ``chunks`` asks for (a byte size: the widest row of ``names``)."""
+        """The rows of a block ``chunks`` asks for (a byte size: the widest row of ``names``).
+
+        ``None`` takes ``zcollection.array-chunks`` from dask's config (unset: one zarr chunk).
+        """
+        if chunks is None:
+            chunks = dask.config.get("zcollection.array-chunks", None)
         if chunks is None:
             return None
         if isinstance(chunks, str):
@@ -774,7 +780,8 @@ class LazyCollection(DaskMethodsMixin):
         chunks : int or str, optional
             Size of a block along the axis, the same for every variable: rows,
             or bytes of the widest variable's block (``"32MiB"``); see
-            :meth:`to_dask_array`. Default: one zarr chunk.
+            :meth:`to_dask_array`. Default: ``zcollection.array-chunks`` of
+            dask's config, else one zarr chunk.
 
         Raises
         ------

@@ -263,6 +263,21 @@ def test_chunks_of_a_persisted_collection_read_nothing(monthly: tuple[str, Any])
     assert log.reads() == []
 
 
+def test_chunks_from_dask_config(monthly: tuple[str, Any]) -> None:
+    url, data = monthly
+    lazy = zc.read_collection(url)
+    per_month = [int(n) for n in numpy.unique(month_of(data["time"]), return_counts=True)[1]]
+    by_chunk = tuple(expected_blocks([(0, n) for n in per_month], 4))
+    by_two = tuple(expected_blocks([(0, n) for n in per_month], 8))
+    with dask.config.set({"zcollection.array-chunks": "100B"}):  # ssh: 12 bytes, 8 rows
+        arr = lazy.to_dask_array("ssh")
+        assert arr.chunks[0] == by_two
+        assert lazy.to_xarray().to_dataset()["ssh"].chunks[0] == by_two
+        assert lazy.to_dask_array("ssh", chunks=4).chunks[0] == by_chunk  # the argument wins
+    assert lazy.to_dask_array("ssh").chunks[0] == by_chunk
+    assert numpy.array_equal(arr.compute(), data["ssh"], equal_nan=True)
+
+
 @pytest.mark.parametrize("chunks", [0, -4, True, 2.5, "many", "-1MiB", "0B"], ids=str)
 def test_chunks_refuses_what_is_not_a_size(monthly: tuple[str, Any], chunks: Any) -> None:
     url, _ = monthly
