@@ -12,6 +12,18 @@ Rows:
 - ``cluster.mean.cluster_malloc``: the same reduction on a cluster whose
   workers start with :data:`MALLOC_TUNED` (glibc keeps large buffers on its
   heap for reuse instead of the nanny's ``MALLOC_TRIM_THRESHOLD_=65536``).
+- ``cluster.mean_blocks.threads`` / ``.cluster`` / ``.cluster_malloc``: the
+  reduction over ``to_xarray(chunks=BLOCKS)`` (blocks of whole zarr chunks up
+  to 32 MiB: half the tasks of the 16384-row default).
+- ``cluster.overhead.threads`` / ``.cluster``: the same shape of reduction
+  (72 blocks and dask's mean tree) over blocks of 16 rows made in memory: no
+  library code, what the scheduler and the workers cost per task.
+- The ``xarray`` column of ``cluster.mean.threads`` / ``.cluster``: the peer,
+  ``open_mfdataset`` of the daily zarr stores (one block per store), the same mean.
+
+The notes of the mean rows give the CPU seconds per pass of the worker
+processes and of this process (the client, and the scheduler of a
+``LocalCluster``): on 2 cores wall time follows the sum.
 - ``cluster.persist``: ``persist()`` on the cluster; the note says where the
   partitions are held (the workers, never the client).
 - ``cluster.big_insert`` (only with ``--big-insert SIZE``, e.g. ``10GB``): a
@@ -23,6 +35,7 @@ Rows:
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import threading
 import time
@@ -50,6 +63,29 @@ MALLOC_TUNED = {
 
 
 @contextmanager
+def tuned_allocator() -> Iterator[None]:
+    """:data:`MALLOC_TUNED` for the workers of the clusters started inside the block.
+
+    A nanny copies the variables it gives its worker into this process's
+    ``os.environ``, and reads ``os.environ`` before the config: after one
+    cluster with the defaults, its ``MALLOC_TRIM_THRESHOLD_=65536`` would win
+    over the config (a half-tuned worker). They are removed for the block and
+    restored after.
+    """
+    import dask
+
+    names = [key.rsplit(".", 1)[1] for key in MALLOC_TUNED]
+    saved = {n: os.environ.pop(n) for n in names if n in os.environ}
+    try:
+        with dask.config.set(MALLOC_TUNED):
+            yield
+    finally:
+        for n in names:
+            os.environ.pop(n, None)
+        os.environ.update(saved)
+
+
+@contextmanager
 def local_cluster(n_workers: int = 2, **kwargs: Any) -> Iterator[Any]:
     """A ``LocalCluster`` of ``n_workers`` processes x 1 thread and its client (the default)."""
     import distributed
@@ -73,6 +109,45 @@ def _ones(nbytes: int) -> numpy.ndarray:
     return numpy.ones(nbytes, dtype="uint8")
 
 
+#: ``to_xarray(chunks=)`` of the ``mean_blocks`` rows: 2 zarr chunks of the main dataset,
+#: under glibc's largest heap (not mmap) allocation on threads and on tuned workers.
+BLOCKS = "32MiB"
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
+class _CpuPerPass:
+    """CPU seconds per call of the worker processes and of this process, around ``timed``."""
+
+    def __init__(self, client: Any | None) -> None:
+        self.client = client
+        self.workers = self.here = 0.0
+
+    def timed(self, fn: Callable[[], None], repeats: int) -> Stat:
+        fn()  # the warm-up, outside the count
+        w0 = sum(self.client.run(_cpu_seconds).values()) if self.client else 0.0
+        h0 = _cpu_seconds()
+        stat = timed(fn, repeats)
+        self.here = (_cpu_seconds() - h0) / repeats
+        if self.client:
+            self.workers = (sum(self.client.run(_cpu_seconds).values()) - w0) / repeats
+        return stat
+
+    def text(self) -> str:
+        if self.client is None:
+            return f"CPU {self.here:.2f} s/pass"
+        return f"CPU {self.workers:.2f} s/pass on the workers + {self.here:.2f} s here"
+
+
+def _noop_block(rows: int, width: int, block_info: Any = None) -> numpy.ndarray:
+    return numpy.ones((rows, width), dtype="float32")
+
+
 def m_cluster(ctx: Context) -> list[Result]:
     """Whole read, reduction and persist, on threads then on the cluster."""
     import dask
@@ -88,17 +163,52 @@ def m_cluster(ctx: Context) -> list[Result]:
         if ds["time"].shape[0] != ctx.cfg.rows:
             raise AssertionError("the read returned the wrong number of rows")
 
-    def mean() -> None:
-        got = float(lazy.to_xarray()["ssh"].mean().compute())
+    def mean(chunks: str | None = None) -> None:
+        got = float(lazy.to_xarray(chunks=chunks)["ssh"].mean().compute())
         if not numpy.isclose(got, expected_mean, rtol=1e-5):
             raise AssertionError(f"mean {got} != {expected_mean}")
 
+    def mean_blocks() -> None:
+        mean(BLOCKS)
+
+    # The shape of the reduction's graph without the library: as many blocks, tiny.
+    import dask.array as da
+
+    n_blocks = lazy.to_dask_array("ssh").numblocks[0]
+    noop = da.map_blocks(
+        _noop_block, 16, 240, dtype="float32", chunks=((16,) * n_blocks, (240,))
+    ).mean()
+    noop_tasks = len(dask.optimize(noop)[0].__dask_graph__())
+
+    def overhead() -> None:
+        if float(noop.compute()) != 1.0:
+            raise AssertionError("the no-op reduction is wrong")
+
+    peer_paths = sorted(_data.iter_partitions(ctx.xarray_root))
+
+    def mean_xarray() -> None:
+        got = float(_data.xarray_open(peer_paths)["ssh"].mean().compute())
+        if not numpy.isclose(got, expected_mean, rtol=1e-5):
+            raise AssertionError(f"xarray mean {got} != {expected_mean}")
+
+    cpu: dict[str, _CpuPerPass] = {}
+
+    def counted(label: str, client: Any | None, fn: Callable[[], None]) -> Stat:
+        cpu[label] = _CpuPerPass(client)
+        return cpu[label].timed(fn, r)
+
     with dask.config.set(scheduler="threads"):
         read_threads = timed(read, r, warmup=1)
-        mean_threads = timed(mean, r, warmup=1)
+        mean_threads = counted("threads", None, mean)
+        blocks_threads = counted("blocks.threads", None, mean_blocks)
+        overhead_threads = timed(overhead, r, warmup=1)
+        xarray_threads = timed(mean_xarray, r, warmup=1)
     with local_cluster() as client:
         read_cluster = timed(read, r, warmup=1)
-        mean_cluster = timed(mean, r, warmup=1)
+        mean_cluster = counted("cluster", client, mean)
+        blocks_cluster = counted("blocks.cluster", client, mean_blocks)
+        overhead_cluster = timed(overhead, r, warmup=1)
+        xarray_cluster = timed(mean_xarray, r, warmup=1)
 
         def transfer() -> None:
             future = client.submit(_ones, ctx.nbytes, pure=False)
@@ -125,19 +235,49 @@ def m_cluster(ctx: Context) -> list[Result]:
         n_persisted = len(futures)
         del held, futures
     mean_tuned: Stat | None = None
+    blocks_tuned: Stat | None = None
     if not ctx.cfg.quick:  # a second cluster: not in the smoke test
-        with dask.config.set(MALLOC_TUNED), local_cluster():
-            mean_tuned = timed(mean, r, warmup=1)
+        with tuned_allocator(), local_cluster() as client:
+            mean_tuned = counted("cluster_malloc", client, mean)
+            blocks_tuned = counted("blocks.cluster_malloc", client, mean_blocks)
     ratio = read_cluster.median / read_threads.median
     read_note = (
         f"{ctx.mb:,.0f} MB, {lazy.npartitions} partitions; cluster {ratio:.2f}x threads; "
         f"moving {ctx.mb:,.0f} MB from a worker to the client alone takes "
         f"{transfer_stat.median:.2f} s (cluster.transfer)"
     )
-    mean_ratio = mean_cluster.median / mean_threads.median
-    mean_note = f"to_xarray().ssh.mean(): cluster {mean_ratio:.2f}x threads"
-    if mean_tuned is not None:
-        mean_note += f"; {mean_tuned.median / mean_threads.median:.2f}x with MALLOC_TUNED workers"
+
+    def ratios(label: str, threads: Stat, on_cluster: Stat, tuned: Stat | None) -> str:
+        base = f"{label} on the cluster {on_cluster.median / threads.median:.2f}x threads"
+        if tuned is not None:
+            base += f", {tuned.median / threads.median:.2f}x with MALLOC_TUNED workers"
+        return base
+
+    def cpu_text(prefix: str) -> str:
+        return "; ".join(
+            f"{k.removeprefix(prefix)} {v.text()}"
+            for k, v in cpu.items()
+            if k.startswith(prefix) and (prefix or "." not in k)
+        )
+
+    mean_note = (
+        ratios("to_xarray().ssh.mean()", mean_threads, mean_cluster, mean_tuned)
+        + f" ({n_blocks} blocks); "
+        + cpu_text("")
+    )
+    blocks_note = (
+        ratios(f"to_xarray(chunks={BLOCKS!r})", mean_threads, blocks_cluster, blocks_tuned)
+        + f" (threads' default); {blocks_threads.median / mean_threads.median:.2f}x on threads; "
+        + cpu_text("blocks.")
+    )
+    overhead_note = (
+        f"{n_blocks} blocks of 16 rows, the mean's {noop_tasks} tasks: the cluster's own cost "
+        f"{(overhead_cluster.median - overhead_threads.median) * 1e3 / noop_tasks:.1f} ms a task"
+    )
+    xarray_note = (
+        f"open_mfdataset of {len(peer_paths)} zarr stores + ssh.mean(): cluster "
+        f"{xarray_cluster.median / xarray_threads.median:.2f}x threads"
+    )
     persist_note = (
         f"{on_workers} of {n_persisted} partitions held on {len(workers)} worker(s), "
         f"{on_client} on the client"
@@ -146,16 +286,55 @@ def m_cluster(ctx: Context) -> list[Result]:
         Result("cluster.read.threads", "cluster", "s", {"dzc": read_threads}, note=read_note),
         Result("cluster.read.cluster", "cluster", "s", {"dzc": read_cluster}, note=read_note),
         Result("cluster.transfer", "cluster", "s", {"dzc": transfer_stat}, note=read_note),
-        Result("cluster.mean.threads", "cluster", "s", {"dzc": mean_threads}, note=mean_note),
-        Result("cluster.mean.cluster", "cluster", "s", {"dzc": mean_cluster}, note=mean_note),
+        Result(
+            "cluster.mean.threads",
+            "cluster",
+            "s",
+            {"dzc": mean_threads, "xarray": xarray_threads},
+            note=f"{mean_note}; {xarray_note}",
+        ),
+        Result(
+            "cluster.mean.cluster",
+            "cluster",
+            "s",
+            {"dzc": mean_cluster, "xarray": xarray_cluster},
+            note=f"{mean_note}; {xarray_note}",
+        ),
         Result("cluster.persist", "cluster", "s", {"dzc": Stat.one(persist_s)}, note=persist_note),
+        Result(
+            "cluster.mean_blocks.threads", "cluster", "s", {"dzc": blocks_threads}, note=blocks_note
+        ),
+        Result(
+            "cluster.mean_blocks.cluster", "cluster", "s", {"dzc": blocks_cluster}, note=blocks_note
+        ),
+        Result(
+            "cluster.overhead.threads",
+            "cluster",
+            "s",
+            {"value": overhead_threads},
+            note=overhead_note,
+        ),
+        Result(
+            "cluster.overhead.cluster",
+            "cluster",
+            "s",
+            {"value": overhead_cluster},
+            note=overhead_note,
+        ),
     ] + (
         []
-        if mean_tuned is None
+        if mean_tuned is None or blocks_tuned is None
         else [
             Result(
                 "cluster.mean.cluster_malloc", "cluster", "s", {"dzc": mean_tuned}, note=mean_note
-            )
+            ),
+            Result(
+                "cluster.mean_blocks.cluster_malloc",
+                "cluster",
+                "s",
+                {"dzc": blocks_tuned},
+                note=blocks_note,
+            ),
         ]
     )
 
@@ -268,7 +447,11 @@ def measurements(cfg: Config) -> list[Measurement]:
         "mean.threads",
         "mean.cluster",
         "persist",
-        *(() if cfg.quick else ("mean.cluster_malloc",)),
+        "mean_blocks.threads",
+        "mean_blocks.cluster",
+        "overhead.threads",
+        "overhead.cluster",
+        *(() if cfg.quick else ("mean.cluster_malloc", "mean_blocks.cluster_malloc")),
     )
     out = [
         Measurement(

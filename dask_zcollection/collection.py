@@ -23,6 +23,7 @@ import dask
 import numpy
 from dask.base import DaskMethodsMixin
 from dask.delayed import Delayed
+from dask.utils import parse_bytes
 
 from ._display import lazy_repr_html, size_of, time_span_text
 from ._sync import sync
@@ -646,7 +647,7 @@ class LazyCollection(DaskMethodsMixin):
             counts = list(dask.compute(*(dask.delayed(row_count_task)(d, dim) for d in delayed)))
         return tuple((0, n) for n in counts)
 
-    def to_dask_array(self, name: str) -> Any:
+    def to_dask_array(self, name: str, *, chunks: int | str | None = None) -> Any:
         """One variable as a :class:`dask.array.Array`.
 
         A block per zarr chunk inside each partition: a block reads only its
@@ -656,10 +657,64 @@ class LazyCollection(DaskMethodsMixin):
         axis array's metadata of partitions whose catalog has no row count);
         nothing else. Over a persisted collection, blocks slice the persisted
         partitions and nothing is read.
-        """
-        return self._dask_arrays([name])[name]
 
-    def _dask_arrays(self, names: Sequence[str]) -> dict[str, Any]:
+        Parameters
+        ----------
+        name : str
+            The variable.
+        chunks : int or str, optional
+            Size of a block along the axis: rows (an ``int``) or bytes (a
+            string such as ``"32MiB"``), rounded down to whole zarr chunks
+            (one at least); a block never spans two partitions. Fewer, larger
+            blocks are fewer tasks: on a ``distributed`` cluster each costs the
+            scheduler and the worker a few milliseconds (see
+            ``docs/distributed.md``). Default: ``zcollection.array-chunks`` of
+            dask's config, else one zarr chunk.
+
+        Raises
+        ------
+        InvalidInputError
+            When ``chunks`` is not a positive row count or a byte size.
+        """
+        return self._dask_arrays([name], chunks)[name]
+
+    def _block_rows(self, names: Sequence[str], chunks: int | str | None) -> int | None:
+        """The rows of a block ``chunks`` asks for (a byte size: the widest row of ``names``).
+
+        ``None`` takes ``zcollection.array-chunks`` from dask's config (unset: one zarr chunk).
+        """
+        if chunks is None:
+            chunks = dask.config.get("zcollection.array-chunks", None)
+        if chunks is None:
+            return None
+        if isinstance(chunks, str):
+            try:
+                nbytes = parse_bytes(chunks)
+            except ValueError as err:
+                raise InvalidInputError(f"chunks={chunks!r} is not a byte size") from err
+            if nbytes <= 0:
+                raise InvalidInputError(f"chunks={chunks!r} is not a positive byte size")
+            schema = self.source.config.schema
+            dims = schema.all_dimensions()
+            row = max(
+                (
+                    schema[n].dtype.itemsize
+                    * math.prod(dims[d].size or 0 for d in schema[n].dimensions[1:])
+                    for n in names
+                    if not schema[n].immutable
+                ),
+                default=0,
+            )
+            # Rounded down to whole zarr chunks by the blocks: one chunk at least.
+            return max(1, nbytes // row) if row else None
+        if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks <= 0:
+            raise InvalidInputError(
+                f"chunks={chunks!r}: expected a positive number of rows or a byte size "
+                "such as '32MiB'"
+            )
+        return chunks
+
+    def _dask_arrays(self, names: Sequence[str], chunks: int | str | None = None) -> dict[str, Any]:
         """One dask array per variable, each over one block expression.
 
         Over a read, :class:`~dask_zcollection.expr.ReadBlocks` (a task per
@@ -673,6 +728,7 @@ class LazyCollection(DaskMethodsMixin):
         for n in names:
             if n not in schema:
                 raise VariableNotFoundError(f"variable {n!r} is not in the collection")
+        block_rows = self._block_rows(names, chunks)
         expr, rows = self._block_ranges()
         ranges = numpy.asarray(rows, dtype="int64").reshape(-1, 2)
         selected = None
@@ -687,11 +743,11 @@ class LazyCollection(DaskMethodsMixin):
             spec = schema[name]
             blocks: ZExpr
             if isinstance(expr, ReadPartitions):
-                blocks = ReadBlocks(self.source, expr.catalog, name, ranges, selected)
+                blocks = ReadBlocks(self.source, expr.catalog, name, ranges, selected, block_rows)
             elif spec.immutable and not len(expr.catalog):
                 raise InvalidInputError(f"no partition selected: cannot build {name!r}")
             else:
-                blocks = PersistedBlocks(expr, name, ranges)
+                blocks = PersistedBlocks(expr, name, ranges, block_rows)
             blocks = blocks.optimize(fuse=False)  # type: ignore[assignment]
             assert isinstance(blocks, (ReadBlocks, PersistedBlocks))
             if not blocks.npartitions:
@@ -701,7 +757,7 @@ class LazyCollection(DaskMethodsMixin):
             out[name] = array_from_graph(graph, blocks._name, blocks.chunks, spec.dtype)
         return out
 
-    def to_xarray(self, *, index: bool = True) -> Any:
+    def to_xarray(self, *, index: bool = True, chunks: int | str | None = None) -> Any:
         """A dask-backed ``xarray.Dataset`` (``DataTree`` with nested groups).
 
         Each variable is the array of :meth:`to_dask_array`. Values are read
@@ -721,12 +777,18 @@ class LazyCollection(DaskMethodsMixin):
             only the axis of the partitions at the ends of a time range (and
             the axis array's metadata of partitions whose catalog has no row
             count).
+        chunks : int or str, optional
+            Size of a block along the axis, the same for every variable: rows,
+            or bytes of the widest variable's block (``"32MiB"``); see
+            :meth:`to_dask_array`. Default: ``zcollection.array-chunks`` of
+            dask's config, else one zarr chunk.
 
         Raises
         ------
         InvalidInputError
             When dask's array expressions are on (``array.query-planning``):
-            xarray takes their arrays for objects (use :meth:`to_dask_array`).
+            xarray takes their arrays for objects (use :meth:`to_dask_array`);
+            when ``chunks`` is not a positive row count or a byte size.
         """
         import dask.array as da
 
@@ -735,7 +797,7 @@ class LazyCollection(DaskMethodsMixin):
                 "to_xarray needs dask's classic arrays: xarray does not wrap dask array "
                 "expressions (array.query-planning is on); use to_dask_array(name) or compute()"
             )
-        arrays = self._dask_arrays(list(self.variables))
+        arrays = self._dask_arrays(list(self.variables), chunks)
         from .data import Variable
 
         config = self.source.config

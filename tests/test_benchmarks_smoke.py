@@ -111,3 +111,45 @@ def test_table_and_compare(quick_run: dict, tmp_path: Path) -> None:
     assert "io.write" in format_table(results, benchmarks.GROUPS)
     text = compare(results, results)
     assert "new/old" in text and "1.00" in text
+
+
+def _allocator_env() -> dict[str, str | None]:
+    return {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")}
+
+
+@pytest.mark.cluster
+def test_tuned_allocator_tunes_workers_after_a_default_cluster() -> None:
+    # Regression: a nanny copies MALLOC_TRIM_THRESHOLD_=65536 into this process's
+    # os.environ, which then overrode the config of every later cluster (the
+    # cluster_malloc rows measured half-tuned workers).
+    from benchmarks.cluster import tuned_allocator
+
+    distributed = pytest.importorskip("distributed")
+
+    def one_worker_env() -> dict[str, str | None]:
+        with (
+            distributed.LocalCluster(
+                n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            distributed.Client(cluster) as client,
+        ):
+            (env,) = client.run(_allocator_env).values()
+            return env  # type: ignore[no-any-return]
+
+    before = _allocator_env()
+    try:
+        assert one_worker_env()["MALLOC_TRIM_THRESHOLD_"] == "65536"  # the nanny's default
+        left = _allocator_env()
+        with tuned_allocator():
+            tuned = one_worker_env()
+        assert tuned == {
+            "MALLOC_TRIM_THRESHOLD_": str(128 << 20),
+            "MALLOC_MMAP_THRESHOLD_": str(32 << 20),
+        }
+        assert _allocator_env() == left  # restored
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -8,6 +8,7 @@ listed catalog (row counts unknown). Values are compared with numpy.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import dask
@@ -194,6 +195,97 @@ def test_persisted_time_range_sizes_blocks_from_the_results(monthly: tuple[str, 
         assert persisted.to_dask_array("ssh").shape == (int(mask.sum()), 3)
         assert_arrays(persisted, data, mask)
     assert log.reads() == []
+
+
+# -- chunks=: blocks of several whole zarr chunks -------------------------------------------------
+def expected_blocks(partition_rows: list[tuple[int, int]], step: int) -> list[int]:
+    """Rows of each block: ``[start, stop)`` of each partition split every ``step`` stored rows."""
+    sizes = []
+    for start, stop in partition_rows:
+        edges = sorted({start, stop, *range((start // step + 1) * step, stop, step)})
+        sizes += [b - a for a, b in itertools.pairwise(edges)]
+    return sizes
+
+
+@pytest.mark.parametrize(
+    ("chunks", "step"),
+    [(8, 8), (11, 8), (3, 4), ("120B", 8), ("20B", 4), (10**6, 10**6)],  # ssh: 12 bytes a row
+    ids=str,
+)
+def test_chunks_makes_blocks_of_whole_zarr_chunks(
+    monthly: tuple[str, Any], chunks: int | str, step: int
+) -> None:
+    url, data = monthly
+    t = data["time"]
+    lo, hi = numpy.datetime64("2024-01-20T12"), numpy.datetime64("2024-04-02")
+    spec = counting_spec(url)
+    lazy = zc.read_collection(spec).filter(time=slice(lo, hi))
+    arr = lazy.to_dask_array("ssh", chunks=chunks)
+    mask = (t >= lo) & (t <= hi)
+    # Rows kept of each month, counted from the start of its partition (zarr chunks of 4).
+    month = month_of(t)
+    kept = []
+    for m in numpy.unique(month[mask]):
+        where = numpy.flatnonzero(month == m)
+        inside = numpy.flatnonzero(mask[where])
+        kept.append((int(inside[0]), int(inside[-1]) + 1))
+    assert arr.chunks[0] == tuple(expected_blocks(kept, step))
+    reset_reads(spec.tag)
+    assert numpy.array_equal(arr.compute(), data["ssh"][mask], equal_nan=True)
+    chunk_keys = [k for k in reads(spec.tag) if is_chunk_key(k)]
+    # Each chunk read once, by the one block that holds it.
+    assert len(chunk_keys) == len(set(chunk_keys)) == len(expected_blocks(kept, 4))
+
+
+def test_chunks_of_to_xarray_are_the_same_for_every_variable(monthly: tuple[str, Any]) -> None:
+    url, data = monthly
+    # A byte size counts the widest row: ssh's 12 bytes (not quality's 1 or power's 8).
+    tree = zc.read_collection(url).to_xarray(chunks="100B")
+    root, ku = tree.to_dataset(), tree["/data_01/ku"].to_dataset()
+    per_month = [int(n) for n in numpy.unique(month_of(data["time"]), return_counts=True)[1]]
+    blocks = tuple(expected_blocks([(0, n) for n in per_month], 8))
+    assert root.chunks["time"] == blocks
+    assert ku["power"].chunks[0] == blocks
+    assert numpy.array_equal(root["ssh"].values, data["ssh"], equal_nan=True)
+    numpy.testing.assert_array_equal(root["quality"].values, data["quality"])
+    numpy.testing.assert_array_equal(ku["power"].values, data["data_01/ku/power"])
+    assert float(root["ssh"].mean()) == pytest.approx(float(numpy.nanmean(data["ssh"])), rel=1e-6)
+
+
+def test_chunks_of_a_persisted_collection_read_nothing(monthly: tuple[str, Any]) -> None:
+    url, data = monthly
+    persisted = zc.read_collection(url).filter("month >= 2").persist()
+    mask = month_of(data["time"]) >= numpy.datetime64("2024-02")
+    with TaskLog() as log:
+        arr = persisted.to_dask_array("quality", chunks=12)
+        assert max(arr.chunks[0]) == 12
+        numpy.testing.assert_array_equal(arr.compute(), data["quality"][mask])
+    assert log.reads() == []
+
+
+def test_chunks_from_dask_config(monthly: tuple[str, Any]) -> None:
+    url, data = monthly
+    lazy = zc.read_collection(url)
+    per_month = [int(n) for n in numpy.unique(month_of(data["time"]), return_counts=True)[1]]
+    by_chunk = tuple(expected_blocks([(0, n) for n in per_month], 4))
+    by_two = tuple(expected_blocks([(0, n) for n in per_month], 8))
+    with dask.config.set({"zcollection.array-chunks": "100B"}):  # ssh: 12 bytes, 8 rows
+        arr = lazy.to_dask_array("ssh")
+        assert arr.chunks[0] == by_two
+        assert lazy.to_xarray().to_dataset()["ssh"].chunks[0] == by_two
+        assert lazy.to_dask_array("ssh", chunks=4).chunks[0] == by_chunk  # the argument wins
+    assert lazy.to_dask_array("ssh").chunks[0] == by_chunk
+    assert numpy.array_equal(arr.compute(), data["ssh"], equal_nan=True)
+
+
+@pytest.mark.parametrize("chunks", [0, -4, True, 2.5, "many", "-1MiB", "0B"], ids=str)
+def test_chunks_refuses_what_is_not_a_size(monthly: tuple[str, Any], chunks: Any) -> None:
+    url, _ = monthly
+    lazy = zc.read_collection(url)
+    with pytest.raises(zc.errors.InvalidInputError, match="chunks="):
+        lazy.to_dask_array("ssh", chunks=chunks)
+    with pytest.raises(zc.errors.InvalidInputError, match="chunks="):
+        lazy.to_xarray(chunks=chunks)
 
 
 _ARRAY_EXPR_SCRIPT = """

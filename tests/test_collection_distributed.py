@@ -217,6 +217,34 @@ def test_to_xarray_reads_its_index_on_the_client(client: Any, stored: tuple[str,
     numpy.testing.assert_array_equal(held.to_xarray()["time"].values, data["time"])
 
 
+class SchedulerBlockReads(SchedulerBlocks):
+    """Tasks reading a block, whatever dask fused them with (``mean_chunk-zc-block-ssh-...``)."""
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        if finish == "memory" and isinstance(key, tuple) and "zc-block-" in str(key[0]):
+            self.keys.append(str(key[0]))
+
+
+def test_to_xarray_chunks_runs_fewer_block_tasks(client: Any, stored: tuple[str, Any]) -> None:
+    # Blocks of 3 zarr chunks (96 rows): a third of the read tasks on the cluster, one
+    # per block; the reduction is the same.
+    url, data = stored
+    per_month = numpy.unique(months(data), return_counts=True)[1]
+    one_chunk = sum(-(-int(n) // 32) for n in per_month)
+    three_chunks = sum(-(-int(n) // 96) for n in per_month)
+    results = []
+    for chunks, blocks in ((None, one_chunk), (96, three_chunks)):
+        ssh = zc.read_collection(url).to_xarray(chunks=chunks).to_dataset()["ssh"]
+        assert len(ssh.chunks[0]) == blocks
+        seen = SchedulerBlockReads(client)
+        results.append(float(ssh.mean().compute()))
+        ran = seen.stop()
+        assert len(ran) == blocks and all("zc-block-ssh" in k for k in ran), ran
+    assert 2 * three_chunks <= one_chunk
+    expected = float(numpy.nanmean(data["ssh"], dtype="float64"))
+    assert results == [pytest.approx(expected, rel=1e-6)] * 2
+
+
 def test_shipped_tasks_pickle_with_plain_pickle(stored: tuple[str, Any]) -> None:
     url, _ = stored
     lazy = zc.read_collection(url).filter("month > 1")

@@ -730,6 +730,10 @@ class _Blocks(ZExpr):
     zarr chunk edges of the stored array, so a block reads only its chunks. An
     immutable variable is one block. Keys are ``(name, i, 0, ...)``, the keys of
     a :class:`dask.array.Array` named ``_name`` with :attr:`chunks`.
+
+    The ``block_rows`` operand (``None``: one zarr chunk) makes a block several
+    whole chunks of one partition instead: fewer, larger tasks, each paying the
+    scheduler's per-task cost once (see ``docs/distributed.md``).
     """
 
     _prefix = "zc-block"
@@ -766,20 +770,30 @@ class _Blocks(ZExpr):
         return tuple(dims[d].size or 0 for d in names)
 
     @functools.cached_property
-    def _blocks(self) -> list[tuple[int, int, int]]:
-        """``(partition index, start, stop)`` of every block along the axis."""
+    def _step(self) -> int:
+        """Rows of a block: whole zarr chunks (``0``: an unchunked axis, a block per partition)."""
         dims = self.source.config.schema.all_dimensions()
         chunk = dims[self._spec.dimensions[0]].chunks or 0
+        want = self.operand("block_rows")
+        if not want or not chunk:
+            return chunk
+        return chunk * max(1, want // chunk)  # blocks never split a chunk
+
+    @functools.cached_property
+    def _blocks(self) -> list[tuple[int, int, int]]:
+        """``(partition index, start, stop)`` of every block along the axis."""
+        chunk = self._step
         blocks = []
         selection = self._selection
         if selection is not None:
-            # One block per chunk holding selected rows: the pieces of it kept.
+            # One block per chunk (per block of chunks) holding selected rows: its pieces.
             for i, pieces in enumerate(selection):
                 for group in _per_chunk(pieces, chunk):
                     blocks.append((i, group[0][0], group[-1][1]))
             return blocks
         for i, (start, stop) in enumerate(self.ranges.tolist()):
-            # Split each partition on the zarr chunk boundaries of the stored array.
+            # Split each partition on the zarr chunk boundaries of the stored array
+            # (every ``block_rows`` of them).
             edges = sorted(
                 {start, stop, *range((start // chunk + 1) * chunk, stop, chunk)}
                 if chunk
@@ -799,9 +813,7 @@ class _Blocks(ZExpr):
         selection = self._selection
         if selection is None:
             return [None] * len(self._blocks)
-        dims = self.source.config.schema.all_dimensions()
-        chunk = dims[self._spec.dimensions[0]].chunks or 0
-        return [tuple(g) for pieces in selection for g in _per_chunk(pieces, chunk)]
+        return [tuple(g) for pieces in selection for g in _per_chunk(pieces, self._step)]
 
     @property
     def npartitions(self) -> int:
@@ -843,10 +855,13 @@ class ReadBlocks(_Blocks):
     rows : tuple or None
         The row ranges kept of each partition (an index's selection, inside
         ``ranges``): one block per chunk holding one of them.
+    block_rows : int or None
+        Rows of a block, rounded down to whole zarr chunks (at least one);
+        ``None``: one chunk.
     """
 
-    _parameters = ["source", "catalog", "variable", "ranges", "rows"]
-    _defaults = {"rows": None}
+    _parameters = ["source", "catalog", "variable", "ranges", "rows", "block_rows"]
+    _defaults = {"rows": None, "block_rows": None}
 
     @property
     def _selection(self) -> tuple[tuple[tuple[int, int], ...], ...] | None:
@@ -891,9 +906,12 @@ class PersistedBlocks(_Blocks):
     variable : str
     ranges : numpy.ndarray
         Rows ``[0, rows)`` of each persisted partition (``int64``, ``(n, 2)``).
+    block_rows : int or None
+        Rows of a block, as for :class:`ReadBlocks`.
     """
 
-    _parameters = ["frame", "variable", "ranges"]
+    _parameters = ["frame", "variable", "ranges", "block_rows"]
+    _defaults = {"block_rows": None}
 
     def _layer(self) -> dict[Any, Any]:
         frame_name, name = self.frame._name, self.variable

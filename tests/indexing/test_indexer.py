@@ -371,6 +371,12 @@ def test_any_row_selection_reads_exactly_its_chunks(
             touched = sorted(k for k in reads(spec.tag) if is_chunk_key(k) and "/v/" in k)
             assert len(touched) == len(set(touched))  # each chunk once
             numpy.testing.assert_array_equal(sel.to_dask_array("v").compute(), values[keep])
+            # Blocks of two zarr chunks: the same rows, each chunk read once.
+            reset_reads(spec.tag)
+            pairs = sel.to_dask_array("v", chunks=6)
+            numpy.testing.assert_array_equal(pairs.compute(), values[keep])
+            touched = sorted(k for k in reads(spec.tag) if is_chunk_key(k) and "/v/" in k)
+            assert len(touched) == len(set(touched))
         # Only chunks holding a selected row (of v, without a time range).
         reset_reads(spec.tag)
         lazy["v"].compute()
