@@ -46,6 +46,7 @@ from typing import Any
 import numpy
 
 import dask_zcollection as dzc
+from dask_zcollection.allocator import TuneAllocator
 
 from . import _data
 from ._context import Context
@@ -236,10 +237,17 @@ def m_cluster(ctx: Context) -> list[Result]:
         del held, futures
     mean_tuned: Stat | None = None
     blocks_tuned: Stat | None = None
-    if not ctx.cfg.quick:  # a second cluster: not in the smoke test
+    mean_plugin: Stat | None = None
+    blocks_plugin: Stat | None = None
+    if not ctx.cfg.quick:  # more clusters: not in the smoke test
         with tuned_allocator(), local_cluster() as client:
             mean_tuned = counted("cluster_malloc", client, mean)
             blocks_tuned = counted("blocks.cluster_malloc", client, mean_blocks)
+        # The nanny's defaults, then the library's plugin tunes the running workers.
+        with local_cluster() as client:
+            client.register_plugin(TuneAllocator())
+            mean_plugin = counted("cluster_plugin", client, mean)
+            blocks_plugin = counted("blocks.cluster_plugin", client, mean_blocks)
     ratio = read_cluster.median / read_threads.median
     read_note = (
         f"{ctx.mb:,.0f} MB, {lazy.npartitions} partitions; cluster {ratio:.2f}x threads; "
@@ -247,10 +255,14 @@ def m_cluster(ctx: Context) -> list[Result]:
         f"{transfer_stat.median:.2f} s (cluster.transfer)"
     )
 
-    def ratios(label: str, threads: Stat, on_cluster: Stat, tuned: Stat | None) -> str:
+    def ratios(
+        label: str, threads: Stat, on_cluster: Stat, tuned: Stat | None, plugin: Stat | None
+    ) -> str:
         base = f"{label} on the cluster {on_cluster.median / threads.median:.2f}x threads"
         if tuned is not None:
             base += f", {tuned.median / threads.median:.2f}x with MALLOC_TUNED workers"
+        if plugin is not None:
+            base += f", {plugin.median / threads.median:.2f}x with TuneAllocator"
         return base
 
     def cpu_text(prefix: str) -> str:
@@ -261,12 +273,18 @@ def m_cluster(ctx: Context) -> list[Result]:
         )
 
     mean_note = (
-        ratios("to_xarray().ssh.mean()", mean_threads, mean_cluster, mean_tuned)
+        ratios("to_xarray().ssh.mean()", mean_threads, mean_cluster, mean_tuned, mean_plugin)
         + f" ({n_blocks} blocks); "
         + cpu_text("")
     )
     blocks_note = (
-        ratios(f"to_xarray(chunks={BLOCKS!r})", mean_threads, blocks_cluster, blocks_tuned)
+        ratios(
+            f"to_xarray(chunks={BLOCKS!r})",
+            mean_threads,
+            blocks_cluster,
+            blocks_tuned,
+            blocks_plugin,
+        )
         + f" (threads' default); {blocks_threads.median / mean_threads.median:.2f}x on threads; "
         + cpu_text("blocks.")
     )
@@ -282,60 +300,97 @@ def m_cluster(ctx: Context) -> list[Result]:
         f"{on_workers} of {n_persisted} partitions held on {len(workers)} worker(s), "
         f"{on_client} on the client"
     )
-    return [
-        Result("cluster.read.threads", "cluster", "s", {"dzc": read_threads}, note=read_note),
-        Result("cluster.read.cluster", "cluster", "s", {"dzc": read_cluster}, note=read_note),
-        Result("cluster.transfer", "cluster", "s", {"dzc": transfer_stat}, note=read_note),
-        Result(
-            "cluster.mean.threads",
-            "cluster",
-            "s",
-            {"dzc": mean_threads, "xarray": xarray_threads},
-            note=f"{mean_note}; {xarray_note}",
-        ),
-        Result(
-            "cluster.mean.cluster",
-            "cluster",
-            "s",
-            {"dzc": mean_cluster, "xarray": xarray_cluster},
-            note=f"{mean_note}; {xarray_note}",
-        ),
-        Result("cluster.persist", "cluster", "s", {"dzc": Stat.one(persist_s)}, note=persist_note),
-        Result(
-            "cluster.mean_blocks.threads", "cluster", "s", {"dzc": blocks_threads}, note=blocks_note
-        ),
-        Result(
-            "cluster.mean_blocks.cluster", "cluster", "s", {"dzc": blocks_cluster}, note=blocks_note
-        ),
-        Result(
-            "cluster.overhead.threads",
-            "cluster",
-            "s",
-            {"value": overhead_threads},
-            note=overhead_note,
-        ),
-        Result(
-            "cluster.overhead.cluster",
-            "cluster",
-            "s",
-            {"value": overhead_cluster},
-            note=overhead_note,
-        ),
-    ] + (
-        []
-        if mean_tuned is None or blocks_tuned is None
-        else [
+    return (
+        [
+            Result("cluster.read.threads", "cluster", "s", {"dzc": read_threads}, note=read_note),
+            Result("cluster.read.cluster", "cluster", "s", {"dzc": read_cluster}, note=read_note),
+            Result("cluster.transfer", "cluster", "s", {"dzc": transfer_stat}, note=read_note),
             Result(
-                "cluster.mean.cluster_malloc", "cluster", "s", {"dzc": mean_tuned}, note=mean_note
-            ),
-            Result(
-                "cluster.mean_blocks.cluster_malloc",
+                "cluster.mean.threads",
                 "cluster",
                 "s",
-                {"dzc": blocks_tuned},
+                {"dzc": mean_threads, "xarray": xarray_threads},
+                note=f"{mean_note}; {xarray_note}",
+            ),
+            Result(
+                "cluster.mean.cluster",
+                "cluster",
+                "s",
+                {"dzc": mean_cluster, "xarray": xarray_cluster},
+                note=f"{mean_note}; {xarray_note}",
+            ),
+            Result(
+                "cluster.persist", "cluster", "s", {"dzc": Stat.one(persist_s)}, note=persist_note
+            ),
+            Result(
+                "cluster.mean_blocks.threads",
+                "cluster",
+                "s",
+                {"dzc": blocks_threads},
                 note=blocks_note,
             ),
+            Result(
+                "cluster.mean_blocks.cluster",
+                "cluster",
+                "s",
+                {"dzc": blocks_cluster},
+                note=blocks_note,
+            ),
+            Result(
+                "cluster.overhead.threads",
+                "cluster",
+                "s",
+                {"value": overhead_threads},
+                note=overhead_note,
+            ),
+            Result(
+                "cluster.overhead.cluster",
+                "cluster",
+                "s",
+                {"value": overhead_cluster},
+                note=overhead_note,
+            ),
         ]
+        + (
+            []
+            if mean_tuned is None or blocks_tuned is None
+            else [
+                Result(
+                    "cluster.mean.cluster_malloc",
+                    "cluster",
+                    "s",
+                    {"dzc": mean_tuned},
+                    note=mean_note,
+                ),
+                Result(
+                    "cluster.mean_blocks.cluster_malloc",
+                    "cluster",
+                    "s",
+                    {"dzc": blocks_tuned},
+                    note=blocks_note,
+                ),
+            ]
+        )
+        + (
+            []
+            if mean_plugin is None or blocks_plugin is None
+            else [
+                Result(
+                    "cluster.mean.cluster_plugin",
+                    "cluster",
+                    "s",
+                    {"dzc": mean_plugin},
+                    note=mean_note,
+                ),
+                Result(
+                    "cluster.mean_blocks.cluster_plugin",
+                    "cluster",
+                    "s",
+                    {"dzc": blocks_plugin},
+                    note=blocks_note,
+                ),
+            ]
+        )
     )
 
 
