@@ -164,9 +164,13 @@ def _decode_fill(value: Any, dtype: numpy.dtype[Any]) -> Any:
             return numpy.array(value, dtype="int64").view(dtype)[()]
         return numpy.array(value, dtype=dtype)[()]
     try:
-        return numpy.array(value, dtype=dtype)[()]
-    except (TypeError, ValueError) as err:
+        decoded = numpy.array(value, dtype=dtype)[()]
+    except (TypeError, ValueError, OverflowError) as err:  # 1000 into int8 overflows
         raise SchemaError(f"fill value {value!r} does not fit dtype {dtype}") from err
+    if isinstance(value, float) and dtype.kind in "iub" and decoded != value:
+        # numpy truncates 1.5 to 1: the fill value stored would not be the one given.
+        raise SchemaError(f"fill value {value!r} does not fit dtype {dtype}")
+    return decoded
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -490,7 +494,10 @@ class Schema:
             raise SchemaError(f"variable {name!r}: attrs must be a mapping, got {attrs!r}")
         if np_dtype.kind in "mM" and isinstance(fill_value, numpy.datetime64 | numpy.timedelta64):
             fill_value = fill_value.astype(np_dtype)  # the JSON form counts units of the dtype
-        fill = None if fill_value is None else _decode_fill(_json_fill(fill_value), np_dtype)
+        try:
+            fill = None if fill_value is None else _decode_fill(_json_fill(fill_value), np_dtype)
+        except SchemaError as err:
+            raise SchemaError(f"variable {name!r}: {err}") from err
         var = VariableSchema(
             name=name,
             dtype=np_dtype,
