@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy
 import pytest
+import xarray
 
 import dask_zcollection as zc
 from dask_zcollection.errors import SchemaError
+
+MONTHLY = zc.partitioning.Date(("time",), resolution="M")
 
 
 @pytest.mark.parametrize("fill", [1000, -129, 1.5, float("nan")])
@@ -23,3 +28,44 @@ def test_fill_value_that_does_not_fit_is_a_schema_error_naming_the_variable(fill
         .with_variable("flag", dtype="int8", dimensions=("time",), fill_value=2.0)
     )
     assert ok["flag"].fill_value == numpy.int8(2)
+
+
+def _month_data() -> xarray.Dataset:
+    times = numpy.arange("2024-01-01", "2024-03-01", dtype="datetime64[D]").astype("M8[ns]")
+    attrs = {
+        "scale": numpy.float32(0.5),
+        "valid_range": numpy.array([0, 100], dtype="int16"),
+        "flag": numpy.int8(3),
+    }
+    values = numpy.arange(len(times), dtype="float32")
+    return xarray.Dataset({"v": (("time",), values, attrs)}, coords={"time": times})
+
+
+def test_from_a_dataset_with_numpy_attributes_round_trips(tmp_path: Path) -> None:
+    # What xr.open_dataset gives for a netCDF file: numpy scalars and arrays as
+    # attributes. Before: a bare TypeError (not JSON serializable) after the
+    # root's zarr.json was written.
+    ds = _month_data()
+    url = f"file://{tmp_path}/col"
+    zc.create_collection(url, from_=ds, partitioning=MONTHLY).insert(ds)
+    expected = {"scale": 0.5, "valid_range": [0, 100], "flag": 3}
+    assert zc.open_collection(url).aio.schema["v"].attrs == expected
+    got = xarray.open_dataset(url, engine="zcollection")
+    assert got["v"].attrs == expected
+    numpy.testing.assert_array_equal(got["v"].values, ds["v"].values)
+
+
+@pytest.mark.parametrize("where", ["variable", "root"])
+def test_attribute_json_cannot_hold_is_a_schema_error_and_writes_nothing(
+    tmp_path: Path, where: str
+) -> None:
+    ds = _month_data()
+    bad = {"when": numpy.datetime64("2024-01-01")}
+    if where == "variable":
+        ds["v"].attrs.update(bad)
+    else:
+        ds.attrs.update(bad)
+    owner = "variable 'v'" if where == "variable" else "group '/'"
+    with pytest.raises(SchemaError, match=f"{owner}: attribute 'when'"):
+        zc.create_collection(f"file://{tmp_path}/col", from_=ds, partitioning=MONTHLY)
+    assert not (tmp_path / "col").exists()
