@@ -735,8 +735,13 @@ async def create_view(
         reference = collection.url
     schema = view_schema(collection, variables)
     spec = resolve_store(store, storage_options).for_writing()
-    if spec.url.rstrip("/") == collection.url.rstrip("/"):
-        raise InvalidInputError(f"a view cannot live in its base collection ({spec.url})")
+    if _overlaps(spec, collection.spec):
+        # Inside the base it would write into the base's tree; around it, overwrite=True
+        # would clear the base with the view's old content.
+        raise InvalidInputError(
+            f"a view cannot live in, or hold, its base collection "
+            f"(view {spec.url}, base {collection.url})"
+        )
     if overwrite:
         check_clearable(store, spec)
     if await spec.exists(VIEW_CONFIG_KEY) or not await spec.is_empty():
@@ -753,6 +758,23 @@ async def create_view(
     await log.commit(view.discovery.empty().next_version("create"))
     await spec.publish(f"dask_zcollection create view over {reference}")
     return view
+
+
+def _where(spec: StoreSpec) -> str:
+    """Where ``spec`` keeps its objects: a real local path, else its URL (no trailing ``/``)."""
+    root = getattr(spec, "root", None)  # LocalStore
+    location = getattr(spec, "location", None)  # IcechunkStore
+    if isinstance(location, str) and not location.startswith("s3://"):
+        root = location.removeprefix("file://")
+    if isinstance(root, str | os.PathLike):
+        return "file://" + os.path.realpath(root)
+    return spec.url.rstrip("/")
+
+
+def _overlaps(a: StoreSpec, b: StoreSpec) -> bool:
+    """Whether one of the stores ``a`` and ``b`` is, or lies inside, the other."""
+    x, y = _where(a), _where(b)
+    return x == y or x.startswith(y + "/") or y.startswith(x + "/")
 
 
 def _url_of(store: StoreLike) -> str:

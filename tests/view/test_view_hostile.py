@@ -1,0 +1,109 @@
+"""Hostile use of views: a view store around or inside its base, and a random law over both."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy
+import pytest
+from conftest import Factory, unique_memory_name
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dask_zcollection as dzc
+from dask_zcollection.errors import InvalidInputError, StalePartitionError
+from dask_zcollection.store import MemoryStore
+
+TIMES = numpy.arange("2024-01-01", "2024-03-01", dtype="datetime64[D]").astype("datetime64[ns]")
+FLAG = [{"name": "flag", "dtype": "int8", "dimensions": ["time"], "fill_value": -1}]
+
+
+@pytest.mark.parametrize("where", ["top", "top/", "top/base/..", "top/base/sub", "top/base"])
+def test_a_view_cannot_hold_or_live_in_its_base(
+    tmp_path: Path, factory: Factory, where: str
+) -> None:
+    # Before: a view created with overwrite=True at a directory holding its base
+    # cleared it, base included; a view inside its base wrote into the base's tree.
+    base = f"file://{tmp_path}/top/base"
+    data = factory.data(TIMES, nested=False)
+    factory.create(base, nested=False).insert(data)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(InvalidInputError, match="cannot live in, or hold, its base"):
+        dzc.create_view(f"file://{tmp_path}/{where}", base=base, variables=FLAG, overwrite=True)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    got = dzc.read_collection(base).compute()
+    numpy.testing.assert_array_equal(got["quality"].values, data["quality"])
+    # A sibling is fine.
+    view = dzc.create_view(f"file://{tmp_path}/top/view", base=base, variables=FLAG)
+    assert view.update(lambda ds: {"flag": (ds["quality"].values > 9).astype("int8")}) == [
+        "year=2024/month=01",
+        "year=2024/month=02",
+    ]
+
+
+# -- the law: after any sequence of base and view writes, the view is its function of the base ----
+def _flag(ds: dzc.Dataset) -> dict[str, numpy.ndarray]:
+    days = ds["time"].values.astype("datetime64[D]").astype("int64")  # type: ignore[union-attr]
+    return {"flag": ((ds["quality"].values.astype("int64") + days) % 100).astype("int8")}  # type: ignore[union-attr]
+
+
+OPS = st.tuples(
+    st.sampled_from(["insert", "drop", "update", "view-drop"]),
+    st.integers(1, 3),  # month
+    st.booleans(),  # one month, or every partition
+    st.integers(1, 4),  # rows inserted
+    st.integers(0, 99),  # seed of the rows
+)
+
+
+@settings(max_examples=3, deadline=None, derandomize=True, database=None)
+@given(ops=st.lists(OPS, min_size=4, max_size=7))
+def test_a_view_is_its_function_of_the_base_after_any_writes(
+    ops: list[tuple[str, int, bool, int, int]],
+) -> None:
+    factory = Factory()
+    base_url, view_url = f"memory://{unique_memory_name()}", f"memory://{unique_memory_name()}"
+    try:
+        col = factory.create(base_url, nested=False, immutable=False)
+        view = dzc.create_view(view_url, base=base_url, variables=FLAG)
+        for op, month, one, n, seed in ops:
+            where = f"month == {month}" if one else None
+            if op == "insert":
+                days = numpy.random.default_rng(seed).choice(numpy.arange(1, 28), n, replace=False)
+                times = numpy.array(
+                    [f"2024-{month:02d}-{d:02d}" for d in sorted(days)], dtype="datetime64[ns]"
+                )
+                col.insert(factory.data(times, seed=seed, nested=False, immutable=False))
+            elif op == "drop":
+                col.drop_partitions(where)
+            elif op == "update":
+                view.update(_flag, filters=where)
+            else:
+                view.drop_partitions(where)
+            base = dzc.read_collection(base_url).compute()
+            if base is None:
+                continue
+            got = dzc.read_view(view_url, stale="fill").compute()
+            assert got is not None
+            numpy.testing.assert_array_equal(got["time"].values, base["time"].values)
+            flag, expected = got["flag"].values, _flag(base)["flag"]
+            # Every row holds f(base) or the fill value: never values of another version.
+            assert ((flag == expected) | (flag == -1)).all(), (op, month, one)
+            # A partition just computed holds f(base) on every row and is not stale.
+            stale = set(view.stale_partitions()) & set(col.partitions())
+            if op == "update":
+                months = base["time"].values.astype("datetime64[M]").astype("int64") % 12 + 1
+                rows = months == month if one else numpy.ones(len(flag), bool)
+                numpy.testing.assert_array_equal(flag[rows], expected[rows])
+                assert not stale & set(view.partitions(where))
+            # A strict read refuses exactly when a base partition changed since it was computed.
+            if stale:
+                with pytest.raises(StalePartitionError):
+                    dzc.read_view(view_url).compute()
+            else:
+                numpy.testing.assert_array_equal(
+                    dzc.read_view(view_url).compute()["flag"].values, flag
+                )
+    finally:
+        MemoryStore.forget(base_url.removeprefix("memory://"))
+        MemoryStore.forget(view_url.removeprefix("memory://"))
