@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy
 import pytest
 import xarray
 
 import dask_zcollection as zc
-from dask_zcollection.errors import SchemaError
+from dask_zcollection.errors import InvalidInputError, SchemaError
 
 MONTHLY = zc.partitioning.Date(("time",), resolution="M")
 
@@ -69,3 +70,65 @@ def test_attribute_json_cannot_hold_is_a_schema_error_and_writes_nothing(
     with pytest.raises(SchemaError, match=f"{owner}: attribute 'when'"):
         zc.create_collection(f"file://{tmp_path}/col", from_=ds, partitioning=MONTHLY)
     assert not (tmp_path / "col").exists()
+
+
+# -- update(depth=, boundary=) and map_overlap ----------------------------------------------------
+def _three_months(url: str, factory: Any) -> tuple[zc.Collection, dict[str, numpy.ndarray]]:
+    times = numpy.arange("2024-01-01", "2024-04-01", dtype="datetime64[D]").astype("M8[ns]")
+    col = factory.create(url, nested=False)
+    data = factory.data(times, nested=False)
+    col.insert(data)
+    return col, data
+
+
+def _same(ds: zc.Dataset) -> zc.Dataset:
+    return ds
+
+
+def _plus_one(ds: zc.Dataset) -> dict[str, numpy.ndarray]:
+    return {"ssh": ds["ssh"].values + numpy.float32(1)}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("depth", "boundary", "match"),
+    [
+        # Before: NaT was taken (no halo), a span too long for ns wrapped around.
+        (numpy.timedelta64("NaT", "ns"), "none", "not a finite time span"),
+        ("100000000W", "none", "not a finite time span"),
+        (numpy.timedelta64(10**12, "W"), "none", "not a finite time span"),
+        (1, object(), "boundary is 'none' or a number"),  # before: a bare TypeError
+        (1, True, "boundary is 'none' or a number"),
+    ],
+)
+def test_bad_depth_or_boundary_is_refused_before_anything_is_written(
+    memory_url: str, factory: Any, depth: Any, boundary: Any, match: str
+) -> None:
+    col, _ = _three_months(memory_url, factory)
+    version = col.catalog().version
+    with pytest.raises(InvalidInputError, match=match):
+        col.update(_plus_one, depth=depth, boundary=boundary)
+    assert col.catalog(refresh=True).version == version
+    lazy = zc.read_collection(memory_url)
+    with pytest.raises(InvalidInputError, match=match):
+        lazy.map_overlap(_same, depth, boundary=boundary)
+
+
+@pytest.mark.parametrize("boundary", [300, float("nan"), 1.5])
+def test_a_boundary_a_variable_cannot_hold_is_refused_naming_it(
+    memory_url: str, factory: Any, boundary: Any
+) -> None:
+    # Before: NaN padded uint8 'quality' with garbage (func saw it), 300 failed with a
+    # bare OverflowError inside the task.
+    col, data = _three_months(memory_url, factory)
+    version = col.catalog().version
+    match = r"boundary .* does not fit variable 'quality' \(uint8\)"
+    with pytest.raises(InvalidInputError, match=match):
+        col.update(_plus_one, depth=2, boundary=boundary)
+    assert col.catalog(refresh=True).version == version
+    with pytest.raises(InvalidInputError, match=match):
+        zc.read_collection(memory_url).map_overlap(_same, 2, boundary=boundary).compute()
+    # Leaving the integer variable out pads the float one with the constant.
+    if boundary != boundary:  # NaN
+        col.update(_plus_one, depth=2, boundary=boundary, variables=["ssh"])
+        got = zc.read_collection(memory_url).compute()["ssh"].values
+        numpy.testing.assert_array_equal(got, data["ssh"] + numpy.float32(1))
