@@ -137,10 +137,26 @@ class AsyncView(StoredIndexes):
         )
 
     # -- catalogs ----------------------------------------------------------------------------
+    def _check_keys(self, overlay: Catalog) -> Catalog:
+        """``overlay``, refused when its partition keys are not the base's.
+
+        The base was recreated with another partitioning since the view was
+        computed: no view partition can be matched to a base one (the view's
+        catalog would be read with the wrong number of key columns).
+        """
+        keys = tuple(self.base.partitioning.keys)
+        if tuple(overlay.key_names) != keys:
+            raise SchemaError(
+                f"view {self.url} was computed over partitions keyed by "
+                f"{list(overlay.key_names)}, its base {self.base.url} is now keyed by "
+                f"{list(keys)}: recreate the view (create_view(..., overwrite=True))"
+            )
+        return overlay
+
     async def overlay_catalog(self) -> Catalog:
         """The view's computed partitions (its own catalog, else a listing of its tree)."""
         await self.spec.refresh()
-        return await self.discovery.load()
+        return self._check_keys(await self.discovery.load())
 
     async def _writable_catalog(self) -> Catalog:
         """The newest overlay catalog, published first when only listed (reference views)."""
@@ -148,7 +164,7 @@ class AsyncView(StoredIndexes):
         log = self.discovery.log
         latest = await log.writable()  # never on a version below a damaged one
         if latest is not None:
-            return latest
+            return self._check_keys(latest)
         listed = await self.discovery.load()
         first = self.variables[0]
         io = ReadSource(self.spec, self.overlay_config).io
@@ -204,6 +220,7 @@ class AsyncView(StoredIndexes):
         choose = by_filter(predicate)
         # The two catalogs are independent: one chain of round trips, not two.
         base, overlay = await asyncio.gather(bdisc.load(choose), odisc.load(choose))
+        self._check_keys(overlay)
         if predicate is not None:  # the base's is selected by the read's filter
             overlay = overlay.select(predicate)
         return base_spec, base, view_spec, overlay
@@ -225,7 +242,7 @@ class AsyncView(StoredIndexes):
         """The read source of the current overlay catalog (what the read tasks carry)."""
         _check_stale_mode(stale)
         base_spec, view_spec = await asyncio.gather(self.base.spec.pinned(), self.spec.pinned())
-        overlay = await self._discoveries(base_spec, view_spec)[1].load()
+        overlay = self._check_keys(await self._discoveries(base_spec, view_spec)[1].load())
         return self._source(base_spec, view_spec, overlay, stale)
 
     def _names(self, variables: Sequence[str] | None) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dask_zcollection as dzc
-from dask_zcollection.errors import InvalidInputError, StalePartitionError
+from dask_zcollection.errors import InvalidInputError, SchemaError, StalePartitionError
 from dask_zcollection.store import MemoryStore
 
 TIMES = numpy.arange("2024-01-01", "2024-03-01", dtype="datetime64[D]").astype("datetime64[ns]")
@@ -139,3 +139,30 @@ def test_the_xarray_backend_reads_a_view_as_read_view_does(
     col.insert(factory.data(february, seed=7, nested=False), merge="replace")
     with pytest.raises(StalePartitionError, match="year=2024/month=02"):
         numpy.asarray(xarray.open_dataset(view_url, engine="zcollection", chunks=chunks)["flag"])
+
+
+def test_a_view_over_a_base_recreated_with_other_partition_keys_is_refused(
+    tmp_path: Path, factory: Factory
+) -> None:
+    # Before: a strict read returned fill values without a word (no view partition
+    # matched), stale_partitions() and update() raised a bare ValueError (reshape).
+    base, view_url = f"file://{tmp_path}/base", f"file://{tmp_path}/view"
+    factory.create(base, nested=False).insert(factory.data(TIMES, nested=False))
+    view = dzc.create_view(view_url, base=base, variables=FLAG)
+    view.update(lambda ds: {"flag": (ds["quality"].values % 100).astype("int8")})
+    daily = dzc.partitioning.Date(("time",), resolution="D")
+    schema = factory.schema(nested=False)
+    col = dzc.create_collection(
+        base, schema=schema, axis="time", partitioning=daily, overwrite=True
+    )
+    col.insert(factory.data(TIMES, nested=False, seed=3))
+    match = r"keyed by \['year', 'month'\].*now keyed by \['year', 'month', 'day'\]"
+    reopened = dzc.open_view(view_url, mode="rw")
+    for call in (
+        lambda: dzc.read_view(view_url).compute(),
+        lambda: dzc.read_view(view_url, stale="fill").compute(),
+        reopened.stale_partitions,
+        lambda: reopened.update(lambda ds: {"flag": numpy.zeros(len(ds["time"].values), "i1")}),
+    ):
+        with pytest.raises(SchemaError, match=match):
+            call()
