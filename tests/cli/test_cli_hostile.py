@@ -69,3 +69,14 @@ def test_query_to_zarr_exports_partitions_ending_in_short_chunks(
     for name in ("time", "ssh", "quality"):
         numpy.testing.assert_array_equal(got[name].values, data[name], err_msg=name)
     assert not [p for p in os.listdir(tmp_path) if ".part-" in p]
+
+
+@pytest.mark.parametrize("names", ["", ",", " , ,"])
+def test_query_refuses_vars_naming_no_variable(
+    tmp_path: Path, collection: tuple[str, dict[str, numpy.ndarray]], names: str
+) -> None:
+    # Before: an empty netCDF file was written ("wrote 0 rows of 0 variable(s)").
+    url, _ = collection
+    out = run("query", url, "--vars", names, "--to", str(tmp_path / "out.nc"), check=2)
+    assert "names no variable" in out.stderr
+    assert not (tmp_path / "out.nc").exists()
