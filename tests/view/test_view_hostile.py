@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,7 @@ from dask_zcollection.errors import InvalidInputError, SchemaError, StalePartiti
 from dask_zcollection.store import MemoryStore
 
 TIMES = numpy.arange("2024-01-01", "2024-03-01", dtype="datetime64[D]").astype("datetime64[ns]")
+ROOT = Path(__file__).parents[2]
 FLAG = [{"name": "flag", "dtype": "int8", "dimensions": ["time"], "fill_value": -1}]
 
 
@@ -171,3 +176,64 @@ def test_a_view_over_a_base_recreated_with_other_partition_keys_is_refused(
     ):
         with pytest.raises(SchemaError, match=match):
             call()
+
+
+# -- processes: view updates racing base rewrites --------------------------------------------------
+RACE_WORKER = Path(__file__).parents[1] / "_workers" / "zc_view_race_worker.py"
+
+
+def test_view_updates_racing_base_rewrites_never_read_values_of_another_version(
+    tmp_path: Path,
+) -> None:
+    race = _load_race_worker()
+    base, view_url = f"file://{tmp_path}/base", f"file://{tmp_path}/view"
+    schema = (
+        dzc.Schema()
+        .with_dimension("time", chunks=4)
+        .with_variable("time", dtype="datetime64[ns]", dimensions=("time",))
+        .with_variable("quality", dtype="uint8", dimensions=("time",))
+        .build()
+    )
+    monthly = dzc.partitioning.Date(("time",), resolution="M")
+    dzc.create_collection(base, schema=schema, axis="time", partitioning=monthly).insert(
+        race.rows(0)
+    )
+    dzc.create_view(view_url, base=base, variables=FLAG)
+    go = tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(RACE_WORKER), role, base, view_url, str(go), rounds, "1"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for role, rounds in (("base", "8"), ("view", "12"))
+    ]
+    go.touch()
+    reports = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err
+        reports.append(json.loads(out.strip().splitlines()[-1]))
+    assert [r["wrong"] for r in reports] == [0, 0]
+    assert reports[0]["done"] == 8 and reports[1]["done"] >= 1
+    # At rest: a strict read refuses exactly when January was rewritten after its update.
+    view = dzc.open_view(view_url, mode="rw")
+    if view.stale_partitions():
+        with pytest.raises(StalePartitionError):
+            dzc.read_view(view_url).compute()
+    view.update(race.flag_of)
+    final = dzc.read_view(view_url).compute()
+    numpy.testing.assert_array_equal(final["flag"].values, race.flag_of(final)["flag"])
+
+
+def _load_race_worker() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("zc_view_race_worker", RACE_WORKER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
