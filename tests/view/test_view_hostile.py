@@ -237,3 +237,16 @@ def _load_race_worker() -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_a_view_cannot_hold_its_base_on_every_backend(store_url: str, factory: Factory) -> None:
+    base = f"{store_url}/top/base"
+    data = factory.data(TIMES, nested=False)
+    factory.create(base, nested=False).insert(data)
+    for where in (f"{store_url}/top", f"{base}/sub"):
+        with pytest.raises(InvalidInputError, match="cannot live in, or hold, its base"):
+            dzc.create_view(where, base=base, variables=FLAG, overwrite=True)
+    got = dzc.read_collection(base).compute()
+    numpy.testing.assert_array_equal(got["quality"].values, data["quality"])
+    view = dzc.create_view(f"{store_url}/top/view", base=base, variables=FLAG)
+    assert view.partitions() == []
