@@ -10,7 +10,7 @@ import pytest
 import xarray
 
 import dask_zcollection as zc
-from dask_zcollection.errors import InvalidInputError, SchemaError
+from dask_zcollection.errors import FilterError, InvalidInputError, SchemaError
 
 MONTHLY = zc.partitioning.Date(("time",), resolution="M")
 
@@ -132,3 +132,41 @@ def test_a_boundary_a_variable_cannot_hold_is_refused_naming_it(
         col.update(_plus_one, depth=2, boundary=boundary, variables=["ssh"])
         got = zc.read_collection(memory_url).compute()["ssh"].values
         numpy.testing.assert_array_equal(got, data["ssh"] + numpy.float32(1))
+
+
+# -- index predicates and builders -----------------------------------------------------------------
+def _runs(ds: zc.Dataset) -> dict[str, numpy.ndarray]:
+    """One index row per row: its quality's parity."""
+    n = len(ds["time"].values)  # type: ignore[arg-type]
+    parity = ds["quality"].values.astype("int64") % 2  # type: ignore[union-attr]
+    return {"parity": parity, "_start": numpy.arange(n), "_stop": numpy.arange(n) + 1}
+
+
+def test_index_predicates_a_set_is_any_of_and_other_objects_are_refused(
+    memory_url: str, factory: Any
+) -> None:
+    col, data = _three_months(memory_url, factory)
+    col.create_index("parity", _runs)
+    lazy = zc.read_collection(memory_url)
+    # Before: a set matched nothing (compared with ==): no row, without a word.
+    got = lazy.filter(index="parity", parity={0, 1}).compute()
+    numpy.testing.assert_array_equal(got["time"].values, data["time"])
+    odd = lazy.filter(index="parity", parity=[1]).compute()
+    numpy.testing.assert_array_equal(odd["time"].values, data["time"][data["quality"] % 2 == 1])
+    for bad in (lambda v: v > 0, {"a": 1}, object()):
+        with pytest.raises(FilterError, match="is a value, a list of values or a slice"):
+            lazy.filter(index="parity", parity=bad)
+
+
+def test_an_index_column_of_two_dimensions_is_refused_and_nothing_is_stored(
+    memory_url: str, factory: Any
+) -> None:
+    col, _ = _three_months(memory_url, factory)
+
+    def square(ds: zc.Dataset) -> dict[str, numpy.ndarray]:
+        return {"k": numpy.zeros((2, 2)), "_start": numpy.array([0, 1]), "_stop": [1, 2]}
+
+    # Before: pyarrow's ArrowInvalid ("only handle 1-dimensional arrays").
+    with pytest.raises(InvalidInputError, match=r"column\(s\) \['k'\] .* not one-dimensional"):
+        col.create_index("square", square)
+    assert col.indexes() == []
