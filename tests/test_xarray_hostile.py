@@ -1,7 +1,8 @@
-"""The xarray backend equals plain xarray: random filters, label and position selections."""
+"""The xarray backend equals plain xarray (random filters and selections); lazy xarray input."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy
@@ -9,6 +10,8 @@ import pytest
 import xarray
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import dask_zcollection as zc
 
 #: 120 rows at random hours over five months, duplicates included (partitions of 13-35 rows).
 _RNG = numpy.random.default_rng(7)
@@ -86,3 +89,27 @@ def test_backend_selections_equal_plain_xarray(
     got, expected = _select(opened, how), _select(expected_all, how)
     for name in ("time", "ssh", "quality"):
         numpy.testing.assert_array_equal(got[name].values, expected[name].values, err_msg=name)
+
+
+@pytest.mark.parametrize("source", ["zarr", "zcollection"])
+def test_insert_takes_lazily_opened_xarray_data(
+    tmp_path: Path, stored: tuple[str, xarray.Dataset], source: str
+) -> None:
+    # Before: zarr's SyncError ("Calling sync() from within a running loop") for a Zarr
+    # store opened with chunks=None, a RuntimeError for a collection opened through our
+    # backend: their lazy arrays were read inside the insert's event loop.
+    url, reference = stored
+    if source == "zarr":
+        reference.to_zarr(tmp_path / "in.zarr", consolidated=False)
+        lazy = xarray.open_dataset(
+            tmp_path / "in.zarr", engine="zarr", chunks=None, consolidated=False
+        )
+    else:
+        lazy = xarray.open_dataset(url, engine="zcollection", mask_and_scale=False)
+    target = f"file://{tmp_path}/copy"
+    monthly = zc.partitioning.Date(("time",), resolution="M")
+    col = zc.create_collection(target, from_=lazy, partitioning=monthly)
+    assert col.insert(lazy) == zc.open_collection(url).partitions()
+    got = zc.read_collection(target).compute()
+    for name in ("time", "ssh", "quality"):
+        numpy.testing.assert_array_equal(got[name].values, reference[name].values, err_msg=name)
