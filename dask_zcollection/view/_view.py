@@ -425,13 +425,17 @@ class AsyncView(StoredIndexes):
             job = dataclasses.replace(job, immutable=stored)
 
         async def plan() -> tuple[Any, Transaction] | None:
-            base = await self.base.catalog(refresh=True)
+            # The base's catalog and data from one state of it, the newest (each attempt).
+            await self.base.spec.refresh()
+            base_spec = await self.base.spec.pinned()
+            base = await self.base.discovery_of(base_spec).load()
+            current = dataclasses.replace(job, base=ReadSource(base_spec, self.base.config))
             selected = base.select(compile_filter(filters, self.base.partitioning.keys))
-            chosen = job
+            chosen = current
             if index is not None or depth is not None:
                 # Taken again on each attempt: a retry sees the versions that won the race.
                 chosen, selected = await self._selection_job(
-                    job, names, filters, index, depth, boundary, predicates
+                    current, names, filters, index, depth, boundary, predicates
                 )
             if not len(selected):
                 return None
@@ -607,14 +611,23 @@ def _canonicals_of(source: ViewSource, catalog: Catalog) -> list[str]:
 
 
 # -- openers -----------------------------------------------------------------------------------
-async def _open_base(base: BaseLike, storage_options: Mapping[str, Any] | None) -> AsyncCollection:
-    """The base collection, read-only (a URL, a spec, or an open collection)."""
+async def _open_base(
+    base: BaseLike, storage_options: Mapping[str, Any] | None, *, pin: bool = True
+) -> AsyncCollection:
+    """The base collection, read-only (a URL, a spec, or an open collection).
+
+    ``pin``: stay on the base's state of now (a reader's snapshot on Icechunk);
+    otherwise each operation starts from the newest (a view open for writing:
+    an update must see what the base committed since the view was opened).
+    """
     if isinstance(base, AsyncCollection):
         return base
     impl = getattr(base, "aio", None)
     if isinstance(impl, AsyncCollection):
         return impl
-    spec = await resolve_store(base, storage_options).pinned()
+    spec = resolve_store(base, storage_options)
+    if pin:
+        spec = await spec.pinned()
     # The catalog versions are listed meanwhile, as open_collection does: the
     # first catalog read then fetches the newest root during its own listing.
     log = CatalogLog(spec)
@@ -746,9 +759,9 @@ async def create_view(
     if isinstance(base, str | os.PathLike):
         reference = os.fspath(base)
         base_url = resolve_reference(_url_of(store), reference)
-        collection = await _open_base(base_url, base_storage_options)
+        collection = await _open_base(base_url, base_storage_options, pin=False)
     else:
-        collection = await _open_base(base, base_storage_options)
+        collection = await _open_base(base, base_storage_options, pin=False)
         reference = collection.url
     schema = view_schema(collection, variables)
     spec = resolve_store(store, storage_options).for_writing()
@@ -848,7 +861,12 @@ async def open_view(
     # The base is opened while the view's descriptor is read: the one given, else
     # the one this view named when last opened here (kept only if it still does).
     target = base if base is not None else _BASES.get(view_url)
-    opening = _open_base(target, base_storage_options) if target is not None else asyncio.sleep(0)
+    pin = mode == "r"
+    opening = (
+        _open_base(target, base_storage_options, pin=pin)
+        if target is not None
+        else asyncio.sleep(0)
+    )
     got = await asyncio.gather(read_view_config(spec), opening, prime, return_exceptions=True)
     for outcome in got:  # the view's error first; then a cancellation or the given base's
         if isinstance(outcome, BaseException) and (
@@ -860,7 +878,7 @@ async def open_view(
     if base is None:
         named = resolve_reference(view_url, config.reference)
         if named != target or isinstance(collection, BaseException):
-            collection = await _open_base(named, base_storage_options)
+            collection = await _open_base(named, base_storage_options, pin=pin)
         _remember_base(view_url, named)
     view = AsyncView(spec, config, collection, mode)
     view.discovery.log.guess = log.guess

@@ -250,3 +250,30 @@ def test_a_view_cannot_hold_its_base_on_every_backend(store_url: str, factory: F
     numpy.testing.assert_array_equal(got["quality"].values, data["quality"])
     view = dzc.create_view(f"{store_url}/top/view", base=base, variables=FLAG)
     assert view.partitions() == []
+
+
+@pytest.mark.parametrize("kind", ["file", pytest.param("icechunk", marks=pytest.mark.icechunk)])
+def test_a_view_open_for_writing_updates_from_the_newest_base(
+    tmp_path: Path, factory: Factory, kind: str
+) -> None:
+    # Before, on Icechunk: the view pinned its base to the snapshot of its opening, so
+    # an update saw nothing the base committed since (it computed nothing, silently).
+    base = f"{kind}://{tmp_path}/base"
+    col = factory.create(base, nested=False)
+    col.insert(factory.data(TIMES[:5], nested=False))  # January only
+    created = dzc.create_view(f"file://{tmp_path}/view", base=base, variables=FLAG)
+    reopened = dzc.open_view(f"file://{tmp_path}/view", mode="rw")
+    col.insert(factory.data(TIMES, nested=False, seed=4))  # January rewritten, February new
+
+    def flag(ds: dzc.Dataset) -> dict[str, numpy.ndarray]:
+        return {"flag": (ds["quality"].values % 100).astype("int8")}  # type: ignore[union-attr]
+
+    months = ["year=2024/month=01", "year=2024/month=02"]
+    for view in (created, reopened):
+        assert view.update(flag) == months
+        got = dzc.read_view(f"file://{tmp_path}/view").compute()
+        numpy.testing.assert_array_equal(got["flag"].values, got["quality"].values % 100)
+        assert len(got["time"].values) == len(TIMES)
+    # A reader opened now sees both months computed.
+    reader = dzc.open_view(f"file://{tmp_path}/view")
+    assert reader.partitions() == months
