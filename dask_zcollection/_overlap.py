@@ -56,6 +56,10 @@ def _depth(depth: Any, axis_dtype: numpy.dtype[Any]) -> tuple[int | None, Any]:
         except (ValueError, TypeError) as err:
             raise InvalidInputError(f"cannot read the time span {depth!r}: {err}") from err
         unit = numpy.datetime_data(axis_dtype)[0]
+        # NaT compares false with every gap (no halo at all); a span too long for
+        # the axis unit wraps around when converted.
+        if numpy.isnat(span) or abs(int(span.astype("int64"))) * _per(unit, span) >= 2**63:
+            raise InvalidInputError(f"depth {depth!r} is not a finite time span in {unit}")
         span = span.astype(f"timedelta64[{unit}]")
         if span < numpy.array(0, dtype=span.dtype)[()]:
             raise InvalidInputError(f"depth must be >= 0, got {depth!r}")
@@ -64,6 +68,12 @@ def _depth(depth: Any, axis_dtype: numpy.dtype[Any]) -> tuple[int | None, Any]:
         f"depth must be a number of rows or a time span (numpy.timedelta64, "
         f"datetime.timedelta, '3h'), not {depth!r}"
     )
+
+
+def _per(unit: str, span: numpy.timedelta64) -> int:
+    """How many ``unit`` make one unit of ``span`` (1 when ``span``'s unit is finer)."""
+    one = numpy.array(1, dtype=span.dtype)[()]
+    return max(1, int(one.astype(f"timedelta64[{unit}]").astype("int64")))
 
 
 def _parse_span(text: str) -> tuple[int, str]:
@@ -277,6 +287,10 @@ def depth_of(
         raise InvalidInputError(
             "a constant boundary pads a number of rows: give depth in rows with it"
         )
+    if boundary is not None and (
+        isinstance(boundary, bool) or not isinstance(boundary, int | float | numpy.number)
+    ):
+        raise InvalidInputError(f"boundary is 'none' or a number, not {boundary!r}")
     return rows_depth, span, boundary
 
 

@@ -16,6 +16,7 @@ import numpy
 from ._prepare import columns_to_dataset
 from .data import Dataset, Variable
 from .errors import ConflictError, InvalidInputError, MergeError, SchemaError
+from .expr._overlap import pad_rows
 from .merge import AxisRange
 from .schema import Schema
 
@@ -236,9 +237,9 @@ def extend_rows(
     """
 
     def pad(name: str, rows: int) -> numpy.ndarray:
-        dtype = columns[name].dtype
-        fill = numpy.array("NaT", dtype=dtype)[()] if dtype.kind in "mM" else constant
-        return numpy.full((rows, *columns[name].shape[1:]), fill, dtype=dtype)
+        column = columns[name]
+        padded: numpy.ndarray = pad_rows(name, column.dtype, (rows, *column.shape[1:]), constant)
+        return padded
 
     extended = {
         k: numpy.concatenate(

@@ -7,6 +7,7 @@ from typing import Any
 
 from . import _engine, aio
 from ._engine import AsyncCollection, Mode
+from ._prepare import _to_dataset
 from ._repair import RepairReport
 from ._sync import sync
 from .catalog import Catalog
@@ -106,6 +107,11 @@ class Collection:
         list of str or Delayed
             Canonical paths of the partitions written (or the lazy insert).
         """
+        if type(data).__module__.startswith("xarray"):
+            # Here, in the caller's thread: xarray's lazy indexes and backend arrays (ours
+            # included) read through a synchronous API that cannot run inside the event
+            # loop the insert runs on. Backend arrays become dask arrays, not reads.
+            data = _to_dataset(data, self.aio.config.schema)
         return sync(self.aio.insert(data, merge=merge, retries=retries, compute=compute))
 
     def update(

@@ -261,12 +261,17 @@ class _Opened:
         }
         self.group_attrs = {p: dict(g.attrs) for p, g in schema.walk_groups()}
         dims = schema.all_dimensions()
+        # A view (read_collection of a view's URL): its own variables live in the view
+        # store, at its own paths, and may be stale or not computed; the block reads of
+        # to_dask_array know that. The base's are read from the base as for a collection.
+        overlay = getattr(lazy.source, "overlay", None)
+        own = {p for p, _ in overlay.config.schema.walk()} if overlay is not None else set()
+        base = getattr(lazy.source, "base", lazy.source)
         for path in lazy.variables:
             group, _, name = path.rpartition("/")
             if path in drop or (name in drop and path != self.axis_variable):
                 continue
             spec = schema[path]
-            array = ZCollectionArray(lazy.source, catalog.paths, ranges, path, immutable_path)
             # The stored dtype, for CF encoding on write (not of times: stored natively, a
             # datetime64 "dtype" would make xarray cast its encoded numbers to datetimes).
             encoding: dict[str, Any] = {} if spec.dtype.kind in "mM" else {"dtype": spec.dtype}
@@ -279,7 +284,12 @@ class _Opened:
             attrs = dict(spec.attrs)
             if spec.fill_value is not None:
                 attrs["_FillValue"] = spec.fill_value
-            data: Any = indexing.LazilyIndexedArray(array)
+            data: Any
+            if path in own:
+                data = lazy.to_dask_array(path)
+            else:
+                array = ZCollectionArray(base, catalog.paths, ranges, path, immutable_path)
+                data = indexing.LazilyIndexedArray(array)
             if path == self.axis_variable:
                 self.lazy_axis = _lazy_axis(array, expr, ranges, spec) if lazy_index else None
                 if self.lazy_axis is None:  # no usable statistics: read the index now

@@ -396,6 +396,8 @@ def query_command(
     """
     kind = _export.format_of(target, fmt)
     names = [v.strip() for v in variables.split(",") if v.strip()] if variables else None
+    if variables is not None and not names:  # "--vars ,": an empty file, not a selection
+        raise click.BadParameter(f"{variables!r} names no variable", param_hint="--vars")
     col = _open(url, options, version=version)
     lazy = _time_range(col.lazy(filters=filters, variables=names), time_)
     selected = lazy.npartitions

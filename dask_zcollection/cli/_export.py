@@ -183,6 +183,7 @@ def write(
     elif fmt != "zarr":
         raise InvalidInputError(f"unknown output format {fmt!r} (netcdf, zarr, parquet, csv)")
     target = Path(path)
+    _check_outside(lazy.source, target)
     if target.exists() and not overwrite:
         raise InvalidInputError(f"{path} exists; pass --overwrite to replace it")
     tmp = Path(f"{path}.part-{os.getpid()}")
@@ -197,6 +198,8 @@ def write(
             if fmt == "netcdf":
                 data.to_netcdf(tmp, engine="h5netcdf" if _has("h5netcdf") else None)
             else:
+                # Zarr needs one chunk size per dimension; partitions end in short chunks.
+                data = _uniform_chunks(data)
                 data.to_zarr(tmp, mode="w-", consolidated=False)
         if target.is_dir():
             shutil.rmtree(target)
@@ -209,6 +212,55 @@ def write(
         elif tmp.exists():
             tmp.unlink()
     return rows, table_rows
+
+
+def _local_roots(source: Any) -> list[Path]:
+    """The local directories the read ``source`` takes its data from (views: base and view)."""
+    specs = [getattr(source, "spec", None)]
+    specs += [getattr(getattr(source, side, None), "spec", None) for side in ("base", "overlay")]
+    roots = []
+    for spec in specs:
+        root = getattr(spec, "root", None)  # LocalStore
+        location = getattr(spec, "location", None)  # IcechunkStore
+        if root is None and isinstance(location, str) and "://" not in location.strip("/"):
+            root = location
+        elif root is None and isinstance(location, str) and location.startswith("file://"):
+            root = location.removeprefix("file://")
+        if isinstance(root, str | os.PathLike):
+            roots.append(Path(os.path.realpath(root)))
+    return roots
+
+
+def _check_outside(source: Any, target: Path) -> None:
+    """Refuse an output that is, holds or lies inside the collection read.
+
+    Replacing it (``--overwrite``) would delete committed partitions, or the
+    whole collection, once the export is written; writing inside it leaves
+    foreign files in its tree.
+    """
+    out = Path(os.path.realpath(target))
+    for root in _local_roots(source):
+        if out == root or root in out.parents or out in root.parents:
+            raise InvalidInputError(
+                f"the output {target} overlaps the collection read ({root}): "
+                "write the export outside the collection"
+            )
+
+
+def _uniform_chunks(data: Any) -> Any:
+    """``data`` (a Dataset or DataTree) rechunked to one chunk size per dimension."""
+
+    def uniform(ds: Any) -> Any:
+        sizes: dict[str, int] = {}
+        for var in ds.variables.values():
+            for dim, chunks in zip(var.dims, var.chunks or (), strict=False):
+                if len(set(chunks[:-1])) > 1 or (len(chunks) > 1 and chunks[-1] > chunks[0]):
+                    sizes[dim] = max(sizes.get(dim, 0), *chunks)
+        return ds.chunk(sizes) if sizes else ds
+
+    if hasattr(data, "map_over_datasets"):
+        return data.map_over_datasets(uniform)
+    return uniform(data)
 
 
 def _has(module: str) -> bool:

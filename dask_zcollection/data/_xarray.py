@@ -21,6 +21,12 @@ __all__ = ["from_xarray", "to_xarray"]
 def _variable_from_xarray(
     name: str, var: xarray.Variable, variable_cls: type[Variable]
 ) -> Variable:
+    if var.chunks is None and not getattr(var, "_in_memory", True):
+        # Lazily indexed by a backend (open_dataset(..., chunks=None)): reading it here
+        # would run the backend's I/O wherever this is called, inside the library's
+        # event loop for an insert (zarr: "Calling sync() from within a running loop").
+        # As a dask array it is read by the tasks that need it.
+        var = var.chunk()
     data: Any = var.data
     if not isinstance(data, numpy.ndarray | da.Array):
         # Index coordinates and other duck arrays: their numpy values.

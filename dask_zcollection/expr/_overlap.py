@@ -111,9 +111,8 @@ def overlap_task(
         dtype = schema[name].dtype
         if halo.pad_before or halo.pad_after:
             shape = parts[0].shape[1:] if parts else ()
-            fill = numpy.array("NaT", dtype=dtype)[()] if dtype.kind in "mM" else constant
-            pad_b = numpy.full((halo.pad_before, *shape), fill, dtype=dtype)
-            pad_a = numpy.full((halo.pad_after, *shape), fill, dtype=dtype)
+            pad_b = pad_rows(name, dtype, (halo.pad_before, *shape), constant)
+            pad_a = pad_rows(name, dtype, (halo.pad_after, *shape), constant)
             parts = [pad_b, *parts, pad_a]
         if parts:
             columns[name] = numpy.concatenate(parts)
@@ -129,6 +128,33 @@ def overlap_task(
     return _run_and_trim(ds, source.config.axis, head, tail, func, args, kwargs, label)
 
 
+def pad_rows(name: str, dtype: numpy.dtype[Any], shape: tuple[int, ...], constant: Any) -> Any:
+    """Rows of ``constant`` (NaT for datetimes) for variable ``name`` of ``dtype``.
+
+    Raises
+    ------
+    InvalidInputError
+        When ``dtype`` cannot hold ``constant`` (NaN or 300 into ``uint8``):
+        numpy would pad with garbage, or fail with a bare error.
+    """
+    if dtype.kind in "mM":
+        return numpy.full(shape, numpy.array("NaT", dtype=dtype)[()], dtype=dtype)
+    if not shape[0]:
+        return numpy.empty(shape, dtype=dtype)
+    with numpy.errstate(invalid="raise", over="raise"):
+        try:
+            cast = numpy.array(constant).astype(dtype)
+            fits = bool(cast == constant) or bool(cast != cast and constant != constant)
+        except (ValueError, TypeError, OverflowError, FloatingPointError):
+            fits = False
+    if not fits:
+        raise InvalidInputError(
+            f"boundary {constant!r} does not fit variable {name!r} ({dtype}): pad with a "
+            "value of its dtype, or leave the variable out (variables=)"
+        )
+    return numpy.full(shape, constant, dtype=dtype)
+
+
 def _padding(ds: Dataset, dim: str, rows: int, constant: Any) -> Dataset:
     """``rows`` rows of ``constant`` (NaT for datetimes) shaped like ``ds``'s rows."""
     empty = ds.isel({dim: slice(0, 0)})
@@ -136,9 +162,7 @@ def _padding(ds: Dataset, dim: str, rows: int, constant: Any) -> Dataset:
     for path, var in empty.walk():
         if var.dimensions[:1] != (dim,):
             continue
-        dtype = var.dtype
-        fill = numpy.array("NaT", dtype=dtype)[()] if dtype.kind in "mM" else constant
-        padded[path] = var.with_data(numpy.full((rows, *var.shape[1:]), fill, dtype=dtype))
+        padded[path] = var.with_data(pad_rows(path, var.dtype, (rows, *var.shape[1:]), constant))
     return empty.with_variables(padded)
 
 

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import io
 import json
+import numbers
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -73,6 +75,12 @@ def normalise_columns(result: Any, partition: str) -> Columns:
         raise InvalidInputError(
             f"the index builder's result for partition {partition!r} has a {PARTITION!r} column: "
             "the indexer sets it"
+        )
+    flat = [name for name, col in columns.items() if col.ndim != 1]
+    if flat:
+        raise InvalidInputError(
+            f"the index builder's column(s) {flat} for partition {partition!r} are not "
+            "one-dimensional (one value per index row)"
         )
     lengths = {name: len(col) for name, col in columns.items()}
     if len(set(lengths.values())) > 1:
@@ -531,6 +539,23 @@ def _split(
     return resolve_store(parent, storage_options), name
 
 
+#: Predicate values compared with ``==`` (``None``: an object column's missing key).
+_SCALARS = (
+    str,
+    bytes,
+    numbers.Number,
+    numpy.generic,
+    datetime.date,
+    datetime.timedelta,
+    type(None),
+)
+
+
+def _predicate_like(value: Any) -> bool:
+    """A value, a list of values or a slice (what :meth:`Indexer.lookup` compares)."""
+    return isinstance(value, (slice, list, tuple, numpy.ndarray, *_SCALARS))
+
+
 def _match(column: numpy.ndarray, value: Any, name: str) -> numpy.ndarray:
     """Rows of ``column`` matching one predicate value."""
 
@@ -539,6 +564,20 @@ def _match(column: numpy.ndarray, value: Any, name: str) -> numpy.ndarray:
             return numpy.asarray(v).astype(column.dtype)
         return v
 
+    if isinstance(value, set | frozenset):  # any of, as a list
+        try:
+            value = sorted(value)
+        except TypeError as err:
+            raise FilterError(
+                f"cannot order the values {value!r} of index column {name!r}"
+            ) from err
+    if not _predicate_like(value):
+        # A callable, a mapping or another object equals no key: every row would be
+        # left out without a word.
+        raise FilterError(
+            f"a predicate on index column {name!r} is a value, a list of values or a slice, "
+            f"not {type(value).__name__}"
+        )
     try:
         if isinstance(value, slice):
             if value.step is not None:

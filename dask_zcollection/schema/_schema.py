@@ -20,6 +20,7 @@ own group or in any ancestor group.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
@@ -164,9 +165,50 @@ def _decode_fill(value: Any, dtype: numpy.dtype[Any]) -> Any:
             return numpy.array(value, dtype="int64").view(dtype)[()]
         return numpy.array(value, dtype=dtype)[()]
     try:
-        return numpy.array(value, dtype=dtype)[()]
-    except (TypeError, ValueError) as err:
+        decoded = numpy.array(value, dtype=dtype)[()]
+    except (TypeError, ValueError, OverflowError) as err:  # 1000 into int8 overflows
         raise SchemaError(f"fill value {value!r} does not fit dtype {dtype}") from err
+    if isinstance(value, float) and dtype.kind in "iub" and decoded != value:
+        # numpy truncates 1.5 to 1: the fill value stored would not be the one given.
+        raise SchemaError(f"fill value {value!r} does not fit dtype {dtype}")
+    return decoded
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays as the Python values JSON holds."""
+    if isinstance(value, numpy.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, numpy.generic):
+        return _plain(value.item())
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _json_attrs(attrs: Mapping[str, Any], owner: str) -> dict[str, Any]:
+    """Attributes as they are stored (JSON); netCDF's numpy scalars and arrays as values.
+
+    Raises
+    ------
+    SchemaError
+        Naming ``owner`` and the attribute that JSON cannot hold (checked here,
+        not when the descriptor is written: nothing is written first).
+    """
+    out = {}
+    for key, value in attrs.items():
+        if not isinstance(key, str):
+            raise SchemaError(f"{owner}: attribute names must be strings, got {key!r}")
+        plain = _plain(value)
+        try:
+            json.dumps(plain)
+        except (TypeError, ValueError) as err:
+            raise SchemaError(
+                f"{owner}: attribute {key!r} = {value!r} cannot be stored as JSON ({err})"
+            ) from err
+        out[key] = plain
+    return out
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -490,14 +532,17 @@ class Schema:
             raise SchemaError(f"variable {name!r}: attrs must be a mapping, got {attrs!r}")
         if np_dtype.kind in "mM" and isinstance(fill_value, numpy.datetime64 | numpy.timedelta64):
             fill_value = fill_value.astype(np_dtype)  # the JSON form counts units of the dtype
-        fill = None if fill_value is None else _decode_fill(_json_fill(fill_value), np_dtype)
+        try:
+            fill = None if fill_value is None else _decode_fill(_json_fill(fill_value), np_dtype)
+        except SchemaError as err:
+            raise SchemaError(f"variable {name!r}: {err}") from err
         var = VariableSchema(
             name=name,
             dtype=np_dtype,
             dimensions=tuple(dimensions),
             fill_value=fill,
             codecs=Codecs.coerce(codecs),
-            attrs=dict(attrs or {}),
+            attrs=_json_attrs(attrs or {}, f"variable {name!r}"),
         )
         path = normalize_group_path(group)
 
@@ -515,9 +560,10 @@ class Schema:
             raise SchemaError(f"group {path!r}: attrs must be a mapping, got {attrs!r}")
         if not norm:
             return self.with_attrs(attrs or {})
+        plain = _json_attrs(attrs or {}, f"group {path!r}")
 
         def set_attrs(g: GroupSchema) -> GroupSchema:
-            return dataclasses.replace(g, attrs={**g.attrs, **(attrs or {})})
+            return dataclasses.replace(g, attrs={**g.attrs, **plain})
 
         return dataclasses.replace(
             self, root=_replace_group(self.root, norm, set_attrs, create=True)
@@ -527,9 +573,10 @@ class Schema:
         """Set attributes of ``group`` (root by default)."""
         if not isinstance(attrs, Mapping):
             raise SchemaError(f"attrs must be a mapping, got {attrs!r}")
+        plain = _json_attrs(attrs, f"group {group or '/'!r}")
 
         def set_attrs(g: GroupSchema) -> GroupSchema:
-            return dataclasses.replace(g, attrs={**g.attrs, **attrs})
+            return dataclasses.replace(g, attrs={**g.attrs, **plain})
 
         path = normalize_group_path(group)
         return dataclasses.replace(self, root=_replace_group(self.root, path, set_attrs))

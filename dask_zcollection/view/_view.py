@@ -137,10 +137,26 @@ class AsyncView(StoredIndexes):
         )
 
     # -- catalogs ----------------------------------------------------------------------------
+    def _check_keys(self, overlay: Catalog) -> Catalog:
+        """``overlay``, refused when its partition keys are not the base's.
+
+        The base was recreated with another partitioning since the view was
+        computed: no view partition can be matched to a base one (the view's
+        catalog would be read with the wrong number of key columns).
+        """
+        keys = tuple(self.base.partitioning.keys)
+        if tuple(overlay.key_names) != keys:
+            raise SchemaError(
+                f"view {self.url} was computed over partitions keyed by "
+                f"{list(overlay.key_names)}, its base {self.base.url} is now keyed by "
+                f"{list(keys)}: recreate the view (create_view(..., overwrite=True))"
+            )
+        return overlay
+
     async def overlay_catalog(self) -> Catalog:
         """The view's computed partitions (its own catalog, else a listing of its tree)."""
         await self.spec.refresh()
-        return await self.discovery.load()
+        return self._check_keys(await self.discovery.load())
 
     async def _writable_catalog(self) -> Catalog:
         """The newest overlay catalog, published first when only listed (reference views)."""
@@ -148,7 +164,7 @@ class AsyncView(StoredIndexes):
         log = self.discovery.log
         latest = await log.writable()  # never on a version below a damaged one
         if latest is not None:
-            return latest
+            return self._check_keys(latest)
         listed = await self.discovery.load()
         first = self.variables[0]
         io = ReadSource(self.spec, self.overlay_config).io
@@ -204,6 +220,7 @@ class AsyncView(StoredIndexes):
         choose = by_filter(predicate)
         # The two catalogs are independent: one chain of round trips, not two.
         base, overlay = await asyncio.gather(bdisc.load(choose), odisc.load(choose))
+        self._check_keys(overlay)
         if predicate is not None:  # the base's is selected by the read's filter
             overlay = overlay.select(predicate)
         return base_spec, base, view_spec, overlay
@@ -225,7 +242,7 @@ class AsyncView(StoredIndexes):
         """The read source of the current overlay catalog (what the read tasks carry)."""
         _check_stale_mode(stale)
         base_spec, view_spec = await asyncio.gather(self.base.spec.pinned(), self.spec.pinned())
-        overlay = await self._discoveries(base_spec, view_spec)[1].load()
+        overlay = self._check_keys(await self._discoveries(base_spec, view_spec)[1].load())
         return self._source(base_spec, view_spec, overlay, stale)
 
     def _names(self, variables: Sequence[str] | None) -> tuple[str, ...]:
@@ -408,13 +425,17 @@ class AsyncView(StoredIndexes):
             job = dataclasses.replace(job, immutable=stored)
 
         async def plan() -> tuple[Any, Transaction] | None:
-            base = await self.base.catalog(refresh=True)
+            # The base's catalog and data from one state of it, the newest (each attempt).
+            await self.base.spec.refresh()
+            base_spec = await self.base.spec.pinned()
+            base = await self.base.discovery_of(base_spec).load()
+            current = dataclasses.replace(job, base=ReadSource(base_spec, self.base.config))
             selected = base.select(compile_filter(filters, self.base.partitioning.keys))
-            chosen = job
+            chosen = current
             if index is not None or depth is not None:
                 # Taken again on each attempt: a retry sees the versions that won the race.
                 chosen, selected = await self._selection_job(
-                    job, names, filters, index, depth, boundary, predicates
+                    current, names, filters, index, depth, boundary, predicates
                 )
             if not len(selected):
                 return None
@@ -590,14 +611,23 @@ def _canonicals_of(source: ViewSource, catalog: Catalog) -> list[str]:
 
 
 # -- openers -----------------------------------------------------------------------------------
-async def _open_base(base: BaseLike, storage_options: Mapping[str, Any] | None) -> AsyncCollection:
-    """The base collection, read-only (a URL, a spec, or an open collection)."""
+async def _open_base(
+    base: BaseLike, storage_options: Mapping[str, Any] | None, *, pin: bool = True
+) -> AsyncCollection:
+    """The base collection, read-only (a URL, a spec, or an open collection).
+
+    ``pin``: stay on the base's state of now (a reader's snapshot on Icechunk);
+    otherwise each operation starts from the newest (a view open for writing:
+    an update must see what the base committed since the view was opened).
+    """
     if isinstance(base, AsyncCollection):
         return base
     impl = getattr(base, "aio", None)
     if isinstance(impl, AsyncCollection):
         return impl
-    spec = await resolve_store(base, storage_options).pinned()
+    spec = resolve_store(base, storage_options)
+    if pin:
+        spec = await spec.pinned()
     # The catalog versions are listed meanwhile, as open_collection does: the
     # first catalog read then fetches the newest root during its own listing.
     log = CatalogLog(spec)
@@ -729,14 +759,19 @@ async def create_view(
     if isinstance(base, str | os.PathLike):
         reference = os.fspath(base)
         base_url = resolve_reference(_url_of(store), reference)
-        collection = await _open_base(base_url, base_storage_options)
+        collection = await _open_base(base_url, base_storage_options, pin=False)
     else:
-        collection = await _open_base(base, base_storage_options)
+        collection = await _open_base(base, base_storage_options, pin=False)
         reference = collection.url
     schema = view_schema(collection, variables)
     spec = resolve_store(store, storage_options).for_writing()
-    if spec.url.rstrip("/") == collection.url.rstrip("/"):
-        raise InvalidInputError(f"a view cannot live in its base collection ({spec.url})")
+    if _overlaps(spec, collection.spec):
+        # Inside the base it would write into the base's tree; around it, overwrite=True
+        # would clear the base with the view's old content.
+        raise InvalidInputError(
+            f"a view cannot live in, or hold, its base collection "
+            f"(view {spec.url}, base {collection.url})"
+        )
     if overwrite:
         check_clearable(store, spec)
     if await spec.exists(VIEW_CONFIG_KEY) or not await spec.is_empty():
@@ -753,6 +788,23 @@ async def create_view(
     await log.commit(view.discovery.empty().next_version("create"))
     await spec.publish(f"dask_zcollection create view over {reference}")
     return view
+
+
+def _where(spec: StoreSpec) -> str:
+    """Where ``spec`` keeps its objects: a real local path, else its URL (no trailing ``/``)."""
+    root = getattr(spec, "root", None)  # LocalStore
+    location = getattr(spec, "location", None)  # IcechunkStore
+    if isinstance(location, str) and not location.startswith("s3://"):
+        root = location.removeprefix("file://")
+    if isinstance(root, str | os.PathLike):
+        return "file://" + os.path.realpath(root)
+    return spec.url.rstrip("/")
+
+
+def _overlaps(a: StoreSpec, b: StoreSpec) -> bool:
+    """Whether one of the stores ``a`` and ``b`` is, or lies inside, the other."""
+    x, y = _where(a), _where(b)
+    return x == y or x.startswith(y + "/") or y.startswith(x + "/")
 
 
 def _url_of(store: StoreLike) -> str:
@@ -809,7 +861,12 @@ async def open_view(
     # The base is opened while the view's descriptor is read: the one given, else
     # the one this view named when last opened here (kept only if it still does).
     target = base if base is not None else _BASES.get(view_url)
-    opening = _open_base(target, base_storage_options) if target is not None else asyncio.sleep(0)
+    pin = mode == "r"
+    opening = (
+        _open_base(target, base_storage_options, pin=pin)
+        if target is not None
+        else asyncio.sleep(0)
+    )
     got = await asyncio.gather(read_view_config(spec), opening, prime, return_exceptions=True)
     for outcome in got:  # the view's error first; then a cancellation or the given base's
         if isinstance(outcome, BaseException) and (
@@ -821,7 +878,7 @@ async def open_view(
     if base is None:
         named = resolve_reference(view_url, config.reference)
         if named != target or isinstance(collection, BaseException):
-            collection = await _open_base(named, base_storage_options)
+            collection = await _open_base(named, base_storage_options, pin=pin)
         _remember_base(view_url, named)
     view = AsyncView(spec, config, collection, mode)
     view.discovery.log.guess = log.guess
