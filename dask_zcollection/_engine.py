@@ -8,6 +8,7 @@ sync callers and :mod:`dask_zcollection.aio` republishes it. The Dask graphs
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
@@ -484,6 +485,16 @@ class AsyncCollection(StoredIndexes):
 
     async def vacuum(self, *, older_than: float | None = None) -> list[str]:
         """Delete superseded partition versions retired more than ``older_than`` seconds ago."""
+        # Checked first: NaN compares false with every age, so it would delete nothing silently.
+        if older_than is not None and (
+            isinstance(older_than, bool)
+            or not isinstance(older_than, (int, float))
+            or not math.isfinite(older_than)
+            or older_than < 0
+        ):
+            raise InvalidInputError(
+                f"older_than must be a finite number of seconds >= 0, got {older_than!r}"
+            )
         self._check_writable()
         # Dead writers' locks first: a lock held by a dead writer blocks collection.
         await recover(self.spec, locks=True, garbage=False)

@@ -209,7 +209,8 @@ class Collection:
         Superseded (and dropped) versions stay readable for readers holding an
         older catalog for ``dask.config`` ``zcollection.retention`` seconds
         (default one hour); every commit collects those past it. Returns the
-        paths deleted.
+        paths deleted. ``older_than`` must be a finite number of seconds >= 0
+        (else :class:`~dask_zcollection.errors.InvalidInputError`, nothing done).
         """
         return sync(self.aio.vacuum(older_than=older_than))
 

@@ -41,6 +41,7 @@ from .errors import CorruptedDataError, InvalidInputError, NotFoundError, Storag
 from .io import CONFIG_KEY, ReadSource, read_block
 from .io._memory import empty
 from .store import StoreSpec
+from .view._config import VIEW_CONFIG_KEY
 
 if TYPE_CHECKING:
     import xarray
@@ -384,7 +385,7 @@ class ZCollectionBackendEntrypoint(BackendEntrypoint):
     )
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
-        """A store spec, or a local path (``file://`` URL) holding a collection descriptor.
+        """A store spec, or a local path (``file://`` URL) holding a collection or view descriptor.
 
         Remote URLs are not probed (that would cost a request for every file any
         engine is asked to open): pass ``engine="zcollection"``.
@@ -398,7 +399,7 @@ class ZCollectionBackendEntrypoint(BackendEntrypoint):
             path = path[len("file://") :]
         elif "://" in path:
             return False
-        return os.path.isfile(os.path.join(path, CONFIG_KEY))
+        return any(os.path.isfile(os.path.join(path, key)) for key in (CONFIG_KEY, VIEW_CONFIG_KEY))
 
     def open_dataset(  # type: ignore[override]
         self,

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import sys
 import traceback
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy
@@ -25,12 +26,18 @@ from dask.callbacks import Callback
 
 from .. import errors
 from .._display import size_of
+from .._sync import sync
 from ..api import Collection, open_collection
 from ..catalog import Catalog
 from ..collection import LazyCollection
 from ..data._repr import format_bytes
+from ..store import resolve_store
+from ..view._config import VIEW_CONFIG_KEY
 from . import _export
 from ._view import add_view_commands
+
+if TYPE_CHECKING:
+    from ..view._api import View
 
 __all__ = ["cli", "main"]
 
@@ -107,8 +114,22 @@ def _require_yes(yes: bool, what: str, *, dry_run: bool = True) -> None:
         raise click.UsageError(f"{what}: pass --yes to confirm{hint}")
 
 
+def _is_view(url: str, options: Mapping[str, Any] | None) -> bool:
+    return bool(sync(resolve_store(url, options).exists(VIEW_CONFIG_KEY)))
+
+
 def _open(url: str, options: Sequence[str], **kwargs: Any) -> Collection:
-    return open_collection(url, storage_options=storage_options(options), **kwargs)
+    opts = storage_options(options)
+    try:
+        return open_collection(url, storage_options=opts, **kwargs)
+    except errors.CollectionNotFoundError as err:
+        # A view's URL given to a collection command: say so (one more request, on failure only).
+        if _is_view(url, opts):
+            raise errors.CollectionNotFoundError(
+                f"{url} is a view, not a collection ({VIEW_CONFIG_KEY}): the commands taking "
+                "a view are `dzc view ls`, `dzc view update` and `dzc repair`"
+            ) from err
+        raise
 
 
 # -- output ---------------------------------------------------------------------------------------
@@ -622,12 +643,20 @@ def drop_command(
     click.echo(f"{verb} {len(paths)} partition(s)" + "".join(f"\n  {p}" for p in paths))
 
 
+def _seconds(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    # click's FloatRange lets NaN through (it compares false with both bounds).
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise click.BadParameter(f"{value!r}: expected a finite number of seconds >= 0")
+    return value
+
+
 @cli.command("vacuum")
 @_url_command
 @click.option(
     "--older-than",
     type=float,
     default=None,
+    callback=_seconds,
     metavar="SECONDS",
     help="Delete versions retired this long ago (default: zcollection.retention).",
 )
@@ -654,10 +683,20 @@ def vacuum_command(
 def repair_command(
     url: str, options: tuple[str, ...], dry_run: bool, force: bool, yes: bool, as_json: bool
 ) -> None:
-    """Make the catalog and the tree agree (see Collection.repair)."""
+    """Make the catalog and the tree agree (see Collection.repair; a view: View.repair)."""
     if not dry_run:
         _require_yes(yes, "repair changes the collection")
-    report = _open(url, options, mode="rw").repair(force=force, dry_run=dry_run)
+    target: Collection | View
+    try:
+        target = _open(url, options, mode="rw")
+    except errors.CollectionNotFoundError:
+        opts = storage_options(options)
+        if not _is_view(url, opts):
+            raise
+        from ..view._api import open_view
+
+        target = open_view(url, mode="rw", storage_options=opts)  # View.repair: same report
+    report = target.repair(force=force, dry_run=dry_run)
     kinds = ("rebuilt", "adopted", "quarantined", "dropped", "skipped")
     if as_json:
         doc: dict[str, Any] = {

@@ -556,6 +556,37 @@ def _predicate_like(value: Any) -> bool:
     return isinstance(value, (slice, list, tuple, numpy.ndarray, *_SCALARS))
 
 
+def _fits(kind: str, value: Any) -> bool:
+    """Whether ``value`` can equal a value of a column of dtype kind ``kind``."""
+    if isinstance(value, (bool, numpy.bool_)):
+        return kind in "bO"
+    if kind in "iufc":
+        return isinstance(value, numbers.Number)
+    if kind == "b":
+        return False
+    if kind in "US":
+        return isinstance(value, (str, bytes))
+    return True  # object columns hold anything; dates are cast (a bad one raises)
+
+
+def _check_types(column: numpy.ndarray, value: Any, name: str) -> None:
+    """Refuse a predicate no row can match by type (``parity="x"`` on an int column)."""
+    if isinstance(value, slice):
+        items: list[Any] = [v for v in (value.start, value.stop) if v is not None]
+    elif isinstance(value, numpy.ndarray) and value.ndim:
+        items = list(value.ravel()[:1])  # one element: they share its dtype
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        items = [value]
+    for item in items:
+        if not _fits(column.dtype.kind, item):
+            raise FilterError(
+                f"index column {name!r} holds {column.dtype}, the predicate "
+                f"{item!r} is {type(item).__name__}: it would match nothing"
+            )
+
+
 def _match(column: numpy.ndarray, value: Any, name: str) -> numpy.ndarray:
     """Rows of ``column`` matching one predicate value."""
 
@@ -578,6 +609,7 @@ def _match(column: numpy.ndarray, value: Any, name: str) -> numpy.ndarray:
             f"a predicate on index column {name!r} is a value, a list of values or a slice, "
             f"not {type(value).__name__}"
         )
+    _check_types(column, value, name)
     try:
         if isinstance(value, slice):
             if value.step is not None:
