@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 import numpy
@@ -121,6 +121,33 @@ def _gather_rows(
     return out
 
 
+async def _aborting_on_error[T](step: Awaitable[T], txn: Transaction) -> T:
+    """Run a write task's ``step``; when it fails, abort ``txn`` before raising.
+
+    A scheduler never runs the commit task of a graph one of whose tasks
+    raised: nothing else would abort a lazy write, and its partition locks and
+    lease would block every writer of those partitions until recovery judged
+    it dead (up to an hour while this process lives). The first failing task
+    aborts; the others see the marker (:meth:`Transaction.aborted`). The
+    abort waits for its tasks still writing and releases only this
+    transaction's locks, never deleting what a catalog names.
+    """
+    try:
+        return await step
+    except BaseException:
+        if not txn.spec.transactional and not await _quiet_aborted(txn):
+            await asyncio.shield(txn.abort())
+        raise
+
+
+async def _quiet_aborted(txn: Transaction) -> bool:
+    """Whether ``txn`` is already aborted (unknown: not, and abort again)."""
+    try:
+        return await txn.aborted()
+    except OSError:
+        return False
+
+
 def merge_write_task(
     ctx: WriteContext,
     plan: PartitionPlan,
@@ -140,7 +167,7 @@ def merge_write_task(
     )
     spec = ctx.txn.spec.task_spec()
     try:
-        written = sync(_merge_write(ctx.on(spec), plan, inserted))
+        written = sync(_aborting_on_error(_merge_write(ctx.on(spec), plan, inserted), ctx.txn))
     finally:
         changes = spec.end_task()
     return (*written, changes)
@@ -416,7 +443,7 @@ def immutable_task(ctx: WriteContext, arrays: dict[str, Any]) -> tuple[str, Any]
 
     spec = ctx.txn.spec.task_spec()
     try:
-        path = sync(run(ctx.on(spec)))
+        path = sync(_aborting_on_error(run(ctx.on(spec)), ctx.txn))
     finally:
         changes = spec.end_task()
     return path, changes
@@ -455,7 +482,9 @@ def commit_task(
             async with txn.alive():
                 await txn.commit(change, immutable=immutable[0] if immutable else None)
         except BaseException:
-            await ctx.txn.release_locks()
+            # Not published: abort (what a conflict, a cancelled or a failed commit wrote,
+            # its locks, its lease), as the eager path does after the graph.
+            await asyncio.shield(ctx.txn.abort())
             raise
         encode = ctx.source.config.partitioning.encode
         return [encode(tuple(int(x) for x in k)) for k in keys]
