@@ -8,8 +8,10 @@ the one sync bridge.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import json
+import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
@@ -32,6 +34,7 @@ from ._partition import partition_attrs
 from ._reader import Part, ReadSource, read_partition
 
 __all__ = [
+    "LAZY_WRITE",
     "InsertPlan",
     "PartitionPlan",
     "Version",
@@ -42,6 +45,8 @@ __all__ = [
     "merge_write_task",
 ]
 
+_log = logging.getLogger("dask_zcollection")
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class WriteContext:
@@ -51,6 +56,8 @@ class WriteContext:
     txn: Transaction
     strategy: MergeStrategy
     variables: tuple[str, ...]
+    #: A lazy write (``compute=False``): its failing task aborts (see :func:`_aborting_on_error`).
+    abort_in_tasks: bool = False
 
     def on(self, spec: StoreSpec) -> WriteContext:
         """The same context writing through ``spec`` (a task's own fork session)."""
@@ -121,31 +128,43 @@ def _gather_rows(
     return out
 
 
-async def _aborting_on_error[T](step: Awaitable[T], txn: Transaction) -> T:
-    """Run a write task's ``step``; when it fails, abort ``txn`` before raising.
+#: Set while a lazy write (``compute=False``) is planned: its graph's tasks abort on failure.
+LAZY_WRITE: contextvars.ContextVar[bool] = contextvars.ContextVar("zc_lazy_write", default=False)
+#: Aborts started by failed tasks, referenced until they end.
+_ABORTS: set[asyncio.Future[None]] = set()
+
+
+async def _aborting_on_error[T](step: Awaitable[T], ctx: WriteContext) -> T:
+    """Run a write task's ``step``; when it fails in a lazy write, abort its transaction.
 
     A scheduler never runs the commit task of a graph one of whose tasks
     raised: nothing else would abort a lazy write, and its partition locks and
     lease would block every writer of those partitions until recovery judged
-    it dead (up to an hour while this process lives). The first failing task
-    aborts; the others see the marker (:meth:`Transaction.aborted`). The
-    abort waits for its tasks still writing and releases only this
-    transaction's locks, never deleting what a catalog names.
+    it dead (up to an hour while this process lives). The abort runs beside
+    the task, which raises at once: its error, not the ``ConflictError`` of a
+    sibling task seeing the abort marker, is the one the compute raises. The
+    abort waits for the tasks still writing, releases only this
+    transaction's locks and never deletes what a catalog names. An eager
+    write is aborted by its caller after the graph.
     """
     try:
         return await step
     except BaseException:
-        if not txn.spec.transactional and not await _quiet_aborted(txn):
-            await asyncio.shield(txn.abort())
+        txn = ctx.txn
+        if ctx.abort_in_tasks and not txn.spec.transactional:
+            future = asyncio.ensure_future(_abort_once(txn))
+            _ABORTS.add(future)
+            future.add_done_callback(_ABORTS.discard)
         raise
 
 
-async def _quiet_aborted(txn: Transaction) -> bool:
-    """Whether ``txn`` is already aborted (unknown: not, and abort again)."""
+async def _abort_once(txn: Transaction) -> None:
+    """Abort ``txn`` unless a task of it already did (best effort: recovery finishes it)."""
     try:
-        return await txn.aborted()
-    except OSError:
-        return False
+        if not await txn.aborted():
+            await txn.abort()
+    except Exception as err:
+        _log.warning("abort of the lazy write %s failed: %s", txn.txn, err)
 
 
 def merge_write_task(
@@ -167,7 +186,7 @@ def merge_write_task(
     )
     spec = ctx.txn.spec.task_spec()
     try:
-        written = sync(_aborting_on_error(_merge_write(ctx.on(spec), plan, inserted), ctx.txn))
+        written = sync(_aborting_on_error(_merge_write(ctx.on(spec), plan, inserted), ctx))
     finally:
         changes = spec.end_task()
     return (*written, changes)
@@ -443,7 +462,7 @@ def immutable_task(ctx: WriteContext, arrays: dict[str, Any]) -> tuple[str, Any]
 
     spec = ctx.txn.spec.task_spec()
     try:
-        path = sync(_aborting_on_error(run(ctx.on(spec)), ctx.txn))
+        path = sync(_aborting_on_error(run(ctx.on(spec)), ctx))
     finally:
         changes = spec.end_task()
     return path, changes
