@@ -113,3 +113,27 @@ def test_lazy_write_whose_merge_task_raises(url: str, factory: Factory) -> None:
     again = factory.data(factory.times(*MONTH), seed=2)
     assert coll.insert(again) == ["year=2024/month=03"]
     _check(coll, again)
+
+
+def test_lazy_write_failing_in_one_of_its_partitions(url: str, factory: Factory) -> None:
+    """The task's own error surfaces (not a sibling's ConflictError); the other months roll back."""
+    coll = factory.create(url)
+    months = ["2024-01-05", "2024-02-05", "2024-03-05", "2024-04-05"]
+    first = factory.data(factory.times(*months), seed=0)
+    coll.insert(first)
+
+    def failing_in_march(existing: Any, inserted: dict[str, Any], *, axis: str) -> Any:
+        if inserted[axis][0] == numpy.datetime64("2024-03-05", "ns"):
+            raise InvalidInputError("bad march")
+        return inserted
+
+    lazy = coll.insert(
+        factory.data(factory.times(*months), seed=1), merge=failing_in_march, compute=False
+    )
+    with pytest.raises(InvalidInputError, match=r"month=03.*bad march"):
+        lazy.compute(scheduler="threads")
+    assert _settled(coll) == []
+    _check(coll, first)
+    again = factory.data(factory.times(*months), seed=2)
+    assert len(coll.insert(again)) == 4
+    _check(coll, again)
