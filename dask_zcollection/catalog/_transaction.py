@@ -84,10 +84,11 @@ LOCK_DIR = "_locks"
 ABORT_MARKER_TTL = 600.0
 #: Seconds an abort waits for the tasks still writing under their partition locks.
 ABORT_WAIT = 120.0
-#: Seconds a write task waits for a partition lock a live writer holds before its
-#: ``ConflictError``: the holder is usually a graph computed in the same
-#: ``dask.compute`` whose commit is due. Failing at once would end that compute
-#: before the holder's commit ran, leaving its locks until recovery.
+#: Seconds a task of a lazy write waits for a partition lock a live writer holds
+#: before its ``ConflictError``: the holder may be a graph computed in the same
+#: ``dask.compute``, its commit due. Failing at once would end that compute before
+#: the holder's commit ran, leaving its locks until recovery. (An eager write fails
+#: at once and retries: no other graph shares its compute.)
 LOCK_WAIT = 2.0
 #: Catalog versions a commit tries before giving up (each lost one is another
 #: writer's commit: progress, but never an unbounded loop).
@@ -306,10 +307,13 @@ class Transaction:
             raise
 
     @contextlib.asynccontextmanager
-    async def writing(self, canonical: str) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    async def writing(
+        self, canonical: str, *, wait: float = 0.0
+    ) -> AsyncIterator[Callable[[], Awaitable[None]]]:
         """Write the partition at ``canonical`` under its lock.
 
-        Takes the lock (recovering a dead holder), keeps the transaction alive,
+        Takes the lock (recovering a dead holder; waiting up to ``wait``
+        seconds for a live one, :data:`LOCK_WAIT`), keeps the transaction alive,
         checks it was not aborted, and yields ``done()``: the writer calls it
         after its last write, from then on an abort may release the lock. On
         error the lock is released (still held by a writing task, an abort
@@ -329,7 +333,7 @@ class Transaction:
         if self.spec.transactional:
             yield done
             return
-        await acquire_lock(self.spec, canonical, lock_token(self.txn), wait=LOCK_WAIT)
+        await acquire_lock(self.spec, canonical, lock_token(self.txn), wait=wait)
         try:
             async with self.alive():
                 if await self.aborted():  # the write failed elsewhere meanwhile

@@ -25,7 +25,13 @@ from .._zarr import array_from_metadata
 from ..catalog import CatalogLog
 from ..catalog._discovery import IMMUTABLE_PATH
 from ..catalog._log import by_keys
-from ..catalog._transaction import TXN_ATTR, PutPartitions, Transaction, lock_key
+from ..catalog._transaction import (
+    LOCK_WAIT,
+    TXN_ATTR,
+    PutPartitions,
+    Transaction,
+    lock_key,
+)
 from ..errors import ConflictError, InvalidInputError, MergeError, SchemaError
 from ..merge import AxisRange, MergeStrategy
 from ..store import StoreSpec
@@ -203,7 +209,9 @@ async def _merge_write(
     # One writer at a time writes a partition; the others retry (a dead holder's lock
     # is recovered). New partitions are locked too: their canonical path may hold a
     # retired version being collected.
-    async with ctx.txn.writing(plan.canonical) as done:
+    # A lazy write waits a little for a live holder: it may be a graph of the same compute.
+    wait = LOCK_WAIT if ctx.abort_in_tasks else 0.0
+    async with ctx.txn.writing(plan.canonical, wait=wait) as done:
         if plan.existing is not None:
             # Holding the lock, the planned version cannot be superseded any more; but it
             # may have been before: then this is a lost race, not an error.
