@@ -136,6 +136,8 @@ def _gather_rows(
 
 #: Set while a lazy write (``compute=False``) is planned: its graph's tasks abort on failure.
 LAZY_WRITE: contextvars.ContextVar[bool] = contextvars.ContextVar("zc_lazy_write", default=False)
+#: Seconds a failed task's abort waits before putting its marker.
+_TASK_ABORT_DELAY = 0.1
 #: Aborts started by failed tasks, referenced until they end.
 _ABORTS: set[asyncio.Future[None]] = set()
 
@@ -166,6 +168,9 @@ async def _aborting_on_error[T](step: Awaitable[T], ctx: WriteContext) -> T:
 
 async def _abort_once(txn: Transaction) -> None:
     """Abort ``txn`` unless a task of it already did (best effort: recovery finishes it)."""
+    # The failing task's error reaches the scheduler first: a sibling task seeing the
+    # marker raises a ConflictError, which would otherwise often be the one reported.
+    await asyncio.sleep(_TASK_ABORT_DELAY)
     try:
         if not await txn.aborted():
             await txn.abort()
