@@ -50,6 +50,7 @@ from .io import (
     PartitionIO,
     VerifyReport,
 )
+from .io._writer import LAZY_WRITE
 from .merge import MergeLike, resolve
 from .partitioning import Partitioning, compile_filter
 from .partitioning._filter import FilterLike
@@ -300,7 +301,12 @@ class AsyncCollection(StoredIndexes):
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise InvalidInputError(f"retries must be an int >= 0, got {retries!r}")
         if not compute:
-            planned = await plan()
+            # Nothing aborts a lazy write after its graph: its tasks do (see LAZY_WRITE).
+            token = LAZY_WRITE.set(True)
+            try:
+                planned = await plan()
+            finally:
+                LAZY_WRITE.reset(token)
             return [] if planned is None else planned.graph
 
         async def attempt() -> list[str]:

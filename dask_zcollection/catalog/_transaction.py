@@ -84,6 +84,12 @@ LOCK_DIR = "_locks"
 ABORT_MARKER_TTL = 600.0
 #: Seconds an abort waits for the tasks still writing under their partition locks.
 ABORT_WAIT = 120.0
+#: Seconds a task of a lazy write waits for a partition lock a live writer holds
+#: before its ``ConflictError``: the holder may be a graph computed in the same
+#: ``dask.compute``, its commit due. Failing at once would end that compute before
+#: the holder's commit ran, leaving its locks until recovery. (An eager write fails
+#: at once and retries: no other graph shares its compute.)
+LOCK_WAIT = 2.0
 #: Catalog versions a commit tries before giving up (each lost one is another
 #: writer's commit: progress, but never an unbounded loop).
 _COMMIT_ATTEMPTS = 1000
@@ -117,16 +123,22 @@ def lock_owner(token: bytes) -> str:
     return token.decode("utf-8", "replace").split(" ", 1)[0]
 
 
-async def acquire_lock(spec: StoreSpec, canonical: str, token: bytes) -> None:
+async def acquire_lock(spec: StoreSpec, canonical: str, token: bytes, *, wait: float = 0.0) -> None:
     """Take the lock of the partition at ``canonical``, recovering a dead holder first.
+
+    ``wait``: seconds to wait for a live holder to release it.
 
     Raises
     ------
     ConflictError
-        When a live writer holds it.
+        When a live writer holds it (after ``wait``).
     """
     key = lock_key(canonical)
-    for _ in range(3):
+    deadline = time.monotonic() + wait
+    delay = 0.01
+    tries = 0
+    while tries < 3:
+        tries += 1
         if await spec.put_if_absent(key, token, durable=False):
             return
         holder = await spec.get(key)
@@ -136,6 +148,11 @@ async def acquire_lock(spec: StoreSpec, canonical: str, token: bytes) -> None:
         # Judged dead before its abort marker goes in (a live writer is never marked),
         # and again after it (recover_transaction).
         dead = (await liveness(spec, txn)).dead()
+        if not dead and time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 0.2)
+            tries -= 1  # a live holder is waited for, not counted as contention
+            continue
         if not dead or not await recover_transaction(spec, txn, [canonical]):
             raise ConflictError(
                 f"partition {canonical!r} is being written by transaction {txn}; retry"
@@ -290,10 +307,13 @@ class Transaction:
             raise
 
     @contextlib.asynccontextmanager
-    async def writing(self, canonical: str) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    async def writing(
+        self, canonical: str, *, wait: float = 0.0
+    ) -> AsyncIterator[Callable[[], Awaitable[None]]]:
         """Write the partition at ``canonical`` under its lock.
 
-        Takes the lock (recovering a dead holder), keeps the transaction alive,
+        Takes the lock (recovering a dead holder; waiting up to ``wait``
+        seconds for a live one, :data:`LOCK_WAIT`), keeps the transaction alive,
         checks it was not aborted, and yields ``done()``: the writer calls it
         after its last write, from then on an abort may release the lock. On
         error the lock is released (still held by a writing task, an abort
@@ -313,7 +333,7 @@ class Transaction:
         if self.spec.transactional:
             yield done
             return
-        await acquire_lock(self.spec, canonical, lock_token(self.txn))
+        await acquire_lock(self.spec, canonical, lock_token(self.txn), wait=wait)
         try:
             async with self.alive():
                 if await self.aborted():  # the write failed elsewhere meanwhile

@@ -26,7 +26,14 @@ from dask.highlevelgraph import HighLevelGraph
 
 from ..catalog._transaction import Transaction
 from ..io._reader import ReadSource
-from ..io._writer import InsertPlan, WriteContext, commit_task, immutable_task, merge_write_task
+from ..io._writer import (
+    LAZY_WRITE,
+    InsertPlan,
+    WriteContext,
+    commit_task,
+    immutable_task,
+    merge_write_task,
+)
 from ..merge import MergeStrategy
 from ._dask import DataNode, List, Task, TaskRef
 
@@ -54,7 +61,13 @@ def build_insert_graph(
 ) -> Delayed:
     """Build the insert graph; computing the returned ``Delayed`` commits (returns the paths)."""
     names = tuple(columns)
-    ctx = WriteContext(source=source, txn=txn, strategy=strategy, variables=names)
+    ctx = WriteContext(
+        source=source,
+        txn=txn,
+        strategy=strategy,
+        variables=names,
+        abort_in_tasks=LAZY_WRITE.get(),
+    )
     token = tokenize(txn.txn)
     mw, commit_name = f"zc-merge-write-{token}", f"zc-commit-{token}"
     ctx_node = DataNode(None, ctx)

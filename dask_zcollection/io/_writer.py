@@ -8,9 +8,11 @@ the one sync bridge.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 import numpy
@@ -23,7 +25,13 @@ from .._zarr import array_from_metadata
 from ..catalog import CatalogLog
 from ..catalog._discovery import IMMUTABLE_PATH
 from ..catalog._log import by_keys
-from ..catalog._transaction import TXN_ATTR, PutPartitions, Transaction, lock_key
+from ..catalog._transaction import (
+    LOCK_WAIT,
+    TXN_ATTR,
+    PutPartitions,
+    Transaction,
+    lock_key,
+)
 from ..errors import ConflictError, InvalidInputError, MergeError, SchemaError
 from ..merge import AxisRange, MergeStrategy
 from ..store import StoreSpec
@@ -32,6 +40,7 @@ from ._partition import partition_attrs
 from ._reader import Part, ReadSource, read_partition
 
 __all__ = [
+    "LAZY_WRITE",
     "InsertPlan",
     "PartitionPlan",
     "Version",
@@ -42,6 +51,8 @@ __all__ = [
     "merge_write_task",
 ]
 
+_log = logging.getLogger("dask_zcollection")
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class WriteContext:
@@ -51,6 +62,8 @@ class WriteContext:
     txn: Transaction
     strategy: MergeStrategy
     variables: tuple[str, ...]
+    #: A lazy write (``compute=False``): its failing task aborts (see :func:`_aborting_on_error`).
+    abort_in_tasks: bool = False
 
     def on(self, spec: StoreSpec) -> WriteContext:
         """The same context writing through ``spec`` (a task's own fork session)."""
@@ -121,6 +134,50 @@ def _gather_rows(
     return out
 
 
+#: Set while a lazy write (``compute=False``) is planned: its graph's tasks abort on failure.
+LAZY_WRITE: contextvars.ContextVar[bool] = contextvars.ContextVar("zc_lazy_write", default=False)
+#: Seconds a failed task's abort waits before putting its marker.
+_TASK_ABORT_DELAY = 0.1
+#: Aborts started by failed tasks, referenced until they end.
+_ABORTS: set[asyncio.Future[None]] = set()
+
+
+async def _aborting_on_error[T](step: Awaitable[T], ctx: WriteContext) -> T:
+    """Run a write task's ``step``; when it fails in a lazy write, abort its transaction.
+
+    A scheduler never runs the commit task of a graph one of whose tasks
+    raised: nothing else would abort a lazy write, and its partition locks and
+    lease would block every writer of those partitions until recovery judged
+    it dead (up to an hour while this process lives). The abort runs beside
+    the task, which raises at once: its error, not the ``ConflictError`` of a
+    sibling task seeing the abort marker, is the one the compute raises. The
+    abort waits for the tasks still writing, releases only this
+    transaction's locks and never deletes what a catalog names. An eager
+    write is aborted by its caller after the graph.
+    """
+    try:
+        return await step
+    except BaseException:
+        txn = ctx.txn
+        if ctx.abort_in_tasks and not txn.spec.transactional:
+            future = asyncio.ensure_future(_abort_once(txn))
+            _ABORTS.add(future)
+            future.add_done_callback(_ABORTS.discard)
+        raise
+
+
+async def _abort_once(txn: Transaction) -> None:
+    """Abort ``txn`` unless a task of it already did (best effort: recovery finishes it)."""
+    # The failing task's error reaches the scheduler first: a sibling task seeing the
+    # marker raises a ConflictError, which would otherwise often be the one reported.
+    await asyncio.sleep(_TASK_ABORT_DELAY)
+    try:
+        if not await txn.aborted():
+            await txn.abort()
+    except Exception as err:
+        _log.warning("abort of the lazy write %s failed: %s", txn.txn, err)
+
+
 def merge_write_task(
     ctx: WriteContext,
     plan: PartitionPlan,
@@ -140,7 +197,7 @@ def merge_write_task(
     )
     spec = ctx.txn.spec.task_spec()
     try:
-        written = sync(_merge_write(ctx.on(spec), plan, inserted))
+        written = sync(_aborting_on_error(_merge_write(ctx.on(spec), plan, inserted), ctx))
     finally:
         changes = spec.end_task()
     return (*written, changes)
@@ -157,7 +214,9 @@ async def _merge_write(
     # One writer at a time writes a partition; the others retry (a dead holder's lock
     # is recovered). New partitions are locked too: their canonical path may hold a
     # retired version being collected.
-    async with ctx.txn.writing(plan.canonical) as done:
+    # A lazy write waits a little for a live holder: it may be a graph of the same compute.
+    wait = LOCK_WAIT if ctx.abort_in_tasks else 0.0
+    async with ctx.txn.writing(plan.canonical, wait=wait) as done:
         if plan.existing is not None:
             # Holding the lock, the planned version cannot be superseded any more; but it
             # may have been before: then this is a lost race, not an error.
@@ -416,7 +475,7 @@ def immutable_task(ctx: WriteContext, arrays: dict[str, Any]) -> tuple[str, Any]
 
     spec = ctx.txn.spec.task_spec()
     try:
-        path = sync(run(ctx.on(spec)))
+        path = sync(_aborting_on_error(run(ctx.on(spec)), ctx))
     finally:
         changes = spec.end_task()
     return path, changes
@@ -455,7 +514,9 @@ def commit_task(
             async with txn.alive():
                 await txn.commit(change, immutable=immutable[0] if immutable else None)
         except BaseException:
-            await ctx.txn.release_locks()
+            # Not published: abort (what a conflict, a cancelled or a failed commit wrote,
+            # its locks, its lease), as the eager path does after the graph.
+            await asyncio.shield(ctx.txn.abort())
             raise
         encode = ctx.source.config.partitioning.encode
         return [encode(tuple(int(x) for x in k)) for k in keys]

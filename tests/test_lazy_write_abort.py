@@ -1,0 +1,139 @@
+"""A lazy (``compute=False``) write that fails releases its locks and lease at once.
+
+A scheduler does not run the commit task of a graph whose task raised: the
+failing task aborts its transaction itself, and so does a failing commit.
+The next write of the same partitions then succeeds without waiting for
+recovery (the lease timeout).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import dask
+import numpy
+import pytest
+from conftest import Factory, unique_memory_name
+
+import dask_zcollection as zc
+from dask_zcollection.errors import ConflictError, InvalidInputError
+
+MONTH = ["2024-03-01", "2024-03-02", "2024-03-03"]
+
+
+def _leftovers(coll: zc.Collection) -> list[str]:
+    """The locks and leases left in the store (none once every writer is over)."""
+    from dask_zcollection._sync import sync
+
+    spec = coll.aio.spec
+    keys = [k for d in ("_locks", "_transactions") for k in sync(spec.list_prefix(d))]
+    return sorted(k for k in keys if k.endswith((".lock", ".json", ".alive")))
+
+
+def _settled(coll: zc.Collection) -> list[str]:
+    """:func:`_leftovers` once the abort a failed task started beside it has ended (<= 5 s)."""
+    deadline = time.monotonic() + 5.0
+    while (left := _leftovers(coll)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return left
+
+
+def _check(coll: zc.Collection, expected: dict[str, Any]) -> None:
+    ds = coll.query()
+    assert ds is not None
+    for name in ("time", "ssh", "quality"):
+        numpy.testing.assert_array_equal(ds[name].values, expected[name])
+
+
+@pytest.fixture(params=["file", "memory"])
+def url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    if request.param == "file":
+        return f"file://{tmp_path}/coll"
+    return f"memory://{unique_memory_name('lazyabort')}/coll"
+
+
+def test_two_lazy_writes_of_one_month_computed_together(url: str, factory: Factory) -> None:
+    """One ``ConflictError``, the other committed; nothing left; a third insert succeeds at once."""
+    coll = factory.create(url)
+    coll.insert(factory.data(factory.times(*MONTH), seed=0))
+    one, two = (factory.data(factory.times(*MONTH), seed=s) for s in (1, 2))
+    a = coll.insert(one, compute=False)
+    b = coll.insert(two, compute=False)
+    with pytest.raises(ConflictError):
+        dask.compute(a, b, scheduler="threads")
+    assert _settled(coll) == []
+    ds = coll.query()
+    assert ds is not None
+    got = ds["quality"].values
+    assert any(numpy.array_equal(got, d["quality"]) for d in (one, two))
+    third = factory.data(factory.times(*MONTH), seed=3)
+    assert coll.insert(third) == ["year=2024/month=03"]
+    _check(coll, third)
+
+
+def test_two_lazy_updates_of_one_month_computed_together(url: str, factory: Factory) -> None:
+    """The same for two lazy updates: one applied once, the next update succeeds at once."""
+    coll = factory.create(url)
+    first = factory.data(factory.times(*MONTH), seed=0)
+    coll.insert(first)
+
+    def plus(n: int) -> Any:
+        return lambda ds: {"quality": ds["quality"].values + numpy.uint8(n)}
+
+    a = coll.update(plus(1), variables=["quality"], compute=False)
+    b = coll.update(plus(2), variables=["quality"], compute=False)
+    with pytest.raises(ConflictError):
+        dask.compute(a, b, scheduler="threads")
+    assert _settled(coll) == []
+    ds = coll.query()
+    assert ds is not None
+    got = ds["quality"].values
+    assert any(numpy.array_equal(got, first["quality"] + numpy.uint8(n)) for n in (1, 2))
+    assert coll.update(plus(10), variables=["quality"]) == ["year=2024/month=03"]
+    ds = coll.query()
+    assert ds is not None
+    numpy.testing.assert_array_equal(ds["quality"].values, got + numpy.uint8(10))
+
+
+def test_lazy_write_whose_merge_task_raises(url: str, factory: Factory) -> None:
+    """Bad input caught only at compute: the error surfaces, the next write succeeds at once."""
+    coll = factory.create(url)
+    first = factory.data(factory.times(*MONTH), seed=0)
+    coll.insert(first)
+
+    def unsorted(existing: Any, inserted: dict[str, Any], *, axis: str) -> dict[str, Any]:
+        raise InvalidInputError("quality out of range")
+
+    lazy = coll.insert(factory.data(factory.times(*MONTH), seed=1), merge=unsorted, compute=False)
+    with pytest.raises(InvalidInputError, match=r"month=03.*out of range"):
+        lazy.compute(scheduler="threads")
+    assert _settled(coll) == []
+    _check(coll, first)  # nothing of the failed write is visible
+    again = factory.data(factory.times(*MONTH), seed=2)
+    assert coll.insert(again) == ["year=2024/month=03"]
+    _check(coll, again)
+
+
+def test_lazy_write_failing_in_one_of_its_partitions(url: str, factory: Factory) -> None:
+    """The task's own error surfaces (not a sibling's ConflictError); the other months roll back."""
+    coll = factory.create(url)
+    months = ["2024-01-05", "2024-02-05", "2024-03-05", "2024-04-05"]
+    first = factory.data(factory.times(*months), seed=0)
+    coll.insert(first)
+
+    def failing_in_march(existing: Any, inserted: dict[str, Any], *, axis: str) -> Any:
+        if inserted[axis][0] == numpy.datetime64("2024-03-05", "ns"):
+            raise InvalidInputError("bad march")
+        return inserted
+
+    lazy = coll.insert(
+        factory.data(factory.times(*months), seed=1), merge=failing_in_march, compute=False
+    )
+    with pytest.raises(InvalidInputError, match=r"month=03.*bad march"):
+        lazy.compute(scheduler="threads")
+    assert _settled(coll) == []
+    _check(coll, first)
+    again = factory.data(factory.times(*months), seed=2)
+    assert len(coll.insert(again)) == 4
+    _check(coll, again)
