@@ -71,15 +71,13 @@ class WritePlanner:
         self.io = io
         self.discovery = discovery
 
-    async def base(
-        self, listed: Catalog | None = None, choose: Chooser = None, *, past: int = 0
-    ) -> Catalog:
+    async def base(self, listed: Catalog | None = None, choose: Chooser = None) -> Catalog:
         """The newest catalog, with stats, for a write to plan and commit against.
 
         A collection written by the reference implementation has no catalog of
         ours (version 0, listed from ``state.json`` or a walk): its listed
         catalog (or ``listed``) is first published as the next version, so the
-        commit protocol has a version to race on (numbered above ``past``).
+        commit protocol has a version to race on.
 
         Raises
         ------
@@ -92,20 +90,30 @@ class WritePlanner:
         current = await self.discovery.load(choose, writing=True)
         if current.version > 0:
             return await self.with_stats(current)
+        adopted = await self.adopt(listed if listed is not None else await self.with_stats(current))
+        if adopted is not None:
+            return adopted
+        latest = await self.discovery.log.latest()  # another writer adopted it first
+        assert latest is not None
+        return await self.with_stats(latest)
+
+    async def adopt(self, listed: Catalog, *, past: int = 0) -> Catalog | None:
+        """Commit ``listed`` (a catalog listed from the tree) as the next version.
+
+        Numbered past every version present, damaged ones included, and above
+        ``past`` (repair: the damaged versions it sets aside), so a number is
+        never taken twice. Returns it, or ``None`` when another put of that
+        number landed first.
+        """
         log = self.discovery.log
-        base = listed if listed is not None else await self.with_stats(current)
         immutable = IMMUTABLE_PATH if await self.discovery.unnamed_immutable(listed=True) else None
         await log.initialise()
         await log.versions()  # numbered past damaged versions, if any
-        adopted = dataclasses.replace(base, version=0)
+        adopted = dataclasses.replace(listed, version=0)
         adopted = log.numbered(adopted.next_version(new_txn_id(), immutable=immutable))
-        if adopted.version <= past:  # repair: past the damaged versions it set aside
+        if adopted.version <= past:
             adopted = dataclasses.replace(adopted, version=past + 1)
-        if await log.commit(adopted):
-            return adopted
-        latest = await log.latest()  # another writer adopted it first
-        assert latest is not None
-        return await self.with_stats(latest)
+        return adopted if await log.commit(adopted) else None
 
     async def with_stats(self, catalog: Catalog) -> Catalog:
         """Fill in row counts and axis min/max of a listed catalog (reads the axis)."""

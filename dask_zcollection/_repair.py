@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy
 
 from .catalog import Catalog, CatalogLog
-from .catalog._discovery import IMMUTABLE_PATH, FoundGroup, walk
+from .catalog._discovery import FoundGroup, walk
 from .catalog._lease import lease_key, lease_timeout
 from .catalog._log import version_key
 from .catalog._transaction import (
@@ -745,23 +745,13 @@ async def _adopt_tree(
     if not damaged:  # the reference format: its first version of ours
         catalog = await col.planner.base(listed)
         return _report(plan, damaged, None, recovered=recovered, catalog=catalog)
-    # The writer's path (Planner.base) refuses while they are there: committed here, on
+    # The writer's path (Planner.base) refuses while they are there: adopted here, on
     # an empty catalog plus what the tree holds. No writer commits meanwhile (each
     # refuses on the damage); a concurrent repair's put of the same number wins or loses.
-    log = CatalogLog(col.spec)
-    trusted = await col.discovery.unnamed_immutable(listed=True)
-    await log.initialise()
-    await log.versions()  # numbered past every version present, the damaged ones too
-    new = log.numbered(
-        dataclasses.replace(listed, version=0).next_version(
-            new_txn_id(), immutable=IMMUTABLE_PATH if trusted else None
-        )
-    )
     top = max((_version_of(a.path) for a in damaged), default=0)
-    if new.version <= top:  # a number is never taken twice
-        new = dataclasses.replace(new, version=top + 1)
-    if not await log.commit(new):
-        raise ConflictError(f"another repair of {col.spec.url} committed version {new.version}")
+    new = await col.planner.adopt(listed, past=top)
+    if new is None:
+        raise ConflictError(f"another repair of {col.spec.url} committed a version first")
     # Below the new version now: nothing reads or builds on them.
     await asyncio.gather(*(col.spec.delete(a.path) for a in damaged))
     return _report(plan, damaged, None, recovered=recovered, catalog=new)
