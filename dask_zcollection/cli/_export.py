@@ -26,6 +26,7 @@ import numpy
 
 from ..errors import InvalidInputError
 from ..schema import Schema
+from ..store import StoreSpec, local_root
 
 __all__ = ["FORMATS", "TableLayout", "format_of", "long_table", "table_layout", "write"]
 
@@ -218,17 +219,8 @@ def _local_roots(source: Any) -> list[Path]:
     """The local directories the read ``source`` takes its data from (views: base and view)."""
     specs = [getattr(source, "spec", None)]
     specs += [getattr(getattr(source, side, None), "spec", None) for side in ("base", "overlay")]
-    roots = []
-    for spec in specs:
-        root = getattr(spec, "root", None)  # LocalStore
-        location = getattr(spec, "location", None)  # IcechunkStore
-        if root is None and isinstance(location, str) and "://" not in location.strip("/"):
-            root = location
-        elif root is None and isinstance(location, str) and location.startswith("file://"):
-            root = location.removeprefix("file://")
-        if isinstance(root, str | os.PathLike):
-            roots.append(Path(os.path.realpath(root)))
-    return roots
+    roots = (local_root(spec) for spec in specs if isinstance(spec, StoreSpec))
+    return [Path(root) for root in roots if root is not None]
 
 
 def _check_outside(source: Any, target: Path) -> None:

@@ -6,7 +6,7 @@ from ._icechunk import IcechunkStore
 from ._local import LocalStore
 from ._memory import MemoryStore
 from ._obstore import ObjectStore
-from ._url import StoreLike, check_clearable, register_scheme, resolve_store
+from ._url import StoreLike, check_clearable, local_root, register_scheme, resolve_store
 
 __all__ = [
     "FsspecStore",
@@ -17,6 +17,7 @@ __all__ = [
     "StoreLike",
     "StoreSpec",
     "check_clearable",
+    "local_root",
     "register_scheme",
     "resolve_store",
 ]

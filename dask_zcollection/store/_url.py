@@ -125,6 +125,19 @@ def _from_object(store: Any, storage_options: Mapping[str, Any] | None) -> Store
     )
 
 
+def local_root(spec: StoreSpec) -> str | None:
+    """The real local directory holding ``spec``'s objects (``None``: not a local store).
+
+    A local store's root, or a local Icechunk repository's, symlinks resolved:
+    what two stores are compared by to tell whether one lies inside the other.
+    """
+    if isinstance(spec, LocalStore):
+        return os.path.realpath(spec.root)
+    if isinstance(spec, IcechunkStore) and spec.location.startswith("file://"):
+        return os.path.realpath(spec.location.removeprefix("file://"))
+    return None
+
+
 def check_clearable(store: StoreLike, spec: StoreSpec) -> None:
     """Refuse to delete everything under a root that is not one collection's own.
 

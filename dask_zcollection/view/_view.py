@@ -52,7 +52,7 @@ from ..partitioning import compile_filter
 from ..partitioning._filter import FilterLike
 from ..schema import Schema
 from ..schema._schema import VariableSchema
-from ..store import StoreLike, StoreSpec, check_clearable, resolve_store
+from ..store import StoreLike, StoreSpec, check_clearable, local_root, resolve_store
 from ._config import (
     VIEW_CONFIG_KEY,
     ViewConfig,
@@ -792,13 +792,8 @@ async def create_view(
 
 def _where(spec: StoreSpec) -> str:
     """Where ``spec`` keeps its objects: a real local path, else its URL (no trailing ``/``)."""
-    root = getattr(spec, "root", None)  # LocalStore
-    location = getattr(spec, "location", None)  # IcechunkStore
-    if isinstance(location, str) and not location.startswith("s3://"):
-        root = location.removeprefix("file://")
-    if isinstance(root, str | os.PathLike):
-        return "file://" + os.path.realpath(root)
-    return spec.url.rstrip("/")
+    root = local_root(spec)
+    return spec.url.rstrip("/") if root is None else "file://" + root
 
 
 def _overlaps(a: StoreSpec, b: StoreSpec) -> bool:
