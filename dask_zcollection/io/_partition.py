@@ -22,6 +22,7 @@ from .._zarr import AsyncArray, array_from_metadata
 from ..catalog._transaction import TXN_ATTR
 from ..errors import CorruptedDataError, PartitionNotFoundError, StorageError
 from ..schema import Schema, VariableSchema
+from ..schema._schema import json_value
 from ..store import LocalStore, StoreSpec
 from ..store._base import group_json
 from ._fastread import ArrayHandle, encode_chunks
@@ -361,11 +362,4 @@ class PartitionIO:
 
 def _json_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
     """Attributes made JSON-safe (numpy scalars and arrays to Python values)."""
-    out: dict[str, Any] = {}
-    for k, v in attrs.items():
-        if isinstance(v, numpy.ndarray):
-            v = v.tolist()
-        elif isinstance(v, numpy.generic):
-            v = v.item()
-        out[k] = v
-    return out
+    return {k: json_value(v) for k, v in attrs.items()}

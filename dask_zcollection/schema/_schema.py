@@ -174,16 +174,16 @@ def _decode_fill(value: Any, dtype: numpy.dtype[Any]) -> Any:
     return decoded
 
 
-def _plain(value: Any) -> Any:
+def json_value(value: Any) -> Any:
     """``value`` with numpy scalars and arrays as the Python values JSON holds."""
     if isinstance(value, numpy.ndarray):
-        return [_plain(v) for v in value.tolist()]
+        return [json_value(v) for v in value.tolist()]
     if isinstance(value, numpy.generic):
-        return _plain(value.item())
+        return json_value(value.item())
     if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: json_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [json_value(v) for v in value]
     return value
 
 
@@ -200,7 +200,7 @@ def _json_attrs(attrs: Mapping[str, Any], owner: str) -> dict[str, Any]:
     for key, value in attrs.items():
         if not isinstance(key, str):
             raise SchemaError(f"{owner}: attribute names must be strings, got {key!r}")
-        plain = _plain(value)
+        plain = json_value(value)
         try:
             json.dumps(plain)
         except (TypeError, ValueError) as err:
