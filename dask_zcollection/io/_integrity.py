@@ -138,7 +138,10 @@ class ChunkRecord:
             not 0 <= c < g for c, g in zip(coords, self.grid, strict=True)
         ):
             return -1
-        return int(numpy.ravel_multi_index(tuple(coords), self.grid)) if self.grid else 0
+        flat = 0
+        for c, g in zip(coords, self.grid, strict=True):  # C order, as numpy.ravel_multi_index
+            flat = flat * g + int(c)
+        return flat
 
     def entry(self, coords: Sequence[int]) -> int | bool | None:
         """The entry of chunk ``coords`` (``None`` outside the grid: not recorded)."""
