@@ -137,3 +137,95 @@ def test_lazy_write_failing_in_one_of_its_partitions(url: str, factory: Factory)
     again = factory.data(factory.times(*months), seed=2)
     assert len(coll.insert(again)) == 4
     _check(coll, again)
+
+
+# -- lazy view updates ------------------------------------------------------------------------
+VIEW_VARIABLES = [{"name": "flag", "dtype": "int8", "dimensions": ["time"], "fill_value": -1}]
+
+
+def _store_leftovers(spec: Any) -> list[str]:
+    from dask_zcollection._sync import sync
+
+    keys = [k for d in ("_locks", "_transactions") for k in sync(spec.list_prefix(d))]
+    return sorted(k for k in keys if k.endswith((".lock", ".json", ".alive")))
+
+
+def _store_settled(spec: Any) -> list[str]:
+    deadline = time.monotonic() + 5.0
+    while (left := _store_leftovers(spec)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return left
+
+
+def test_lazy_view_update_whose_function_raises(tmp_path: Any, factory: Factory) -> None:
+    """The view's function fails in one month: its error surfaces, the view's locks and lease
+    go at once, the months written beside it are rolled back, and the next update succeeds."""
+    months = ["2024-01-05", "2024-02-05", "2024-03-05"]
+    base = factory.create(f"file://{tmp_path}/base", nested=False)
+    data = factory.data(factory.times(*months), nested=False)
+    base.insert(data)
+    view = zc.create_view(f"file://{tmp_path}/view", base=base.url, variables=VIEW_VARIABLES)
+
+    def flag(n: int) -> Any:
+        return lambda ds: {"flag": numpy.full(len(ds["time"].values), n, dtype="int8")}
+
+    view.update(flag(1))
+
+    def failing_in_march(ds: zc.Dataset) -> Any:
+        if ds["time"].values[0] == numpy.datetime64("2024-03-05", "ns"):
+            raise RuntimeError("bad march")
+        return flag(2)(ds)
+
+    lazy = view.update(failing_in_march, compute=False)
+    with pytest.raises(RuntimeError, match="bad march"):
+        lazy.compute(scheduler="threads")
+    spec = view.aio.spec
+    assert _store_settled(spec) == []
+    ds = zc.read_view(view.url).compute()
+    assert (ds["flag"].values == 1).all()  # nothing of the failed update is visible
+    assert len(view.update(flag(3))) == 3
+    assert (zc.read_view(view.url).compute()["flag"].values == 3).all()
+
+
+# -- a failing input task ---------------------------------------------------------------------
+def _with_failing_march(data: dict[str, Any], variable: str, delay: float = 0.3) -> dict[str, Any]:
+    """``data`` with ``variable`` a dask array, one chunk per month, March's raising (late)."""
+    import dask.array as da
+
+    @dask.delayed
+    def broken(block: numpy.ndarray) -> numpy.ndarray:
+        time.sleep(delay)  # the other months' write tasks run (and lock) first
+        raise RuntimeError("input of march failed")
+
+    values = data[variable]
+    blocks = [values[i : i + 1] for i in range(len(values))]
+    parts = [da.from_array(b, chunks=b.shape) for b in blocks[:-1]]
+    parts.append(da.from_delayed(broken(blocks[-1]), shape=blocks[-1].shape, dtype=values.dtype))
+    return {**data, variable: da.concatenate(parts)}
+
+
+def test_lazy_insert_whose_input_task_raises(url: str, factory: Factory) -> None:
+    """No task of the write runs after the input failed: the failed compute aborts it."""
+    coll = factory.create(url, nested=False)
+    months = ["2024-01-05", "2024-02-05", "2024-03-05"]
+    first = factory.data(factory.times(*months), nested=False)
+    coll.insert(first)
+    data = factory.data(factory.times(*months), seed=1, nested=False)
+    lazy = coll.insert(_with_failing_march(data, "ssh"), compute=False)
+    with pytest.raises(RuntimeError, match="input of march failed"):
+        dask.compute(lazy, scheduler="threads")
+    assert _settled(coll) == []
+    _check(coll, first)
+    again = factory.data(factory.times(*months), seed=2, nested=False)
+    assert len(coll.insert(again)) == 3  # at once: no lock left for recovery
+    _check(coll, again)
+
+
+def test_lazy_insert_whose_axis_input_raises(url: str, factory: Factory) -> None:
+    """The axis is computed when planning: its failure raises there and leaves nothing."""
+    coll = factory.create(url, nested=False)
+    data = factory.data(factory.times(*MONTH), nested=False)
+    with pytest.raises(RuntimeError, match="input of march failed"):
+        coll.insert(_with_failing_march(data, "time", delay=0.0), compute=False)
+    assert _leftovers(coll) == []
+    assert coll.partitions() == []

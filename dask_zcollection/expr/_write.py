@@ -33,6 +33,7 @@ from ..io._writer import (
     commit_task,
     immutable_task,
     merge_write_task,
+    watch_lazy_commit,
 )
 from ..merge import MergeStrategy
 from ._dask import DataNode, List, Task, TaskRef
@@ -113,5 +114,6 @@ def build_insert_graph(
     results = List(*(TaskRef((mw, j)) for j in range(len(plan.partitions))))
     commit_key = (commit_name, 0)
     layer[commit_key] = Task(commit_key, commit_task, ctx_node, plan.keys, results, imm_ref)
+    watch_lazy_commit(ctx, commit_key)
     graph = HighLevelGraph.from_collections(commit_name, layer, dependencies=dependencies)
     return Delayed(commit_key, graph, layer=commit_name)

@@ -22,7 +22,6 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
 from .._prepare import _conform, columns_to_dataset
-from .._sync import sync
 from .._update import extend_rows, row_index, scatter_rows
 from ..catalog._transaction import TXN_ATTR, lock_key
 from ..data import Dataset, Variable
@@ -36,6 +35,8 @@ from ..io._writer import (
     _check_unchanged,
     check_versions,
     commit_task,
+    run_task,
+    watch_lazy_commit,
 )
 from ..schema import Schema
 from ._source import BASE_ATTR, fill_array, group_attrs
@@ -167,11 +168,7 @@ def view_update_task(
     ctx: WriteContext, job: ViewUpdate, plan: PartitionPlan, part: BasePart
 ) -> tuple[str, int, Any, Any, str | None, Any]:
     """Compute and write the view variables of one partition; returns what the commit needs."""
-    spec = ctx.txn.spec.task_spec()
-    try:
-        written = sync(_update_one(ctx.on(spec), job, plan, part))
-    finally:
-        changes = spec.end_task()
+    written, changes = run_task(ctx, lambda task: _update_one(task, job, plan, part))
     return (*written, changes)
 
 
@@ -183,7 +180,7 @@ async def _update_one(
     axis = job.base.config.axis_variable
     base_path, rows, lo, hi = part
     lock = None if spec.transactional else lock_key(plan.canonical)
-    async with ctx.txn.writing(plan.canonical) as done:
+    async with ctx.txn.writing(plan.canonical, wait=ctx.lock_wait) as done:
         if plan.existing is not None:
             # Under the lock: a concurrent update of this partition committed first is
             # a lost race (re-planned), never a lost variable.
@@ -284,5 +281,6 @@ def build_update_graph(
     results = List(*(TaskRef((name, j)) for j in range(len(plans))))
     commit_key = (commit_name, 0)
     layer[commit_key] = Task(commit_key, commit_task, ctx_node, keys, results, None)
+    watch_lazy_commit(ctx, commit_key)
     graph = HighLevelGraph.from_collections(commit_name, layer, dependencies=[])
     return Delayed(commit_key, graph, layer=commit_name)
