@@ -115,17 +115,19 @@ def test_lazy_write_whose_merge_task_raises(url: str, factory: Factory) -> None:
     _check(coll, again)
 
 
+def failing_in_march(existing: Any, inserted: dict[str, Any], *, axis: str) -> Any:
+    """A merge strategy failing in March (module level: ships to worker processes)."""
+    if inserted[axis][0] == numpy.datetime64("2024-03-05", "ns"):
+        raise InvalidInputError("bad march")
+    return inserted
+
+
 def test_lazy_write_failing_in_one_of_its_partitions(url: str, factory: Factory) -> None:
     """The task's own error surfaces (not a sibling's ConflictError); the other months roll back."""
     coll = factory.create(url)
     months = ["2024-01-05", "2024-02-05", "2024-03-05", "2024-04-05"]
     first = factory.data(factory.times(*months), seed=0)
     coll.insert(first)
-
-    def failing_in_march(existing: Any, inserted: dict[str, Any], *, axis: str) -> Any:
-        if inserted[axis][0] == numpy.datetime64("2024-03-05", "ns"):
-            raise InvalidInputError("bad march")
-        return inserted
 
     lazy = coll.insert(
         factory.data(factory.times(*months), seed=1), merge=failing_in_march, compute=False
@@ -157,6 +159,17 @@ def _store_settled(spec: Any) -> list[str]:
     return left
 
 
+def flag(n: int) -> Any:
+    return lambda ds: {"flag": numpy.full(len(ds["time"].values), n, dtype="int8")}
+
+
+def flag_failing_in_march(ds: zc.Dataset) -> Any:
+    """A view function failing in March (module level: ships to worker processes)."""
+    if ds["time"].values[0] == numpy.datetime64("2024-03-05", "ns"):
+        raise RuntimeError("bad march")
+    return flag(2)(ds)
+
+
 def test_lazy_view_update_whose_function_raises(tmp_path: Any, factory: Factory) -> None:
     """The view's function fails in one month: its error surfaces, the view's locks and lease
     go at once, the months written beside it are rolled back, and the next update succeeds."""
@@ -166,17 +179,8 @@ def test_lazy_view_update_whose_function_raises(tmp_path: Any, factory: Factory)
     base.insert(data)
     view = zc.create_view(f"file://{tmp_path}/view", base=base.url, variables=VIEW_VARIABLES)
 
-    def flag(n: int) -> Any:
-        return lambda ds: {"flag": numpy.full(len(ds["time"].values), n, dtype="int8")}
-
     view.update(flag(1))
-
-    def failing_in_march(ds: zc.Dataset) -> Any:
-        if ds["time"].values[0] == numpy.datetime64("2024-03-05", "ns"):
-            raise RuntimeError("bad march")
-        return flag(2)(ds)
-
-    lazy = view.update(failing_in_march, compute=False)
+    lazy = view.update(flag_failing_in_march, compute=False)
     with pytest.raises(RuntimeError, match="bad march"):
         lazy.compute(scheduler="threads")
     spec = view.aio.spec
@@ -229,3 +233,41 @@ def test_lazy_insert_whose_axis_input_raises(url: str, factory: Factory) -> None
         coll.insert(_with_failing_march(data, "time", delay=0.0), compute=False)
     assert _leftovers(coll) == []
     assert coll.partitions() == []
+
+
+# -- the same on a distributed cluster (worker processes) -------------------------------------
+@pytest.mark.cluster
+def test_lazy_writes_failing_on_a_distributed_cluster(tmp_path: Any, factory: Factory) -> None:
+    """A failing write task aborts from its worker process (the context is pickled, not a
+    context variable); an input failure is seen by the scheduler plugin; a view update too."""
+    distributed = pytest.importorskip("distributed")
+    months = ["2024-01-05", "2024-02-05", "2024-03-05"]
+    coll = factory.create(f"file://{tmp_path}/coll", nested=False)
+    first = factory.data(factory.times(*months), nested=False)
+    coll.insert(first)
+    view = zc.create_view(f"file://{tmp_path}/view", base=coll.url, variables=VIEW_VARIABLES)
+    view.update(flag(1))
+    data = factory.data(factory.times(*months), seed=1, nested=False)
+    with (
+        distributed.LocalCluster(
+            processes=True, n_workers=1, threads_per_worker=2, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster),
+    ):
+        lazy = coll.insert(data, merge=failing_in_march, compute=False)
+        with pytest.raises(InvalidInputError, match="bad march"):
+            dask.compute(lazy)
+        assert _settled(coll) == []
+        lazy = coll.insert(_with_failing_march(data, "ssh"), compute=False)
+        with pytest.raises(RuntimeError, match="input of march failed"):
+            dask.compute(lazy)
+        assert _settled(coll) == []
+        lazy = view.update(flag_failing_in_march, compute=False)
+        with pytest.raises(RuntimeError, match="bad march"):
+            dask.compute(lazy)
+        assert _store_settled(view.aio.spec) == []
+    _check(coll, first)
+    assert (zc.read_view(view.url).compute()["flag"].values == 1).all()
+    again = factory.data(factory.times(*months), seed=2, nested=False)
+    assert len(coll.insert(again)) == 3
+    _check(coll, again)

@@ -42,6 +42,7 @@ from ._partition import partition_attrs
 from ._reader import Part, ReadSource, read_partition
 
 __all__ = [
+    "COMMIT_PREFIX",
     "LAZY_WRITE",
     "InsertPlan",
     "PartitionPlan",
@@ -147,6 +148,9 @@ def _gather_rows(
     return out
 
 
+#: Name prefix of every write graph's commit task (:func:`commit_task`; its first
+#: argument is the WriteContext).
+COMMIT_PREFIX = "zc-commit-"
 #: Set while a lazy write (``compute=False``) is planned: its graph's tasks abort on failure.
 LAZY_WRITE: contextvars.ContextVar[bool] = contextvars.ContextVar("zc_lazy_write", default=False)
 #: Seconds a failed task's abort waits before putting its marker.
@@ -235,8 +239,18 @@ class _FailedComputeWatch(Callback):
         # could read the catalog before the commit lands and delete what it published.
         over = state.get("finished", set()) | state.get("running", set())
         for key, ctx in list(_LAZY_COMMITS.items()):
-            if key in dsk and key not in over and not ctx.txn.spec.transactional:
-                asyncio.run_coroutine_threadsafe(_abort_once(ctx.txn), event_loop())
+            if key in dsk and key not in over:
+                abort_lazy(ctx)
+
+
+def abort_lazy(ctx: WriteContext) -> None:
+    """Start aborting the lazy write of ``ctx`` whose commit task will never run; returns at once.
+
+    For a watch that learns of the failure outside the write's tasks; the
+    abort runs on the library's event loop (best effort: recovery finishes it).
+    """
+    if ctx.abort_in_tasks and not ctx.txn.spec.transactional:
+        asyncio.run_coroutine_threadsafe(_abort_once(ctx.txn), event_loop())
 
 
 _WATCH = _FailedComputeWatch()

@@ -27,16 +27,17 @@ from ..catalog._transaction import TXN_ATTR, lock_key
 from ..data import Dataset, Variable
 from ..errors import ConflictError, SchemaError
 from ..expr._dask import DataNode, List, Task, TaskRef
+from ..expr._write import watch_lazy_write
 from ..io import CollectionConfig, ReadSource
 from ..io._partition import partition_attrs
 from ..io._writer import (
+    COMMIT_PREFIX,
     PartitionPlan,
     WriteContext,
     _check_unchanged,
     check_versions,
     commit_task,
     run_task,
-    watch_lazy_commit,
 )
 from ..schema import Schema
 from ._source import BASE_ATTR, fill_array, group_attrs
@@ -273,7 +274,7 @@ def build_update_graph(
 ) -> Delayed:
     """One ``zc-view-update`` task per partition and one ``zc-commit``; computing it commits."""
     token = tokenize(ctx.txn.txn)
-    name, commit_name = f"zc-view-update-{token}", f"zc-commit-{token}"
+    name, commit_name = f"zc-view-update-{token}", f"{COMMIT_PREFIX}{token}"
     ctx_node, job_node = DataNode(None, ctx), DataNode(None, job)
     layer: dict[Any, Any] = {}
     for j, (plan, part) in enumerate(zip(plans, parts, strict=True)):
@@ -281,6 +282,6 @@ def build_update_graph(
     results = List(*(TaskRef((name, j)) for j in range(len(plans))))
     commit_key = (commit_name, 0)
     layer[commit_key] = Task(commit_key, commit_task, ctx_node, keys, results, None)
-    watch_lazy_commit(ctx, commit_key)
+    watch_lazy_write(ctx, commit_key)
     graph = HighLevelGraph.from_collections(commit_name, layer, dependencies=[])
     return Delayed(commit_key, graph, layer=commit_name)
