@@ -20,15 +20,25 @@ from ._dask import data_argument
 
 __all__ = ["LazyWriteWatch", "watch_cluster"]
 
+#: States of a task that has not run (and is not running); not ``released``: a task
+#: that ran and whose result was freed is released too ...
+_NOT_RUN = frozenset({"waiting", "queued", "no-worker"})
+#: ... and those it leaves them for when it never will: an erred dependency, or
+#: nobody wants it any more (its future cancelled or dropped, its client gone).
+_GIVEN_UP = frozenset({"erred", "released", "forgotten"})
 #: Clients whose scheduler has the watch.
 _WATCHED: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 class LazyWriteWatch(SchedulerPlugin):
-    """Aborts a lazy write when its commit task errs without having run (its input failed).
+    """Aborts a lazy write whose commit task the scheduler gives up before it ran.
 
-    A commit task that ran and failed aborted itself (``processing -> erred``);
-    one erred from ``waiting`` (or ``queued``, ``no-worker``) never will run.
+    It leaves ``waiting`` for ``released`` when its compute is cancelled (the
+    future dropped, the client gone) and when an input failed (then on to
+    ``erred``: seen on distributed 2026.8). A lazy write so given up cannot be
+    computed again: its tasks find the abort marker. A commit task that ran
+    publishes or aborts by itself (``processing -> ...``: never aborted from
+    here, it may be publishing).
     The abort runs in the scheduler's process, beside its event loop.
     """
 
@@ -44,7 +54,7 @@ class LazyWriteWatch(SchedulerPlugin):
     def transition(
         self, key: Any, start: str, finish: str, *args: Any, stimulus_id: str, **kwargs: Any
     ) -> None:
-        if finish != "erred" or start == "processing" or self.scheduler is None:
+        if start not in _NOT_RUN or finish not in _GIVEN_UP or self.scheduler is None:
             return
         if not (isinstance(key, tuple) and str(key[0]).startswith(COMMIT_PREFIX)):
             return
