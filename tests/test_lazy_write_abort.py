@@ -208,13 +208,13 @@ def _with_failing_march(data: dict[str, Any], variable: str, delay: float = 0.3)
     return {**data, variable: da.concatenate(parts)}
 
 
-def _with_slow_march(data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` with ``ssh`` a dask array, one chunk per month, March's taking 3 s."""
+def _with_slow_march(data: dict[str, Any], delay: float = 3.0) -> dict[str, Any]:
+    """``data`` with ``ssh`` a dask array, one chunk per month, March's taking ``delay`` s."""
     import dask.array as da
 
     @dask.delayed
     def slow(block: numpy.ndarray) -> numpy.ndarray:
-        time.sleep(3.0)
+        time.sleep(delay)
         return block
 
     values = data["ssh"]
@@ -239,6 +239,27 @@ def test_lazy_insert_whose_input_task_raises(url: str, factory: Factory) -> None
     again = factory.data(factory.times(*months), seed=2, nested=False)
     assert len(coll.insert(again)) == 3  # at once: no lock left for recovery
     _check(coll, again)
+
+
+def test_lazy_insert_computed_beside_a_failing_result(url: str, factory: Factory) -> None:
+    """Another result of the same ``dask.compute`` fails before the commit ran: aborted."""
+    coll = factory.create(url, nested=False)
+    months = ["2024-01-05", "2024-02-05", "2024-03-05"]
+    first = factory.data(factory.times(*months), nested=False)
+    coll.insert(first)
+    data = factory.data(factory.times(*months), seed=1, nested=False)
+    lazy = coll.insert(_with_slow_march(data, delay=1.0), compute=False)
+
+    @dask.delayed
+    def other() -> None:
+        time.sleep(0.3)  # the write tasks of January and February ran
+        raise RuntimeError("another result failed")
+
+    with pytest.raises(RuntimeError, match="another result failed"):
+        dask.compute(lazy, other(), scheduler="threads")
+    assert _settled(coll) == []
+    _check(coll, first)
+    assert len(coll.insert(factory.data(factory.times(*months), seed=2, nested=False))) == 3
 
 
 def test_lazy_insert_whose_axis_input_raises(url: str, factory: Factory) -> None:
