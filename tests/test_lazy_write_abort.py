@@ -288,7 +288,7 @@ def test_lazy_writes_failing_on_a_distributed_cluster(tmp_path: Any, factory: Fa
     data = factory.data(factory.times(*months), seed=1, nested=False)
     with (
         distributed.LocalCluster(
-            processes=True, n_workers=1, threads_per_worker=2, dashboard_address=None
+            processes=True, n_workers=1, threads_per_worker=2, dashboard_address=":0"
         ) as cluster,
         distributed.Client(cluster) as client,
     ):

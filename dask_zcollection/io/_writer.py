@@ -12,6 +12,7 @@ import contextvars
 import dataclasses
 import json
 import logging
+import threading
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -208,7 +209,7 @@ async def _abort_once(txn: Transaction) -> None:
         # The failing task's error reaches the scheduler first: a sibling task seeing the
         # marker raises a ConflictError, which would otherwise often be the one reported.
         await asyncio.sleep(_TASK_ABORT_DELAY)
-        if not await txn.aborted():
+        if await txn.claim_abort():  # one abort, whichever process sees the failure first
             await txn.abort()
     except Exception as err:
         _log.warning("abort of the lazy write %s failed: %s", txn.txn, err)
@@ -220,6 +221,8 @@ async def _abort_once(txn: Transaction) -> None:
 _ABORTING: set[str] = set()
 #: The commit task key of each lazy write graph built here and still referenced.
 _LAZY_COMMITS: weakref.WeakValueDictionary[Any, WriteContext] = weakref.WeakValueDictionary()
+#: Planning (the library's loop) and a failed compute (its caller's thread) both use it.
+_LAZY_LOCK = threading.Lock()
 
 
 class _FailedComputeWatch(Callback):
@@ -238,7 +241,9 @@ class _FailedComputeWatch(Callback):
         # A commit task still running publishes or aborts by itself: an abort beside it
         # could read the catalog before the commit lands and delete what it published.
         over = state.get("finished", set()) | state.get("running", set())
-        for key, ctx in list(_LAZY_COMMITS.items()):
+        with _LAZY_LOCK:
+            lazy = list(_LAZY_COMMITS.items())
+        for key, ctx in lazy:
             if key in dsk and key not in over:
                 abort_lazy(ctx)
 
@@ -265,7 +270,8 @@ def watch_lazy_commit(ctx: WriteContext, key: Any) -> None:
     """
     if not ctx.abort_in_tasks:
         return
-    _LAZY_COMMITS[key] = ctx
+    with _LAZY_LOCK:
+        _LAZY_COMMITS[key] = ctx
     # dask swaps the set out while a local compute runs (its tasks' own computes see
     # none): add it again when it is missing.
     Callback.active.add(_WATCH._callback)
