@@ -10,6 +10,7 @@ the abort then (the local schedulers' twin is
 
 from __future__ import annotations
 
+import logging
 import weakref
 from typing import Any
 
@@ -19,6 +20,8 @@ from ..io._writer import COMMIT_PREFIX, WriteContext, abort_lazy
 from ._dask import data_argument
 
 __all__ = ["LazyWriteWatch", "watch_cluster"]
+
+_log = logging.getLogger("dask_zcollection")
 
 #: States of a task that has not run (and is not running); not ``released``: a task
 #: that ran and whose result was freed is released too ...
@@ -65,8 +68,21 @@ class LazyWriteWatch(SchedulerPlugin):
 
 
 def watch_cluster(client: Any) -> None:
-    """Register :class:`LazyWriteWatch` on ``client``'s scheduler (once per client)."""
+    """Register :class:`LazyWriteWatch` on ``client``'s scheduler (once per client).
+
+    Best effort: an asynchronous client (it cannot be waited for here) or a
+    scheduler refusing the plugin leaves such failures to recovery (logged).
+    """
     if client in _WATCHED:
         return
-    client.register_plugin(LazyWriteWatch())
     _WATCHED.add(client)
+    if getattr(client, "asynchronous", False):
+        _log.warning(
+            "lazy writes planned under an asynchronous distributed client are not watched: "
+            "one whose input fails keeps its locks until recovery"
+        )
+        return
+    try:
+        client.register_plugin(LazyWriteWatch())
+    except Exception as err:
+        _log.warning("cannot watch lazy writes on the scheduler of %s: %s", client, err)
