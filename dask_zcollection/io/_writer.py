@@ -201,7 +201,7 @@ def run_task[T](ctx: WriteContext, step: Callable[[WriteContext], Awaitable[T]])
 
 
 async def _abort_once(txn: Transaction) -> None:
-    """Abort ``txn`` unless a task of it already did (best effort: recovery finishes it)."""
+    """Abort ``txn`` unless an abort or recovery of it runs (best effort: recovery ends it)."""
     if txn.txn in _ABORTING:  # this process aborts it already (a task and the watch)
         return
     _ABORTING.add(txn.txn)
