@@ -305,7 +305,7 @@ def test_lazy_writes_failing_on_a_distributed_cluster(tmp_path: Any, factory: Fa
             dask.compute(lazy)
         assert _store_settled(view.aio.spec) == []
         # Cancelled once the other months were written (their locks held for the commit).
-        future = client.compute(coll.insert(_with_slow_march(data), compute=False))
+        future = client.compute(coll.insert(_with_slow_march(data, delay=10.0), compute=False))
         deadline = time.monotonic() + 10.0
         while not any(k.startswith("_locks/") for k in _leftovers(coll)):
             assert time.monotonic() < deadline and not future.done()
