@@ -115,17 +115,19 @@ def test_lazy_write_whose_merge_task_raises(url: str, factory: Factory) -> None:
     _check(coll, again)
 
 
+def failing_in_march(existing: Any, inserted: dict[str, Any], *, axis: str) -> Any:
+    """A merge strategy failing in March (module level: ships to worker processes)."""
+    if inserted[axis][0] == numpy.datetime64("2024-03-05", "ns"):
+        raise InvalidInputError("bad march")
+    return inserted
+
+
 def test_lazy_write_failing_in_one_of_its_partitions(url: str, factory: Factory) -> None:
     """The task's own error surfaces (not a sibling's ConflictError); the other months roll back."""
     coll = factory.create(url)
     months = ["2024-01-05", "2024-02-05", "2024-03-05", "2024-04-05"]
     first = factory.data(factory.times(*months), seed=0)
     coll.insert(first)
-
-    def failing_in_march(existing: Any, inserted: dict[str, Any], *, axis: str) -> Any:
-        if inserted[axis][0] == numpy.datetime64("2024-03-05", "ns"):
-            raise InvalidInputError("bad march")
-        return inserted
 
     lazy = coll.insert(
         factory.data(factory.times(*months), seed=1), merge=failing_in_march, compute=False
@@ -137,3 +139,225 @@ def test_lazy_write_failing_in_one_of_its_partitions(url: str, factory: Factory)
     again = factory.data(factory.times(*months), seed=2)
     assert len(coll.insert(again)) == 4
     _check(coll, again)
+
+
+# -- lazy view updates ------------------------------------------------------------------------
+VIEW_VARIABLES = [{"name": "flag", "dtype": "int8", "dimensions": ["time"], "fill_value": -1}]
+
+
+def _store_leftovers(spec: Any) -> list[str]:
+    from dask_zcollection._sync import sync
+
+    keys = [k for d in ("_locks", "_transactions") for k in sync(spec.list_prefix(d))]
+    return sorted(k for k in keys if k.endswith((".lock", ".json", ".alive")))
+
+
+def _store_settled(spec: Any) -> list[str]:
+    deadline = time.monotonic() + 5.0
+    while (left := _store_leftovers(spec)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return left
+
+
+def flag(n: int) -> Any:
+    return lambda ds: {"flag": numpy.full(len(ds["time"].values), n, dtype="int8")}
+
+
+def flag_failing_in_march(ds: zc.Dataset) -> Any:
+    """A view function failing in March (module level: ships to worker processes)."""
+    if ds["time"].values[0] == numpy.datetime64("2024-03-05", "ns"):
+        raise RuntimeError("bad march")
+    return flag(2)(ds)
+
+
+def test_lazy_view_update_whose_function_raises(tmp_path: Any, factory: Factory) -> None:
+    """The view's function fails in one month: its error surfaces, the view's locks and lease
+    go at once, the months written beside it are rolled back, and the next update succeeds."""
+    months = ["2024-01-05", "2024-02-05", "2024-03-05"]
+    base = factory.create(f"file://{tmp_path}/base", nested=False)
+    data = factory.data(factory.times(*months), nested=False)
+    base.insert(data)
+    view = zc.create_view(f"file://{tmp_path}/view", base=base.url, variables=VIEW_VARIABLES)
+
+    view.update(flag(1))
+    lazy = view.update(flag_failing_in_march, compute=False)
+    with pytest.raises(RuntimeError, match="bad march"):
+        lazy.compute(scheduler="threads")
+    spec = view.aio.spec
+    assert _store_settled(spec) == []
+    ds = zc.read_view(view.url).compute()
+    assert (ds["flag"].values == 1).all()  # nothing of the failed update is visible
+    assert len(view.update(flag(3))) == 3
+    assert (zc.read_view(view.url).compute()["flag"].values == 3).all()
+
+
+# -- a failing input task ---------------------------------------------------------------------
+def _with_failing_march(data: dict[str, Any], variable: str, delay: float = 0.3) -> dict[str, Any]:
+    """``data`` with ``variable`` a dask array, one chunk per month, March's raising (late)."""
+    import dask.array as da
+
+    @dask.delayed
+    def broken(block: numpy.ndarray) -> numpy.ndarray:
+        time.sleep(delay)  # the other months' write tasks run (and lock) first
+        raise RuntimeError("input of march failed")
+
+    values = data[variable]
+    blocks = [values[i : i + 1] for i in range(len(values))]
+    parts = [da.from_array(b, chunks=b.shape) for b in blocks[:-1]]
+    parts.append(da.from_delayed(broken(blocks[-1]), shape=blocks[-1].shape, dtype=values.dtype))
+    return {**data, variable: da.concatenate(parts)}
+
+
+def _with_slow_march(data: dict[str, Any], delay: float = 3.0) -> dict[str, Any]:
+    """``data`` with ``ssh`` a dask array, one chunk per month, March's taking ``delay`` s."""
+    import dask.array as da
+
+    @dask.delayed
+    def slow(block: numpy.ndarray) -> numpy.ndarray:
+        time.sleep(delay)
+        return block
+
+    values = data["ssh"]
+    blocks = [values[i : i + 1] for i in range(len(values))]
+    parts = [da.from_array(b, chunks=b.shape) for b in blocks[:-1]]
+    parts.append(da.from_delayed(slow(blocks[-1]), shape=blocks[-1].shape, dtype=values.dtype))
+    return {**data, "ssh": da.concatenate(parts)}
+
+
+def test_lazy_insert_whose_input_task_raises(url: str, factory: Factory) -> None:
+    """No task of the write runs after the input failed: the failed compute aborts it."""
+    coll = factory.create(url, nested=False)
+    months = ["2024-01-05", "2024-02-05", "2024-03-05"]
+    first = factory.data(factory.times(*months), nested=False)
+    coll.insert(first)
+    data = factory.data(factory.times(*months), seed=1, nested=False)
+    lazy = coll.insert(_with_failing_march(data, "ssh"), compute=False)
+    with pytest.raises(RuntimeError, match="input of march failed"):
+        dask.compute(lazy, scheduler="threads")
+    assert _settled(coll) == []
+    _check(coll, first)
+    again = factory.data(factory.times(*months), seed=2, nested=False)
+    assert len(coll.insert(again)) == 3  # at once: no lock left for recovery
+    _check(coll, again)
+
+
+def test_lazy_insert_computed_beside_a_failing_result(url: str, factory: Factory) -> None:
+    """Another result of the same ``dask.compute`` fails before the commit ran: aborted."""
+    coll = factory.create(url, nested=False)
+    months = ["2024-01-05", "2024-02-05", "2024-03-05"]
+    first = factory.data(factory.times(*months), nested=False)
+    coll.insert(first)
+    data = factory.data(factory.times(*months), seed=1, nested=False)
+    lazy = coll.insert(_with_slow_march(data, delay=1.0), compute=False)
+
+    @dask.delayed
+    def other() -> None:
+        time.sleep(0.3)  # the write tasks of January and February ran
+        raise RuntimeError("another result failed")
+
+    with pytest.raises(RuntimeError, match="another result failed"):
+        dask.compute(lazy, other(), scheduler="threads")
+    assert _settled(coll) == []
+    _check(coll, first)
+    assert len(coll.insert(factory.data(factory.times(*months), seed=2, nested=False))) == 3
+
+
+def test_lazy_insert_whose_axis_input_raises(url: str, factory: Factory) -> None:
+    """The axis is computed when planning: its failure raises there and leaves nothing."""
+    coll = factory.create(url, nested=False)
+    data = factory.data(factory.times(*MONTH), nested=False)
+    with pytest.raises(RuntimeError, match="input of march failed"):
+        coll.insert(_with_failing_march(data, "time", delay=0.0), compute=False)
+    assert _leftovers(coll) == []
+    assert coll.partitions() == []
+
+
+# -- the same on a distributed cluster (worker processes) -------------------------------------
+@pytest.mark.cluster
+def test_lazy_writes_failing_on_a_distributed_cluster(tmp_path: Any, factory: Factory) -> None:
+    """A failing write task aborts from its worker process (the context is pickled, not a
+    context variable); an input failure and a cancelled compute are seen by the scheduler
+    plugin; a view update too."""
+    distributed = pytest.importorskip("distributed")
+    months = ["2024-01-05", "2024-02-05", "2024-03-05"]
+    coll = factory.create(f"file://{tmp_path}/coll", nested=False)
+    first = factory.data(factory.times(*months), nested=False)
+    coll.insert(first)
+    view = zc.create_view(f"file://{tmp_path}/view", base=coll.url, variables=VIEW_VARIABLES)
+    view.update(flag(1))
+    data = factory.data(factory.times(*months), seed=1, nested=False)
+    with (
+        distributed.LocalCluster(
+            processes=True, n_workers=1, threads_per_worker=2, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        lazy = coll.insert(data, merge=failing_in_march, compute=False)
+        with pytest.raises(InvalidInputError, match="bad march"):
+            dask.compute(lazy)
+        assert _settled(coll) == []
+        lazy = coll.insert(_with_failing_march(data, "ssh"), compute=False)
+        with pytest.raises(RuntimeError, match="input of march failed"):
+            dask.compute(lazy)
+        assert _settled(coll) == []
+        lazy = view.update(flag_failing_in_march, compute=False)
+        with pytest.raises(RuntimeError, match="bad march"):
+            dask.compute(lazy)
+        assert _store_settled(view.aio.spec) == []
+        # Cancelled once the other months were written (their locks held for the commit).
+        future = client.compute(coll.insert(_with_slow_march(data, delay=10.0), compute=False))
+        deadline = time.monotonic() + 10.0
+        while not any(k.startswith("_locks/") for k in _leftovers(coll)):
+            assert time.monotonic() < deadline and not future.done()
+            time.sleep(0.02)
+        future.cancel()
+        assert _settled(coll) == []
+    _check(coll, first)
+    assert (zc.read_view(view.url).compute()["flag"].values == 1).all()
+    again = factory.data(factory.times(*months), seed=2, nested=False)
+    assert len(coll.insert(again)) == 3
+    _check(coll, again)
+
+
+# -- an abandoned lazy graph ------------------------------------------------------------------
+def test_abandoned_lazy_insert_blocks_no_writer(url: str, factory: Factory) -> None:
+    """Planned, never computed: only its lease is left, no lock; the next writer does not wait.
+    Computed later, after another writer committed those months, it publishes nothing."""
+    coll = factory.create(url, nested=False)
+    months = ["2024-01-05", "2024-02-05"]
+    coll.insert(factory.data(factory.times(*months), nested=False))
+    stale = coll.insert(factory.data(factory.times(*months), seed=1, nested=False), compute=False)
+    left = _leftovers(coll)
+    assert len(left) == 1 and left[0].startswith("_transactions/") and left[0].endswith(".json")
+    again = factory.data(factory.times(*months), seed=2, nested=False)
+    assert len(coll.insert(again)) == 2  # at once
+    # Its planning process lives: recovery leaves the lease (see docs/format.md, Failure).
+    zc.open_collection(url, mode="rw").vacuum()
+    assert _leftovers(coll) == left
+    with pytest.raises(ConflictError, match="changed since the insert was planned"):
+        dask.compute(stale, scheduler="threads")
+    assert _settled(coll) == []
+    _check(coll, again)
+
+
+def test_abandoned_lazy_insert_of_an_ended_process(tmp_path: Any, factory: Factory) -> None:
+    """A process that planned a lazy insert and ended: the next ``mode='rw'`` open recovers it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    url = f"file://{tmp_path}/coll"
+    coll = factory.create(url, nested=False)
+    coll.insert(factory.data(factory.times(*MONTH), nested=False))
+    tests = Path(__file__).parent
+    script = (
+        "import sys; from conftest import Factory; import dask_zcollection as zc; "
+        "f = Factory(); coll = zc.open_collection(sys.argv[1], mode='rw'); "
+        "coll.insert(f.data(f.times(*sys.argv[2:]), seed=1, nested=False), compute=False)"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests.parent), str(tests)])}
+    subprocess.run([sys.executable, "-c", script, url, *MONTH], env=env, check=True, timeout=120)
+    assert len(_leftovers(coll)) == 1  # its lease
+    zc.open_collection(url, mode="rw")
+    assert _leftovers(coll) == []

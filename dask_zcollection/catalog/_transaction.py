@@ -516,6 +516,17 @@ class Transaction:
         """Whether :meth:`abort` was called (tasks still running check it after writing)."""
         return await self.spec.exists(self._abort_key)
 
+    async def claim_abort(self) -> bool:
+        """Put the abort marker unless it is there; whether this call put it.
+
+        Of the watchers that may each start aborting one failed lazy write (its
+        failing task, the scheduler's watch), the one that puts the marker
+        aborts; the marker already there means an abort or a recovery runs.
+        """
+        return await self.spec.put_if_absent(
+            self._abort_key, json.dumps({"aborted": time.time()}).encode()
+        )
+
     async def abort(self) -> None:
         """Delete everything this (uncommitted) transaction wrote, then its lease.
 

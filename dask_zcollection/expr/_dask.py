@@ -24,7 +24,16 @@ __all__ = [
     "Task",
     "TaskRef",
     "array_from_graph",
+    "data_argument",
 ]
+
+
+def data_argument(task: Any, i: int) -> Any:
+    """The value of ``task``'s ``i``-th argument when it is a :class:`DataNode`, else ``None``."""
+    args = getattr(task, "args", ())
+    if isinstance(task, Task) and i < len(args) and isinstance(args[i], DataNode):
+        return args[i].value
+    return None
 
 
 def array_from_graph(

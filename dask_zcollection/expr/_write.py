@@ -27,17 +27,47 @@ from dask.highlevelgraph import HighLevelGraph
 from ..catalog._transaction import Transaction
 from ..io._reader import ReadSource
 from ..io._writer import (
+    COMMIT_PREFIX,
     LAZY_WRITE,
     InsertPlan,
     WriteContext,
     commit_task,
     immutable_task,
     merge_write_task,
+    watch_lazy_commit,
 )
 from ..merge import MergeStrategy
 from ._dask import DataNode, List, Task, TaskRef
 
-__all__ = ["build_insert_graph"]
+__all__ = ["build_insert_graph", "watch_lazy_write"]
+
+
+def watch_lazy_write(ctx: WriteContext, commit_key: Any) -> None:
+    """Have a compute of this lazy write graph that fails before its commit task abort it.
+
+    A task failing upstream of the write's tasks (its input) runs no task of
+    the write that could abort it, while the write tasks of other partitions
+    may have run and kept their locks for the commit. The local schedulers
+    call back once such a compute failed (``io._writer.watch_lazy_commit``); on
+    a ``distributed`` client a scheduler plugin sees the commit task err
+    (:mod:`._cluster`). An eager write is aborted by its caller.
+    """
+    if not ctx.abort_in_tasks or ctx.txn.spec.transactional:
+        return
+    watch_lazy_commit(ctx, commit_key)
+    client = _cluster_client()
+    if client is not None:
+        from ._cluster import watch_cluster
+
+        watch_cluster(client)
+
+
+def _cluster_client() -> Any:
+    """The ``distributed`` client a ``compute()`` would run on now, else ``None``."""
+    from dask.base import get_scheduler
+
+    owner = getattr(get_scheduler(), "__self__", None)
+    return owner if type(owner).__name__ == "Client" else None
 
 
 def _slices(rows: numpy.ndarray) -> Any:
@@ -69,7 +99,7 @@ def build_insert_graph(
         abort_in_tasks=LAZY_WRITE.get(),
     )
     token = tokenize(txn.txn)
-    mw, commit_name = f"zc-merge-write-{token}", f"zc-commit-{token}"
+    mw, commit_name = f"zc-merge-write-{token}", f"{COMMIT_PREFIX}{token}"
     ctx_node = DataNode(None, ctx)
     layer: dict[Any, Any] = {}
     dependencies: list[Any] = []
@@ -113,5 +143,6 @@ def build_insert_graph(
     results = List(*(TaskRef((mw, j)) for j in range(len(plan.partitions))))
     commit_key = (commit_name, 0)
     layer[commit_key] = Task(commit_key, commit_task, ctx_node, plan.keys, results, imm_ref)
+    watch_lazy_write(ctx, commit_key)
     graph = HighLevelGraph.from_collections(commit_name, layer, dependencies=dependencies)
     return Delayed(commit_key, graph, layer=commit_name)

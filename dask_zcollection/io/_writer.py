@@ -12,16 +12,19 @@ import contextvars
 import dataclasses
 import json
 import logging
-from collections.abc import Awaitable, Mapping, Sequence
+import threading
+import weakref
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import numpy
+from dask.callbacks import Callback
 from zarr.buffer import default_buffer_prototype
 from zarr.storage import StorePath
 
 from .._prepare import check_axis, conform_columns
 from .._sync import sync
-from .._zarr import array_from_metadata
+from .._zarr import array_from_metadata, event_loop
 from ..catalog import CatalogLog
 from ..catalog._discovery import IMMUTABLE_PATH
 from ..catalog._log import by_keys
@@ -40,6 +43,7 @@ from ._partition import partition_attrs
 from ._reader import Part, ReadSource, read_partition
 
 __all__ = [
+    "COMMIT_PREFIX",
     "LAZY_WRITE",
     "InsertPlan",
     "PartitionPlan",
@@ -49,6 +53,8 @@ __all__ = [
     "commit_task",
     "immutable_task",
     "merge_write_task",
+    "run_task",
+    "watch_lazy_commit",
 ]
 
 _log = logging.getLogger("dask_zcollection")
@@ -64,6 +70,15 @@ class WriteContext:
     variables: tuple[str, ...]
     #: A lazy write (``compute=False``): its failing task aborts (see :func:`_aborting_on_error`).
     abort_in_tasks: bool = False
+
+    @property
+    def lock_wait(self) -> float:
+        """Seconds a task waits for a partition lock a live writer holds (:data:`LOCK_WAIT`).
+
+        A lazy write's holder may be a graph of the same compute, its commit due;
+        an eager write fails at once and retries.
+        """
+        return LOCK_WAIT if self.abort_in_tasks else 0.0
 
     def on(self, spec: StoreSpec) -> WriteContext:
         """The same context writing through ``spec`` (a task's own fork session)."""
@@ -134,6 +149,9 @@ def _gather_rows(
     return out
 
 
+#: Name prefix of every write graph's commit task (:func:`commit_task`; its first
+#: argument is the WriteContext).
+COMMIT_PREFIX = "zc-commit-"
 #: Set while a lazy write (``compute=False``) is planned: its graph's tasks abort on failure.
 LAZY_WRITE: contextvars.ContextVar[bool] = contextvars.ContextVar("zc_lazy_write", default=False)
 #: Seconds a failed task's abort waits before putting its marker.
@@ -166,16 +184,97 @@ async def _aborting_on_error[T](step: Awaitable[T], ctx: WriteContext) -> T:
         raise
 
 
-async def _abort_once(txn: Transaction) -> None:
-    """Abort ``txn`` unless a task of it already did (best effort: recovery finishes it)."""
-    # The failing task's error reaches the scheduler first: a sibling task seeing the
-    # marker raises a ConflictError, which would otherwise often be the one reported.
-    await asyncio.sleep(_TASK_ABORT_DELAY)
+def run_task[T](ctx: WriteContext, step: Callable[[WriteContext], Awaitable[T]]) -> tuple[T, Any]:
+    """Run ``step`` as one write task of ``ctx``'s graph: returns its result and changes.
+
+    ``step`` gets the context of the task's own spec (a fork session on a
+    cluster, Icechunk); ``changes`` are what the commit merges (else ``None``).
+    A failing ``step`` of a lazy write aborts the transaction
+    (:func:`_aborting_on_error`).
+    """
+    spec = ctx.txn.spec.task_spec()
     try:
-        if not await txn.aborted():
+        result = sync(_aborting_on_error(step(ctx.on(spec)), ctx))
+    finally:
+        changes = spec.end_task()
+    return result, changes
+
+
+async def _abort_once(txn: Transaction) -> None:
+    """Abort ``txn`` unless an abort or recovery of it runs (best effort: recovery ends it)."""
+    if txn.txn in _ABORTING:  # this process aborts it already (a task and the watch)
+        return
+    _ABORTING.add(txn.txn)
+    try:
+        # The failing task's error reaches the scheduler first: a sibling task seeing the
+        # marker raises a ConflictError, which would otherwise often be the one reported.
+        await asyncio.sleep(_TASK_ABORT_DELAY)
+        if await txn.claim_abort():  # one abort, whichever process sees the failure first
             await txn.abort()
     except Exception as err:
         _log.warning("abort of the lazy write %s failed: %s", txn.txn, err)
+    finally:
+        _ABORTING.discard(txn.txn)
+
+
+#: Transactions this process is aborting (started by a failed task or a failed compute).
+_ABORTING: set[str] = set()
+#: The commit task key of each lazy write graph built here and still referenced.
+_LAZY_COMMITS: weakref.WeakValueDictionary[Any, WriteContext] = weakref.WeakValueDictionary()
+#: Planning (the library's loop) and a failed compute (its caller's thread) both use it.
+_LAZY_LOCK = threading.Lock()
+
+
+class _FailedComputeWatch(Callback):
+    """Aborts the lazy writes of a failed local compute whose commit task never ran.
+
+    A task failing *before* the write tasks (the input: a chunk of a dask array
+    that raises) runs nothing of the write's graph, or only the write tasks of
+    the other partitions, which keep their locks for the commit. No task of
+    ours can abort then; the local schedulers (threads, sync, processes) call
+    this once the compute has failed, in the process that computed it.
+    """
+
+    def _finish(self, dsk: Mapping[Any, Any], state: Mapping[str, Any], errored: bool) -> None:
+        if not errored:
+            return
+        # A commit task still running publishes or aborts by itself: an abort beside it
+        # could read the catalog before the commit lands and delete what it published.
+        over = state.get("finished", set()) | state.get("running", set())
+        with _LAZY_LOCK:
+            lazy = list(_LAZY_COMMITS.items())
+        for key, ctx in lazy:
+            if key in dsk and key not in over:
+                abort_lazy(ctx)
+
+
+def abort_lazy(ctx: WriteContext) -> None:
+    """Start aborting the lazy write of ``ctx`` whose commit task will never run; returns at once.
+
+    For a watch that learns of the failure outside the write's tasks; the
+    abort runs on the library's event loop (best effort: recovery finishes it).
+    """
+    if ctx.abort_in_tasks and not ctx.txn.spec.transactional:
+        asyncio.run_coroutine_threadsafe(_abort_once(ctx.txn), event_loop())
+
+
+_WATCH = _FailedComputeWatch()
+
+
+def watch_lazy_commit(ctx: WriteContext, key: Any) -> None:
+    """Have a failed local compute of the lazy write graph whose commit task is ``key`` abort it.
+
+    See :class:`_FailedComputeWatch`. The watch is a ``dask.callbacks``
+    callback registered (once) in this process by the first lazy write; it
+    does nothing for a compute that succeeds or holds no lazy write.
+    """
+    if not ctx.abort_in_tasks:
+        return
+    with _LAZY_LOCK:
+        _LAZY_COMMITS[key] = ctx
+    # dask swaps the set out while a local compute runs (its tasks' own computes see
+    # none): add it again when it is missing.
+    Callback.active.add(_WATCH._callback)
 
 
 def merge_write_task(
@@ -195,11 +294,7 @@ def merge_write_task(
     inserted = dict(
         zip(ctx.variables, _gather_rows(pieces, indices, len(ctx.variables)), strict=True)
     )
-    spec = ctx.txn.spec.task_spec()
-    try:
-        written = sync(_aborting_on_error(_merge_write(ctx.on(spec), plan, inserted), ctx))
-    finally:
-        changes = spec.end_task()
+    written, changes = run_task(ctx, lambda task: _merge_write(task, plan, inserted))
     return (*written, changes)
 
 
@@ -214,9 +309,7 @@ async def _merge_write(
     # One writer at a time writes a partition; the others retry (a dead holder's lock
     # is recovered). New partitions are locked too: their canonical path may hold a
     # retired version being collected.
-    # A lazy write waits a little for a live holder: it may be a graph of the same compute.
-    wait = LOCK_WAIT if ctx.abort_in_tasks else 0.0
-    async with ctx.txn.writing(plan.canonical, wait=wait) as done:
+    async with ctx.txn.writing(plan.canonical, wait=ctx.lock_wait) as done:
         if plan.existing is not None:
             # Holding the lock, the planned version cannot be superseded any more; but it
             # may have been before: then this is a lost race, not an error.
@@ -473,12 +566,7 @@ def immutable_task(ctx: WriteContext, arrays: dict[str, Any]) -> tuple[str, Any]
         )
         return path
 
-    spec = ctx.txn.spec.task_spec()
-    try:
-        path = sync(_aborting_on_error(run(ctx.on(spec)), ctx))
-    finally:
-        changes = spec.end_task()
-    return path, changes
+    return run_task(ctx, run)
 
 
 def commit_task(

@@ -22,20 +22,22 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
 from .._prepare import _conform, columns_to_dataset
-from .._sync import sync
 from .._update import extend_rows, row_index, scatter_rows
 from ..catalog._transaction import TXN_ATTR, lock_key
 from ..data import Dataset, Variable
 from ..errors import ConflictError, SchemaError
 from ..expr._dask import DataNode, List, Task, TaskRef
+from ..expr._write import watch_lazy_write
 from ..io import CollectionConfig, ReadSource
 from ..io._partition import partition_attrs
 from ..io._writer import (
+    COMMIT_PREFIX,
     PartitionPlan,
     WriteContext,
     _check_unchanged,
     check_versions,
     commit_task,
+    run_task,
 )
 from ..schema import Schema
 from ._source import BASE_ATTR, fill_array, group_attrs
@@ -167,11 +169,7 @@ def view_update_task(
     ctx: WriteContext, job: ViewUpdate, plan: PartitionPlan, part: BasePart
 ) -> tuple[str, int, Any, Any, str | None, Any]:
     """Compute and write the view variables of one partition; returns what the commit needs."""
-    spec = ctx.txn.spec.task_spec()
-    try:
-        written = sync(_update_one(ctx.on(spec), job, plan, part))
-    finally:
-        changes = spec.end_task()
+    written, changes = run_task(ctx, lambda task: _update_one(task, job, plan, part))
     return (*written, changes)
 
 
@@ -183,7 +181,7 @@ async def _update_one(
     axis = job.base.config.axis_variable
     base_path, rows, lo, hi = part
     lock = None if spec.transactional else lock_key(plan.canonical)
-    async with ctx.txn.writing(plan.canonical) as done:
+    async with ctx.txn.writing(plan.canonical, wait=ctx.lock_wait) as done:
         if plan.existing is not None:
             # Under the lock: a concurrent update of this partition committed first is
             # a lost race (re-planned), never a lost variable.
@@ -276,7 +274,7 @@ def build_update_graph(
 ) -> Delayed:
     """One ``zc-view-update`` task per partition and one ``zc-commit``; computing it commits."""
     token = tokenize(ctx.txn.txn)
-    name, commit_name = f"zc-view-update-{token}", f"zc-commit-{token}"
+    name, commit_name = f"zc-view-update-{token}", f"{COMMIT_PREFIX}{token}"
     ctx_node, job_node = DataNode(None, ctx), DataNode(None, job)
     layer: dict[Any, Any] = {}
     for j, (plan, part) in enumerate(zip(plans, parts, strict=True)):
@@ -284,5 +282,6 @@ def build_update_graph(
     results = List(*(TaskRef((name, j)) for j in range(len(plans))))
     commit_key = (commit_name, 0)
     layer[commit_key] = Task(commit_key, commit_task, ctx_node, keys, results, None)
+    watch_lazy_write(ctx, commit_key)
     graph = HighLevelGraph.from_collections(commit_name, layer, dependencies=[])
     return Delayed(commit_key, graph, layer=commit_name)

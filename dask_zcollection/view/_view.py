@@ -46,7 +46,7 @@ from ..errors import (
 from ..expr import ReadPartitions
 from ..indexing._stored import StoredIndexes
 from ..io import ReadSource, forget_collection, group_json, read_config
-from ..io._writer import PartitionPlan, WriteContext
+from ..io._writer import LAZY_WRITE, PartitionPlan, WriteContext
 from ..merge import AxisRange
 from ..partitioning import compile_filter
 from ..partitioning._filter import FilterLike
@@ -337,7 +337,12 @@ class AsyncView(StoredIndexes):
     ) -> Any:
         """Plan and run a write graph; abort and re-plan on a lost race (the write path's rules)."""
         if not compute:
-            planned = await plan()
+            # Nothing aborts a lazy update after its graph: its tasks do (see LAZY_WRITE).
+            token = LAZY_WRITE.set(True)
+            try:
+                planned = await plan()
+            finally:
+                LAZY_WRITE.reset(token)
             if planned is None:
                 import dask
 
@@ -473,6 +478,7 @@ class AsyncView(StoredIndexes):
                 txn=txn,
                 strategy=chosen,  # type: ignore[arg-type]
                 variables=(),
+                abort_in_tasks=LAZY_WRITE.get(),
             )
             return build_update_graph(ctx, chosen, selected.keys, plans, parts), txn
 

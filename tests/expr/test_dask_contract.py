@@ -106,11 +106,21 @@ def test_the_private_names_we_import_exist() -> None:
         "Task",
         "TaskRef",
         "array_from_graph",
+        "data_argument",
     }
     from dask import _expr, _task_spec
 
     assert _dask.Expr is _expr.Expr and _dask.FinalizeCompute is _expr.FinalizeCompute
     assert _dask.Task is _task_spec.Task and _dask.TaskRef is _task_spec.TaskRef
+
+
+def test_a_tasks_data_argument_is_read_back() -> None:
+    """The scheduler watch of lazy writes reads a commit task's context this way."""
+    context = object()
+    task = _dask.Task(("zc-commit-x", 0), print, _dask.DataNode(None, context), [1])
+    assert _dask.data_argument(task, 0) is context
+    assert _dask.data_argument(task, 1) is None  # not a DataNode
+    assert _dask.data_argument(task, 5) is None and _dask.data_argument(None, 0) is None
 
 
 def test_expr_parameters_defaults_layer_and_names() -> None:
