@@ -109,6 +109,11 @@ def _cast_block(block: Any, path: str, want: numpy.dtype[Any], fill: Any, strict
         raise SchemaError(
             f"variable {path!r}: a value of dtype {block.dtype} is outside the range of {want}"
         ) from err
+    except UnicodeDecodeError as err:  # bytes into a str variable: numpy decodes ASCII only
+        raise SchemaError(
+            f"variable {path!r}: bytes that are not ASCII cannot be stored as {want} ({err}); "
+            "decode them first"
+        ) from err
 
 
 def _conform(

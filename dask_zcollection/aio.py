@@ -9,14 +9,23 @@ collection is opened.
 from __future__ import annotations
 
 import asyncio
+import keyword
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy
 
 from ._engine import AsyncCollection, Mode
 from .catalog import CatalogLog
 from .catalog._transaction import recover
 from .collection import LazyCollection, collection_from
-from .errors import AlreadyExistsError, CollectionNotFoundError, InvalidInputError, SchemaError
+from .errors import (
+    AlreadyExistsError,
+    CollectionNotFoundError,
+    InvalidInputError,
+    SchemaError,
+    ZCollectionError,
+)
 from .io import (
     CONFIG_KEY,
     CollectionConfig,
@@ -116,6 +125,7 @@ async def create_collection(
         raise SchemaError(
             f"the partitioning splits dimension {partitioning.dimension!r} but axis is {axis!r}"
         )
+    _check_partitioning(partitioning, schema, spec.url)
     if axis_variable is None:
         axis_variable = default_axis_variable(schema, axis, partitioning)
     elif axis_variable not in schema or schema[axis_variable].dimensions != (axis,):
@@ -136,6 +146,31 @@ async def create_collection(
     await log.commit(empty.next_version("create"))
     await spec.publish(f"dask_zcollection create collection (partitioning {partitioning!r})")
     return collection
+
+
+def _check_partitioning(partitioning: Partitioning, schema: Schema, url: str) -> None:
+    """Refuse partition keys no filter can name, and key variables of unusable dtypes.
+
+    A Sequence over floats would refuse every insert; zero rows of each variable's
+    dtype (and its attributes: a Date's CF units) go through the partitioning's
+    own checks.
+    """
+    for key in partitioning.keys:
+        # Filters name keys as identifiers ("pass == 3" is a syntax error, and so
+        # was the mapping {"pass": 3}, which is turned into that text).
+        if not key.isidentifier() or keyword.iskeyword(key):
+            raise SchemaError(
+                f"{url}: partition key {key!r} cannot be named in a filter: it must be a "
+                "Python identifier and not a keyword; rename the variable"
+            )
+    probe = {name: numpy.zeros(0, schema[name].dtype) for name in partitioning.variables}
+    attrs = {name: dict(schema[name].attrs) for name in partitioning.variables}
+    try:
+        partitioning.split(probe, attrs)
+    except ZCollectionError as err:
+        raise SchemaError(f"{url}: the partitioning cannot use the schema: {err}") from err
+    except Exception:  # a custom partitioning may not take zero rows: its inserts check
+        pass
 
 
 async def open_collection(

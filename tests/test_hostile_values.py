@@ -6,16 +6,22 @@ docstrings); the module runs in a few seconds on ``memory://``.
 
 from __future__ import annotations
 
+from typing import Any
+
+import dask.array as da
 import numpy
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import dask_zcollection as zc
 from dask_zcollection.catalog import Catalog
 from dask_zcollection.catalog._segments import Root
+from dask_zcollection.errors import CollectionNotFoundError, SchemaError
 from dask_zcollection.partitioning import PartitionFilter
 
 I64 = numpy.iinfo("int64")
+MONTHLY = zc.partitioning.Date(("time",), resolution="M")
 
 
 def _sequence_collection(url: str) -> zc.Collection:
@@ -94,3 +100,77 @@ def test_segment_pruning_is_sound_at_the_int64_extremes(
     for s, part in enumerate(parts):
         if predicate({"a": part[:, 0], "b": part[:, 1]}).any():
             assert s in kept, (predicate.source, part.tolist())
+
+
+# -- what create_collection accepts ----------------------------------------------------------------
+@pytest.mark.parametrize("key", ["pass", "class", "cycle-number", "a b", "1st"])
+def test_a_partition_key_no_filter_can_name_is_refused_at_create(memory_url: str, key: str) -> None:
+    """``Sequence(("cycle", "pass"))`` made a collection no filter could select from.
+
+    ``"pass == 3"`` is a syntax error, and the mapping ``{"pass": 3}`` and
+    ``lazy.filter(**{"pass": 3})`` are turned into that text: both failed.
+    """
+    schema = (
+        zc.Schema()
+        .with_dimension("n", chunks=3)
+        .with_variable(key, dtype="int32", dimensions=("n",))
+        .build()
+    )
+    with pytest.raises(SchemaError, match=rf"partition key '{key}' cannot be named in a filter"):
+        zc.create_collection(
+            memory_url,
+            schema=schema,
+            axis="n",
+            partitioning=zc.partitioning.Sequence((key,), dimension="n"),
+        )
+    with pytest.raises(CollectionNotFoundError):
+        zc.open_collection(memory_url)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "partitioning", "match"),
+    [
+        ("float64", zc.partitioning.Sequence(("k",), dimension="n"), "integer dtype, got float64"),
+        ("bool", zc.partitioning.Sequence(("k",), dimension="n"), "integer dtype, got bool"),
+        ("<U4", zc.partitioning.Date(("k",), dimension="n"), "datetime64 or integer, got <U4"),
+        ("timedelta64[s]", zc.partitioning.Date(("k",), dimension="n"), "got timedelta64"),
+        ("datetime64[s]", zc.partitioning.Sequence(("k",), dimension="n"), "got datetime64"),
+    ],
+)
+def test_a_partitioning_its_variable_cannot_feed_is_refused_at_create(
+    memory_url: str, dtype: str, partitioning: Any, match: str
+) -> None:
+    """A Sequence over a float variable was created, then refused every insert."""
+    schema = (
+        zc.Schema()
+        .with_dimension("n", chunks=3)
+        .with_variable("k", dtype=dtype, dimensions=("n",))
+        .build()
+    )
+    with pytest.raises(SchemaError, match=rf"{memory_url}.*'k'.*{match}"):
+        zc.create_collection(memory_url, schema=schema, axis="n", partitioning=partitioning)
+    with pytest.raises(CollectionNotFoundError):
+        zc.open_collection(memory_url)
+
+
+# -- dtypes ----------------------------------------------------------------------------------------
+def test_bytes_that_are_not_ascii_into_a_str_variable_are_a_schema_error(memory_url: str) -> None:
+    """``S`` input casts safely to ``U`` for numpy, which decodes ASCII: b"\\xff" raised a bare
+    ``UnicodeDecodeError``; ASCII bytes are still accepted (and read back as str)."""
+    schema = (
+        zc.Schema()
+        .with_dimension("time", chunks=4)
+        .with_variable("time", dtype="datetime64[ns]", dimensions=("time",))
+        .with_variable("name", dtype="<U5", dimensions=("time",))
+        .build()
+    )
+    col = zc.create_collection(memory_url, schema=schema, axis="time", partitioning=MONTHLY)
+    time = numpy.array(["2024-01-02", "2024-01-03"], dtype="datetime64[ns]")
+    bad = numpy.array([b"ok", b"\xff\xfe"])
+    with pytest.raises(SchemaError, match=r"'name': bytes that are not ASCII"):
+        col.insert({"time": time, "name": bad})
+    with pytest.raises(SchemaError, match=r"'name': bytes that are not ASCII"):
+        col.insert({"time": da.from_array(time, chunks=1), "name": da.from_array(bad, chunks=1)})
+    assert col.partitions() == []
+    col.insert({"time": time, "name": numpy.array([b"ok", b"fine"])})
+    assert col.query()["name"].values.tolist() == ["ok", "fine"]
