@@ -6,6 +6,8 @@ docstrings); the module runs in a few seconds on ``memory://``.
 
 from __future__ import annotations
 
+import datetime
+import warnings
 from typing import Any
 
 import dask.array as da
@@ -174,3 +176,46 @@ def test_bytes_that_are_not_ascii_into_a_str_variable_are_a_schema_error(memory_
     assert col.partitions() == []
     col.insert({"time": time, "name": numpy.array([b"ok", b"fine"])})
     assert col.query()["name"].values.tolist() == ["ok", "fine"]
+
+
+# -- time bounds with a timezone -------------------------------------------------------------------
+def _paris_midnight() -> Any:
+    pandas = pytest.importorskip("pandas")
+    return pandas.Timestamp("2024-01-03 00:00", tz="Europe/Paris")  # 2024-01-02T23:00Z
+
+
+@pytest.mark.parametrize(
+    ("bound", "utc"),
+    [
+        ("2024-01-03T00:00Z", "2024-01-03T00:00"),
+        ("2024-01-03T00:00+02:00", "2024-01-02T22:00"),
+        ("2024-01-02 23:30-0100", "2024-01-03T00:30"),
+        (
+            datetime.datetime(2024, 1, 3, tzinfo=datetime.timezone(datetime.timedelta(hours=2))),
+            "2024-01-02T22:00",
+        ),
+        (_paris_midnight, "2024-01-02T23:00"),
+    ],
+    ids=["Z", "+02:00", "-0100", "datetime+2h", "pandas Paris"],
+)
+def test_a_time_bound_with_a_timezone_is_read_as_utc_without_a_warning(
+    memory_url: str, bound: Any, utc: str
+) -> None:
+    """numpy converted such a bound to UTC itself, with a ``UserWarning`` (its parsing of
+    offsets is deprecated): the warning reached every caller."""
+    bound = bound() if callable(bound) else bound
+    schema = (
+        zc.Schema()
+        .with_dimension("time", chunks=4)
+        .with_variable("time", dtype="datetime64[ns]", dimensions=("time",))
+        .with_variable("v", dtype="float64", dimensions=("time",))
+        .build()
+    )
+    col = zc.create_collection(memory_url, schema=schema, axis="time", partitioning=MONTHLY)
+    minutes = numpy.arange(0, 48 * 60, 30)
+    time = numpy.datetime64("2024-01-02", "ns") + minutes.astype("timedelta64[m]")
+    col.insert({"time": time, "v": minutes.astype("float64")})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = col.lazy().filter(time=slice(bound, None)).compute()["time"].values
+    assert got.tolist() == time[time >= numpy.datetime64(utc, "ns")].tolist()
