@@ -219,3 +219,37 @@ def test_a_time_bound_with_a_timezone_is_read_as_utc_without_a_warning(
         warnings.simplefilter("error")
         got = col.lazy().filter(time=slice(bound, None)).compute()["time"].values
     assert got.tolist() == time[time >= numpy.datetime64(utc, "ns")].tolist()
+
+
+# -- resource limits -------------------------------------------------------------------------------
+@pytest.mark.xfail(
+    strict=True,
+    reason="the insert plan holds per-row arrays on the client (the computed axis, the key "
+    "split's inverse, its argsort and the row lists): ~4x the axis variable's bytes at peak",
+)
+def test_planning_a_dask_insert_holds_about_the_axis_variable_once(memory_url: str) -> None:
+    """Found, left: a dask-backed insert is planned on the client from the axis variable
+    (and the key variables), computed whole: its peak is ~4.3x the axis's bytes (2e6 rows:
+    65 MiB for a 15 MiB axis; 3.2e7 rows of two columns: 1.4 GiB above the baseline for
+    488 MiB of input). The data themselves stay lazy and bounded per partition."""
+    import tracemalloc
+
+    n = 500_000
+    schema = (
+        zc.Schema()
+        .with_dimension("time", chunks=1 << 18)
+        .with_variable("time", dtype="datetime64[ns]", dimensions=("time",))
+        .with_variable("v", dtype="float64", dimensions=("time",))
+        .build()
+    )
+    col = zc.create_collection(memory_url, schema=schema, axis="time", partitioning=MONTHLY)
+    step = int(numpy.timedelta64(360, "D").astype("m8[ns]").astype("int64")) // n
+    start = int(numpy.datetime64("2024-01-01", "ns").astype("int64"))
+    time = (da.arange(n, chunks=1 << 18, dtype="int64") * step + start).astype("M8[ns]")
+    tracemalloc.start()
+    try:
+        col.insert({"time": time, "v": da.zeros(n, chunks=1 << 18)}, compute=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak <= 2 * 8 * n, f"planning peaked at {peak / 2**20:.0f} MiB"
