@@ -844,19 +844,24 @@ class LazyCollection(DaskMethodsMixin):
         ------
         InvalidInputError
             When a variable does not span the axis (an immutable one).
+        VariableNotFoundError
+            When a variable is not in the collection or was projected away.
         """
         import dask.dataframe as dd
         import pandas
 
         config = self.source.config
         schema = config.schema
-        names = (
-            list(variables)
-            if variables is not None
-            else [v for v in self.variables if schema[v].dimensions == (config.axis,)]
-        )
+        if variables is None:
+            names = [v for v in self.variables if schema[v].dimensions == (config.axis,)]
+        else:
+            # As ``lazy[...]`` (which checks them): a path or a list, a leading '/' allowed,
+            # each column once (a str was read as a list of one-letter names: "variable 'q'").
+            self[variables]
+            listed = [variables] if isinstance(variables, str) else variables
+            names = list(dict.fromkeys(v.strip("/") for v in listed))
         for n in names:
-            if n not in schema or schema[n].immutable or schema[n].dimensions[0] != config.axis:
+            if schema[n].immutable or schema[n].dimensions[0] != config.axis:
                 raise InvalidInputError(f"variable {n!r} is not a variable along {config.axis!r}")
         expr = self._optimized_partitions()
         if not isinstance(expr, (ReadPartitions, Persisted)):

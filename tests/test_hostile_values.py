@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import dask_zcollection as zc
 from dask_zcollection.catalog import Catalog
 from dask_zcollection.catalog._segments import Root
-from dask_zcollection.errors import CollectionNotFoundError, SchemaError
+from dask_zcollection.errors import CollectionNotFoundError, SchemaError, VariableNotFoundError
 from dask_zcollection.partitioning import PartitionFilter
 
 I64 = numpy.iinfo("int64")
@@ -253,3 +253,32 @@ def test_planning_a_dask_insert_holds_about_the_axis_variable_once(memory_url: s
     finally:
         tracemalloc.stop()
     assert peak <= 2 * 8 * n, f"planning peaked at {peak / 2**20:.0f} MiB"
+
+
+# -- the reader API --------------------------------------------------------------------------------
+def test_to_dask_dataframe_takes_variables_as_lazy_getitem_does(memory_url: str) -> None:
+    """``to_dask_dataframe("quality")`` iterated the string: "variable 'q' is not a variable
+    along 'time'"; an unknown name was an InvalidInputError, a '/ssh' path refused, and a
+    repeated name made a repeated column."""
+    schema = (
+        zc.Schema()
+        .with_dimension("time", chunks=4)
+        .with_variable("time", dtype="datetime64[ns]", dimensions=("time",))
+        .with_variable("quality", dtype="uint8", dimensions=("time",))
+        .with_variable("ssh", dtype="float32", dimensions=("time",))
+        .build()
+    )
+    col = zc.create_collection(memory_url, schema=schema, axis="time", partitioning=MONTHLY)
+    time = numpy.array(["2024-01-02", "2024-02-03", "2024-02-04"], dtype="datetime64[ns]")
+    quality = numpy.array([7, 8, 9], dtype="uint8")
+    col.insert({"time": time, "quality": quality, "ssh": numpy.zeros(3, "float32")})
+    lazy = zc.read_collection(memory_url)
+    frame = lazy.to_dask_dataframe("quality").compute()
+    assert list(frame.columns) == ["quality"] and frame["quality"].tolist() == [7, 8, 9]
+    frame = lazy.to_dask_dataframe(["time", "/quality", "quality"]).compute()
+    assert list(frame.columns) == ["quality"]
+    assert frame.index.to_numpy().tolist() == time.tolist()
+    with pytest.raises(VariableNotFoundError, match="'nope'"):
+        lazy.to_dask_dataframe(["nope"])
+    with pytest.raises(VariableNotFoundError, match="projected away"):
+        lazy[["time", "ssh"]].to_dask_dataframe(["quality"])
