@@ -155,6 +155,23 @@ def test_a_partitioning_its_variable_cannot_feed_is_refused_at_create(
         zc.open_collection(memory_url)
 
 
+@pytest.mark.parametrize("units", ["months since 2000-01-01", "hours since 2000-01-01 +02:00"])
+def test_cf_units_a_date_partitioning_cannot_read_are_refused_at_create(
+    memory_url: str, units: str
+) -> None:
+    """A Date over integers with units it cannot read was created, then refused every insert."""
+    schema = (
+        zc.Schema()
+        .with_dimension("time", chunks=4)
+        .with_variable("time", dtype="int64", dimensions=("time",), attrs={"units": units})
+        .build()
+    )
+    with pytest.raises(SchemaError, match=r"unsupported CF time units"):
+        zc.create_collection(memory_url, schema=schema, axis="time", partitioning=MONTHLY)
+    with pytest.raises(CollectionNotFoundError):
+        zc.open_collection(memory_url)
+
+
 # -- dtypes ----------------------------------------------------------------------------------------
 def test_bytes_that_are_not_ascii_into_a_str_variable_are_a_schema_error(memory_url: str) -> None:
     """``S`` input casts safely to ``U`` for numpy, which decodes ASCII: b"\\xff" raised a bare
