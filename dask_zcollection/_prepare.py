@@ -232,6 +232,11 @@ def prepare_insert(
             immutable[path] = array
             continue
         n = var.shape[0]
+        if n != n:  # NaN: a dask array of unknown chunk sizes (e.g. after boolean indexing)
+            raise SchemaError(
+                f"variable {path!r}: its dask chunk sizes along {axis!r} are unknown (NaN, e.g. "
+                "after boolean indexing); call .compute_chunk_sizes() on it first"
+            )
         if rows is None:
             rows = n
         elif n != rows:

@@ -299,3 +299,27 @@ def test_to_dask_dataframe_takes_variables_as_lazy_getitem_does(memory_url: str)
         lazy.to_dask_dataframe(["nope"])
     with pytest.raises(VariableNotFoundError, match="projected away"):
         lazy[["time", "ssh"]].to_dask_dataframe(["quality"])
+
+
+def test_dask_input_of_unknown_chunk_sizes_is_refused_with_the_remedy(memory_url: str) -> None:
+    """Boolean indexing of dask input gives NaN chunk sizes: the error said "variable 'ssh'
+    has nan rows along 'time', others have nan" (with one variable: none at all)."""
+    schema = (
+        zc.Schema()
+        .with_dimension("time", chunks=4)
+        .with_variable("time", dtype="datetime64[ns]", dimensions=("time",))
+        .with_variable("v", dtype="float64", dimensions=("time",))
+        .build()
+    )
+    col = zc.create_collection(memory_url, schema=schema, axis="time", partitioning=MONTHLY)
+    time = numpy.array(["2024-01-02", "2024-01-03", "2024-02-01", "2024-02-02"], "M8[ns]")
+    keep = da.from_array(numpy.array([True, False, True, True]), chunks=2)
+    data = {
+        "time": da.from_array(time, chunks=2)[keep],
+        "v": da.from_array(numpy.arange(4.0), chunks=2)[keep],
+    }
+    with pytest.raises(SchemaError, match=r"'time'.*chunk sizes.*unknown.*compute_chunk_sizes"):
+        col.insert(data)
+    assert col.partitions() == []
+    col.insert({k: v.compute_chunk_sizes() for k, v in data.items()})
+    assert col.query()["v"].values.tolist() == [0.0, 2.0, 3.0]
