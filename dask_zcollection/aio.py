@@ -9,7 +9,10 @@ collection is opened.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import keyword
+import os
+import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,6 +27,7 @@ from .errors import (
     CollectionNotFoundError,
     InvalidInputError,
     SchemaError,
+    StorageError,
     ZCollectionError,
 )
 from .io import (
@@ -37,7 +41,15 @@ from .io import (
 from .partitioning import Partitioning
 from .partitioning._filter import FilterLike
 from .schema import Schema
-from .store import StoreLike, check_clearable, resolve_store
+from .store import (
+    FsspecStore,
+    LocalStore,
+    ObjectStore,
+    StoreLike,
+    StoreSpec,
+    check_clearable,
+    resolve_store,
+)
 from .view import AsyncView, create_view, is_view, open_view, read_view
 
 __all__ = [
@@ -133,6 +145,7 @@ async def create_collection(
     config = CollectionConfig(
         axis=axis, axis_variable=axis_variable, partitioning=partitioning, schema=schema
     )
+    await _check_not_inside_a_collection(spec)
     if await spec.exists(CONFIG_KEY) or not await spec.is_empty():
         if not overwrite:
             raise AlreadyExistsError(f"a collection (or other data) already exists at {spec.url}")
@@ -146,6 +159,40 @@ async def create_collection(
     await log.commit(empty.next_version("create"))
     await spec.publish(f"dask_zcollection create collection (partitioning {partitioning!r})")
     return collection
+
+
+async def _check_not_inside_a_collection(spec: StoreSpec) -> None:
+    """Refuse a root inside another collection (at a partition's path, in its catalog...).
+
+    Its repair quarantined such a collection, and an insert of the partition
+    at that path wrote over it. Local directories and object-store prefixes are
+    checked (one existence check per parent prefix); other stores have no parents.
+    """
+    found: str | None = None
+    if isinstance(spec, LocalStore):
+        root = pathlib.Path(os.path.realpath(spec.root))
+        found = next((f"file://{p}" for p in root.parents if (p / CONFIG_KEY).is_file()), None)
+    elif isinstance(spec, ObjectStore | FsspecStore) and getattr(spec, "prebuilt", None) is None:
+        scheme, _, rest = spec.location.partition("://")
+        parts = rest.strip("/").split("/")
+        parents = [
+            dataclasses.replace(spec, location=f"{scheme}://{'/'.join(parts[:i])}")
+            for i in range(len(parts) - 1, 0, -1)
+        ]
+
+        async def holds(parent: StoreSpec) -> bool:
+            try:
+                return await parent.exists(CONFIG_KEY)
+            except StorageError:  # e.g. a key allowed this prefix only: nothing to tell
+                return False
+
+        held = await asyncio.gather(*(holds(p) for p in parents))
+        found = next((p.url for p, h in zip(parents, held, strict=True) if h), None)
+    if found is not None:
+        raise InvalidInputError(
+            f"cannot create a collection at {spec.url}: it lies inside the collection at "
+            f"{found} (its partitions, catalog and clean-up own every path below it)"
+        )
 
 
 def _check_partitioning(partitioning: Partitioning, schema: Schema, url: str) -> None:

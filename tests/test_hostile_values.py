@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import warnings
+from pathlib import Path
 from typing import Any
 
 import dask.array as da
@@ -19,7 +20,12 @@ from hypothesis import strategies as st
 import dask_zcollection as zc
 from dask_zcollection.catalog import Catalog
 from dask_zcollection.catalog._segments import Root
-from dask_zcollection.errors import CollectionNotFoundError, SchemaError, VariableNotFoundError
+from dask_zcollection.errors import (
+    CollectionNotFoundError,
+    InvalidInputError,
+    SchemaError,
+    VariableNotFoundError,
+)
 from dask_zcollection.partitioning import PartitionFilter
 
 I64 = numpy.iinfo("int64")
@@ -323,3 +329,28 @@ def test_dask_input_of_unknown_chunk_sizes_is_refused_with_the_remedy(memory_url
     assert col.partitions() == []
     col.insert({k: v.compute_chunk_sizes() for k, v in data.items()})
     assert col.query()["v"].values.tolist() == [0.0, 2.0, 3.0]
+
+
+# -- where a collection may be created -------------------------------------------------------------
+@pytest.mark.parametrize("inner", ["year=2024/month=02", "year=2030", "_catalog/x", "sub"])
+def test_a_collection_inside_another_is_refused(tmp_path: Path, inner: str) -> None:
+    """It was created: at a future partition's path the outer ``repair()`` quarantined
+    it (moved its data away) and the outer insert of that partition wrote over it."""
+    schema = (
+        zc.Schema()
+        .with_dimension("time", chunks=4)
+        .with_variable("time", dtype="datetime64[ns]", dimensions=("time",))
+        .build()
+    )
+    outer = f"file://{tmp_path}/col"
+    col = zc.create_collection(outer, schema=schema, axis="time", partitioning=MONTHLY)
+    col.insert({"time": numpy.array(["2024-01-02"], "M8[ns]")})
+    with pytest.raises(InvalidInputError, match=rf"inside the collection at {outer}\b"):
+        zc.create_collection(f"{outer}/{inner}", schema=schema, axis="time", partitioning=MONTHLY)
+    assert not (tmp_path / "col" / inner).exists()
+    report = col.repair(dry_run=True)
+    assert not report.quarantined, report
+    # Beside it: fine.
+    zc.create_collection(
+        f"file://{tmp_path}/col2", schema=schema, axis="time", partitioning=MONTHLY
+    )

@@ -197,3 +197,17 @@ def test_a_server_dying_mid_insert_leaves_the_committed_state_and_blocks_nothing
     }
     factory.assert_dataset(after.query(), expected)
     assert not [k for k in _keys(weed.server, url.removeprefix("s3://test/")) if "_locks/" in k]
+
+
+@pytest.mark.parametrize("backend", ["obstore", "fsspec"])
+def test_a_collection_inside_another_is_refused_on_s3(
+    s3: S3Server, factory: Factory, backend: str
+) -> None:
+    """It was created at a future partition's prefix of the outer collection."""
+    options = s3_options(s3, backend)
+    outer = f"{s3_prefix()}/col"
+    factory.create(outer, storage_options=options)
+    inner = f"{outer}/year=2024/month=02"
+    with pytest.raises(zc.InvalidInputError, match=rf"inside the collection at {outer}\b"):
+        factory.create(inner, storage_options=options)
+    assert _keys(s3, inner.removeprefix("s3://test/")) == []
