@@ -201,6 +201,33 @@ def test_bytes_that_are_not_ascii_into_a_str_variable_are_a_schema_error(memory_
     assert col.query()["name"].values.tolist() == ["ok", "fine"]
 
 
+@pytest.mark.parametrize("lazy", [False, True], ids=["numpy", "dask"])
+def test_integers_a_float_cannot_hold_exactly_are_refused(memory_url: str, lazy: bool) -> None:
+    """int64 -> float64 is a safe cast for numpy (and was accepted as one: "no value
+    changes"), but 2**60 + 1 was stored as 2**60. Integers it holds exactly still go in."""
+    schema = (
+        zc.Schema()
+        .with_dimension("time", chunks=4)
+        .with_variable("time", dtype="datetime64[ns]", dimensions=("time",))
+        .with_variable("v", dtype="float64", dimensions=("time",))
+        .build()
+    )
+    col = zc.create_collection(memory_url, schema=schema, axis="time", partitioning=MONTHLY)
+    time = numpy.array(["2024-01-02", "2024-01-03", "2024-02-01"], dtype="datetime64[ns]")
+
+    def values(*ints: int) -> Any:
+        array = numpy.array(ints, dtype="int64")
+        return da.from_array(array, chunks=1) if lazy else array
+
+    with pytest.raises(SchemaError, match=r"'v': 1 integer value.*first 1152921504606846977"):
+        col.insert({"time": time, "v": values(2**60 + 1, 2, 3)})
+    with pytest.raises(SchemaError, match=r"'v'.*9223372036854775807.*float64 exactly"):
+        col.insert({"time": time, "v": values(2**63 - 1, 0, 0)})
+    assert col.partitions() == []
+    col.insert({"time": time, "v": values(2**60, -(2**63), 2**53)})
+    assert col.query()["v"].values.tolist() == [2.0**60, -(2.0**63), 2.0**53]
+
+
 # -- time bounds with a timezone -------------------------------------------------------------------
 def _paris_midnight() -> Any:
     pandas = pytest.importorskip("pandas")
