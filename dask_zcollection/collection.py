@@ -45,7 +45,7 @@ from .expr import (
 from .expr._dask import array_from_graph
 from .expr._read import row_count_task, values_task
 from .indexing._selection import clip
-from .io import ReadSource, TimeRange, parts_of, row_range
+from .io import ReadSource, TimeRange, parts_of, row_range, unwritten_immutable
 from .partitioning import compile_filter, time_bound
 from .partitioning._filter import FilterLike
 
@@ -742,6 +742,14 @@ class LazyCollection(DaskMethodsMixin):
         for name in names:
             spec = schema[name]
             blocks: ZExpr
+            unwritten = (
+                unwritten_immutable(self.source.config, expr.catalog, name)
+                if isinstance(expr, ReadPartitions)
+                else None
+            )
+            if unwritten is not None:
+                out[name] = da.from_array(unwritten, chunks=unwritten.shape or ())
+                continue
             if isinstance(expr, ReadPartitions):
                 blocks = ReadBlocks(self.source, expr.catalog, name, ranges, selected, block_rows)
             elif spec.immutable and not len(expr.catalog):

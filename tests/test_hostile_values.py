@@ -381,3 +381,39 @@ def test_a_collection_inside_another_is_refused(tmp_path: Path, inner: str) -> N
     zc.create_collection(
         f"file://{tmp_path}/col2", schema=schema, axis="time", partitioning=MONTHLY
     )
+
+
+def test_a_collection_nothing_was_inserted_into_opens_in_xarray(tmp_path: Path) -> None:
+    """``xr.open_dataset(url, engine="zcollection")`` and ``to_xarray()`` of a new
+    collection with an immutable variable raised ``PartitionNotFoundError`` ('_immutable/x'
+    is missing): no insert had written it. It reads as its fill value; once written, a
+    missing immutable group is still damage."""
+    import shutil
+
+    xarray = pytest.importorskip("xarray")
+    schema = (
+        zc.Schema()
+        .with_dimension("time", chunks=4)
+        .with_dimension("x", size=3, chunks=3)
+        .with_variable("time", dtype="datetime64[ns]", dimensions=("time",))
+        .with_variable("v", dtype="float32", dimensions=("time", "x"))
+        .with_variable("x", dtype="int16", dimensions=("x",), fill_value=-1)
+        .build()
+    )
+    url = f"file://{tmp_path}/col"
+    col = zc.create_collection(url, schema=schema, axis="time", partitioning=MONTHLY)
+    ds = xarray.open_dataset(url, engine="zcollection")
+    assert dict(ds.sizes) == {"time": 0, "x": 3}
+    assert bool(ds["x"].isnull().all())  # the fill value, masked by xarray's CF decoding
+    assert zc.read_collection(url).to_xarray()["x"].values.tolist() == [-1, -1, -1]
+    col.insert(
+        {
+            "time": numpy.array(["2024-01-02"], "M8[ns]"),
+            "v": numpy.zeros((1, 3), "float32"),
+            "x": numpy.array([4, 5, 6], "int16"),
+        }
+    )
+    assert xarray.open_dataset(url, engine="zcollection")["x"].values.tolist() == [4, 5, 6]
+    shutil.rmtree(tmp_path / "col" / "_immutable")
+    with pytest.raises(zc.NotFoundError):
+        xarray.open_dataset(url, engine="zcollection")["x"].values  # noqa: B018
