@@ -271,6 +271,37 @@ def test_a_time_bound_with_a_timezone_is_read_as_utc_without_a_warning(
     assert got.tolist() == time[time >= numpy.datetime64(utc, "ns")].tolist()
 
 
+@pytest.mark.parametrize(
+    ("low", "high", "expected"),
+    [
+        ("2024-01-02T00:00:00.5", None, [1.0, 2.0]),
+        (None, "2024-01-02T00:00:01.5", [0.0, 1.0]),
+        ("2024-01-02T00:00:00.5", "2024-01-02T00:00:01.5", [1.0]),
+        ("2024-01-02T00:00:00.5", "2024-01-02T00:00:00.9", None),
+        ("2024-01-02T00:00:01.500000000001", None, [2.0]),
+    ],
+)
+def test_time_bounds_finer_than_the_axis_keep_no_row_outside(
+    memory_url: str, low: Any, high: Any, expected: Any
+) -> None:
+    """On a ``datetime64[s]`` axis a lower bound of 00:00:00.5 was rounded down and kept the
+    row at 00:00:00; one with 12 fractional digits parsed as picoseconds, whose range is
+    months around 1970: it wrapped silently and kept every row (bounds are read to the
+    nanosecond at most)."""
+    schema = (
+        zc.Schema()
+        .with_dimension("time", chunks=4)
+        .with_variable("time", dtype="datetime64[s]", dimensions=("time",))
+        .with_variable("v", dtype="float64", dimensions=("time",))
+        .build()
+    )
+    col = zc.create_collection(memory_url, schema=schema, axis="time", partitioning=MONTHLY)
+    time = numpy.datetime64("2024-01-02T00:00:00", "s") + numpy.arange(3).astype("m8[s]")
+    col.insert({"time": time, "v": numpy.arange(3.0)})
+    ds = col.lazy().filter(time=slice(low, high)).compute()
+    assert (None if ds is None else ds["v"].values.tolist()) == expected
+
+
 # -- resource limits -------------------------------------------------------------------------------
 @pytest.mark.xfail(
     strict=True,

@@ -447,9 +447,18 @@ def _time_bound(
     value = _naive_utc(value)
     if dtype.kind == "M":
         try:
-            return numpy.datetime64(value).astype(dtype)
+            when = numpy.datetime64(value)
+            if numpy.datetime_data(when.dtype)[0] in ("ps", "fs", "as"):
+                # numpy's range below ns is months around 1970: the value wrapped silently.
+                when = numpy.datetime64(value, "ns")
+            bound = when.astype(dtype)
         except (ValueError, TypeError) as err:
             raise InvalidInputError(f"cannot interpret {value!r} as a time of {name!r}") from err
+        if not upper and bound.astype(when.dtype) < when:
+            # A lower bound finer than the axis rounds up, as integer times do: the
+            # conversion rounded it down, keeping a value below the range.
+            bound = bound + numpy.timedelta64(1, numpy.datetime_data(dtype)[0])  # type: ignore[call-overload]
+        return bound
     if isinstance(value, (str, numpy.datetime64)) or hasattr(value, "isoformat"):
         if dtype.kind not in "iu":
             raise InvalidInputError(
