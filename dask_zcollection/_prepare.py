@@ -97,6 +97,27 @@ def _unmask(block: Any, path: str, fill: Any, strict: bool) -> Any:
     return numpy.ma.filled(block, fill)
 
 
+def _check_exact(block: Any, out: Any, path: str, want: numpy.dtype[Any]) -> None:
+    """Refuse integers a float cannot hold: numpy calls int64 -> float64 safe, yet it rounds
+    above 2**53 (``2**60 + 1`` was stored as ``2**60``)."""
+    mantissa = numpy.finfo(want).nmant + 1
+    if block.dtype.itemsize * 8 <= mantissa:
+        return
+    big = (block > 2**mantissa) | (block < -(2**mantissa))
+    if not big.any():
+        return
+    values, back = block[big], numpy.real(out[big])
+    top = float(numpy.iinfo(block.dtype).max) + 1  # 2**63 or 2**64: outside, never exact
+    inside = (back < top) & (back >= float(numpy.iinfo(block.dtype).min))
+    exact = inside & (numpy.where(inside, back, 0).astype(block.dtype) == values)
+    if not exact.all():
+        first = values[~exact][0]
+        raise SchemaError(
+            f"variable {path!r}: {int((~exact).sum())} integer value(s) (first {first}) "
+            f"cannot be stored as {want} exactly (it holds integers up to 2**{mantissa})"
+        )
+
+
 def _cast_block(block: Any, path: str, want: numpy.dtype[Any], fill: Any, strict: bool) -> Any:
     """One block as ``want``: masked values filled, a time outside ``want``'s range refused."""
     if isinstance(block, numpy.ma.MaskedArray):
@@ -104,10 +125,18 @@ def _cast_block(block: Any, path: str, want: numpy.dtype[Any], fill: Any, strict
     if block.dtype == want:
         return block
     try:
-        return block.astype(want)
+        out = block.astype(want)
+        if block.dtype.kind in "iu" and want.kind in "fc":
+            _check_exact(block, out, path, want)
+        return out
     except OverflowError as err:  # datetime64[s] beyond the [ns] range, ~1678..2262
         raise SchemaError(
             f"variable {path!r}: a value of dtype {block.dtype} is outside the range of {want}"
+        ) from err
+    except UnicodeDecodeError as err:  # bytes into a str variable: numpy decodes ASCII only
+        raise SchemaError(
+            f"variable {path!r}: bytes that are not ASCII cannot be stored as {want} ({err}); "
+            "decode them first"
         ) from err
 
 
@@ -227,6 +256,11 @@ def prepare_insert(
             immutable[path] = array
             continue
         n = var.shape[0]
+        if n != n:  # NaN: a dask array of unknown chunk sizes (e.g. after boolean indexing)
+            raise SchemaError(
+                f"variable {path!r}: its dask chunk sizes along {axis!r} are unknown (NaN, e.g. "
+                "after boolean indexing); call .compute_chunk_sizes() on it first"
+            )
         if rows is None:
             rows = n
         elif n != rows:

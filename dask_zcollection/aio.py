@@ -9,14 +9,27 @@ collection is opened.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import keyword
+import os
+import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy
 
 from ._engine import AsyncCollection, Mode
 from .catalog import CatalogLog
 from .catalog._transaction import recover
 from .collection import LazyCollection, collection_from
-from .errors import AlreadyExistsError, CollectionNotFoundError, InvalidInputError, SchemaError
+from .errors import (
+    AlreadyExistsError,
+    CollectionNotFoundError,
+    InvalidInputError,
+    SchemaError,
+    StorageError,
+    ZCollectionError,
+)
 from .io import (
     CONFIG_KEY,
     CollectionConfig,
@@ -28,7 +41,15 @@ from .io import (
 from .partitioning import Partitioning
 from .partitioning._filter import FilterLike
 from .schema import Schema
-from .store import StoreLike, check_clearable, resolve_store
+from .store import (
+    FsspecStore,
+    LocalStore,
+    ObjectStore,
+    StoreLike,
+    StoreSpec,
+    check_clearable,
+    resolve_store,
+)
 from .view import AsyncView, create_view, is_view, open_view, read_view
 
 __all__ = [
@@ -116,6 +137,7 @@ async def create_collection(
         raise SchemaError(
             f"the partitioning splits dimension {partitioning.dimension!r} but axis is {axis!r}"
         )
+    _check_partitioning(partitioning, schema, spec.url)
     if axis_variable is None:
         axis_variable = default_axis_variable(schema, axis, partitioning)
     elif axis_variable not in schema or schema[axis_variable].dimensions != (axis,):
@@ -123,6 +145,7 @@ async def create_collection(
     config = CollectionConfig(
         axis=axis, axis_variable=axis_variable, partitioning=partitioning, schema=schema
     )
+    await _check_not_inside_a_collection(spec)
     if await spec.exists(CONFIG_KEY) or not await spec.is_empty():
         if not overwrite:
             raise AlreadyExistsError(f"a collection (or other data) already exists at {spec.url}")
@@ -136,6 +159,65 @@ async def create_collection(
     await log.commit(empty.next_version("create"))
     await spec.publish(f"dask_zcollection create collection (partitioning {partitioning!r})")
     return collection
+
+
+async def _check_not_inside_a_collection(spec: StoreSpec) -> None:
+    """Refuse a root inside another collection (at a partition's path, in its catalog...).
+
+    Its repair quarantined such a collection, and an insert of the partition
+    at that path wrote over it. Local directories and object-store prefixes are
+    checked (one existence check per parent prefix); other stores have no parents.
+    """
+    found: str | None = None
+    if isinstance(spec, LocalStore):
+        root = pathlib.Path(os.path.realpath(spec.root))
+        found = next((f"file://{p}" for p in root.parents if (p / CONFIG_KEY).is_file()), None)
+    elif isinstance(spec, ObjectStore | FsspecStore) and getattr(spec, "prebuilt", None) is None:
+        scheme, _, rest = spec.location.partition("://")
+        parts = rest.strip("/").split("/")
+        parents = [
+            dataclasses.replace(spec, location=f"{scheme}://{'/'.join(parts[:i])}")
+            for i in range(len(parts) - 1, 0, -1)
+        ]
+
+        async def holds(parent: StoreSpec) -> bool:
+            try:
+                return await parent.exists(CONFIG_KEY)
+            except StorageError:  # e.g. a key allowed this prefix only: nothing to tell
+                return False
+
+        held = await asyncio.gather(*(holds(p) for p in parents))
+        found = next((p.url for p, h in zip(parents, held, strict=True) if h), None)
+    if found is not None:
+        raise InvalidInputError(
+            f"cannot create a collection at {spec.url}: it lies inside the collection at "
+            f"{found} (its partitions, catalog and clean-up own every path below it)"
+        )
+
+
+def _check_partitioning(partitioning: Partitioning, schema: Schema, url: str) -> None:
+    """Refuse partition keys no filter can name, and key variables of unusable dtypes.
+
+    A Sequence over floats would refuse every insert; zero rows of each variable's
+    dtype (and its attributes: a Date's CF units) go through the partitioning's
+    own checks.
+    """
+    for key in partitioning.keys:
+        # Filters name keys as identifiers ("pass == 3" is a syntax error, and so
+        # was the mapping {"pass": 3}, which is turned into that text).
+        if not key.isidentifier() or keyword.iskeyword(key):
+            raise SchemaError(
+                f"{url}: partition key {key!r} cannot be named in a filter: it must be a "
+                "Python identifier and not a keyword; rename the variable"
+            )
+    probe = {name: numpy.zeros(0, schema[name].dtype) for name in partitioning.variables}
+    attrs = {name: dict(schema[name].attrs) for name in partitioning.variables}
+    try:
+        partitioning.split(probe, attrs)
+    except ZCollectionError as err:
+        raise SchemaError(f"{url}: the partitioning cannot use the schema: {err}") from err
+    except Exception:  # a custom partitioning may not take zero rows: its inserts check
+        pass
 
 
 async def open_collection(

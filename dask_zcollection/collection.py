@@ -45,7 +45,7 @@ from .expr import (
 from .expr._dask import array_from_graph
 from .expr._read import row_count_task, values_task
 from .indexing._selection import clip
-from .io import ReadSource, TimeRange, parts_of, row_range
+from .io import ReadSource, TimeRange, parts_of, row_range, unwritten_immutable
 from .partitioning import compile_filter, time_bound
 from .partitioning._filter import FilterLike
 
@@ -742,6 +742,14 @@ class LazyCollection(DaskMethodsMixin):
         for name in names:
             spec = schema[name]
             blocks: ZExpr
+            unwritten = (
+                unwritten_immutable(self.source.config, expr.catalog, name)
+                if isinstance(expr, ReadPartitions)
+                else None
+            )
+            if unwritten is not None:
+                out[name] = da.from_array(unwritten, chunks=unwritten.shape or ())
+                continue
             if isinstance(expr, ReadPartitions):
                 blocks = ReadBlocks(self.source, expr.catalog, name, ranges, selected, block_rows)
             elif spec.immutable and not len(expr.catalog):
@@ -844,19 +852,24 @@ class LazyCollection(DaskMethodsMixin):
         ------
         InvalidInputError
             When a variable does not span the axis (an immutable one).
+        VariableNotFoundError
+            When a variable is not in the collection or was projected away.
         """
         import dask.dataframe as dd
         import pandas
 
         config = self.source.config
         schema = config.schema
-        names = (
-            list(variables)
-            if variables is not None
-            else [v for v in self.variables if schema[v].dimensions == (config.axis,)]
-        )
+        if variables is None:
+            names = [v for v in self.variables if schema[v].dimensions == (config.axis,)]
+        else:
+            # As ``lazy[...]`` (which checks them): a path or a list, a leading '/' allowed,
+            # each column once (a str was read as a list of one-letter names: "variable 'q'").
+            self[variables]
+            listed = [variables] if isinstance(variables, str) else variables
+            names = list(dict.fromkeys(v.strip("/") for v in listed))
         for n in names:
-            if n not in schema or schema[n].immutable or schema[n].dimensions[0] != config.axis:
+            if schema[n].immutable or schema[n].dimensions[0] != config.axis:
                 raise InvalidInputError(f"variable {n!r} is not a variable along {config.axis!r}")
         expr = self._optimized_partitions()
         if not isinstance(expr, (ReadPartitions, Persisted)):

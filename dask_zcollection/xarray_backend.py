@@ -38,7 +38,7 @@ from ._sync import sync
 from ._xarray_index import AxisIndex, LazyAxis
 from .catalog._discovery import IMMUTABLE_PATH
 from .errors import CorruptedDataError, InvalidInputError, NotFoundError, StorageError
-from .io import CONFIG_KEY, ReadSource, read_block
+from .io import CONFIG_KEY, ReadSource, read_block, unwritten_immutable
 from .io._memory import empty
 from .store import StoreSpec
 from .view._config import VIEW_CONFIG_KEY
@@ -286,8 +286,11 @@ class _Opened:
             if spec.fill_value is not None:
                 attrs["_FillValue"] = spec.fill_value
             data: Any
+            unwritten = unwritten_immutable(config, catalog, path)
             if path in own:
                 data = lazy.to_dask_array(path)
+            elif unwritten is not None:
+                data = unwritten
             else:
                 array = ZCollectionArray(base, catalog.paths, ranges, path, immutable_path)
                 data = indexing.LazilyIndexedArray(array)

@@ -105,6 +105,18 @@ def _owner() -> dict[str, Any]:
     return {"host": _HOST, "node": _NODE, "pid": os.getpid()}
 
 
+#: Transactions of this process that are over (aborted): they never publish. Their
+#: writer's process still runs, so another writer of this process would otherwise wait
+#: for them as for a lazy write's client (an hour) when their abort could not finish,
+#: e.g. the store was unreachable: locks left by an outage blocked the next insert.
+_ENDED: set[str] = set()
+
+
+def end(txn: str) -> None:
+    """Record that ``txn`` is over in this process (it never publishes from now on)."""
+    _ENDED.add(txn)
+
+
 def _here(doc: dict[str, Any]) -> bool:
     """Whether the process a record names would be a process of this machine and namespace."""
     if doc.get("host") != _HOST:
@@ -187,7 +199,7 @@ class Liveness:
 
     def dead(self, *, force: bool = False, timeout: float | None = None) -> bool:
         """Whether the writer is dead (``force``: whatever it says)."""
-        if force:
+        if force or self.txn in _ENDED:
             return True
         timeout = lease_timeout() if timeout is None else timeout
         last = self.last_sign

@@ -190,7 +190,8 @@ class Root:
         return [
             (self.cmin, self.cmax, single),
             (*a, ~single),
-            (*b, ~single & (last - f >= 2)),
+            # Keys strictly between: ``last - f >= 2`` wraps around at the int64 extremes.
+            (*b, ~single & (last > f) & (last - 1 > f)),
             (*c, ~single),
         ]
 

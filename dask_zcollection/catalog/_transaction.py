@@ -49,6 +49,7 @@ from ._lease import (
     ALIVE_SUFFIX,
     LEASE_DIR,
     alive_key,
+    end,
     heartbeat,
     lease_key,
     lease_timeout,
@@ -300,10 +301,13 @@ class Transaction:
         try:
             yield
         except ConflictError:
-            await self.abort()
+            with contextlib.suppress(OSError):
+                await self.abort()
             raise
         except BaseException:
-            await asyncio.shield(self.abort())
+            # The abort's own failure (the store unreachable) must not hide the error.
+            with contextlib.suppress(OSError):
+                await asyncio.shield(self.abort())
             raise
 
     @contextlib.asynccontextmanager
@@ -541,8 +545,19 @@ class Transaction:
         if self.spec.transactional:
             await self.spec.discard()
             return
+        busy: set[str] = set()
+        try:
+            await self._abort(busy)
+        finally:
+            if not busy:
+                # Over: a writer of this process that meets its locks recovers them at
+                # once (its lease names this running process: others wait for it).
+                end(self.txn)
+
+    async def _abort(self, busy: set[str]) -> None:
+        """:meth:`abort` on a backend with locks; ``busy`` gets the partitions still written."""
         await self.spec.put(self._abort_key, json.dumps({"aborted": time.time()}).encode())
-        busy = await self._wait_for_writers(ABORT_WAIT)
+        busy |= await self._wait_for_writers(ABORT_WAIT)
         # Only the segments of its partitions: what it wrote is named there, if at all.
         mine = [p for c in self.canonicals for p in (c, f"{c}@{self.txn}")]
         # No warning about damaged versions: uncommitted, nothing of it is named there.

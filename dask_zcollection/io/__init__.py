@@ -28,6 +28,7 @@ from ._reader import (
     read_partition,
     read_rows,
     row_range,
+    unwritten_immutable,
 )
 
 __all__ += [
@@ -44,4 +45,5 @@ __all__ += [
     "read_partition",
     "read_rows",
     "row_range",
+    "unwritten_immutable",
 ]

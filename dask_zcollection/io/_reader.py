@@ -344,6 +344,22 @@ async def read_rows(source: ReadSource, path: str, name: str, pieces: RowRanges)
     return out
 
 
+def unwritten_immutable(config: CollectionConfig, catalog: Catalog, name: str) -> Any:
+    """The value of immutable ``name`` before any insert wrote it, else ``None``.
+
+    A collection nothing was inserted into has no immutable group (its catalog
+    names none and holds no partition): the variable reads as its fill value
+    (zero without one), its values not known yet. Elsewhere a missing
+    immutable group is damage, and reading it raises.
+    """
+    spec = config.schema[name]
+    if not spec.immutable or catalog.immutable is not None or len(catalog):
+        return None
+    dims = config.schema.all_dimensions()
+    shape = tuple(dims[d].size or 0 for d in spec.dimensions)
+    return numpy.full(shape, 0 if spec.fill_value is None else spec.fill_value, spec.dtype)
+
+
 async def read_block(
     source: ReadSource, path: str, name: str, start: int, stop: int
 ) -> numpy.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
@@ -415,14 +416,49 @@ def time_bound(
     return bound
 
 
+#: The UTC offset ending an ISO 8601 time: ``Z``, ``+02:00``, ``-0530``.
+_UTC_OFFSET: Final = re.compile(r"[T ]\d[\d:.]*(?:Z|[+-]\d{2}(?::?\d{2})?)$")
+
+
+def _naive_utc(value: Any) -> Any:
+    """A time with a timezone as naive UTC, what the axis holds (the others unchanged).
+
+    numpy converts such a time itself, but with a ``UserWarning`` (its parsing
+    of offsets is deprecated); a ``datetime`` or ``pandas.Timestamp`` with a
+    timezone is converted here too.
+    """
+    if isinstance(value, datetime.datetime) and value.tzinfo is not None:
+        utc = value.astimezone(datetime.UTC).replace(tzinfo=None)
+        to_numpy = getattr(utc, "to_datetime64", None)  # pandas: keeps its nanoseconds
+        return to_numpy() if to_numpy is not None else utc
+    if isinstance(value, str) and _UTC_OFFSET.search(value.strip()):
+        try:
+            parsed = datetime.datetime.fromisoformat(value.strip())
+        except ValueError:
+            return value  # e.g. nanoseconds: left to numpy
+        if parsed.tzinfo is not None:
+            return parsed.astimezone(datetime.UTC).replace(tzinfo=None)
+    return value
+
+
 def _time_bound(
     value: Any, dtype: numpy.dtype[Any], attrs: dict[str, Any], name: str, *, upper: bool
 ) -> Any:
+    value = _naive_utc(value)
     if dtype.kind == "M":
         try:
-            return numpy.datetime64(value).astype(dtype)
+            when = numpy.datetime64(value)
+            if numpy.datetime_data(when.dtype)[0] in ("ps", "fs", "as"):
+                # numpy's range below ns is months around 1970: the value wrapped silently.
+                when = numpy.datetime64(value, "ns")
+            bound = when.astype(dtype)
         except (ValueError, TypeError) as err:
             raise InvalidInputError(f"cannot interpret {value!r} as a time of {name!r}") from err
+        if not upper and bound.astype(when.dtype) < when:
+            # A lower bound finer than the axis rounds up, as integer times do: the
+            # conversion rounded it down, keeping a value below the range.
+            bound = bound + numpy.timedelta64(1, numpy.datetime_data(dtype)[0])  # type: ignore[call-overload]
+        return bound
     if isinstance(value, (str, numpy.datetime64)) or hasattr(value, "isoformat"):
         if dtype.kind not in "iu":
             raise InvalidInputError(

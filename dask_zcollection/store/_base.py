@@ -186,7 +186,12 @@ class StoreSpec(abc.ABC):
 
     async def exists(self, key: str) -> bool:
         """Whether ``key`` exists."""
-        return await self.zarr_store().exists(key)
+        try:
+            return await self.zarr_store().exists(key)
+        except (StorageError, FileNotFoundError):
+            raise
+        except OSError as err:  # e.g. s3fs's PermissionError on a wrong key: name the store
+            raise StorageError(f"cannot check {key!r} in {self.url}: {err}") from err
 
     async def delete(self, key: str) -> None:
         """Delete ``key`` (no error when absent)."""

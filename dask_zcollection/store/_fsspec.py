@@ -155,6 +155,8 @@ class FsspecStore(StoreSpec):
             found = await fs._find(base, withdirs=False, detail=True)
         except FileNotFoundError:
             return []
+        except OSError as err:  # e.g. PermissionError on a wrong key: name the store
+            raise StorageError(f"cannot list {prefix!r} in {self.url}: {err}") from err
         start = f"{root}/"
         return [
             name[len(start) :]

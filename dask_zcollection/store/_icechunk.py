@@ -327,10 +327,22 @@ class IcechunkStore(StoreSpec):
             )
         session = _SESSIONS[self.writer]
         if session is None:
-            session = _SESSIONS[self.writer] = self.repository(create=True).writable_session(
-                self.branch
-            )
+            with self._known_branch():
+                session = self.repository(create=True).writable_session(self.branch)
+            _SESSIONS[self.writer] = session
         return session
+
+    @contextlib.contextmanager
+    def _known_branch(self) -> Iterator[None]:
+        """Icechunk's ``RefNotFoundError`` on :attr:`branch` as an error naming it."""
+        import icechunk
+
+        try:
+            yield
+        except icechunk.RefNotFoundError as err:
+            raise CollectionNotFoundError(
+                f"{self.url} has no branch {self.branch!r} (storage_options['branch'])"
+            ) from err
 
     def zarr_store(self) -> Store:
         if self.writer is not None:
@@ -341,7 +353,8 @@ class IcechunkStore(StoreSpec):
                 session._zc_store = store
             return store  # type: ignore[no-any-return]
         if self.snapshot is None:  # the branch tip, now (not cached: it moves)
-            return self.repository().readonly_session(branch=self.branch).store  # type: ignore[no-any-return]
+            with self._known_branch():
+                return self.repository().readonly_session(branch=self.branch).store  # type: ignore[no-any-return]
         return super().zarr_store()
 
     def _open_store(self) -> Store:
@@ -356,7 +369,8 @@ class IcechunkStore(StoreSpec):
             return self  # already pinned: its catalog and its data stay one snapshot
         repo = self.repository()
         if version is None:
-            snapshot = repo.lookup_branch(self.branch)
+            with self._known_branch():
+                snapshot = repo.lookup_branch(self.branch)
         else:
             snapshot = _resolve_version(repo, version, self.url)
         return dataclasses.replace(self, snapshot=snapshot, writer=None)
@@ -475,8 +489,9 @@ class IcechunkStore(StoreSpec):
         return await self._get(f"{key}/c/0") or b""
 
     async def _get(self, key: str) -> bytes | None:
+        store = self.zarr_store()  # outside: a missing branch is no missing key
         try:
-            buf = await self.zarr_store().get(key, prototype=default_buffer_prototype())
+            buf = await store.get(key, prototype=default_buffer_prototype())
         except (FileNotFoundError, KeyError):
             return None
         except Exception as err:
@@ -633,6 +648,10 @@ def _resolve_version(repo: Any, version: str, url: str) -> str:
     """Snapshot id of a tag, a branch or a snapshot id."""
     import icechunk
 
+    if not isinstance(version, str):
+        raise InvalidInputError(
+            f"{url}: version must be a str (a snapshot id, tag or branch), got {version!r}"
+        )
     for lookup in (repo.lookup_tag, repo.lookup_branch):
         try:
             return str(lookup(version))

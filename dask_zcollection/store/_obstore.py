@@ -24,8 +24,9 @@ Anything not given comes from the environment (``AWS_*``, ``GOOGLE_*``,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from zarr.abc.buffer import Buffer
@@ -291,6 +292,32 @@ class ObjectStore(StoreSpec):
         except oe.BaseError as err:
             raise StorageError(f"cannot write {key!r} to {self.url}: {_short(err)}") from err
 
+    # Listings and existence checks: obstore's errors (a wrong key, a missing bucket)
+    # are StorageErrors naming the collection, as for get and put.
+    async def exists(self, key: str) -> bool:
+        with _storage_errors(f"cannot check {key!r} in {self.url}"):
+            return await StoreSpec.exists(self, key)
+
+    async def delete_prefix(self, prefix: str) -> None:
+        with _storage_errors(f"cannot delete {prefix!r} in {self.url}"):
+            await StoreSpec.delete_prefix(self, prefix)
+
+    async def list_dir(self, prefix: str) -> list[str]:
+        with _storage_errors(f"cannot list {prefix!r} in {self.url}"):
+            return await StoreSpec.list_dir(self, prefix)
+
+    async def list_prefix(self, prefix: str) -> list[str]:
+        with _storage_errors(f"cannot list {prefix!r} in {self.url}"):
+            return await StoreSpec.list_prefix(self, prefix)
+
+    async def is_empty(self) -> bool:
+        with _storage_errors(f"cannot list {self.url}"):
+            return await StoreSpec.is_empty(self)
+
+    async def clear(self) -> None:
+        with _storage_errors(f"cannot clear {self.url}"):
+            await StoreSpec.clear(self)
+
     async def put_if_absent(self, key: str, data: bytes, *, durable: bool = True) -> bool:
         import obstore
         import obstore.exceptions as oe
@@ -346,6 +373,19 @@ def _in_transit(err: BaseException) -> bool:
             "Server returned non-2xx status code: 5",
         )
     )
+
+
+@contextlib.contextmanager
+def _storage_errors(what: str) -> Iterator[None]:
+    """Raise obstore's errors (and other I/O errors) in the block as :class:`StorageError`."""
+    import obstore.exceptions as oe
+
+    try:
+        yield
+    except StorageError:
+        raise
+    except (OSError, oe.BaseError) as err:
+        raise StorageError(f"{what}: {_short(err)}") from err
 
 
 def _short(err: BaseException) -> str:
