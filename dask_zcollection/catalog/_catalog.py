@@ -25,9 +25,12 @@ from numcodecs import Zstd
 
 from ..errors import CorruptedDataError, FormatVersionError
 
-__all__ = ["CATALOG_FORMAT", "Catalog", "decode_catalog", "encode_catalog"]
+__all__ = ["CATALOG_FORMAT", "NO_TXN", "Catalog", "decode_catalog", "encode_catalog"]
 
 CATALOG_FORMAT = 1
+#: The identity of a partition group stamped by no transaction (the reference
+#: implementation's): the group a reader opens must carry no ``_zc_txn``.
+NO_TXN = "-"
 _MAGIC = b"ZCCAT\x01"
 _CODEC = Zstd(level=3)
 
@@ -63,6 +66,12 @@ class Catalog:
         Identifier of the transaction that wrote this version.
     timestamp : float
         Commit time (seconds since the epoch).
+    txns : tuple of str
+        The identity of each partition's group: the ``_zc_txn`` of the
+        transaction that wrote it, :data:`NO_TXN` for a group stamped by none
+        (the reference format), ``""`` when unknown (catalogs written before
+        identities were recorded, listed ones). Empty: unknown for all.
+        Readers check the group they open against it.
     """
 
     version: int
@@ -76,6 +85,7 @@ class Catalog:
     immutable: str | None = None
     txn: str = ""
     timestamp: float = 0.0
+    txns: tuple[str, ...] = ()
 
     @classmethod
     def empty(cls, key_names: Sequence[str], axis_dtype: Any) -> Catalog:
@@ -114,6 +124,15 @@ class Catalog:
             f"keys={self.key_names} stats={self.has_stats}>"
         )
 
+    def identity(self, i: int) -> str:
+        """The identity of partition ``i``'s group (``""``: unknown, see ``txns``)."""
+        return self.txns[i] if self.txns else ""
+
+    @property
+    def identities(self) -> tuple[str, ...]:
+        """The identity of every partition's group (``""``: unknown)."""
+        return self.txns if self.txns else ("",) * len(self)
+
     @property
     def columns(self) -> dict[str, numpy.ndarray]:
         """Key columns by name (for filter evaluation)."""
@@ -131,11 +150,13 @@ class Catalog:
         idx = numpy.arange(len(self))[index] if not isinstance(index, numpy.ndarray) else index
         if idx.dtype == bool:
             idx = numpy.flatnonzero(idx)
-        paths = self.paths
+        paths, txns = self.paths, self.txns
+        pos = idx.tolist()
         return dataclasses.replace(
             self,
             keys=self.keys[idx],
-            paths=tuple(paths[i] for i in idx.tolist()),
+            paths=tuple(paths[i] for i in pos),
+            txns=tuple(txns[i] for i in pos) if txns else (),
             rows=self.rows[idx],
             axis_min=self.axis_min[idx],
             axis_max=self.axis_max[idx],
@@ -221,8 +242,12 @@ class Catalog:
         rows: numpy.ndarray,
         axis_min: numpy.ndarray,
         axis_max: numpy.ndarray,
+        txns: Sequence[str] | None = None,
     ) -> Catalog:
-        """Return a catalog where the given partitions are added or replaced."""
+        """Return a catalog where the given partitions are added or replaced.
+
+        ``txns``: the identity of each one's group (``None``: unknown).
+        """
         keys = numpy.asarray(keys, dtype="int64").reshape(-1, len(self.key_names))
         pos = self.find(keys)
         keep = numpy.ones(len(self), dtype=bool)
@@ -231,10 +256,14 @@ class Catalog:
         all_keys = numpy.concatenate([base.keys, keys])
         order = numpy.lexsort(all_keys.T[::-1]) if len(all_keys) else numpy.arange(0)
         all_paths = base.paths + tuple(paths)
+        new_txns = tuple(txns) if txns is not None else ("",) * len(keys)
+        all_txns = base.txns + new_txns if base.txns else ("",) * len(base) + new_txns
+        known = any(all_txns)
         return dataclasses.replace(
             self,
             keys=all_keys[order],
             paths=tuple(all_paths[i] for i in order.tolist()),
+            txns=tuple(all_txns[i] for i in order.tolist()) if known else (),
             rows=numpy.concatenate([base.rows, numpy.asarray(rows, "int64")])[order],
             axis_min=numpy.concatenate(
                 [base.axis_min, numpy.asarray(axis_min, base.axis_min.dtype)]
@@ -282,6 +311,8 @@ def encode_catalog(catalog: Catalog) -> bytes:
         "axis_max": numpy.ascontiguousarray(catalog.axis_max),
     }
     paths = "\n".join(catalog.paths).encode()
+    # The groups' identities, after the paths (a reader that predates them ignores them).
+    txns = "\n".join(catalog.txns).encode() if any(catalog.txns) else b""
     layout = []
     offset = 0
     for name, col in columns.items():
@@ -300,7 +331,9 @@ def encode_catalog(catalog: Catalog) -> bytes:
         "columns": layout,
         "paths": {"offset": offset, "nbytes": len(paths)},
     }
-    body = b"".join([*(c.tobytes() for c in columns.values()), paths])
+    if txns:
+        header["txns"] = {"offset": offset + len(paths), "nbytes": len(txns)}
+    body = b"".join([*(c.tobytes() for c in columns.values()), paths, txns])
     # zstd cannot round-trip an empty frame: an empty catalog carries one pad byte.
     packed = bytes(_CODEC.encode(body or b"\0"))
     header["body_crc32"] = zlib.crc32(packed)  # a flipped bit never decodes silently
@@ -404,7 +437,13 @@ def _decode(data: bytes) -> Catalog:
     text = body[p["offset"] : p["offset"] + p["nbytes"]].decode()
     paths = tuple(text.split("\n")) if text else ()
     n = len(cols["keys"])
+    txns: tuple[str, ...] = ()
+    t = header.get("txns")
+    if t is not None:  # absent: written before identities were recorded (no check)
+        txns = tuple(body[t["offset"] : t["offset"] + t["nbytes"]].decode().split("\n"))
     if not (len(paths) == n == len(cols["rows"]) == len(cols["axis_min"]) == len(cols["axis_max"])):
+        raise CorruptedDataError("columns of different lengths")
+    if txns and len(txns) != n:
         raise CorruptedDataError("columns of different lengths")
     return Catalog(
         version=int(header["version"]),
@@ -418,4 +457,5 @@ def _decode(data: bytes) -> Catalog:
         immutable=header.get("immutable"),
         txn=header.get("txn", ""),
         timestamp=float(header.get("timestamp", 0.0)),
+        txns=txns,
     )

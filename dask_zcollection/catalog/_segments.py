@@ -376,10 +376,18 @@ def join(head: Catalog, segments: Sequence[Catalog]) -> Catalog:
     if len(segments) == 1:
         s = segments[0]
         return dataclasses.replace(
-            head, keys=s.keys, paths=s.paths, rows=s.rows, axis_min=s.axis_min, axis_max=s.axis_max
+            head,
+            keys=s.keys,
+            paths=s.paths,
+            rows=s.rows,
+            axis_min=s.axis_min,
+            axis_max=s.axis_max,
+            txns=s.txns,
         )
+    known = any(s.txns for s in segments)
     return dataclasses.replace(
         head,
+        txns=tuple(itertools.chain.from_iterable(s.identities for s in segments)) if known else (),
         keys=numpy.concatenate([s.keys for s in segments]),
         paths=tuple(itertools.chain.from_iterable(s.paths for s in segments)),
         rows=numpy.concatenate([s.rows for s in segments]),

@@ -450,7 +450,9 @@ class AsyncView(StoredIndexes):
                     PartitionPlan(
                         key=selected.key_tuple(i),
                         canonical=canonicals[i],
-                        existing=None if j < 0 else (overlay.paths[j], int(overlay.rows[j]), True),
+                        existing=None
+                        if j < 0
+                        else (overlay.paths[j], int(overlay.rows[j]), True, overlay.identity(j)),
                         stored=None
                         if j < 0
                         else AxisRange(
