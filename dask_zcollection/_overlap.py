@@ -196,7 +196,7 @@ def plan_halos(
 
     def read_axis(k: int) -> numpy.ndarray:
         n = int(counts[k])
-        return sync(io.read(full.paths[k], [axis], stop=n))[axis][:n]
+        return sync(io.read(full.paths[k], [axis], stop=n, txn=full.identity(k)))[axis][:n]
 
     halos: list[Planned] = []
     bounds = halo_bounds(counts, where.tolist(), ranges, rows_depth, span, constant, read_axis)

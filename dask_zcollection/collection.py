@@ -600,12 +600,12 @@ class LazyCollection(DaskMethodsMixin):
         axis = self.source.config.axis_variable
 
         async def rows(part: Part) -> tuple[int, int]:
-            path, n, inside, _ = part
+            path, n, inside, txn = part
             if n < 0:
                 n = await io.row_count(path, axis)
             if inside:
                 return 0, n
-            values = (await io.read(path, [axis], stop=n))[axis]
+            values = (await io.read(path, [axis], stop=n, txn=txn))[axis]
             return row_range(values, time_range)
 
         async def gather() -> list[tuple[int, int]]:

@@ -273,6 +273,28 @@ class PartitionIO:
             raise PartitionNotFoundError(f"array {key!r} is missing from {self.spec.url}")
         return array_from_metadata(json.loads(buf.to_bytes()), StorePath(store, key))
 
+    async def open_partition(
+        self, path: str, names: Sequence[str], txn: str = ""
+    ) -> list[ArrayHandle]:
+        """Open the arrays ``names`` of the partition at ``path``, whose identity is ``txn``.
+
+        Raises
+        ------
+        PartitionNotFoundError
+            When the group the catalog names is gone (``txn`` known: another one
+            may have taken its path, see :meth:`check_identity`).
+        """
+        try:
+            arrays = list(
+                await asyncio.gather(*(self.open_handle(f"{path}/{v}", v) for v in names))
+            )
+        except PartitionNotFoundError as err:
+            if not txn:
+                raise
+            raise PartitionNotFoundError(gone(path, self.spec.url, txn)) from err
+        await self.check_identity(path, txn, arrays)
+        return arrays
+
     async def read(
         self,
         path: str,
@@ -280,17 +302,25 @@ class PartitionIO:
         *,
         start: int = 0,
         stop: int | None = None,
+        txn: str = "",
     ) -> dict[str, numpy.ndarray]:
-        """Read rows ``start:stop`` of the partition variables at ``path``."""
+        """Read rows ``start:stop`` of the partition variables at ``path``.
+
+        ``txn``: the identity of its group the catalog records (checked, see
+        :meth:`check_identity`; ``""``: not checked).
+        """
         names = list(self.partitioned if variables is None else variables)
-        arrays = await asyncio.gather(*(self._read_array(path, v, start, stop) for v in names))
+        handles = await self.open_partition(path, names, txn)
+        arrays = await asyncio.gather(*(self._read_handle(h, start, stop) for h in handles))
         return dict(zip(names, arrays, strict=True))
 
     async def _read_array(
         self, path: str, name: str, start: int, stop: int | None
     ) -> numpy.ndarray:
-        key = f"{path}/{name}"
-        arr = await self.open_handle(key, name)
+        return await self._read_handle(await self.open_handle(f"{path}/{name}", name), start, stop)
+
+    async def _read_handle(self, arr: ArrayHandle, start: int, stop: int | None) -> numpy.ndarray:
+        key = arr.key
         try:
             return await arr.read(start, stop)
         except CorruptedDataError:

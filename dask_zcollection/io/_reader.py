@@ -18,12 +18,12 @@ from typing import Any
 import numpy
 
 from ..catalog import Catalog
-from ..errors import CorruptedDataError, PartitionNotFoundError, StorageError
+from ..errors import CorruptedDataError, StorageError
 from ..store import StoreSpec
 from ._config import CollectionConfig
 from ._fastread import ArrayHandle
 from ._memory import empty
-from ._partition import PartitionIO, gone
+from ._partition import PartitionIO
 
 __all__ = [
     "Part",
@@ -149,20 +149,9 @@ async def open_checked(
 ) -> list[ArrayHandle]:
     """Open the arrays ``names`` of the partition at ``path``, whose identity is ``txn``.
 
-    Raises
-    ------
-    PartitionNotFoundError
-        When the group the catalog names is gone (``txn`` known: another one
-        may have taken its path, see :meth:`PartitionIO.check_identity`).
+    See :meth:`PartitionIO.open_partition`.
     """
-    try:
-        arrays = list(await asyncio.gather(*(io.open_handle(f"{path}/{v}", v) for v in names)))
-    except PartitionNotFoundError as err:
-        if not txn:
-            raise
-        raise PartitionNotFoundError(gone(path, io.spec.url, txn)) from err
-    await io.check_identity(path, txn, arrays)
-    return arrays
+    return await io.open_partition(path, names, txn)
 
 
 async def _part_rows(

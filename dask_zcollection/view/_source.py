@@ -243,7 +243,7 @@ class ViewSource(ReadSource):
             start, stop = 0, n
             if time_range is not None and not inside:
                 axis = self.base.config.axis_variable
-                values = (await self.base.io.read(path, [axis], stop=n))[axis]
+                values = (await self.base.io.read(path, [axis], stop=n, txn=txn))[axis]
                 start, stop = row_range(values, time_range)
             if selection is None:
                 return await self._read_overlay(path, mine, n, start, stop, txn)
