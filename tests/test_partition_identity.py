@@ -26,7 +26,7 @@ import dask_zcollection as zc
 from dask_zcollection._sync import sync
 from dask_zcollection.catalog import CatalogLog
 from dask_zcollection.catalog._catalog import NO_TXN
-from dask_zcollection.catalog._transaction import TXN_ATTR
+from dask_zcollection.catalog._transaction import TXN_ATTR, PutPartitions
 from dask_zcollection.errors import PartitionNotFoundError, StalePartitionError
 from dask_zcollection.store import resolve_store
 
@@ -172,3 +172,74 @@ def test_the_catalog_records_the_writer_of_each_group(stale: Any, factory: Any) 
     # Stored in the segment: read back by a fresh log, not only from this process.
     latest = sync(CatalogLog(spec).latest())
     assert latest is not None and latest.txns == (replaced.txn,)
+
+
+def test_a_reference_collection_adopted_records_groups_stamped_by_no_transaction(
+    fixtures_dir: Any, tmp_path: Any
+) -> None:
+    """The reference writer stamps no ``_zc_txn``: its groups get NO_TXN, checked as such."""
+    import shutil
+
+    shutil.copytree(fixtures_dir / "date_monthly", tmp_path / "ref")
+    url = f"file://{tmp_path}/ref"
+    col = zc.open_collection(url, mode="rw")
+    x_ac = zc.read_collection(url, variables=["x_ac"]).compute()["x_ac"].values
+
+    def month(day: str, n: int, seed: int) -> dict[str, Any]:
+        rng = numpy.random.default_rng(seed)
+        return {
+            "time": numpy.datetime64(day, "ns") + numpy.arange(n) * numpy.timedelta64(1, "h"),
+            "ssh": rng.random((n, 8)).astype("float32"),
+            "quality": rng.integers(0, 250, n).astype("uint8"),
+            "x_ac": x_ac,
+            "data_01/ku/power": rng.random((n, 4)).astype("float32"),
+        }
+
+    col.insert(month("2024-05-01", 4, 1))  # adopts the listed catalog first
+    catalog = col.catalog(refresh=True)
+    assert catalog.identities == (NO_TXN,) * 4 + (catalog.txn,)
+    lazy = zc.read_collection(url, filters="month == 2")  # planned on the reference group
+    before = lazy.compute()["quality"].values
+    assert len(before) > 0
+    col.insert(month("2024-02-01", 5, 2), merge="replace")  # aside
+    col.vacuum(older_than=0)  # the reference group is deleted
+    col.insert(month("2024-02-01", 6, 3), merge="replace")  # the canonical path again
+    assert col.catalog(refresh=True).paths[1] == "year=2024/month=02"
+    with pytest.raises(PartitionNotFoundError, match=r"year=2024/month=02.*no transaction"):
+        lazy.compute()
+    # The reference groups not rewritten still read (their arrays carry no stamp).
+    got = zc.read_collection(url, filters="month == 3").compute()["quality"].values
+    assert len(got) > 0
+
+
+def test_a_catalog_without_identities_still_reads(stale: Any, factory: Any) -> None:
+    """Segments written before identities were recorded: read as before, nothing checked."""
+    import dataclasses
+
+    from dask_zcollection.catalog._catalog import decode_catalog, encode_catalog
+
+    _, col, first = stale
+    catalog = col.catalog(refresh=True)
+    old = dataclasses.replace(catalog, txns=())
+    raw = encode_catalog(old)
+    assert b'"txns"' not in raw  # the header of such a segment
+    back = decode_catalog(raw)
+    assert back.txns == () and back.identity(0) == "" and back.identities == ("",)
+    assert decode_catalog(encode_catalog(catalog)).txns == catalog.txns
+    # A read planned on it opens the group without a check (the rows are the group's).
+    got = sync(col.aio.read_partition(back, 0))
+    numpy.testing.assert_array_equal(got["quality"], first["quality"])
+    # A commit on it: the entries it writes get their identity, the others stay unknown,
+    # and a group grown in place keeps the identity it had (unknown here).
+    feb = numpy.array([[2024, 2]])
+    put = PutPartitions(
+        keys=numpy.concatenate([back.keys, feb]),
+        paths=(back.paths[0], "year=2024/month=02"),
+        rows=numpy.array([20, 3]),
+        axis_min=numpy.concatenate([back.axis_min, back.axis_min]),
+        axis_max=numpy.concatenate([back.axis_max, back.axis_max]),
+        txn="1a2000000000000abcd",
+    )
+    assert put(back).identities == ("", "1a2000000000000abcd")
+    moved = dataclasses.replace(put, paths=(f"{JAN}@1a2000000000000abcd", "year=2024/month=02"))
+    assert moved(back).identities == ("1a2000000000000abcd",) * 2
