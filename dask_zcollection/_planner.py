@@ -20,6 +20,7 @@ from dask.delayed import Delayed
 
 from ._prepare import Prepared, check_axis
 from .catalog import Catalog
+from .catalog._catalog import identity_array
 from .catalog._discovery import IMMUTABLE_PATH, CatalogDiscovery
 from .catalog._log import Chooser, by_filter, by_keys
 from .catalog._transaction import Transaction, new_txn_id
@@ -134,7 +135,7 @@ class WritePlanner:
             axis_min=lo,
             axis_max=hi,
             has_stats=True,
-            txns=tuple(txns) if any(txns) else (),
+            txns=identity_array(txns),
         )
 
     # -- insert ----------------------------------------------------------------------------

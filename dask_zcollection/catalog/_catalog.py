@@ -25,7 +25,14 @@ from numcodecs import Zstd
 
 from ..errors import CorruptedDataError, FormatVersionError
 
-__all__ = ["CATALOG_FORMAT", "NO_TXN", "Catalog", "decode_catalog", "encode_catalog"]
+__all__ = [
+    "CATALOG_FORMAT",
+    "NO_TXN",
+    "Catalog",
+    "decode_catalog",
+    "encode_catalog",
+    "identity_array",
+]
 
 CATALOG_FORMAT = 1
 #: The identity of a partition group stamped by no transaction (the reference
@@ -66,12 +73,13 @@ class Catalog:
         Identifier of the transaction that wrote this version.
     timestamp : float
         Commit time (seconds since the epoch).
-    txns : tuple of str
-        The identity of each partition's group: the ``_zc_txn`` of the
-        transaction that wrote it, :data:`NO_TXN` for a group stamped by none
-        (the reference format), ``""`` when unknown (catalogs written before
-        identities were recorded, listed ones). Empty: unknown for all.
-        Readers check the group they open against it.
+    txns : numpy.ndarray or None
+        The identity of each partition's group (bytes, ``S`` dtype): the
+        ``_zc_txn`` of the transaction that wrote it, :data:`NO_TXN` for a
+        group stamped by none (the reference format), empty when unknown
+        (catalogs written before identities were recorded, listed ones).
+        ``None``: unknown for all. Readers check the group they open against
+        it (:meth:`identity`).
     """
 
     version: int
@@ -85,7 +93,7 @@ class Catalog:
     immutable: str | None = None
     txn: str = ""
     timestamp: float = 0.0
-    txns: tuple[str, ...] = ()
+    txns: numpy.ndarray | None = None
 
     @classmethod
     def empty(cls, key_names: Sequence[str], axis_dtype: Any) -> Catalog:
@@ -126,12 +134,14 @@ class Catalog:
 
     def identity(self, i: int) -> str:
         """The identity of partition ``i``'s group (``""``: unknown, see ``txns``)."""
-        return self.txns[i] if self.txns else ""
+        return "" if self.txns is None else bytes(self.txns[i]).decode()
 
     @property
     def identities(self) -> tuple[str, ...]:
         """The identity of every partition's group (``""``: unknown)."""
-        return self.txns if self.txns else ("",) * len(self)
+        if self.txns is None:
+            return ("",) * len(self)
+        return tuple(t.decode() for t in self.txns.tolist())
 
     @property
     def columns(self) -> dict[str, numpy.ndarray]:
@@ -150,13 +160,12 @@ class Catalog:
         idx = numpy.arange(len(self))[index] if not isinstance(index, numpy.ndarray) else index
         if idx.dtype == bool:
             idx = numpy.flatnonzero(idx)
-        paths, txns = self.paths, self.txns
-        pos = idx.tolist()
+        paths = self.paths
         return dataclasses.replace(
             self,
             keys=self.keys[idx],
-            paths=tuple(paths[i] for i in pos),
-            txns=tuple(txns[i] for i in pos) if txns else (),
+            paths=tuple(paths[i] for i in idx.tolist()),
+            txns=None if self.txns is None else self.txns[idx],
             rows=self.rows[idx],
             axis_min=self.axis_min[idx],
             axis_max=self.axis_max[idx],
@@ -256,14 +265,17 @@ class Catalog:
         all_keys = numpy.concatenate([base.keys, keys])
         order = numpy.lexsort(all_keys.T[::-1]) if len(all_keys) else numpy.arange(0)
         all_paths = base.paths + tuple(paths)
-        new_txns = tuple(txns) if txns is not None else ("",) * len(keys)
-        all_txns = base.txns + new_txns if base.txns else ("",) * len(base) + new_txns
-        known = any(all_txns)
+        new_txns = identity_array(txns) if txns is not None else None
+        all_txns = None
+        if base.txns is not None or new_txns is not None:
+            unknown = numpy.zeros(len(base), "S1") if base.txns is None else base.txns
+            added = numpy.zeros(len(keys), "S1") if new_txns is None else new_txns
+            all_txns = numpy.concatenate([unknown, added])[order]
         return dataclasses.replace(
             self,
             keys=all_keys[order],
             paths=tuple(all_paths[i] for i in order.tolist()),
-            txns=tuple(all_txns[i] for i in order.tolist()) if known else (),
+            txns=all_txns,
             rows=numpy.concatenate([base.rows, numpy.asarray(rows, "int64")])[order],
             axis_min=numpy.concatenate(
                 [base.axis_min, numpy.asarray(axis_min, base.axis_min.dtype)]
@@ -291,6 +303,13 @@ class Catalog:
         )
 
 
+def identity_array(values: Sequence[str]) -> numpy.ndarray | None:
+    """The ``txns`` column of identities ``values`` (``None`` when every one is unknown)."""
+    if not any(values):
+        return None
+    return numpy.array([v.encode() for v in values], dtype="S")
+
+
 def _void_view(keys: numpy.ndarray) -> numpy.ndarray:
     """View each key row as one scalar whose byte order is the value order.
 
@@ -310,9 +329,14 @@ def encode_catalog(catalog: Catalog) -> bytes:
         "axis_min": numpy.ascontiguousarray(catalog.axis_min),
         "axis_max": numpy.ascontiguousarray(catalog.axis_max),
     }
+    if catalog.txns is not None and (catalog.txns != b"").any():
+        # The groups' identities, NUL-padded bytes stored character-major: the time
+        # prefix of the ids compresses away (half the size). Readers that predate the
+        # column ignore it.
+        txns = numpy.ascontiguousarray(catalog.txns)
+        width = txns.dtype.itemsize
+        columns["txns"] = numpy.ascontiguousarray(txns.view("u1").reshape(-1, width).T)
     paths = "\n".join(catalog.paths).encode()
-    # The groups' identities, after the paths (a reader that predates them ignores them).
-    txns = "\n".join(catalog.txns).encode() if any(catalog.txns) else b""
     layout = []
     offset = 0
     for name, col in columns.items():
@@ -331,9 +355,7 @@ def encode_catalog(catalog: Catalog) -> bytes:
         "columns": layout,
         "paths": {"offset": offset, "nbytes": len(paths)},
     }
-    if txns:
-        header["txns"] = {"offset": offset + len(paths), "nbytes": len(txns)}
-    body = b"".join([*(c.tobytes() for c in columns.values()), paths, txns])
+    body = b"".join([*(c.tobytes() for c in columns.values()), paths])
     # zstd cannot round-trip an empty frame: an empty catalog carries one pad byte.
     packed = bytes(_CODEC.encode(body or b"\0"))
     header["body_crc32"] = zlib.crc32(packed)  # a flipped bit never decodes silently
@@ -437,13 +459,13 @@ def _decode(data: bytes) -> Catalog:
     text = body[p["offset"] : p["offset"] + p["nbytes"]].decode()
     paths = tuple(text.split("\n")) if text else ()
     n = len(cols["keys"])
-    txns: tuple[str, ...] = ()
-    t = header.get("txns")
-    if t is not None:  # absent: written before identities were recorded (no check)
-        txns = tuple(body[t["offset"] : t["offset"] + t["nbytes"]].decode().split("\n"))
+    txns = None  # absent: written before identities were recorded (no check)
+    if "txns" in cols:
+        t = cols["txns"]
+        if t.dtype != numpy.uint8 or t.ndim != 2 or t.shape[1] != n:
+            raise CorruptedDataError("columns of different lengths")
+        txns = numpy.ascontiguousarray(t.T).view(f"S{t.shape[0]}").ravel()
     if not (len(paths) == n == len(cols["rows"]) == len(cols["axis_min"]) == len(cols["axis_max"])):
-        raise CorruptedDataError("columns of different lengths")
-    if txns and len(txns) != n:
         raise CorruptedDataError("columns of different lengths")
     return Catalog(
         version=int(header["version"]),

@@ -384,10 +384,11 @@ def join(head: Catalog, segments: Sequence[Catalog]) -> Catalog:
             axis_max=s.axis_max,
             txns=s.txns,
         )
-    known = any(s.txns for s in segments)
+    known = any(s.txns is not None for s in segments)
+    txns = [s.txns if s.txns is not None else numpy.zeros(len(s), "S1") for s in segments]
     return dataclasses.replace(
         head,
-        txns=tuple(itertools.chain.from_iterable(s.identities for s in segments)) if known else (),
+        txns=numpy.concatenate(txns) if known else None,
         keys=numpy.concatenate([s.keys for s in segments]),
         paths=tuple(itertools.chain.from_iterable(s.paths for s in segments)),
         rows=numpy.concatenate([s.rows for s in segments]),
