@@ -468,6 +468,7 @@ class AsyncView(StoredIndexes):
                     int(selected.rows[i]) if stats else -1,
                     selected.axis_min[i] if stats and selected.rows[i] else None,
                     selected.axis_max[i] if stats and selected.rows[i] else None,
+                    selected.identity(i),
                 )
                 parts.append(part)
             ctx = WriteContext(
