@@ -243,3 +243,22 @@ def test_a_catalog_without_identities_still_reads(stale: Any, factory: Any) -> N
     assert put(back).identities == ("", "1a2000000000000abcd")
     moved = dataclasses.replace(put, paths=(f"{JAN}@1a2000000000000abcd", "year=2024/month=02"))
     assert moved(back).identities == ("1a2000000000000abcd",) * 2
+
+
+def test_the_check_costs_no_request(tmp_path: Any, factory: Any) -> None:
+    """The identity is read from the arrays' ``zarr.json`` the read opens anyway."""
+    from benchmarks._latency import LatencyLocalStore
+
+    factory.create(f"file://{tmp_path}/col", nested=False).insert(
+        factory.data(TIMES, nested=False, seed=1)
+    )
+    spec = LatencyLocalStore(f"{tmp_path}/col", latency=0.0)
+    lazy = zc.read_collection(spec)[["time", "quality"]]
+    assert lazy.catalog.identity(0) == lazy.catalog.txn  # checked, not unknown
+    spec.counter.reset()
+    lazy.compute()
+    read = [k for k in spec.counter.reads() if k.startswith(JAN)]
+    assert sorted(k for k in read if k.endswith("zarr.json")) == [
+        f"{JAN}/quality/zarr.json",
+        f"{JAN}/time/zarr.json",
+    ]  # not the group's
