@@ -262,3 +262,23 @@ def test_the_check_costs_no_request(tmp_path: Any, factory: Any) -> None:
         f"{JAN}/quality/zarr.json",
         f"{JAN}/time/zarr.json",
     ]  # not the group's
+
+
+def test_a_stale_reader_on_every_protocol_backend(protocol_url: str, factory: Any) -> None:
+    col = factory.create(protocol_url, nested=False)
+    col.insert(factory.data(TIMES, nested=False, seed=1))
+    lazy = zc.read_collection(protocol_url)
+    _rewrite_twice(col, factory)
+    _gone(lazy.compute)
+
+
+@pytest.mark.icechunk
+def test_on_icechunk_a_stale_reader_reads_its_snapshot(tmp_path: Any, factory: Any) -> None:
+    """Readers are pinned to a snapshot: the rows of the version they planned with, no error."""
+    url = f"icechunk://{tmp_path}/repo"
+    col = factory.create(url, nested=False)
+    first = factory.data(TIMES, nested=False, seed=1)
+    col.insert(first)
+    lazy = zc.read_collection(url)
+    _rewrite_twice(col, factory)
+    numpy.testing.assert_array_equal(lazy.compute()["quality"].values, first["quality"])
