@@ -282,3 +282,20 @@ def test_on_icechunk_a_stale_reader_reads_its_snapshot(tmp_path: Any, factory: A
     lazy = zc.read_collection(url)
     _rewrite_twice(col, factory)
     numpy.testing.assert_array_equal(lazy.compute()["quality"].values, first["quality"])
+
+
+def test_an_array_opened_before_its_version_went_is_not_read_as_the_next(
+    tmp_path: Any, factory: Any
+) -> None:
+    """An opened array whose chunks turn out to be another version's (checksums on): the
+    record read again is that version's, by its stamp: refused, not taken."""
+    from dask_zcollection.io import ReadSource
+
+    url = f"file://{tmp_path}/col"
+    col = factory.create(url, schema=factory.schema(nested=False).with_checksums(True))
+    col.insert(factory.data(TIMES, nested=False, seed=1))
+    source = ReadSource(resolve_store(url), col.aio.config)
+    opened = sync(source.io.open_handle(f"{JAN}/quality", "quality"))  # version A
+    _rewrite_twice(col, factory)
+    with pytest.raises(PartitionNotFoundError, match="another version's"):
+        sync(opened.read(0, len(TIMES)))
