@@ -292,7 +292,8 @@ class PartitionIO:
             if not txn:
                 raise
             raise PartitionNotFoundError(gone(path, self.spec.url, txn)) from err
-        await self.check_identity(path, txn, arrays)
+        if txn and not stamped(txn, arrays):
+            await self.check_identity(path, txn, arrays)
         return arrays
 
     async def read(
@@ -443,6 +444,15 @@ class PartitionIO:
         if raw is None:
             return None
         return json.loads(raw).get("attributes", {}).get(PARTITION_KEY_ATTR)
+
+
+def stamped(txn: str, arrays: Sequence[ArrayHandle]) -> bool:
+    """Whether every array is stamped ``txn`` (the common case, checked without a coroutine)."""
+    for a in arrays:
+        attrs = a.doc.get("attributes")
+        if attrs is None or attrs.get(TXN_ATTR) != txn:
+            return False
+    return True
 
 
 def identity_of(attrs: Any) -> str:
