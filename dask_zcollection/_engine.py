@@ -194,7 +194,8 @@ class AsyncCollection(StoredIndexes):
     ) -> dict[str, numpy.ndarray]:
         """Read the partitioned variables of partition ``i`` of ``catalog``."""
         rows = int(catalog.rows[i])
-        return await self.io.read(catalog.paths[i], variables, stop=None if rows < 0 else rows)
+        stop = None if rows < 0 else rows
+        return await self.io.read(catalog.paths[i], variables, stop=stop, txn=catalog.identity(i))
 
     def _check_variables(self, variables: Sequence[str] | None) -> list[str] | None:
         if variables is None:

@@ -21,7 +21,7 @@ import numpy
 from ._sync import sync
 from .catalog import Catalog
 from .errors import InvalidInputError
-from .expr._overlap import Halo, MapOverlap, PersistedOverlap
+from .expr._overlap import Halo, MapOverlap, PersistedOverlap, Piece
 from .io import ReadSource
 
 __all__ = [
@@ -164,7 +164,7 @@ def plan_persisted_overlap(
 
 
 #: A partition's halo: the whole read, and the pieces before and after its own rows.
-Planned = tuple[Halo, tuple[tuple[str, int, int, int], ...], tuple[tuple[str, int, int, int], ...]]
+Planned = tuple[Halo, tuple[Piece, ...], tuple[Piece, ...]]
 
 
 def plan_halos(
@@ -196,7 +196,7 @@ def plan_halos(
 
     def read_axis(k: int) -> numpy.ndarray:
         n = int(counts[k])
-        return sync(io.read(full.paths[k], [axis], stop=n))[axis][:n]
+        return sync(io.read(full.paths[k], [axis], stop=n, txn=full.identity(k)))[axis][:n]
 
     halos: list[Planned] = []
     bounds = halo_bounds(counts, where.tolist(), ranges, rows_depth, span, constant, read_axis)
@@ -296,14 +296,22 @@ def depth_of(
 
 def _pieces(
     full: Catalog, counts: numpy.ndarray, offsets: numpy.ndarray, lo: int, hi: int
-) -> tuple[tuple[str, int, int, int], ...]:
-    """Global rows ``[lo, hi)`` as ``(path, rows, start, stop)`` pieces of partitions."""
+) -> tuple[Piece, ...]:
+    """Global rows ``[lo, hi)`` as ``(path, rows, start, stop, identity)`` pieces."""
     out = []
     k = int(numpy.searchsorted(offsets, lo, side="right")) - 1
     while lo < hi and k < len(full):
         a, b = max(lo, int(offsets[k])), min(hi, int(offsets[k + 1]))
         if a < b:
-            out.append((full.paths[k], int(counts[k]), a - int(offsets[k]), b - int(offsets[k])))
+            out.append(
+                (
+                    full.paths[k],
+                    int(counts[k]),
+                    a - int(offsets[k]),
+                    b - int(offsets[k]),
+                    full.identity(k),
+                )
+            )
         k += 1
     return tuple(out)
 
@@ -314,11 +322,11 @@ async def read_halos(
     """The rows before and after each partition (``variables``), read concurrently."""
     from .io import read_partition
 
-    async def read(pieces: tuple[tuple[str, int, int, int], ...]) -> dict[str, numpy.ndarray]:
+    async def read(pieces: tuple[Piece, ...]) -> dict[str, numpy.ndarray]:
         parts = await asyncio.gather(
             *(
-                read_partition(source, (p, n, True), variables, None, ((a, b),))
-                for p, n, a, b in pieces
+                read_partition(source, (p, n, True, t), variables, None, ((a, b),))
+                for p, n, a, b, t in pieces
             )
         )
         schema = source.config.schema

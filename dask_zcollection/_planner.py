@@ -20,6 +20,7 @@ from dask.delayed import Delayed
 
 from ._prepare import Prepared, check_axis
 from .catalog import Catalog
+from .catalog._catalog import identity_array
 from .catalog._discovery import IMMUTABLE_PATH, CatalogDiscovery
 from .catalog._log import Chooser, by_filter, by_keys
 from .catalog._transaction import Transaction, new_txn_id
@@ -121,12 +122,21 @@ class WritePlanner:
             return catalog
         axis = self.config.axis_variable
         stats = await asyncio.gather(*(self.io.axis_stats(p, axis) for p in catalog.paths))
+        # The identity readers check: the group's ``_zc_txn``, NO_TXN for a reference group.
+        txns = await asyncio.gather(*(self.io.identity(p) for p in catalog.paths))
         dtype = catalog.axis_min.dtype
         zero = numpy.zeros((), dtype)
         rows = numpy.array([s[0] for s in stats], dtype="int64")
         lo = numpy.array([s[1] if s[0] else zero for s in stats], dtype=dtype)
         hi = numpy.array([s[2] if s[0] else zero for s in stats], dtype=dtype)
-        return dataclasses.replace(catalog, rows=rows, axis_min=lo, axis_max=hi, has_stats=True)
+        return dataclasses.replace(
+            catalog,
+            rows=rows,
+            axis_min=lo,
+            axis_max=hi,
+            has_stats=True,
+            txns=identity_array(txns),
+        )
 
     # -- insert ----------------------------------------------------------------------------
     async def insert(self, prepared: Prepared, strategy: MergeStrategy) -> Planned | None:
@@ -220,7 +230,7 @@ class WritePlanner:
             PartitionPlan(
                 key=selected.key_tuple(i),
                 canonical=part.encode(selected.key_tuple(i)),
-                existing=(selected.paths[i], int(selected.rows[i]), True),
+                existing=(selected.paths[i], int(selected.rows[i]), True, selected.identity(i)),
                 stored=AxisRange(selected.axis_min[i], selected.axis_max[i], int(selected.rows[i])),
                 read_existing=True,
                 append=False,
@@ -315,7 +325,7 @@ def plan_partitions(
         if pos[j] >= 0:
             i = int(pos[j])
             stored = AxisRange(base.axis_min[i], base.axis_max[i], int(base.rows[i]))
-            existing = (base.paths[i], int(base.rows[i]), True)
+            existing = (base.paths[i], int(base.rows[i]), True, base.identity(i))
             read = strategy.needs_existing(stored, inserted)
             append = stored.count > 0 and strategy.appends(stored, inserted)
         plans.append(

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy
 
 from .catalog import Catalog, CatalogLog
+from .catalog._catalog import NO_TXN
 from .catalog._discovery import FoundGroup, walk
 from .catalog._lease import lease_key, lease_timeout
 from .catalog._log import version_key
@@ -179,7 +180,7 @@ class _RepairChange:
         out = catalog.without(self.drop) if len(self.drop) else catalog
         if len(self.put):
             p = self.put
-            out = out.with_partitions(p.keys, p.paths, p.rows, p.axis_min, p.axis_max)
+            out = out.with_partitions(p.keys, p.paths, p.rows, p.axis_min, p.axis_max, p.identities)
         return out
 
 
@@ -432,7 +433,11 @@ async def _rebuild(col: AsyncCollection, base: Catalog, i: int) -> None:
                 shape = [rows if d == col.axis else size for d, size in _shape(col, vpath)]
                 meta = await io.template(vpath, shape)
                 await spec.put(f"{path}/{vpath}/zarr.json", json.dumps(meta).encode())
-    attrs = partition_attrs(col.partitioning.keys, key, base.txn)
+    # The identity the catalog records, when it records one: readers check it.
+    identity = base.identity(i)
+    attrs = partition_attrs(
+        col.partitioning.keys, key, identity if identity not in ("", NO_TXN) else base.txn
+    )
     await spec.put(f"{path}/zarr.json", io.root_group(attrs))
 
 

@@ -45,7 +45,7 @@ from .expr import (
 from .expr._dask import array_from_graph
 from .expr._read import row_count_task, values_task
 from .indexing._selection import clip
-from .io import ReadSource, TimeRange, parts_of, row_range, unwritten_immutable
+from .io import Part, ReadSource, TimeRange, parts_of, row_range, unwritten_immutable
 from .partitioning import compile_filter, time_bound
 from .partitioning._filter import FilterLike
 
@@ -594,18 +594,18 @@ class LazyCollection(DaskMethodsMixin):
             )
         time_range = expr.operand("time_range")
         parts = parts_of(expr.catalog, time_range)
-        if all(n >= 0 and inside for _, n, inside in parts):
-            return expr, tuple((0, n) for _, n, _ in parts)  # the catalog tells everything
+        if all(n >= 0 and inside for _, n, inside, _ in parts):
+            return expr, tuple((0, n) for _, n, _, _ in parts)  # the catalog tells everything
         io = self.source.io
         axis = self.source.config.axis_variable
 
-        async def rows(part: tuple[str, int, bool]) -> tuple[int, int]:
-            path, n, inside = part
+        async def rows(part: Part) -> tuple[int, int]:
+            path, n, inside, txn = part
             if n < 0:
                 n = await io.row_count(path, axis)
             if inside:
                 return 0, n
-            values = (await io.read(path, [axis], stop=n))[axis]
+            values = (await io.read(path, [axis], stop=n, txn=txn))[axis]
             return row_range(values, time_range)
 
         async def gather() -> list[tuple[int, int]]:
@@ -991,7 +991,7 @@ class _DataFrameReader:
         #: The rows selected of each partition by path (an index's selection), or ``None``.
         self.rows_of = rows_of
 
-    def __call__(self, part: tuple[str, int, bool], columns: Sequence[str] | None = None) -> Any:
+    def __call__(self, part: Part, columns: Sequence[str] | None = None) -> Any:
         import pandas
 
         from .io import read_partition

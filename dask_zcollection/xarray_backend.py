@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -40,6 +41,7 @@ from .catalog._discovery import IMMUTABLE_PATH
 from .errors import CorruptedDataError, InvalidInputError, NotFoundError, StorageError
 from .io import CONFIG_KEY, ReadSource, read_block, unwritten_immutable
 from .io._memory import empty
+from .io._reader import open_checked
 from .store import StoreSpec
 from .view._config import VIEW_CONFIG_KEY
 
@@ -50,6 +52,10 @@ if TYPE_CHECKING:
     from .io._fastread import ArrayHandle
 
 __all__ = ["ZCollectionArray", "ZCollectionBackendEntrypoint"]
+
+#: Seconds an opened partition array is reused by the blocks of a dataset: past it,
+#: its ``zarr.json`` is read (and its identity checked) again.
+HANDLE_TTL = 1.0
 
 
 class ZCollectionArray(BackendArray):
@@ -67,6 +73,9 @@ class ZCollectionArray(BackendArray):
         The variable path.
     immutable_path : str
         The group holding the immutable variables.
+    txns : sequence of str, optional
+        The identity of each partition's group the catalog records, checked
+        when its array is opened (``""`` or none given: not checked).
     """
 
     def __init__(
@@ -76,11 +85,13 @@ class ZCollectionArray(BackendArray):
         ranges: numpy.ndarray,
         variable: str,
         immutable_path: str,
+        txns: Sequence[str] | None = None,
     ) -> None:
         spec = source.config.schema[variable]
         dims = source.config.schema.all_dimensions()
         self.source, self.variable, self.immutable_path = source, variable, immutable_path
         self.paths = tuple(paths)
+        self.txns = dict(zip(self.paths, txns, strict=True)) if txns else {}
         self.ranges = numpy.asarray(ranges, dtype="int64").reshape(-1, 2)
         # Row offset of each partition in the concatenation.
         self.offsets = numpy.concatenate(([0], numpy.cumsum(self.ranges[:, 1] - self.ranges[:, 0])))
@@ -90,8 +101,9 @@ class ZCollectionArray(BackendArray):
         self.shape = shape_tail if spec.immutable else (int(self.offsets[-1]), *shape_tail)
         self.dtype = numpy.dtype(spec.dtype)
         #: The opened array of each partition read (its ``zarr.json`` is read once, not by
-        #: every dask block of it); in flight while being opened.
-        self._handles: dict[str, asyncio.Future[ArrayHandle]] = {}
+        #: every dask block of it); in flight while being opened. Opened again after
+        #: HANDLE_TTL: a dataset read slowly must still see its partition's version go.
+        self._handles: dict[str, tuple[float, asyncio.Future[ArrayHandle]]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Opened handles (and futures of the library's event loop) stay in this process.
@@ -158,15 +170,17 @@ class ZCollectionArray(BackendArray):
 
     async def _handle(self, path: str) -> ArrayHandle:
         """The array of ``path`` (opened on first use; concurrent callers share the read)."""
-        opening = self._handles.get(path)
+        opened, opening = self._handles.get(path, (0.0, None))
+        now = time.monotonic()
         if (
             opening is None
             or opening.get_loop() is not asyncio.get_running_loop()  # a forked child's loop
             or (opening.done() and (opening.cancelled() or opening.exception() is not None))
+            or now - opened > HANDLE_TTL
         ):
-            name = self.variable
-            opening = asyncio.ensure_future(self.source.io.open_handle(f"{path}/{name}", name))
-            self._handles[path] = opening
+            io, name = self.source.io, self.variable
+            opening = asyncio.ensure_future(_open_one(io, path, name, self.txns.get(path, "")))
+            self._handles[path] = (now, opening)
         return await asyncio.shield(opening)
 
     async def _read_into(self, path: str, start: int, stop: int, out: numpy.ndarray) -> None:
@@ -177,6 +191,11 @@ class ZCollectionArray(BackendArray):
             raise
         except OSError as err:
             raise StorageError(f"cannot read {arr.key!r}: {err}") from err
+
+
+async def _open_one(io: Any, path: str, name: str, txn: str) -> ArrayHandle:
+    (handle,) = await open_checked(io, path, [name], txn)
+    return handle
 
 
 def _block_chunks(lazy: LazyCollection, variable: str, ranges: numpy.ndarray) -> tuple[int, ...]:
@@ -292,7 +311,9 @@ class _Opened:
             elif unwritten is not None:
                 data = unwritten
             else:
-                array = ZCollectionArray(base, catalog.paths, ranges, path, immutable_path)
+                array = ZCollectionArray(
+                    base, catalog.paths, ranges, path, immutable_path, catalog.identities
+                )
                 data = indexing.LazilyIndexedArray(array)
             if path == self.axis_variable:
                 self.lazy_axis = _lazy_axis(array, expr, ranges, spec) if lazy_index else None

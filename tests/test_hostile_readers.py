@@ -15,13 +15,6 @@ from dask_zcollection.errors import PartitionNotFoundError
 TIMES = numpy.arange("2024-01-01", "2024-01-11", dtype="datetime64[D]").astype("M8[ns]")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs/format.md (Retention) promises a reader slower than the retention a "
-    "PartitionNotFoundError, never other data; but a canonical path freed by the "
-    "collector is claimed again by the next write, and the catalog holds no partition "
-    "identity (txn) a reader could check: the stale reader reads the newer version",
-)
 def test_a_reader_slower_than_the_retention_never_reads_other_data(
     tmp_path: Any, factory: Any
 ) -> None:

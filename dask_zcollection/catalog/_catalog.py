@@ -25,9 +25,19 @@ from numcodecs import Zstd
 
 from ..errors import CorruptedDataError, FormatVersionError
 
-__all__ = ["CATALOG_FORMAT", "Catalog", "decode_catalog", "encode_catalog"]
+__all__ = [
+    "CATALOG_FORMAT",
+    "NO_TXN",
+    "Catalog",
+    "decode_catalog",
+    "encode_catalog",
+    "identity_array",
+]
 
 CATALOG_FORMAT = 1
+#: The identity of a partition group stamped by no transaction (the reference
+#: implementation's): the group a reader opens must carry no ``_zc_txn``.
+NO_TXN = "-"
 _MAGIC = b"ZCCAT\x01"
 _CODEC = Zstd(level=3)
 
@@ -63,6 +73,13 @@ class Catalog:
         Identifier of the transaction that wrote this version.
     timestamp : float
         Commit time (seconds since the epoch).
+    txns : numpy.ndarray or None
+        The identity of each partition's group (bytes, ``S`` dtype): the
+        ``_zc_txn`` of the transaction that wrote it, :data:`NO_TXN` for a
+        group stamped by none (the reference format), empty when unknown
+        (catalogs written before identities were recorded, listed ones).
+        ``None``: unknown for all. Readers check the group they open against
+        it (:meth:`identity`).
     """
 
     version: int
@@ -76,6 +93,7 @@ class Catalog:
     immutable: str | None = None
     txn: str = ""
     timestamp: float = 0.0
+    txns: numpy.ndarray | None = None
 
     @classmethod
     def empty(cls, key_names: Sequence[str], axis_dtype: Any) -> Catalog:
@@ -114,6 +132,17 @@ class Catalog:
             f"keys={self.key_names} stats={self.has_stats}>"
         )
 
+    def identity(self, i: int) -> str:
+        """The identity of partition ``i``'s group (``""``: unknown, see ``txns``)."""
+        return "" if self.txns is None else bytes(self.txns[i]).decode()
+
+    @property
+    def identities(self) -> tuple[str, ...]:
+        """The identity of every partition's group (``""``: unknown)."""
+        if self.txns is None:
+            return ("",) * len(self)
+        return tuple(t.decode() for t in self.txns.tolist())
+
     @property
     def columns(self) -> dict[str, numpy.ndarray]:
         """Key columns by name (for filter evaluation)."""
@@ -136,6 +165,7 @@ class Catalog:
             self,
             keys=self.keys[idx],
             paths=tuple(paths[i] for i in idx.tolist()),
+            txns=None if self.txns is None else self.txns[idx],
             rows=self.rows[idx],
             axis_min=self.axis_min[idx],
             axis_max=self.axis_max[idx],
@@ -221,8 +251,12 @@ class Catalog:
         rows: numpy.ndarray,
         axis_min: numpy.ndarray,
         axis_max: numpy.ndarray,
+        txns: Sequence[str] | None = None,
     ) -> Catalog:
-        """Return a catalog where the given partitions are added or replaced."""
+        """Return a catalog where the given partitions are added or replaced.
+
+        ``txns``: the identity of each one's group (``None``: unknown).
+        """
         keys = numpy.asarray(keys, dtype="int64").reshape(-1, len(self.key_names))
         pos = self.find(keys)
         keep = numpy.ones(len(self), dtype=bool)
@@ -231,10 +265,17 @@ class Catalog:
         all_keys = numpy.concatenate([base.keys, keys])
         order = numpy.lexsort(all_keys.T[::-1]) if len(all_keys) else numpy.arange(0)
         all_paths = base.paths + tuple(paths)
+        new_txns = identity_array(txns) if txns is not None else None
+        all_txns = None
+        if base.txns is not None or new_txns is not None:
+            unknown = numpy.zeros(len(base), "S1") if base.txns is None else base.txns
+            added = numpy.zeros(len(keys), "S1") if new_txns is None else new_txns
+            all_txns = numpy.concatenate([unknown, added])[order]
         return dataclasses.replace(
             self,
             keys=all_keys[order],
             paths=tuple(all_paths[i] for i in order.tolist()),
+            txns=all_txns,
             rows=numpy.concatenate([base.rows, numpy.asarray(rows, "int64")])[order],
             axis_min=numpy.concatenate(
                 [base.axis_min, numpy.asarray(axis_min, base.axis_min.dtype)]
@@ -262,6 +303,13 @@ class Catalog:
         )
 
 
+def identity_array(values: Sequence[str]) -> numpy.ndarray | None:
+    """The ``txns`` column of identities ``values`` (``None`` when every one is unknown)."""
+    if not any(values):
+        return None
+    return numpy.array([v.encode() for v in values], dtype="S")
+
+
 def _void_view(keys: numpy.ndarray) -> numpy.ndarray:
     """View each key row as one scalar whose byte order is the value order.
 
@@ -281,6 +329,13 @@ def encode_catalog(catalog: Catalog) -> bytes:
         "axis_min": numpy.ascontiguousarray(catalog.axis_min),
         "axis_max": numpy.ascontiguousarray(catalog.axis_max),
     }
+    if catalog.txns is not None and (catalog.txns != b"").any():
+        # The groups' identities, NUL-padded bytes stored character-major: the time
+        # prefix of the ids compresses away (half the size). Readers that predate the
+        # column ignore it.
+        txns = numpy.ascontiguousarray(catalog.txns)
+        width = txns.dtype.itemsize
+        columns["txns"] = numpy.ascontiguousarray(txns.view("u1").reshape(-1, width).T)
     paths = "\n".join(catalog.paths).encode()
     layout = []
     offset = 0
@@ -404,6 +459,12 @@ def _decode(data: bytes) -> Catalog:
     text = body[p["offset"] : p["offset"] + p["nbytes"]].decode()
     paths = tuple(text.split("\n")) if text else ()
     n = len(cols["keys"])
+    txns = None  # absent: written before identities were recorded (no check)
+    if "txns" in cols:
+        t = cols["txns"]
+        if t.dtype != numpy.uint8 or t.ndim != 2 or t.shape[1] != n:
+            raise CorruptedDataError("columns of different lengths")
+        txns = numpy.ascontiguousarray(t.T).view(f"S{t.shape[0]}").ravel()
     if not (len(paths) == n == len(cols["rows"]) == len(cols["axis_min"]) == len(cols["axis_max"])):
         raise CorruptedDataError("columns of different lengths")
     return Catalog(
@@ -418,4 +479,5 @@ def _decode(data: bytes) -> Catalog:
         immutable=header.get("immutable"),
         txn=header.get("txn", ""),
         timestamp=float(header.get("timestamp", 0.0)),
+        txns=txns,
     )

@@ -850,4 +850,5 @@ def _head(catalog: Catalog) -> Catalog:
         rows=empty.rows,
         axis_min=empty.axis_min,
         axis_max=empty.axis_max,
+        txns=None,
     )

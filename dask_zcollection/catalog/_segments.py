@@ -377,10 +377,19 @@ def join(head: Catalog, segments: Sequence[Catalog]) -> Catalog:
     if len(segments) == 1:
         s = segments[0]
         return dataclasses.replace(
-            head, keys=s.keys, paths=s.paths, rows=s.rows, axis_min=s.axis_min, axis_max=s.axis_max
+            head,
+            keys=s.keys,
+            paths=s.paths,
+            rows=s.rows,
+            axis_min=s.axis_min,
+            axis_max=s.axis_max,
+            txns=s.txns,
         )
+    known = any(s.txns is not None for s in segments)
+    txns = [s.txns if s.txns is not None else numpy.zeros(len(s), "S1") for s in segments]
     return dataclasses.replace(
         head,
+        txns=numpy.concatenate(txns) if known else None,
         keys=numpy.concatenate([s.keys for s in segments]),
         paths=tuple(itertools.chain.from_iterable(s.paths for s in segments)),
         rows=numpy.concatenate([s.rows for s in segments]),

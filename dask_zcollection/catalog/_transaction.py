@@ -217,11 +217,26 @@ class PutPartitions:
     rows: numpy.ndarray
     axis_min: numpy.ndarray
     axis_max: numpy.ndarray
+    #: The transaction that wrote the groups (their identity; ``""``: unknown).
+    txn: str = ""
 
     def __call__(self, catalog: Catalog) -> Catalog:
         return catalog.with_partitions(
-            self.keys, self.paths, self.rows, self.axis_min, self.axis_max
+            self.keys, self.paths, self.rows, self.axis_min, self.axis_max, self.identities(catalog)
         )
+
+    def identities(self, catalog: Catalog) -> list[str]:
+        """The identity of each written group, applied to ``catalog`` (the newest version).
+
+        A path the catalog names for the same key is a group grown in place (a
+        claim only takes a path no catalog names): it keeps the identity it
+        had, which readers of its earlier row count still check.
+        """
+        pos = catalog.find(self.keys)
+        return [
+            catalog.identity(p) if p >= 0 and catalog.paths[p] == path else self.txn
+            for p, path in zip(pos.tolist(), self.paths, strict=True)
+        ]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -24,7 +24,11 @@ from ..io import ReadSource, read_partition
 from ._dask import DataNode, Expr, List, Task, TaskRef
 from ._read import ZExpr, _dataset, read_immutable_task
 
-__all__ = ["Halo", "MapOverlap", "PersistedOverlap"]
+__all__ = ["Halo", "MapOverlap", "Piece", "PersistedOverlap"]
+
+#: Rows ``[start, stop)`` of a partition read for a halo: ``(path, rows, start, stop,
+#: identity)``, the partition's path, committed rows and group identity (``Part``).
+Piece = tuple[str, int, int, int, str]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -41,7 +45,7 @@ class Halo:
         Rows of the constant padded beyond the collection's first / last row.
     """
 
-    pieces: tuple[tuple[str, int, int, int], ...]
+    pieces: tuple[Piece, ...]
     before: int
     after: int
     pad_before: int = 0
@@ -49,7 +53,7 @@ class Halo:
 
 
 async def _read_pieces(
-    source: ReadSource, pieces: tuple[tuple[str, int, int, int], ...], variables: tuple[str, ...]
+    source: ReadSource, pieces: tuple[Piece, ...], variables: tuple[str, ...]
 ) -> list[dict[str, numpy.ndarray]]:
     """Each piece's rows of ``variables``, read concurrently (the halo and the partition)."""
     import asyncio
@@ -57,8 +61,8 @@ async def _read_pieces(
     return list(
         await asyncio.gather(
             *(
-                read_partition(source, (path, rows, True), variables, None, ((a, b),))
-                for path, rows, a, b in pieces
+                read_partition(source, (path, rows, True, txn), variables, None, ((a, b),))
+                for path, rows, a, b, txn in pieces
             )
         )
     )

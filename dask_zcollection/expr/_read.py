@@ -23,6 +23,7 @@ from ..catalog import Catalog
 from ..catalog._discovery import IMMUTABLE_PATH
 from ..data import Dataset
 from ..io import (
+    Part,
     ReadSource,
     TimeRange,
     parts_of,
@@ -113,7 +114,7 @@ def read_immutable_task(
 
 def read_partition_task(
     source: ReadSource,
-    part: tuple[str, int, bool],
+    part: Part,
     variables: tuple[str, ...],
     time_range: TimeRange | None,
     immutable: Mapping[str, Any] | None,
@@ -126,7 +127,7 @@ def read_partition_task(
 
 def read_concat_task(
     source: ReadSource,
-    parts: list[tuple[str, int, bool]],
+    parts: list[Part],
     variables: tuple[str, ...],
     time_range: TimeRange | None,
     immutable: Mapping[str, Any] | None,
@@ -190,17 +191,24 @@ def map_task(
 
 
 def read_block_task(
-    source: ReadSource, path: str, variable: str, start: int, stop: int
+    source: ReadSource, path: str, variable: str, start: int, stop: int, txn: str = ""
 ) -> numpy.ndarray:
-    """Rows ``start:stop`` of one variable of one partition (an immutable one whole)."""
-    return sync(read_block(source, path, variable, start, stop))
+    """Rows ``start:stop`` of one variable of one partition (an immutable one whole).
+
+    ``txn``: the identity of the partition's group, checked (``""``: not checked).
+    """
+    return sync(read_block(source, path, variable, start, stop, txn))
 
 
 def read_pieces_task(
-    source: ReadSource, path: str, variable: str, pieces: tuple[tuple[int, int], ...]
+    source: ReadSource,
+    path: str,
+    variable: str,
+    pieces: tuple[tuple[int, int], ...],
+    txn: str = "",
 ) -> numpy.ndarray:
     """The rows of ``pieces`` of one variable of one partition (each chunk read once)."""
-    return sync(read_rows(source, path, variable, pieces))
+    return sync(read_rows(source, path, variable, pieces, txn))
 
 
 def slice_rows_task(ds: Dataset, variable: str, start: int, stop: int) -> numpy.ndarray:
@@ -886,14 +894,14 @@ class ReadBlocks(_Blocks):
             key = self._key(0)
             path = self.catalog.immutable or IMMUTABLE_PATH  # reference-format collections
             return {key: Task(key, read_block_task, src, path, name, 0, 0)}
-        paths = self.catalog.paths
+        paths, txns = self.catalog.paths, self.catalog.identities
         layer: dict[Any, Any] = {}
         for j, ((i, a, b), pieces) in enumerate(zip(self._blocks, self._pieces, strict=True)):
             key = self._key(j)
             if pieces is None or len(pieces) == 1:
-                layer[key] = Task(key, read_block_task, src, paths[i], name, a, b)
+                layer[key] = Task(key, read_block_task, src, paths[i], name, a, b, txns[i])
             else:
-                layer[key] = Task(key, read_pieces_task, src, paths[i], name, pieces)
+                layer[key] = Task(key, read_pieces_task, src, paths[i], name, pieces, txns[i])
         return layer
 
 

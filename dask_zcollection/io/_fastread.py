@@ -63,6 +63,7 @@ from ._integrity import (
     corrupted,
     reread_record,
     split_trailer,
+    stamp_of,
 )
 
 __all__ = ["ArrayHandle", "encode_chunks", "simple_layout"]
@@ -469,7 +470,8 @@ class ArrayHandle:
                     # An in-place append may have rewritten the chunk since the
                     # record was read: read both again.
                     await asyncio.sleep(0.02 * (attempt + 1))
-                    self.record = await reread_record(self.store, self.key) or self.record
+                    stamp = stamp_of(self.doc)
+                    self.record = await reread_record(self.store, self.key, stamp) or self.record
             raise corrupted(
                 key, f"chunk {key!r} is not the chunk written at this index (swapped or replaced)"
             )

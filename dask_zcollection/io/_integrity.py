@@ -37,7 +37,8 @@ import numpy
 from zarr.buffer import default_buffer_prototype
 from zarr.storage import WrapperStore
 
-from ..errors import CorruptedDataError
+from ..catalog._transaction import TXN_ATTR
+from ..errors import CorruptedDataError, PartitionNotFoundError
 
 __all__ = [
     "CRC32C",
@@ -227,12 +228,14 @@ class CheckedStore(WrapperStore[Any]):
         self.key = key
         self.record = record
         self.crc = ends_with_crc(doc)  # (a sharded array's chain ends with the sharding codec)
+        #: The transaction the array is stamped with (a record read again must be its).
+        self.txn = stamp_of(doc)
         #: The last 4 bytes of each chunk written (all the record needs of it).
         self.written: dict[str, bytes] = {}
 
     def _with_store(self, store: Any) -> CheckedStore:
         out = CheckedStore(store, self.key, {}, self.record)
-        out.crc = self.crc
+        out.crc, out.txn = self.crc, self.txn
         return out
 
     @property
@@ -265,7 +268,7 @@ class CheckedStore(WrapperStore[Any]):
                 break
             # An in-place append may have rewritten the chunk since the record was read.
             await asyncio.sleep(0.02 * (attempt + 1))
-            self.record = await reread_record(self._store, self.key) or self.record
+            self.record = await reread_record(self._store, self.key, self.txn) or self.record
         raise corrupted(
             key, f"chunk {key!r} is not the chunk written at this index (swapped or replaced)"
         )
@@ -276,12 +279,35 @@ class CheckedStore(WrapperStore[Any]):
         await self._store.set(key, value)
 
 
-async def reread_record(store: Any, key: str) -> ChunkRecord | None:
-    """The record of the array at ``key`` as stored now."""
+def stamp_of(doc: Mapping[str, Any]) -> str | None:
+    """The ``_zc_txn`` an array's ``zarr.json`` is stamped with (``None``: none)."""
+    txn = (doc.get("attributes") or {}).get(TXN_ATTR)
+    return txn if isinstance(txn, str) else None
+
+
+async def reread_record(store: Any, key: str, txn: str | None = None) -> ChunkRecord | None:
+    """The record of the array at ``key`` as stored now.
+
+    ``txn``: the stamp of the ``zarr.json`` read first; another one means the
+    array is another version's (its version was deleted and the path written
+    again while it was read).
+
+    Raises
+    ------
+    PartitionNotFoundError
+        When the array there now is stamped by another transaction.
+    """
     raw = await store.get(f"{key}/zarr.json", prototype=default_buffer_prototype())
     if raw is None:
         return None
-    return ChunkRecord.of(json.loads(raw.to_bytes()))
+    doc = json.loads(raw.to_bytes())
+    if txn is not None and stamp_of(doc) != txn:
+        raise PartitionNotFoundError(
+            f"array {key!r} is another version's since it was opened (transaction "
+            f"{stamp_of(doc)}, not {txn}): the version read was deleted meanwhile (the read "
+            "ran longer than zcollection.retention); read the collection again"
+        )
+    return ChunkRecord.of(doc)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from zarr.storage import LocalStore as ZarrLocalStore
 from zarr.storage import MemoryStore, StorePath
 
 from .._zarr import AsyncArray, array_from_metadata
+from ..catalog._catalog import NO_TXN
 from ..catalog._transaction import TXN_ATTR
 from ..errors import CorruptedDataError, PartitionNotFoundError, StorageError
 from ..schema import Schema, VariableSchema
@@ -35,7 +36,7 @@ from ._integrity import (
     record_of,
 )
 
-__all__ = ["PARTITION_KEY_ATTR", "PartitionIO", "group_json"]
+__all__ = ["PARTITION_KEY_ATTR", "PartitionIO", "gone", "group_json", "identity_of"]
 
 _WRITE_CONFIG = {"write_empty_chunks": True}
 #: Group attribute of a partition holding its key, ``[[name, value], ...]``: written
@@ -67,9 +68,20 @@ def _zarr_codec_args(var: VariableSchema) -> dict[str, Any]:
     }
 
 
-def _with_record(meta: dict[str, Any], record: ChunkRecord) -> dict[str, Any]:
-    """``meta`` (a template: its nested values are shared) with the record of its chunks."""
-    return {**meta, "attributes": {**meta.get("attributes", {}), RECORD_ATTR: record.to_json()}}
+def _with_record(
+    meta: dict[str, Any], record: ChunkRecord | None, txn: str | None = None
+) -> dict[str, Any]:
+    """``meta`` (a template: its nested values are shared) with the record of its chunks.
+
+    ``txn``: the transaction writing the array, stamped ``_zc_txn`` like its group
+    (readers check a partition's identity on the ``zarr.json`` they read anyway).
+    """
+    attrs = dict(meta.get("attributes", {}))
+    if record is not None:
+        attrs[RECORD_ATTR] = record.to_json()
+    if txn is not None:
+        attrs[TXN_ATTR] = txn
+    return {**meta, "attributes": attrs}
 
 
 class PartitionIO:
@@ -155,19 +167,21 @@ class PartitionIO:
         """Write a complete partition group at ``path`` (nested groups included).
 
         The group's own ``zarr.json`` is written last, so a group whose
-        ``zarr.json`` exists has all its arrays.
+        ``zarr.json`` exists has all its arrays. The ``_zc_txn`` of ``attrs``
+        is stamped on every array too.
         """
+        txn = (attrs or {}).get(TXN_ATTR)
         files: dict[str, bytes] = {}
         for gpath, group in self.schema.walk_groups():
             if gpath:
                 files[f"{path}/{gpath}/zarr.json"] = group_json(group.attrs)
         slow = []
         encoded = await asyncio.gather(
-            *(self._encode_array(vpath, data) for vpath, data in columns.items())
+            *(self._encode_array(vpath, data, txn) for vpath, data in columns.items())
         )
         for (vpath, data), chunks in zip(columns.items(), encoded, strict=True):
             if chunks is None:
-                slow.append(self._write_array(f"{path}/{vpath}", vpath, data))
+                slow.append(self._write_array(f"{path}/{vpath}", vpath, data, txn))
             else:
                 files.update({f"{path}/{vpath}/{k}": v for k, v in chunks.items()})
         try:
@@ -183,27 +197,31 @@ class PartitionIO:
         """The ``zarr.json`` of a partition group: the schema's root attributes and ``attrs``."""
         return group_json(_json_attrs({**self.schema.root.attrs, **(attrs or {})}))
 
-    async def _encode_array(self, vpath: str, data: numpy.ndarray) -> dict[str, bytes] | None:
+    async def _encode_array(
+        self, vpath: str, data: numpy.ndarray, txn: str | None = None
+    ) -> dict[str, bytes] | None:
         """``zarr.json`` and encoded chunks of one array (``None``: let zarr write it)."""
         meta = await self.template(vpath, data.shape)
         chunks = await encode_chunks(meta, data, self.schema[vpath].fill_value)
         if chunks is None:
             return None
-        chunks["zarr.json"] = json.dumps(_with_record(meta, record_of(meta, chunks))).encode()
+        chunks["zarr.json"] = json.dumps(_with_record(meta, record_of(meta, chunks), txn)).encode()
         return chunks
 
-    async def _write_array(self, key: str, vpath: str, data: numpy.ndarray) -> None:
+    async def _write_array(
+        self, key: str, vpath: str, data: numpy.ndarray, txn: str | None = None
+    ) -> None:
         """Write one array through zarr's pipeline, then its ``zarr.json`` with the record.
 
         The metadata goes first too: Icechunk takes chunks only for an existing array.
         """
-        meta = await self.template(vpath, data.shape)
+        meta = _with_record(await self.template(vpath, data.shape), None, txn)
         store = CheckedStore(self.spec.zarr_store(), key, meta, None)
         await store.set(f"{key}/zarr.json", _buffer(json.dumps(meta).encode()))
         if data.size:
             arr = array_from_metadata(meta, StorePath(store, key), _WRITE_CONFIG)
             await arr.setitem(Ellipsis, data)
-        doc = _with_record(meta, record_of(meta, store.written))
+        doc = _with_record(meta, record_of(meta, store.written), txn)
         await store.set(f"{key}/zarr.json", _buffer(json.dumps(doc).encode()))
 
     async def ensure_parents(self, path: str) -> None:
@@ -255,6 +273,29 @@ class PartitionIO:
             raise PartitionNotFoundError(f"array {key!r} is missing from {self.spec.url}")
         return array_from_metadata(json.loads(buf.to_bytes()), StorePath(store, key))
 
+    async def open_partition(
+        self, path: str, names: Sequence[str], txn: str = ""
+    ) -> list[ArrayHandle]:
+        """Open the arrays ``names`` of the partition at ``path``, whose identity is ``txn``.
+
+        Raises
+        ------
+        PartitionNotFoundError
+            When the group the catalog names is gone (``txn`` known: another one
+            may have taken its path, see :meth:`check_identity`).
+        """
+        try:
+            arrays = list(
+                await asyncio.gather(*(self.open_handle(f"{path}/{v}", v) for v in names))
+            )
+        except PartitionNotFoundError as err:
+            if not txn:
+                raise
+            raise PartitionNotFoundError(gone(path, self.spec.url, txn)) from err
+        if txn and not stamped(txn, arrays):
+            await self.check_identity(path, txn, arrays)
+        return arrays
+
     async def read(
         self,
         path: str,
@@ -262,17 +303,25 @@ class PartitionIO:
         *,
         start: int = 0,
         stop: int | None = None,
+        txn: str = "",
     ) -> dict[str, numpy.ndarray]:
-        """Read rows ``start:stop`` of the partition variables at ``path``."""
+        """Read rows ``start:stop`` of the partition variables at ``path``.
+
+        ``txn``: the identity of its group the catalog records (checked, see
+        :meth:`check_identity`; ``""``: not checked).
+        """
         names = list(self.partitioned if variables is None else variables)
-        arrays = await asyncio.gather(*(self._read_array(path, v, start, stop) for v in names))
+        handles = await self.open_partition(path, names, txn)
+        arrays = await asyncio.gather(*(self._read_handle(h, start, stop) for h in handles))
         return dict(zip(names, arrays, strict=True))
 
     async def _read_array(
         self, path: str, name: str, start: int, stop: int | None
     ) -> numpy.ndarray:
-        key = f"{path}/{name}"
-        arr = await self.open_handle(key, name)
+        return await self._read_handle(await self.open_handle(f"{path}/{name}", name), start, stop)
+
+    async def _read_handle(self, arr: ArrayHandle, start: int, stop: int | None) -> numpy.ndarray:
+        key = arr.key
         try:
             return await arr.read(start, stop)
         except CorruptedDataError:
@@ -352,12 +401,86 @@ class PartitionIO:
         arr = await self.open_array(f"{path}/{axis}")
         return int(arr.shape[0])
 
+    async def identity(self, path: str) -> str:
+        """The identity of the group at ``path``: its ``_zc_txn``, :data:`NO_TXN` if it has none.
+
+        ``""`` when the group is missing or unreadable (unknown: nothing to check).
+        """
+        raw = await self.spec.get(f"{path}/zarr.json")
+        try:
+            attrs = json.loads(raw).get("attributes", {}) if raw is not None else None
+        except (ValueError, AttributeError):
+            return ""
+        return identity_of(attrs)
+
+    async def check_identity(self, path: str, txn: str, arrays: Sequence[ArrayHandle]) -> None:
+        """The group at ``path`` is the one the reader's catalog names (identity ``txn``).
+
+        Checked on the arrays' ``zarr.json`` the read opened (each stamped
+        ``_zc_txn`` by the writer): no request of its own, except for arrays
+        without the stamp (written by an older version, or rebuilt by repair),
+        where the group's ``zarr.json`` tells. ``txn`` empty: nothing to check
+        (a catalog that records no identity).
+
+        Raises
+        ------
+        PartitionNotFoundError
+            When the group there is another one: the version the catalog names
+            was retired and collected, and the path written again.
+        """
+        if not txn or not arrays:
+            return
+        stamps = {a.doc.get("attributes", {}).get(TXN_ATTR) for a in arrays}
+        other = next((s for s in stamps if s is not None and s != txn), None)
+        if other is None and (txn == NO_TXN or None not in stamps):
+            return  # a reference group (no stamp anywhere), or every array stamped txn
+        found = other if other is not None else await self.identity(path)
+        if found != txn:
+            raise PartitionNotFoundError(gone(path, self.spec.url, txn, found or None))
+
     async def read_key_attr(self, path: str) -> Any:
         """The partition-key attribute of a group (``None`` when absent)."""
         raw = await self.spec.get(f"{path}/zarr.json")
         if raw is None:
             return None
         return json.loads(raw).get("attributes", {}).get(PARTITION_KEY_ATTR)
+
+
+def stamped(txn: str, arrays: Sequence[ArrayHandle]) -> bool:
+    """Whether every array is stamped ``txn`` (the common case, checked without a coroutine)."""
+    for a in arrays:
+        attrs = a.doc.get("attributes")
+        if attrs is None or attrs.get(TXN_ATTR) != txn:
+            return False
+    return True
+
+
+def identity_of(attrs: Any) -> str:
+    """The identity of a group from its attributes (``""``: no group, or not readable)."""
+    if not isinstance(attrs, Mapping):
+        return ""
+    txn = attrs.get(TXN_ATTR)
+    return txn if isinstance(txn, str) and txn else NO_TXN
+
+
+def gone(path: str, url: str, txn: str, found: str | None = None) -> str:
+    """The message of a partition whose version the reader's catalog names is gone.
+
+    ``found``: the identity of the group at ``path`` now (``None``: nothing there).
+    """
+    was = "no transaction" if txn == NO_TXN else f"transaction {txn}"
+    if found is None:
+        now = "nothing is there now"
+    elif found == NO_TXN:
+        now = "a group written by no transaction is there now"
+    else:
+        now = f"the group of transaction {found} is there now"
+    return (
+        f"partition {path!r} of {url}: the version the reader's catalog names (written by "
+        f"{was}) is gone, {now}. It was retired and deleted: the read ran longer than "
+        "zcollection.retention after its catalog was read, or vacuum(older_than=...) ran "
+        "meanwhile; read the collection again"
+    )
 
 
 def _json_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:

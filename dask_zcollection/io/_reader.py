@@ -86,9 +86,14 @@ class ReadSource:
         """
         return await _read_many(self, parts, variables, time_range, concat=concat, rows=rows)
 
-    async def read_rows(self, path: str, name: str, start: int, stop: int) -> numpy.ndarray:
-        """Rows ``start:stop`` of one variable of one partition (see :func:`read_block`)."""
-        return await _read_block(self, path, name, start, stop)
+    async def read_rows(
+        self, path: str, name: str, start: int, stop: int, txn: str = ""
+    ) -> numpy.ndarray:
+        """Rows ``start:stop`` of one variable of one partition (see :func:`read_block`).
+
+        ``txn``: the identity of the partition's group (``""``: not checked).
+        """
+        return await _read_block(self, path, name, start, stop, txn)
 
     def describe(self, variables: Sequence[str]) -> list[str]:
         """Lines ``explain()`` adds about reading ``variables`` from this source."""
@@ -125,19 +130,28 @@ def row_range(axis_values: numpy.ndarray, time_range: TimeRange | None) -> tuple
 
 
 #: What a read task needs to know of one partition: its path, its committed row
-#: count (``-1``: unknown, take the array's) and whether it lies wholly inside
-#: the time range (no trimming, no axis read).
-Part = tuple[str, int, bool]
+#: count (``-1``: unknown, take the array's), whether it lies wholly inside the
+#: time range (no trimming, no axis read) and the identity of its group (the
+#: ``_zc_txn`` the catalog records; ``""``: unknown, not checked).
+Part = tuple[str, int, bool, str]
 
 
 def parts_of(catalog: Catalog, time_range: TimeRange | None = None) -> list[Part]:
     """The :data:`Part` of every partition of ``catalog`` (vectorised)."""
     inside = catalog.inside(time_range)
-    return list(zip(catalog.paths, catalog.rows.tolist(), inside.tolist(), strict=True))
+    return list(
+        zip(catalog.paths, catalog.rows.tolist(), inside.tolist(), catalog.identities, strict=True)
+    )
 
 
-async def _open(io: PartitionIO, path: str, names: Sequence[str]) -> list[ArrayHandle]:
-    return list(await asyncio.gather(*(io.open_handle(f"{path}/{v}", v) for v in names)))
+async def open_checked(
+    io: PartitionIO, path: str, names: Sequence[str], txn: str = ""
+) -> list[ArrayHandle]:
+    """Open the arrays ``names`` of the partition at ``path``, whose identity is ``txn``.
+
+    See :meth:`PartitionIO.open_partition`.
+    """
+    return await io.open_partition(path, names, txn)
 
 
 async def _part_rows(
@@ -147,7 +161,7 @@ async def _part_rows(
     time_range: TimeRange | None,
 ) -> tuple[int, int]:
     """Committed rows ``[start, stop)`` of a partition, trimmed to ``time_range``."""
-    _, stored, inside = part
+    _, stored, inside, _ = part
     first = arrays[0] if arrays else axis_array
     shape_rows = int(first.shape[0]) if first is not None else 0
     # Readers trust the committed row count: rows past it are an uncommitted append.
@@ -268,7 +282,10 @@ async def _read_many(
     names = list(variables)
     need_axis = time_range is not None and axis not in names
     opened = await asyncio.gather(
-        *(_open(io, part[0], names + ([axis] if need_axis else [])) for part in parts)
+        *(
+            open_checked(io, part[0], names + ([axis] if need_axis else []), part[3])
+            for part in parts
+        )
     )
 
     def axis_of(arrays: list[ArrayHandle]) -> ArrayHandle | None:
@@ -329,16 +346,21 @@ async def _fill(arr: ArrayHandle, start: int, stop: int, target: numpy.ndarray) 
         raise StorageError(f"cannot read {arr.key!r}: {err}") from err
 
 
-async def read_rows(source: ReadSource, path: str, name: str, pieces: RowRanges) -> numpy.ndarray:
-    """The rows of ``pieces`` of one variable of one partition, one after the other."""
+async def read_rows(
+    source: ReadSource, path: str, name: str, pieces: RowRanges, txn: str = ""
+) -> numpy.ndarray:
+    """The rows of ``pieces`` of one variable of one partition, one after the other.
+
+    ``txn``: the identity of the partition's group (see :func:`open_checked`).
+    """
     if type(source).read_rows is not ReadSource.read_rows:
         # A source joining stores (a view) reads through its hook: the span, then the pieces.
         if not pieces:
-            return await source.read_rows(path, name, 0, 0)
+            return await source.read_rows(path, name, 0, 0, txn)
         lo = pieces[0][0]
-        span = await source.read_rows(path, name, lo, pieces[-1][1])
+        span = await source.read_rows(path, name, lo, pieces[-1][1], txn)
         return numpy.concatenate([span[a - lo : b - lo] for a, b in pieces])
-    arr = await source.io.open_handle(f"{path}/{name}", name)
+    (arr,) = await open_checked(source.io, path, [name], txn)
     out = numpy.empty((sum(b - a for a, b in pieces), *arr.shape[1:]), dtype=arr.dtype)
     await _fill_pieces(arr, pieces, out)
     return out
@@ -361,19 +383,20 @@ def unwritten_immutable(config: CollectionConfig, catalog: Catalog, name: str) -
 
 
 async def read_block(
-    source: ReadSource, path: str, name: str, start: int, stop: int
+    source: ReadSource, path: str, name: str, start: int, stop: int, txn: str = ""
 ) -> numpy.ndarray:
     """Rows ``start:stop`` of one variable of one partition (only the chunks holding them).
 
-    Immutable variables are read whole (``start``/``stop`` ignored).
+    Immutable variables are read whole (``start``/``stop`` ignored). ``txn``:
+    the identity of the partition's group (see :func:`open_checked`).
     """
-    return await source.read_rows(path, name, start, stop)
+    return await source.read_rows(path, name, start, stop, txn)
 
 
 async def _read_block(
-    source: ReadSource, path: str, name: str, start: int, stop: int
+    source: ReadSource, path: str, name: str, start: int, stop: int, txn: str = ""
 ) -> numpy.ndarray:
-    arr = await source.io.open_handle(f"{path}/{name}", name)
+    (arr,) = await open_checked(source.io, path, [name], txn)
     try:
         if source.config.schema[name].immutable:
             return await arr.read()

@@ -584,6 +584,7 @@ def commit_task(
         rows=numpy.array([r[1] for r in results], dtype="int64"),
         axis_min=numpy.array([zero if r[2] is None else r[2] for r in results], dtype=dtype),
         axis_max=numpy.array([zero if r[3] is None else r[3] for r in results], dtype=dtype),
+        txn=ctx.txn.txn,
     )
 
     async def run() -> list[str]:

@@ -24,8 +24,10 @@ import numpy
 
 from ..catalog import Catalog
 from ..catalog._transaction import TXN_ATTR
-from ..errors import CorruptedDataError, StalePartitionError, StorageError
+from ..errors import CorruptedDataError, PartitionNotFoundError, StalePartitionError, StorageError
 from ..io import Part, ReadSource, RowRanges, TimeRange, clip_ranges, row_range
+from ..io._partition import gone, identity_of
+from ..io._reader import open_checked
 from ..schema import Schema
 
 __all__ = ["BASE_ATTR", "Computed", "StaleMode", "ViewSource", "check_stale", "fill_array"]
@@ -203,16 +205,18 @@ class ViewSource(ReadSource):
             }
         ]
 
-    async def read_rows(self, path: str, name: str, start: int, stop: int) -> numpy.ndarray:
+    async def read_rows(
+        self, path: str, name: str, start: int, stop: int, txn: str = ""
+    ) -> numpy.ndarray:
         if name not in self.overlay_variables:
-            return await self.base.read_rows(path, name, start, stop)
-        rows = await self._base_rows(path)
-        out = await self._read_overlay(path, [name], rows, start, stop)
+            return await self.base.read_rows(path, name, start, stop, txn)
+        rows = await self._base_rows(path, txn)
+        out = await self._read_overlay(path, [name], rows, start, stop, txn)
         return out[name]
 
-    async def _base_rows(self, path: str) -> int:
+    async def _base_rows(self, path: str, txn: str = "") -> int:
         axis = self.base.config.axis_variable
-        handle = await self.base.io.open_handle(f"{path}/{axis}", axis)
+        (handle,) = await open_checked(self.base.io, path, [axis], txn)
         return int(handle.shape[0])
 
     async def _read_part(
@@ -223,7 +227,7 @@ class ViewSource(ReadSource):
         time_range: TimeRange | None,
         selection: RowRanges | None = None,
     ) -> dict[str, numpy.ndarray]:
-        path, rows, inside = part
+        path, rows, inside, txn = part
 
         async def base_side() -> dict[str, numpy.ndarray]:
             if not theirs:
@@ -235,18 +239,18 @@ class ViewSource(ReadSource):
             )[0]
 
         async def overlay_side() -> dict[str, numpy.ndarray]:
-            n = rows if rows >= 0 else await self._base_rows(path)
+            n = rows if rows >= 0 else await self._base_rows(path, txn)
             start, stop = 0, n
             if time_range is not None and not inside:
                 axis = self.base.config.axis_variable
-                values = (await self.base.io.read(path, [axis], stop=n))[axis]
+                values = (await self.base.io.read(path, [axis], stop=n, txn=txn))[axis]
                 start, stop = row_range(values, time_range)
             if selection is None:
-                return await self._read_overlay(path, mine, n, start, stop)
+                return await self._read_overlay(path, mine, n, start, stop, txn)
             # An index's row ranges: the span holding them, then the ranges.
             pieces = clip_ranges((start, stop), selection)
             lo, hi = (pieces[0][0], pieces[-1][1]) if pieces else (start, start)
-            span = await self._read_overlay(path, mine, n, lo, hi)
+            span = await self._read_overlay(path, mine, n, lo, hi, txn)
             return {
                 v: numpy.concatenate([a[x - lo : y - lo] for x, y in pieces]) if pieces else a
                 for v, a in span.items()
@@ -257,9 +261,12 @@ class ViewSource(ReadSource):
         return {**base, **overlay}
 
     async def _read_overlay(
-        self, path: str, names: list[str], rows: int, start: int, stop: int
+        self, path: str, names: list[str], rows: int, start: int, stop: int, txn: str = ""
     ) -> dict[str, numpy.ndarray]:
-        """Rows ``start:stop`` of overlay ``names`` of the partition whose base is at ``path``."""
+        """Rows ``start:stop`` of overlay ``names`` of the partition whose base is at ``path``.
+
+        ``txn``: the identity of the base partition's group the base catalog records.
+        """
         schema = self.config.schema
         entry = self._entry(path)
         if entry is None:
@@ -272,6 +279,13 @@ class ViewSource(ReadSource):
             group_attrs(self.overlay, opath),
             group_attrs(self.base, path),
         )
+        if txn and identity_of(theirs) != txn:  # the base version read was collected
+            raise PartitionNotFoundError(
+                gone(path, self.base.spec.url, txn, identity_of(theirs) or None)
+            )
+        # The view partition its catalog names (its group may have been collected too).
+        mine = self.overlay_catalog.identity(self._positions[key])
+        await io.check_identity(opath, mine, handles)
         stored = orows if orows >= 0 else int(handles[0].shape[0])
         record = (own or {}).get(BASE_ATTR)
         reason = check_stale(record, stored, path, rows, (theirs or {}).get(TXN_ATTR))

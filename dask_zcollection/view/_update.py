@@ -45,8 +45,8 @@ from ._source import BASE_ATTR, fill_array, group_attrs
 __all__ = ["BasePart", "ViewUpdate", "build_update_graph", "view_update_task"]
 
 #: What a task knows of its base partition: path, committed rows (``-1``: unknown),
-#: axis min and max (``None``: unknown).
-BasePart = tuple[str, int, Any, Any]
+#: axis min and max (``None``: unknown), the identity of its group (``""``: unknown).
+BasePart = tuple[str, int, Any, Any, str]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -179,7 +179,7 @@ async def _update_one(
     spec = ctx.txn.spec
     io = ReadSource(spec, job.overlay_config).io
     axis = job.base.config.axis_variable
-    base_path, rows, lo, hi = part
+    base_path, rows, lo, hi, base_identity = part
     lock = None if spec.transactional else lock_key(plan.canonical)
     async with ctx.txn.writing(plan.canonical, wait=ctx.lock_wait) as done:
         if plan.existing is not None:
@@ -189,7 +189,8 @@ async def _update_one(
         names = list(job.base_names)
         need_axis = axis not in names and (rows < 0 or lo is None)
         read = names + ([axis] if need_axis else [])
-        base = await job.base.io.read(base_path, read, stop=None if rows < 0 else rows)
+        stop = None if rows < 0 else rows
+        base = await job.base.io.read(base_path, read, stop=stop, txn=base_identity)
         if rows < 0:  # a listed base catalog (reference format): the axis was read
             rows = len(base[axis])
         if lo is None and rows and axis in base:
@@ -254,7 +255,8 @@ async def _update_one(
                 if v not in columns and v not in base and v in job.base.config.schema
             ]
             if need:
-                base = {**base, **await job.base.io.read(base_path, need, stop=rows)}
+                more = await job.base.io.read(base_path, need, stop=rows, txn=base_identity)
+                base = {**base, **more}
             view = {v: a for v, a in base.items() if v in every}
             ds = columns_to_dataset(job.joined, {**view, **columns}, job.immutable)
             await spec.put_many(make(ds, plan.canonical, identity))

@@ -455,7 +455,9 @@ class AsyncView(StoredIndexes):
                     PartitionPlan(
                         key=selected.key_tuple(i),
                         canonical=canonicals[i],
-                        existing=None if j < 0 else (overlay.paths[j], int(overlay.rows[j]), True),
+                        existing=None
+                        if j < 0
+                        else (overlay.paths[j], int(overlay.rows[j]), True, overlay.identity(j)),
                         stored=None
                         if j < 0
                         else AxisRange(
@@ -471,6 +473,7 @@ class AsyncView(StoredIndexes):
                     int(selected.rows[i]) if stats else -1,
                     selected.axis_min[i] if stats and selected.rows[i] else None,
                     selected.axis_max[i] if stats and selected.rows[i] else None,
+                    selected.identity(i),
                 )
                 parts.append(part)
             ctx = WriteContext(
