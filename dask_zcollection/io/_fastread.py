@@ -61,6 +61,7 @@ from ._integrity import (
     CheckedStore,
     ChunkRecord,
     corrupted,
+    missing_chunk,
     reread_record,
     split_trailer,
     stamp_of,
@@ -459,9 +460,7 @@ class ArrayHandle:
                         )  # fmt: skip
                 if done is None:  # zarr semantics: a missing chunk holds the fill value
                     if entry is not None:
-                        raise corrupted(
-                            key, f"chunk {key!r} is missing (the record says it was written)"
-                        )
+                        raise await missing_chunk(self.store, self.key, key, stamp_of(self.doc))
                     target[...] = self.fill if self.fill is not None else 0
                     return
                 if done:

@@ -47,6 +47,7 @@ __all__ = [
     "CheckedStore",
     "ChunkRecord",
     "corrupted",
+    "missing_chunk",
     "record_of",
     "split_trailer",
 ]
@@ -258,7 +259,7 @@ class CheckedStore(WrapperStore[Any]):
             if buf is None:
                 if entry is None:
                     return None  # never written (all fill): zarr reads the fill value
-                raise corrupted(key, f"chunk {key!r} is missing (the record says it was written)")
+                raise await missing_chunk(self._store, self.key, key, self.txn)
             if byte_range is not None or not self.crc:
                 return buf
             _, digest = split_trailer(buf.as_numpy_array(), key)
@@ -308,6 +309,29 @@ async def reread_record(store: Any, key: str, txn: str | None = None) -> ChunkRe
             "ran longer than zcollection.retention); read the collection again"
         )
     return ChunkRecord.of(doc)
+
+
+async def missing_chunk(store: Any, array: str, key: str, txn: str | None) -> Exception:
+    """The error for chunk ``key`` of ``array``, recorded as written but missing.
+
+    A version deleted while it was read (a read longer than the retention)
+    loses its chunks too: when the array's ``zarr.json`` is gone, or stamped by
+    another transaction than ``txn`` (the stamp read first), the partition is
+    not found. Otherwise the chunk alone is gone: the data is corrupted.
+    """
+    try:
+        raw = await store.get(f"{array}/zarr.json", prototype=default_buffer_prototype())
+        if raw is None:
+            return PartitionNotFoundError(
+                f"array {array!r} was deleted since it was opened (chunk {key!r} is gone "
+                "with it): the version read was deleted meanwhile (the read ran longer "
+                "than zcollection.retention); read the collection again"
+            )
+        if txn is not None:
+            await reread_record(store, array, txn)
+    except PartitionNotFoundError as err:
+        return err
+    return corrupted(key, f"chunk {key!r} is missing (the record says it was written)")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -396,3 +396,37 @@ def test_a_record_left_stale_by_an_older_writer_is_ignored(
     assert report.unverifiable == (
         (JAN, "no record of written chunks (written before checksums): ssh"),
     )
+
+
+@pytest.mark.parametrize("way", ["fast", "zarr"])
+def test_an_array_deleted_while_it_is_read_is_not_found(
+    tmp_path: Path, factory: Factory, way: str
+) -> None:
+    """A version collected under a reader (slower than the retention) takes its chunks along:
+    the reader that opened its ``zarr.json`` gets PartitionNotFoundError, not damage."""
+    import shutil
+
+    from dask_zcollection.io._fastread import ArrayHandle
+
+    url = f"file://{tmp_path}/c"
+    month(factory, url)
+    root = tmp_path / "c"
+    doc = json.loads((root / JAN / "quality" / "zarr.json").read_bytes())
+    store = zarr.storage.LocalStore(root)
+    handle = ArrayHandle(store, f"{JAN}/quality", doc, numpy.dtype("uint8"), None)
+    assert handle.record is not None and handle.compressor is not None
+    shutil.rmtree(root / JAN)  # collected, as a whole, after the reader opened the array
+    out = numpy.empty(40, "uint8")
+    target = out if way == "fast" else out[::2]  # not contiguous: through zarr's pipeline
+    with pytest.raises(zc.errors.PartitionNotFoundError, match="deleted since it was opened"):
+        run(handle.read_into(0, 20, target))
+    # The path written again by another transaction: not found either.
+    (root / JAN / "quality").mkdir(parents=True)
+    other = {**doc, "attributes": {**doc["attributes"], "_zc_txn": "another"}}
+    (root / JAN / "quality" / "zarr.json").write_text(json.dumps(other))
+    with pytest.raises(zc.errors.PartitionNotFoundError, match="another version"):
+        run(handle.read_into(0, 20, target))
+    # The array still there and its own, one chunk gone: damage, naming the chunk.
+    (root / JAN / "quality" / "zarr.json").write_text(json.dumps(doc))
+    with pytest.raises(zc.CorruptedDataError, match=f"chunk .{JAN}/quality/c/[0-4]. is missing"):
+        run(handle.read_into(0, 20, target))
