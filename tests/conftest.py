@@ -138,7 +138,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-# -- pytest-xdist (CI runs ``-n 2 --dist loadfile``: one worker runs a whole file) -----------------
+# -- pytest-xdist (``./run test``: 2 workers, ``--dist loadfile --no-loadscope-reorder``) ---------
 #: The files that take longest (seconds measured on 2 cores), dispatched first under xdist so
 #: that no long file starts last while the other worker idles. Other files follow in
 #: collection order; a file missing here still runs, only later.
