@@ -166,7 +166,10 @@ def stats(columns: Columns | None) -> AxisRange | None:
 # --- strategies against references ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("strategy", "reference"), REFERENCES, ids=lambda x: repr(x))
+# Ids without the references' addresses: every pytest-xdist worker collects the same ids.
+@pytest.mark.parametrize(
+    ("strategy", "reference"), REFERENCES, ids=[repr(s) for s, _ in REFERENCES]
+)
 @given(data=merge_inputs())
 @settings(deadline=None, max_examples=150)
 def test_strategy_matches_reference(
