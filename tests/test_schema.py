@@ -378,6 +378,11 @@ def _sequence_collection(url: str, dtype: str) -> zc.Collection:
 
 @pytest.mark.parametrize("declared", ["int64", "float64"])
 def test_float_sequence_keys_are_refused(memory_url: str, declared: str) -> None:
+    if declared == "float64":  # a partitioning its variable cannot feed: refused at create
+        with pytest.raises(zc.SchemaError, match="'cycle'"):
+            _sequence_collection(memory_url, declared)
+        assert _listing(memory_url) == []
+        return
     col = _sequence_collection(memory_url, declared)
     version = col.catalog().version
     with pytest.raises(zc.SchemaError, match="'cycle'"):
