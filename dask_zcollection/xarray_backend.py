@@ -41,7 +41,6 @@ from .catalog._discovery import IMMUTABLE_PATH
 from .errors import CorruptedDataError, InvalidInputError, NotFoundError, StorageError
 from .io import CONFIG_KEY, ReadSource, read_block, unwritten_immutable
 from .io._memory import empty
-from .io._reader import open_checked
 from .store import StoreSpec
 from .view._config import VIEW_CONFIG_KEY
 
@@ -194,7 +193,7 @@ class ZCollectionArray(BackendArray):
 
 
 async def _open_one(io: Any, path: str, name: str, txn: str) -> ArrayHandle:
-    (handle,) = await open_checked(io, path, [name], txn)
+    (handle,) = await io.open_partition(path, [name], txn)
     return handle
 
 

@@ -302,13 +302,18 @@ async def reread_record(store: Any, key: str, txn: str | None = None) -> ChunkRe
     if raw is None:
         return None
     doc = json.loads(raw.to_bytes())
+    _check_stamp(doc, key, txn)
+    return ChunkRecord.of(doc)
+
+
+def _check_stamp(doc: Mapping[str, Any], key: str, txn: str | None) -> None:
+    """Raise PartitionNotFoundError when array ``key``'s ``doc`` is stamped by another ``txn``."""
     if txn is not None and stamp_of(doc) != txn:
         raise PartitionNotFoundError(
             f"array {key!r} is another version's since it was opened (transaction "
             f"{stamp_of(doc)}, not {txn}): the version read was deleted meanwhile (the read "
             "ran longer than zcollection.retention); read the collection again"
         )
-    return ChunkRecord.of(doc)
 
 
 async def missing_chunk(store: Any, array: str, key: str, txn: str | None) -> Exception:
@@ -319,16 +324,15 @@ async def missing_chunk(store: Any, array: str, key: str, txn: str | None) -> Ex
     another transaction than ``txn`` (the stamp read first), the partition is
     not found. Otherwise the chunk alone is gone: the data is corrupted.
     """
+    raw = await store.get(f"{array}/zarr.json", prototype=default_buffer_prototype())
+    if raw is None:
+        return PartitionNotFoundError(
+            f"array {array!r} was deleted since it was opened (chunk {key!r} is gone "
+            "with it): the version read was deleted meanwhile (the read ran longer "
+            "than zcollection.retention); read the collection again"
+        )
     try:
-        raw = await store.get(f"{array}/zarr.json", prototype=default_buffer_prototype())
-        if raw is None:
-            return PartitionNotFoundError(
-                f"array {array!r} was deleted since it was opened (chunk {key!r} is gone "
-                "with it): the version read was deleted meanwhile (the read ran longer "
-                "than zcollection.retention); read the collection again"
-            )
-        if txn is not None:
-            await reread_record(store, array, txn)
+        _check_stamp(json.loads(raw.to_bytes()), array, txn)
     except PartitionNotFoundError as err:
         return err
     return corrupted(key, f"chunk {key!r} is missing (the record says it was written)")

@@ -34,6 +34,7 @@ from ._integrity import (
     ChunkRecord,
     has_checksum,
     record_of,
+    stamp_of,
 )
 
 __all__ = ["PARTITION_KEY_ATTR", "PartitionIO", "gone", "group_json", "identity_of"]
@@ -448,11 +449,7 @@ class PartitionIO:
 
 def stamped(txn: str, arrays: Sequence[ArrayHandle]) -> bool:
     """Whether every array is stamped ``txn`` (the common case, checked without a coroutine)."""
-    for a in arrays:
-        attrs = a.doc.get("attributes")
-        if attrs is None or attrs.get(TXN_ATTR) != txn:
-            return False
-    return True
+    return all(stamp_of(a.doc) == txn for a in arrays)
 
 
 def identity_of(attrs: Any) -> str:

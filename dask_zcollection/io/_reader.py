@@ -144,16 +144,6 @@ def parts_of(catalog: Catalog, time_range: TimeRange | None = None) -> list[Part
     )
 
 
-async def open_checked(
-    io: PartitionIO, path: str, names: Sequence[str], txn: str = ""
-) -> list[ArrayHandle]:
-    """Open the arrays ``names`` of the partition at ``path``, whose identity is ``txn``.
-
-    See :meth:`PartitionIO.open_partition`.
-    """
-    return await io.open_partition(path, names, txn)
-
-
 async def _part_rows(
     part: Part,
     arrays: Sequence[ArrayHandle],
@@ -283,7 +273,7 @@ async def _read_many(
     need_axis = time_range is not None and axis not in names
     opened = await asyncio.gather(
         *(
-            open_checked(io, part[0], names + ([axis] if need_axis else []), part[3])
+            io.open_partition(part[0], names + ([axis] if need_axis else []), part[3])
             for part in parts
         )
     )
@@ -351,7 +341,7 @@ async def read_rows(
 ) -> numpy.ndarray:
     """The rows of ``pieces`` of one variable of one partition, one after the other.
 
-    ``txn``: the identity of the partition's group (see :func:`open_checked`).
+    ``txn``: the identity of the partition's group (see :meth:`PartitionIO.open_partition`).
     """
     if type(source).read_rows is not ReadSource.read_rows:
         # A source joining stores (a view) reads through its hook: the span, then the pieces.
@@ -360,7 +350,7 @@ async def read_rows(
         lo = pieces[0][0]
         span = await source.read_rows(path, name, lo, pieces[-1][1], txn)
         return numpy.concatenate([span[a - lo : b - lo] for a, b in pieces])
-    (arr,) = await open_checked(source.io, path, [name], txn)
+    (arr,) = await source.io.open_partition(path, [name], txn)
     out = numpy.empty((sum(b - a for a, b in pieces), *arr.shape[1:]), dtype=arr.dtype)
     await _fill_pieces(arr, pieces, out)
     return out
@@ -388,7 +378,7 @@ async def read_block(
     """Rows ``start:stop`` of one variable of one partition (only the chunks holding them).
 
     Immutable variables are read whole (``start``/``stop`` ignored). ``txn``:
-    the identity of the partition's group (see :func:`open_checked`).
+    the identity of the partition's group (see :meth:`PartitionIO.open_partition`).
     """
     return await source.read_rows(path, name, start, stop, txn)
 
@@ -396,7 +386,7 @@ async def read_block(
 async def _read_block(
     source: ReadSource, path: str, name: str, start: int, stop: int, txn: str = ""
 ) -> numpy.ndarray:
-    (arr,) = await open_checked(source.io, path, [name], txn)
+    (arr,) = await source.io.open_partition(path, [name], txn)
     try:
         if source.config.schema[name].immutable:
             return await arr.read()

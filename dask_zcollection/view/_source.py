@@ -27,7 +27,6 @@ from ..catalog._transaction import TXN_ATTR
 from ..errors import CorruptedDataError, PartitionNotFoundError, StalePartitionError, StorageError
 from ..io import Part, ReadSource, RowRanges, TimeRange, clip_ranges, row_range
 from ..io._partition import gone, identity_of
-from ..io._reader import open_checked
 from ..schema import Schema
 
 __all__ = ["BASE_ATTR", "Computed", "StaleMode", "ViewSource", "check_stale", "fill_array"]
@@ -216,7 +215,7 @@ class ViewSource(ReadSource):
 
     async def _base_rows(self, path: str, txn: str = "") -> int:
         axis = self.base.config.axis_variable
-        (handle,) = await open_checked(self.base.io, path, [axis], txn)
+        (handle,) = await self.base.io.open_partition(path, [axis], txn)
         return int(handle.shape[0])
 
     async def _read_part(
