@@ -32,6 +32,18 @@ I64 = numpy.iinfo("int64")
 MONTHLY = zc.partitioning.Date(("time",), resolution="M")
 
 
+def _monthly(url: str, unit: str = "ns", chunks: int = 4) -> zc.Collection:
+    """A collection of ``time`` (``datetime64[unit]``) and ``v`` (float64), monthly."""
+    schema = (
+        zc.Schema()
+        .with_dimension("time", chunks=chunks)
+        .with_variable("time", dtype=f"datetime64[{unit}]", dimensions=("time",))
+        .with_variable("v", dtype="float64", dimensions=("time",))
+        .build()
+    )
+    return zc.create_collection(url, schema=schema, axis="time", partitioning=MONTHLY)
+
+
 def _sequence_collection(url: str) -> zc.Collection:
     schema = (
         zc.Schema()
@@ -205,14 +217,7 @@ def test_bytes_that_are_not_ascii_into_a_str_variable_are_a_schema_error(memory_
 def test_integers_a_float_cannot_hold_exactly_are_refused(memory_url: str, lazy: bool) -> None:
     """int64 -> float64 is a safe cast for numpy (and was accepted as one: "no value
     changes"), but 2**60 + 1 was stored as 2**60. Integers it holds exactly still go in."""
-    schema = (
-        zc.Schema()
-        .with_dimension("time", chunks=4)
-        .with_variable("time", dtype="datetime64[ns]", dimensions=("time",))
-        .with_variable("v", dtype="float64", dimensions=("time",))
-        .build()
-    )
-    col = zc.create_collection(memory_url, schema=schema, axis="time", partitioning=MONTHLY)
+    col = _monthly(memory_url)
     time = numpy.array(["2024-01-02", "2024-01-03", "2024-02-01"], dtype="datetime64[ns]")
 
     def values(*ints: int) -> Any:
@@ -254,14 +259,7 @@ def test_a_time_bound_with_a_timezone_is_read_as_utc_without_a_warning(
     """numpy converted such a bound to UTC itself, with a ``UserWarning`` (its parsing of
     offsets is deprecated): the warning reached every caller."""
     bound = bound() if callable(bound) else bound
-    schema = (
-        zc.Schema()
-        .with_dimension("time", chunks=4)
-        .with_variable("time", dtype="datetime64[ns]", dimensions=("time",))
-        .with_variable("v", dtype="float64", dimensions=("time",))
-        .build()
-    )
-    col = zc.create_collection(memory_url, schema=schema, axis="time", partitioning=MONTHLY)
+    col = _monthly(memory_url)
     minutes = numpy.arange(0, 48 * 60, 30)
     time = numpy.datetime64("2024-01-02", "ns") + minutes.astype("timedelta64[m]")
     col.insert({"time": time, "v": minutes.astype("float64")})
@@ -288,14 +286,7 @@ def test_time_bounds_finer_than_the_axis_keep_no_row_outside(
     row at 00:00:00; one with 12 fractional digits parsed as picoseconds, whose range is
     months around 1970: it wrapped silently and kept every row (bounds are read to the
     nanosecond at most)."""
-    schema = (
-        zc.Schema()
-        .with_dimension("time", chunks=4)
-        .with_variable("time", dtype="datetime64[s]", dimensions=("time",))
-        .with_variable("v", dtype="float64", dimensions=("time",))
-        .build()
-    )
-    col = zc.create_collection(memory_url, schema=schema, axis="time", partitioning=MONTHLY)
+    col = _monthly(memory_url, unit="s")
     time = numpy.datetime64("2024-01-02T00:00:00", "s") + numpy.arange(3).astype("m8[s]")
     col.insert({"time": time, "v": numpy.arange(3.0)})
     ds = col.lazy().filter(time=slice(low, high)).compute()
@@ -316,14 +307,7 @@ def test_planning_a_dask_insert_holds_about_the_axis_variable_once(memory_url: s
     import tracemalloc
 
     n = 500_000
-    schema = (
-        zc.Schema()
-        .with_dimension("time", chunks=1 << 18)
-        .with_variable("time", dtype="datetime64[ns]", dimensions=("time",))
-        .with_variable("v", dtype="float64", dimensions=("time",))
-        .build()
-    )
-    col = zc.create_collection(memory_url, schema=schema, axis="time", partitioning=MONTHLY)
+    col = _monthly(memory_url, chunks=1 << 18)
     step = int(numpy.timedelta64(360, "D").astype("m8[ns]").astype("int64")) // n
     start = int(numpy.datetime64("2024-01-01", "ns").astype("int64"))
     time = (da.arange(n, chunks=1 << 18, dtype="int64") * step + start).astype("M8[ns]")
@@ -368,14 +352,7 @@ def test_to_dask_dataframe_takes_variables_as_lazy_getitem_does(memory_url: str)
 def test_dask_input_of_unknown_chunk_sizes_is_refused_with_the_remedy(memory_url: str) -> None:
     """Boolean indexing of dask input gives NaN chunk sizes: the error said "variable 'ssh'
     has nan rows along 'time', others have nan" (with one variable: none at all)."""
-    schema = (
-        zc.Schema()
-        .with_dimension("time", chunks=4)
-        .with_variable("time", dtype="datetime64[ns]", dimensions=("time",))
-        .with_variable("v", dtype="float64", dimensions=("time",))
-        .build()
-    )
-    col = zc.create_collection(memory_url, schema=schema, axis="time", partitioning=MONTHLY)
+    col = _monthly(memory_url)
     time = numpy.array(["2024-01-02", "2024-01-03", "2024-02-01", "2024-02-02"], "M8[ns]")
     keep = da.from_array(numpy.array([True, False, True, True]), chunks=2)
     data = {
